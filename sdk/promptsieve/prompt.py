@@ -1,0 +1,89 @@
+"""Neutral prompt model: messages made of parts.
+
+Adapters convert OpenAI or LangChain objects to these types and back; the core never sees
+vendor types. Only :class:`TextPart` content of compressible roles is ever rewritten;
+every other part (images, audio, tool calls, ...) is carried opaquely in ``OpaquePart``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Union
+
+__all__ = [
+    "COMPRESSIBLE_ROLES",
+    "Message",
+    "OpaquePart",
+    "Part",
+    "Span",
+    "TextPart",
+    "as_messages",
+]
+
+#: Roles whose text may be compressed by default. System, tool, function, developer and
+#: unknown roles are protected.
+COMPRESSIBLE_ROLES: frozenset[str] = frozenset({"user", "assistant"})
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """Plain text. ``protected=True`` marks text that must go out byte-identical."""
+
+    text: str
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class OpaquePart:
+    """Anything that is not text (an image, audio, a tool call): passed through as is."""
+
+    payload: Any
+
+
+Part = Union[TextPart, OpaquePart]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``extra`` keeps vendor fields (name, tool_call_id, ...) untouched."""
+
+    role: str
+    parts: tuple[Part, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, role: str, content: str) -> Message:
+        return cls(role=role, parts=(TextPart(content),))
+
+    @property
+    def content(self) -> str:
+        """The message's text parts joined (opaque parts are skipped)."""
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def with_parts(self, parts: Sequence[Part]) -> Message:
+        return replace(self, parts=tuple(parts))
+
+
+@dataclass(frozen=True)
+class Span:
+    """A character range ``[start, end)`` of one text part, with its importance score."""
+
+    message: int
+    part: int
+    start: int
+    end: int
+    text: str
+    score: float
+    kind: Literal["word", "sentence", "demo", "other"] = "word"
+
+
+def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[Message, ...], bool]:
+    """Normalise a prompt to messages; the flag says whether it was a bare string."""
+    if isinstance(prompt, str):
+        return (Message.text("user", prompt),), True
+    messages = tuple(prompt)
+    for m in messages:
+        if not isinstance(m, Message):
+            raise TypeError(f"expected promptsieve.Message, got {type(m).__name__}")
+    return messages, False
