@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs promptsieve with every extra into ./.venv on a fresh machine (idempotent).
+# llama-cpp-python builds from source (about 6 minutes); its wheel is cached in
+# $PROMPTSIEVE_WHEEL_CACHE so later runs on the same machine skip the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+WHEELS="${PROMPTSIEVE_WHEEL_CACHE:-$HOME/.cache/promptsieve-ci/wheels}"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+      || echo "install.sh: could not install redis-server; its tests will be skipped" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q -U pip wheel
+# The CPU build of torch that lies on disk; an unconstrained torch pulls a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0
+if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "install.sh: building llama-cpp-python from source (about 6 minutes)..."
+  mkdir -p "$WHEELS"
+  python -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python>=0.3"
+fi
+python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,langchain,redis,local,bench,dev]"

@@ -1,0 +1,106 @@
+"""The ``promptsieve`` command line: compress, explain, screen, demo, bench."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="promptsieve",
+    help="Compress LLM prompts where a fidelity test against the target has passed.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(
+            f"{path} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+            "convert it first, e.g. iconv -t UTF-8"
+        ) from exc
+
+
+def _ratio(value: float) -> float:
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"ratio must be in (0, 1], got {value}")
+    return value
+
+
+@app.command()
+def compress(
+    file: Annotated[Path, typer.Argument(help="UTF-8 text file holding the prompt ('-' = stdin)")],
+    ratio: Annotated[float, typer.Option(callback=_ratio, help="share of compressible tokens kept")] = 0.5,
+    question: Annotated[Optional[str], typer.Option(help="the question the prompt must answer")] = None,
+    scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
+) -> None:
+    """Compress a prompt file and print the shorter prompt."""
+    from promptsieve.compressor import Compressor, CompressorConfig
+
+    text = sys.stdin.read() if str(file) == "-" else _read_text(file)
+    comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+    result = comp.compress(text, ratio=ratio, question=question)
+    if as_json:
+        report = {
+            "text": result.text,
+            "tokens_before": result.tokens_before,
+            "tokens_after": result.tokens_after,
+            "ratio": round(result.ratio, 4),
+            "scorer": result.scorer,
+            "provider": comp.proxy.provider,
+            "timings_ms": {k: round(v * 1000, 2) for k, v in result.timings.items()},
+            "dropped": [{"text": s.text, "score": round(s.score, 4)} for s in result.dropped],
+        }
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    typer.echo(result.text)
+    typer.echo(
+        f"-- {result.tokens_before} -> {result.tokens_after} tokens "
+        f"({result.ratio:.0%}), {result.timings['total'] * 1000:.0f} ms",
+        err=True,
+    )
+
+
+@app.command()
+def explain(
+    file: Annotated[Path, typer.Argument(help="UTF-8 text file holding the prompt")],
+    question: Annotated[Optional[str], typer.Option(help="the question the prompt must answer")] = None,
+    scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
+    html: Annotated[Optional[Path], typer.Option(help="write an HTML heat map here")] = None,
+) -> None:
+    """Show which tokens the proxy finds important (a heat map with --html)."""
+    from promptsieve._heatmap import render_html
+    from promptsieve.compressor import Compressor, CompressorConfig
+
+    if scorer not in ("head", "attribution"):
+        raise typer.BadParameter("scorer must be 'head' or 'attribution'")
+    text = _read_text(file)
+    comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+    scores = comp.explain(text, question=question)
+    if html is not None:
+        html.write_text(render_html(scores, title=file.name), encoding="utf-8")
+        typer.echo(f"wrote {html}")
+        return
+    order = scores.scores.argsort()[::-1][:20]
+    for i in order:
+        s, e = scores.offsets[i]
+        typer.echo(f"{scores.scores[i]:+.4f}  {scores.text[s:e]!r}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

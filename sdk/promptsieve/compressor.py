@@ -1,0 +1,299 @@
+"""The compression facade: segment → score on the proxy → prune to a budget.
+
+This is the only place that knows how the three steps fit together; adapters and the
+sieve call :meth:`Compressor.compress` and never touch segments or scores themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, overload
+
+import numpy as np
+
+from promptsieve._errors import ConfigError
+from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
+from promptsieve.proxy import Proxy, ProxyConfig, Scorer, TokenScores
+from promptsieve.prune import Budget, prune
+from promptsieve.segment import Segmentation, SegmentConfig, segment
+from promptsieve.tokens import TokenCounter
+
+__all__ = ["Compression", "Compressor", "CompressorConfig"]
+
+log = logging.getLogger(__name__)
+
+ScorerName = Literal["head", "attribution"]
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """Settings that change what a compression produces (they go into the fingerprint)."""
+
+    ratio: float = 0.5
+    scorer: ScorerName = "head"
+    #: Model whose tokenizer counts the budget (tiktoken for OpenAI names, else an estimate).
+    model: str | None = None
+    roles: frozenset[str] = COMPRESSIBLE_ROLES
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def __post_init__(self) -> None:
+        Budget(ratio=self.ratio)  # raises ValueError with the allowed range
+        if self.scorer not in ("head", "attribution"):
+            raise ConfigError(f"scorer must be 'head' or 'attribution', not {self.scorer!r}")
+
+    def settings_key(self) -> str:
+        """What besides the proxy decides the output (the ratio is a verdict's own field)."""
+        return repr((self.scorer, self.model, sorted(self.roles), self.segment))
+
+
+@dataclass(frozen=True)
+class Compression:
+    """The result of one compression; ``prompt`` has the shape the caller passed in."""
+
+    prompt: str | tuple[Message, ...]
+    text: str
+    tokens_before: int
+    tokens_after: int
+    kept: tuple[Span, ...]
+    dropped: tuple[Span, ...]
+    timings: dict[str, float]
+    scorer: str
+
+    @property
+    def ratio(self) -> float:
+        """Tokens after / tokens before over the whole prompt (1.0 when nothing changed)."""
+        return self.tokens_after / self.tokens_before if self.tokens_before else 1.0
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.tokens_before - self.tokens_after
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.dropped)
+
+
+@dataclass(frozen=True)
+class _Part:
+    message: int
+    part: int
+    seg: Segmentation
+    question: str | None
+
+
+class Compressor:
+    """Compresses prompts with the proxy; thread-safe, the proxy loads on first use."""
+
+    def __init__(self, config: CompressorConfig | None = None, *, scorer: Scorer | None = None):
+        self.config = config or CompressorConfig()
+        self._scorer = scorer
+        self._proxy: Proxy | None = None
+        self._lock = threading.Lock()
+        self._count = TokenCounter.for_model(self.config.model)
+
+    # -- loading ---------------------------------------------------------------------------
+    @property
+    def proxy(self) -> Proxy:
+        if self._proxy is None:
+            with self._lock:
+                if self._proxy is None:
+                    self._proxy = Proxy.load(self.config.proxy)
+        return self._proxy
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            self._scorer = _make_scorer(self.config.scorer, self.proxy)
+        return self._scorer
+
+    @property
+    def fingerprint(self) -> str:
+        """Proxy weights + scorer + settings: a change in any of them re-screens a task."""
+        raw = f"{self.scorer.fingerprint}|{self.config.settings_key()}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of the proxy's embeddings (instance guard, cosine metric)."""
+        return self.proxy.similarity(a, b)
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(text)
+
+    # -- compress --------------------------------------------------------------------------
+    @overload
+    def compress(
+        self,
+        prompt: str,
+        *,
+        ratio: float | None = ...,
+        target_tokens: int | None = ...,
+        question: str | None = ...,
+    ) -> Compression: ...
+    @overload
+    def compress(
+        self,
+        prompt: Sequence[Message],
+        *,
+        ratio: float | None = ...,
+        target_tokens: int | None = ...,
+        question: str | None = ...,
+    ) -> Compression: ...
+    def compress(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        ratio: float | None = None,
+        target_tokens: int | None = None,
+        question: str | None = None,
+    ) -> Compression:
+        """Drop the least important units of the compressible text to meet the budget.
+
+        ``ratio`` keeps that share of the compressible tokens; ``target_tokens`` aims at a
+        total prompt size. Protected text (system prompts, tools, code, numbers, the final
+        question, ...) is never altered.
+        """
+        if ratio is None and target_tokens is None:
+            ratio = self.config.ratio
+        budget = Budget(ratio=ratio, target_tokens=target_tokens)  # validates
+        t0 = time.perf_counter()
+        messages, was_str = as_messages(prompt)
+        parts = self._segment(messages, question)
+        t_seg = time.perf_counter()
+
+        tokens_before = sum(self._count(m.content) for m in messages)
+        ratio_eff = self._effective_ratio(budget, parts, tokens_before)
+        new_texts: dict[tuple[int, int], str] = {}
+        kept: list[Span] = []
+        dropped: list[Span] = []
+        t_score = 0.0
+        for p in parts:
+            if ratio_eff >= 1.0 or not any(not u.protected for u in p.seg.units):
+                continue
+            ts = time.perf_counter()
+            scores = self._unit_scores(p.seg, p.question)
+            t_score += time.perf_counter() - ts
+            result = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
+            new_texts[(p.message, p.part)] = result.text
+            for idx_list, out in ((result.kept, kept), (result.dropped, dropped)):
+                for i in idx_list:
+                    u = p.seg.units[i]
+                    out.append(
+                        Span(
+                            message=p.message,
+                            part=p.part,
+                            start=u.start,
+                            end=u.end,
+                            text=p.seg.text[u.start : u.end],
+                            score=float(scores[i]),
+                            kind="demo" if u.demo is not None else "word",
+                        )
+                    )
+        t_prune = time.perf_counter()
+        out_messages = _rebuild(messages, new_texts)
+        tokens_after = sum(self._count(m.content) for m in out_messages)
+        timings = {
+            "segment": t_seg - t0,
+            "score": t_score,
+            "prune": t_prune - t_seg - t_score,
+            "total": time.perf_counter() - t0,
+        }
+        return Compression(
+            prompt=out_messages[0].content if was_str else out_messages,
+            text="\n\n".join(m.content for m in out_messages),
+            tokens_before=tokens_before,
+            tokens_after=tokens_after,
+            kept=tuple(kept),
+            dropped=tuple(dropped),
+            timings=timings,
+            scorer=self.scorer.name,
+        )
+
+    def explain(
+        self, text: str, *, question: str | None = None, scorer: ScorerName | None = None
+    ) -> TokenScores:
+        """Per-token importance of ``text`` (the heat map behind ``promptsieve explain``)."""
+        sc = self.scorer if scorer in (None, self.config.scorer) else None
+        if sc is None:
+            sc = _make_scorer(scorer or self.config.scorer, self.proxy)
+        seg = segment(text, replace(self.config.segment, protect_question=False))
+        if question is None and seg.question is not None:
+            question = seg.text[seg.question[0] : seg.question[1]]
+        return sc.score(seg.text, question=question, units=[(u.start, u.end) for u in seg.units])
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _segment(self, messages: Sequence[Message], question: str | None) -> list[_Part]:
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        parts: list[_Part] = []
+        for i, m in enumerate(messages):
+            if m.role not in self.config.roles:
+                continue
+            for j, part in enumerate(m.parts):
+                if not isinstance(part, TextPart) or part.protected or not part.text.strip():
+                    continue
+                cfg = self.config.segment
+                if i != last_user:  # older turns carry no final question to protect
+                    cfg = replace(cfg, protect_question=False)
+                seg = segment(part.text, cfg)
+                q = question
+                if q is None and seg.question is not None:
+                    q = seg.text[seg.question[0] : seg.question[1]]
+                parts.append(_Part(i, j, seg, q))
+        if question is None:  # one question for the whole request: the final one
+            final_q = next((p.question for p in reversed(parts) if p.question), None)
+            parts = [replace(p, question=final_q) for p in parts]
+        return parts
+
+    def _effective_ratio(self, budget: Budget, parts: Sequence[_Part], total: int) -> float:
+        if budget.ratio is not None:
+            return budget.ratio
+        assert budget.target_tokens is not None
+        compressible = 0
+        for p in parts:
+            for u in p.seg.units:
+                if not u.protected:
+                    compressible += self._count(p.seg.text[u.start : u.end])
+        if compressible == 0:
+            return 1.0
+        need = total - budget.target_tokens  # tokens to remove
+        return float(min(1.0, max(1e-3, 1.0 - need / compressible)))
+
+    def _unit_scores(self, seg: Segmentation, question: str | None) -> np.ndarray:
+        spans = [(u.start, u.end) for u in seg.units]
+        ts = self.scorer.score(seg.text, question=question, units=spans)
+        return ts.unit_scores(spans)
+
+
+def _rebuild(
+    messages: Sequence[Message], new_texts: dict[tuple[int, int], str]
+) -> tuple[Message, ...]:
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        if not any(k[0] == i for k in new_texts):
+            out.append(m)
+            continue
+        parts = [
+            TextPart(new_texts[(i, j)]) if (i, j) in new_texts else p for j, p in enumerate(m.parts)
+        ]
+        out.append(m.with_parts(parts))
+    return tuple(out)
+
+
+def _make_scorer(name: str, proxy: Proxy) -> Scorer:
+    if name == "attribution":
+        from promptsieve.proxy import AttributionScorer
+
+        return AttributionScorer(proxy)
+    try:
+        from promptsieve.proxy import HeadScorer  # type: ignore[attr-defined]
+    except ImportError:
+        log.warning("head scorer unavailable; using the attribution scorer")
+        from promptsieve.proxy import AttributionScorer
+
+        return AttributionScorer(proxy)
+    return HeadScorer(proxy)  # type: ignore[no-any-return]
