@@ -1,0 +1,499 @@
+"""Text -> units (words and protected regions), sentences, few-shot demonstrations, question.
+
+Pruning only ever drops whole units, so everything that must come out byte-identical (code,
+JSON, URLs, numbers, dates, identifiers, quoted strings, user pins, ...) becomes ONE protected
+unit, and every other word is its own droppable unit. The gaps between units are *glue*
+(whitespace and punctuation); ``prune`` rebuilds the glue around dropped units.
+
+All passes are regex scans or single left-to-right walks, so time grows linearly with the text
+(about 1 s for 400k characters of mixed prose on one core).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import regex
+
+__all__ = ["SegmentConfig", "Segmentation", "Unit", "segment"]
+
+log = logging.getLogger(__name__)
+
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How to cut text into units; see module docstring."""
+
+    keep_patterns: tuple[str, ...] = ()  # user regexes whose matches are protected
+    keep_open: str = "<keep>"  # explicit keep-marker, removed from the output
+    keep_close: str = "</keep>"
+    detect_demos: bool = True
+    protect_question: bool = True  # the final question (last Q:/question sentence) is protected
+
+    def __post_init__(self) -> None:
+        if bool(self.keep_open) != bool(self.keep_close):
+            raise ValueError("keep_open and keep_close must both be set or both be empty")
+        for pattern in self.keep_patterns:
+            _compile_user(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """Smallest droppable atom: a word, or a protected region (never dropped on its own)."""
+
+    start: int  # char offsets into Segmentation.text
+    end: int
+    sentence: int  # index into Segmentation.sentences
+    demo: int | None  # index into Segmentation.demos, if inside a few-shot demonstration
+    protected: bool
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    text: str  # input with keep-markers removed
+    units: tuple[Unit, ...]  # ordered, non-overlapping; gaps are whitespace/punctuation glue
+    sentences: tuple[Range, ...]
+    demos: tuple[Range, ...]
+    protected: tuple[Range, ...]  # protected char ranges (merged), the question included
+    question: Range | None
+    # Ranges the user pinned (keep-markers, keep_patterns): a demonstration holding one is never
+    # dropped as a whole. Automatic protections inside a demo go when the whole demo goes.
+    pinned: tuple[Range, ...] = ()
+
+
+def segment(text: str, config: SegmentConfig | None = None) -> Segmentation:
+    """Cut ``text`` into units; offsets refer to the returned ``text`` (keep-markers removed)."""
+    cfg = config or SegmentConfig()
+    text, pinned = _strip_keep_markers(text, cfg.keep_open, cfg.keep_close)
+    if not text.strip():
+        return Segmentation(text, (), (), (), (), None, tuple(pinned))
+    for pattern in cfg.keep_patterns:
+        pinned.extend(_finditer_spans(_compile_user(pattern), text))
+    pinned = _merge(pinned)
+    regions = _snap(text, _merge([*pinned, *_protected_spans(text)]))
+
+    raw = _raw_units(text, regions)
+    sentence_of, sentences = _sentences(text, raw)
+    demos, question = _demos_and_question(text, cfg, sentences)
+
+    units: list[Unit] = []
+    demo_starts = [d[0] for d in demos]
+    for k, (start, end, prot) in enumerate(raw):
+        demo: int | None = None
+        j = bisect.bisect_right(demo_starts, start) - 1
+        if j >= 0 and start < demos[j][1]:
+            demo = j
+        if question is not None and start < question[1] and end > question[0]:
+            prot = True
+        units.append(Unit(start, end, sentence_of[k], demo, prot))
+    protected = _merge([*regions, *([question] if question else [])])
+    return Segmentation(
+        text,
+        tuple(units),
+        tuple(sentences),
+        tuple(demos),
+        tuple(protected),
+        question,
+        tuple(pinned),
+    )
+
+
+# ---------------------------------------------------------------------------- keep-markers
+
+
+def _strip_keep_markers(text: str, open_: str, close: str) -> tuple[str, list[Range]]:
+    """Remove ``<keep>...</keep>`` pairs; their content becomes a pinned range."""
+    if not open_ or open_ not in text:
+        return text, []
+    pat = re.compile(re.escape(open_) + "(.*?)" + re.escape(close), re.DOTALL)
+    out: list[str] = []
+    pinned: list[Range] = []
+    pos = length = 0
+    for m in pat.finditer(text):
+        out.append(text[pos : m.start()])
+        length += m.start() - pos
+        content = m.group(1)
+        if content:
+            pinned.append((length, length + len(content)))
+        out.append(content)
+        length += len(content)
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out), pinned
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_user(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid keep_pattern {pattern!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- protected regions
+
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_SP = r"[ \t\u00a0]+"
+_ORD = r"(?:st|nd|rd|th)?"
+_NUMBER = (
+    r"(?<![\w.])[-+\u2212]?(?:[$€£¥₹]" + r"[ \u00a0]?)?"
+    r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:[eE][-+]?\d+)?(?:/\d+)?(?:[ \u00a0]?%|[A-Za-z]{1,3})?(?![\w])"
+)
+_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p, flags)
+    for p, flags in (
+        # URLs (trailing punctuation trimmed afterwards) and e-mail addresses
+        (r"\b(?:(?:https?|ftp|file)://|www\.)[^\s<>\"'`]+", 0),
+        (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0),
+        # dates and times
+        (
+            r"(?<!\w)\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+            r"(?:Z|[+-]\d{2}:?\d{2})?)?(?!\w)",
+            0,
+        ),
+        (r"(?<![\w/.-])\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}(?![\w/-])", 0),
+        (rf"(?<!\w)\d{{1,2}}{_ORD}(?:{_SP}of)?{_SP}{_MONTH}\.?(?:,?{_SP}\d{{4}})?(?!\w)", 0),
+        (rf"(?<!\w){_MONTH}\.?{_SP}\d{{1,2}}{_ORD}(?:,?{_SP}\d{{4}})?(?!\w)", 0),
+        (rf"(?<!\w){_MONTH}{_SP}\d{{4}}(?!\w)", 0),
+        (r"(?<![\w:])\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[ \t]?[AaPp]\.?[Mm]\.?)?(?![\w:])", 0),
+        (r"(?<!\w)\d{1,2}[ \t]?(?:[ap]\.m\.|[AaPp][Mm])(?!\w)", 0),
+        # numbers, versions
+        (_NUMBER, 0),
+        (r"(?<![\w.])v?\d+(?:\.\d+){1,3}(?:-[0-9A-Za-z.]+)?(?![\w])", 0),
+        # identifiers: snake_case, camelCase, PascalCase with inner capitals, letters+digits
+        (r"(?<!\w)(?=\w*_)(?=\w*[A-Za-z])[A-Za-z0-9_]+(?!\w)", 0),
+        (r"(?<!\w)[a-z]+[A-Z][A-Za-z0-9]*(?!\w)", 0),
+        (r"(?<!\w)(?:[A-Z][a-z0-9]+[A-Z]|[A-Z]{2,}[a-z])[A-Za-z0-9]*(?!\w)", 0),
+        (r"(?<!\w)(?:[A-Za-z]+\d|\d+[A-Za-z])[A-Za-z0-9]*(?!\w)", 0),
+        (r"(?<!\w)(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}(?!\w)", 0),
+        # dotted.names, file paths (absolute, ~/ ./, Windows, relative with an extension)
+        (r"(?<![\w.])[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+(?:\(\))?(?!\w)", 0),
+        (r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.@+-]+/)*[\w.@+-]+/?", 0),
+        (r"(?<!\w)[A-Za-z]:\\(?:[\w.@+-]+\\)*[\w.@+-]*", 0),
+        (r"(?<![\w/.])[\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]{1,8}(?!\w)", 0),
+        # inline code, quoted strings (within a line, bounded length)
+        (r"(?<!`)(`{1,3})(?!`)[^\n]+?(?<!`)\1(?!`)", 0),
+        (r"(?<!\w)\"(?=\S)[^\"\n]{0,200}(?<=\S)\"(?!\w)", 0),
+        (r"(?<!\w)'(?=\S)[^'\n]{0,120}(?<=\S)'(?!\w)", 0),
+        (r"“[^”\n]{1,200}”|‘[^’\n]{1,120}’(?!\w)|«[^»\n]{1,200}»|「[^」\n]{1,200}」", 0),
+        # structure: line-start labels ("Q:", "Answer:", "Example 3:") and option markers "(A)"
+        (r"^[ \t]*(?:[A-Z][\w-]{0,20}|Q|A)(?:[ \t]+\d+)?[ \t]*:(?=[ \t\r\n]|$)", re.MULTILINE),
+        (r"\((?:[A-Za-z]|[ivx]{1,4}|\d{1,2})\)", 0),
+    )
+)
+_URL_TRAIL = ".,;:!?'\"”’)]}>"
+_FENCE_OPEN = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*$", re.MULTILINE)
+_BRACKET = re.compile(r"[\[\]{}]")
+_JSON_KEY = re.compile(r"\"[^\"\n]{1,100}\"\s*:")
+_JSON_DEC = json.JSONDecoder()
+
+
+def _protected_spans(text: str) -> list[Range]:
+    spans = _fences(text)
+    spans += _json_spans(text)
+    for pat in _PATTERNS:
+        for m in pat.finditer(text):
+            start, end = m.span()
+            if end <= start:
+                continue
+            if pat is _PATTERNS[0]:
+                end = _trim_url(text, start, end)
+            spans.append((start, end))
+    return spans
+
+
+def _trim_url(text: str, start: int, end: int) -> int:
+    while end > start + 1 and text[end - 1] in _URL_TRAIL:
+        c = text[end - 1]
+        if c == ")" and text.count("(", start, end) >= text.count(")", start, end):
+            break
+        end -= 1
+    return end
+
+
+def _fences(text: str) -> list[Range]:
+    """Fenced code blocks. An unclosed ``` runs to the end of the text; an unclosed ~~~, or a
+    bare ~~~ line as long as the text line above it (an RST heading underline), is no fence."""
+    spans: list[Range] = []
+    pos = 0
+    while True:
+        m = _FENCE_OPEN.search(text, pos)
+        if m is None:
+            return spans
+        fence = m.group(1)
+        tilde = fence[0] == "~"
+        if tilde and not text[m.end(1) : m.end()].strip():
+            line_before = text[text.rfind("\n", 0, max(m.start() - 1, 0)) + 1 : m.start()]
+            if line_before.strip() and len(fence) >= len(line_before.strip()) - 1:
+                pos = m.end()
+                continue
+        close = re.compile(
+            r"^[ \t]{0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$",
+            re.MULTILINE,
+        ).search(text, m.end())
+        if close is None and tilde:
+            pos = m.end()
+            continue
+        end = close.end() if close else len(text.rstrip())
+        spans.append((m.start(), end))
+        pos = end + 1 if close else len(text)
+
+
+def _match_brackets(text: str) -> dict[int, int]:
+    pairs: dict[int, int] = {}
+    stack: list[tuple[str, int]] = []
+    for m in _BRACKET.finditer(text):
+        c, p = m.group(), m.start()
+        if c in "[{":
+            stack.append((c, p))
+        elif stack and stack[-1][0] == ("[" if c == "]" else "{"):
+            pairs[stack.pop()[1]] = p
+    return pairs
+
+
+def _json_spans(text: str) -> list[Range]:
+    """JSON that parses (``raw_decode``), or bracketed blocks spanning lines with "key": pairs."""
+    if "{" not in text and "[" not in text:
+        return []
+    pairs = _match_brackets(text)
+    spans: list[Range] = []
+    covered = 0
+    for p in sorted(pairs):
+        if p < covered:
+            continue
+        q = pairs[p] + 1
+        end = -1
+        try:
+            _, end = _JSON_DEC.raw_decode(text, p)
+        except ValueError:
+            if "\n" in text[p:q] and _JSON_KEY.search(text, p, q):
+                end = q
+        if end > p + 1:
+            spans.append((p, end))
+            covered = end
+    return spans
+
+
+def _finditer_spans(pat: re.Pattern[str], text: str) -> Iterable[Range]:
+    return (m.span() for m in pat.finditer(text) if m.end() > m.start())
+
+
+def _merge(spans: Iterable[Range]) -> list[Range]:
+    """Union of ranges; touching ranges merge too."""
+    out: list[Range] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+_NOSPACE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+
+
+def _is_word_char(c: str) -> bool:
+    return (c.isalnum() or c == "_") and not _NOSPACE.match(c)
+
+
+def _snap(text: str, regions: list[Range]) -> list[Range]:
+    """Grow regions to whole words so that no word is split between a region and a unit."""
+    out: list[Range] = []
+    n = len(text)
+    for start, end in regions:
+        while start > 0 and _is_word_char(text[start - 1]) and _is_word_char(text[start]):
+            start -= 1
+        while end < n and _is_word_char(text[end]) and _is_word_char(text[end - 1]):
+            end += 1
+        out.append((start, end))
+    return _merge(out)
+
+
+# ---------------------------------------------------------------------------- units, sentences
+
+_UNIT = regex.compile(
+    r"""(?V1)
+    \p{Han}
+    |\p{Hiragana}+
+    |[\p{Katakana}\u30fc]+
+    |[[\w\p{M}\p{N}\u200c\u200d]--[\p{Han}\p{Hiragana}\p{Katakana}]]+
+        (?:['’\-][[\w\p{M}\p{N}\u200c\u200d]--[\p{Han}\p{Hiragana}\p{Katakana}]]+)*
+    |(?=[\p{Extended_Pictographic}\p{Regional_Indicator}])\X
+    |[\p{S}\p{Co}\p{Cn}]+
+    """,
+    regex.VERBOSE,
+)
+_SENT_BREAK = re.compile(r"[.!?…](?=[\"'”’)\]]*(?:\s|$))|[。！？]|[\r\n]")
+
+
+def _raw_units(text: str, regions: list[Range]) -> list[tuple[int, int, bool]]:
+    raw: list[tuple[int, int, bool]] = []
+    pos = 0
+    for start, end in [*regions, (len(text), len(text))]:
+        raw.extend((m.start(), m.end(), False) for m in _UNIT.finditer(text, pos, start))
+        if end > start:
+            raw.append((start, end, True))
+        pos = end
+    return raw
+
+
+def _sentences(text: str, raw: list[tuple[int, int, bool]]) -> tuple[list[int], list[Range]]:
+    """Sentence index per unit and sentence ranges (a break: . ! ? before space, or a newline)."""
+    sentence_of: list[int] = []
+    sentences: list[Range] = []
+    prev_end = 0
+    for start, end, _ in raw:
+        if not sentences or _SENT_BREAK.search(text, prev_end, start):
+            if sentences:
+                sentences[-1] = (sentences[-1][0], _with_trailing_punct(text, prev_end, start))
+            sentences.append((start, end))
+        sentence_of.append(len(sentences) - 1)
+        prev_end = end
+    if sentences:
+        sentences[-1] = (sentences[-1][0], _with_trailing_punct(text, prev_end, len(text)))
+    return sentence_of, sentences
+
+
+def _with_trailing_punct(text: str, end: int, limit: int) -> int:
+    while end < limit and not text[end].isspace():
+        end += 1
+    return end
+
+
+# ---------------------------------------------------------------------------- demos, question
+
+_Q_KINDS = (  # (question label, answer labels); earlier kinds win when several repeat
+    ("Example", r"(?:A|Answer|Output|Solution|Label|Target)"),
+    ("Question", r"(?:Answer|A)"),
+    ("Q", r"(?:A|Answer)"),
+    ("Problem", r"(?:Solution|Answer)"),
+    ("Input", r"(?:Output|Answer|Label|Target)"),
+)
+_BLANK = re.compile(r"\n[ \t]*\r?\n")
+_TEMPLATE_PREFIX = re.compile(r"[ \t]*([^\s:]{1,30}(?:[ \t]+\d+)?[ \t]*:)")
+_OPEN_END = re.compile(r"[:：][ \t]*$")
+
+
+def _label(kind: str) -> str:
+    if kind == "Example":
+        return r"(?m)^[ \t]*(?:Example|EXAMPLE)[ \t]*#?\d*[ \t]*[:：.]"
+    return r"(?m)^[ \t]*" + kind + r"[ \t]*[:：]"
+
+
+def _demos_and_question(
+    text: str, cfg: SegmentConfig, sentences: list[Range]
+) -> tuple[list[Range], Range | None]:
+    blocks = _label_blocks(text) or _template_blocks(text)
+    demos = [b for b, answered in blocks if answered]
+    question: Range | None = None
+    if blocks and not blocks[-1][1] and not text[blocks[-1][0][1] :].strip():
+        question = blocks[-1][0]
+    if cfg.protect_question and question is None:
+        question = _question_sentence(text, sentences)
+    if not cfg.protect_question:
+        question = None
+    if not cfg.detect_demos:
+        demos = []
+    return demos, question
+
+
+def _label_blocks(text: str) -> list[tuple[Range, bool]]:
+    """Blocks that start at a repeated question label; (range, answered)."""
+    for kind, answer in _Q_KINDS:
+        starts = [m.start() for m in re.finditer(_label(kind), text)]
+        if not starts:
+            continue
+        starts = [
+            s + len(text[s:e]) - len(text[s:e].lstrip(" \t"))
+            for s, e in zip(starts, [*starts[1:], len(text)], strict=True)
+        ]
+        bounds = [*starts, len(text)]
+        ranges = [(s, s + len(text[s:e].rstrip())) for s, e in itertools.pairwise(bounds)]
+        answer_re = re.compile(r"(?m)^[ \t]*" + answer + r"[ \t]*[:：]")
+        answers: list[str | None] = []
+        for s, e in ranges:
+            found = list(answer_re.finditer(text, s, e))
+            answers.append(text[found[-1].end() : e].strip() if found else None)
+        if len(ranges) == 1:  # a lone block counts only as a trailing unanswered question
+            if _is_open(text, ranges[0], answers[0], []):
+                return [(ranges[0], False)]
+            continue
+        done = [a for a in answers[:-1] if a]
+        if kind == "Example":  # examples need no answer label
+            blocks = [(r, True) for r in ranges[:-1]]
+        else:
+            blocks = [(r, bool(a)) for r, a in zip(ranges[:-1], answers[:-1], strict=True)]
+        blocks.append((ranges[-1], not _is_open(text, ranges[-1], answers[-1], done)))
+        return blocks
+    return []
+
+
+def _is_open(text: str, rng: Range, answer: str | None, done: list[str]) -> bool:
+    """An unanswered block: empty answer, only the answers' shared preamble, or a bare label."""
+    if answer is None:
+        return bool(_OPEN_END.search(text, rng[0], rng[1]))
+    if not answer:
+        return True
+    return bool(done) and all(a.startswith(answer) and len(a) > len(answer) for a in done)
+
+
+def _template_blocks(text: str) -> list[tuple[Range, bool]]:
+    """≥2 consecutive blank-line separated blocks starting with the same "Label:" token."""
+    paras: list[Range] = []
+    pos = 0
+    for m in [*_BLANK.finditer(text), None]:
+        end = m.start() if m else len(text)
+        chunk = text[pos:end]
+        if chunk.strip():
+            s = pos + len(chunk) - len(chunk.lstrip())
+            paras.append((s, pos + len(chunk.rstrip())))
+        if m:
+            pos = m.end()
+    best: list[Range] = []
+    run: list[Range] = []
+    prev_key: str | None = None
+    for p in paras:
+        m = _TEMPLATE_PREFIX.match(text, p[0])
+        key = re.sub(r"\d+", "#", m.group(1)) if m else None
+        if key is not None and key == prev_key:
+            run.append(p)
+        else:
+            run = [p]
+        prev_key = key
+        if len(run) >= 2 and len(run) >= len(best):
+            best = list(run)
+    if len(best) < 2:
+        return []
+    blocks = [(r, True) for r in best[:-1]]
+    last = best[-1]
+    blocks.append((last, not _OPEN_END.search(text, last[0], last[1])))
+    return blocks
+
+
+def _question_sentence(text: str, sentences: list[Range]) -> Range | None:
+    """The last sentence ending in "?" inside the final paragraph."""
+    stripped = text.rstrip()
+    para_start = 0
+    for m in _BLANK.finditer(stripped):
+        para_start = m.end()
+    for start, end in reversed(sentences):
+        if start < para_start:
+            break
+        body = text[start:end].rstrip("\"'”’)]» \t")
+        if body.endswith(("?", "？")):
+            return (start, start + len(body))
+    return None
