@@ -1,0 +1,330 @@
+"""The screen-and-apply policy: per task, bypass, shadow-test or apply compression.
+
+State machine of one verdict (see :mod:`promptsieve.fidelity.store`)::
+
+    unscreened ─► screening(r1) ─pass─► screening(r2) ─pass─► … ─► passed(r_last)
+                       │fail/budget          │fail/budget
+                       ▼                     ▼
+                    failed              passed(r1)  ──monitoring: agreement ≪ τ──► revoked
+    failed / revoked / passed expire after ``ttl`` and re-screen (a new generation).
+
+While screening, live traffic gets the ORIGINAL prompt and a share (``shadow_rate``) of
+requests also sends the compressed variant in the background (SHADOW): zero risk to users.
+Each ratio of the ladder (conservative → aggressive, fixed order) gets its own sequential
+test; no multiplicity correction is needed for a fixed sequence that stops at the first
+failure. After a pass, a share ``monitor_rate`` of the compressed requests also sends the
+original, and a sequential test of H0: agreement ≥ τ revokes the verdict when agreement is
+significantly below τ.
+
+The gate fails open: a store outage or any internal error means BYPASS (send the original).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from promptsieve._errors import ConfigError, StoreError
+from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
+from promptsieve.fidelity.store import (
+    Counts,
+    SQLiteStore,
+    Verdict,
+    VerdictKey,
+    VerdictState,
+    VerdictStore,
+)
+
+__all__ = ["Action", "Decision", "Gate", "GateConfig", "guard_ok"]
+
+log = logging.getLogger(__name__)
+
+
+class Action(str, Enum):
+    BYPASS = "bypass"  # send the original, compare nothing
+    SHADOW = "shadow"  # send the original; compare with the compressed variant in the background
+    APPLY = "apply"  # send the compressed prompt
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    ratio: float | None = None  # APPLY: ratio to compress at; SHADOW: ratio under test
+    monitor: bool = False  # APPLY only: also send the original in the background and compare
+
+
+BYPASS = Decision(Action.BYPASS)
+_IN_FLIGHT_S = 600.0  # a shadow comparison not reported back by then is presumed lost
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Screen-and-apply settings.
+
+    ``budget``: paired comparisons per ladder ratio before giving up on it. ``ratios``:
+    shares of compressible tokens kept, conservative → aggressive. ``guard_threshold``: the
+    instance guard's minimum proxy similarity between original and compressed prompt.
+    ``seed``: seed the sampling RNG (reproducible tests).
+    """
+
+    tau: float = 0.9
+    delta: float = 0.05
+    budget: int = 100
+    ratios: tuple[float, ...] = (0.8, 0.65, 0.5, 0.35)
+    shadow_rate: float = 1.0
+    monitor_rate: float = 0.02
+    ttl: float = 7 * 24 * 3600.0
+    guard_threshold: float = 0.8
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tau < 1:
+            raise ConfigError(f"tau must be in (0, 1), got {self.tau}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+        if self.budget < 1:
+            raise ConfigError(f"budget must be >= 1 comparison per ratio, got {self.budget}")
+        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
+            raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
+        if len(set(self.ratios)) != len(self.ratios):
+            raise ConfigError(f"ratios must be distinct, got {self.ratios}")
+        for name in ("shadow_rate", "monitor_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.ttl <= 0:
+            raise ConfigError(f"ttl must be positive seconds, got {self.ttl}")
+
+
+def guard_ok(similarity: float, threshold: float) -> bool:
+    """Instance guard: compress this request only if the proxy still sees the same prompt."""
+    return similarity >= threshold
+
+
+class Gate:
+    """Decides per request whether to bypass, shadow-test or apply compression for a task."""
+
+    def __init__(
+        self,
+        store: VerdictStore | None = None,
+        config: GateConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or GateConfig()
+        self.store: VerdictStore = store if store is not None else SQLiteStore()
+        self._clock = clock
+        self._rng = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        # shadow comparisons dispatched by this process and not yet recorded (slot -> times)
+        self._in_flight: dict[tuple[str, int, float], list[float]] = {}
+        self._warned = False
+        self._screen_test = SequentialTest(self.config.tau, self.config.delta, self.config.budget)
+        self._monitor_test = SequentialTest(self.config.tau, self.config.delta, None)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def decide(self, key: VerdictKey) -> Decision:
+        """BYPASS, SHADOW(ratio) or APPLY(ratio, monitor). Never raises (fails open)."""
+        try:
+            return self._decide(key)
+        except StoreError as exc:
+            self._warn_once("verdict store unavailable, bypassing compression: %s", exc)
+        except Exception:
+            log.exception("gate failed; bypassing compression")
+        return BYPASS
+
+    def record(self, key: VerdictKey, ratio: float, agreed: bool | None) -> None:
+        """One paired comparison from a SHADOW or monitored APPLY; None = target error.
+
+        Results for a ratio that is no longer under test (the verdict moved on meanwhile)
+        are dropped. Never raises.
+        """
+        try:
+            self._record(key, ratio, agreed)
+        except StoreError as exc:
+            self._warn_once("verdict store unavailable, comparison dropped: %s", exc)
+        except Exception:
+            log.exception("gate failed to record a comparison")
+
+    def verdict(self, key: VerdictKey) -> Verdict | None:
+        """The stored verdict (raises StoreError when the store is down)."""
+        return self.store.get(key)
+
+    def reset(self, key: VerdictKey) -> None:
+        """Forget a verdict: the next request re-screens."""
+        self.store.delete(key)
+
+    def evaluate(self, counts: Counts, *, monitor: bool = False) -> TestState:
+        """The sequential test's state for screening (or monitoring) counts."""
+        test = self._monitor_test if monitor else self._screen_test
+        return test.evaluate(counts.n, counts.agree)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _warn_once(self, msg: str, exc: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(msg, exc)
+        else:
+            log.debug(msg, exc)
+
+    def _sample(self, rate: float) -> bool:
+        if rate >= 1.0:
+            return True
+        with self._lock:
+            return self._rng.random() < rate
+
+    def _decide(self, key: VerdictKey) -> Decision:
+        now = self._clock()
+        v = self.store.get(key)
+        if v is None or v.state is VerdictState.UNSCREENED or v.expired(now):
+            v = self._start_screening(key, v, now)
+            if v is None:
+                return BYPASS
+        if v.state is VerdictState.PASSED and v.ratio is not None:
+            return Decision(Action.APPLY, v.ratio, monitor=self._sample(self.config.monitor_rate))
+        if v.state is VerdictState.SCREENING and v.testing is not None:
+            return self._shadow(key, v)
+        return BYPASS  # failed or revoked until it expires
+
+    def _start_screening(self, key: VerdictKey, old: Verdict | None, now: float) -> Verdict | None:
+        first = self.config.ratios[0]
+        fresh = Verdict(
+            state=VerdictState.SCREENING,
+            testing=first,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.config.ttl,
+            generation=(old.generation + 1) if old is not None else 1,
+        )
+        if self.store.put(key, fresh, expected_version=None if old is None else old.version):
+            log.info("task %r: screening starts at ratio %s", key.task, first)
+        return self.store.get(key)  # ours, or whatever a concurrent writer put
+
+    def _shadow(self, key: VerdictKey, v: Verdict) -> Decision:
+        ratio = v.testing
+        assert ratio is not None
+        slot = (key.digest, v.generation, ratio)
+        now = self._clock()
+        with self._lock:
+            live = [t for t in self._in_flight.get(slot, []) if now - t < _IN_FLIGHT_S]
+            self._in_flight[slot] = live
+        if v.counts_at(ratio).n + len(live) >= self.config.budget:
+            return BYPASS  # enough comparisons on the way; wait for their results
+        if not self._sample(self.config.shadow_rate):
+            return BYPASS
+        with self._lock:
+            self._in_flight.setdefault(slot, []).append(now)
+        return Decision(Action.SHADOW, ratio)
+
+    def _settle(self, key: VerdictKey, generation: int, ratio: float) -> None:
+        slot = (key.digest, generation, ratio)
+        with self._lock:
+            times = self._in_flight.get(slot)
+            if times:
+                times.pop(0)
+            if not times:
+                self._in_flight.pop(slot, None)
+
+    def _record(self, key: VerdictKey, ratio: float, agreed: bool | None) -> None:
+        v = self.store.get(key)
+        if v is None:
+            return
+        screening = v.state is VerdictState.SCREENING and _same(v.testing, ratio)
+        monitoring = v.state is VerdictState.PASSED and _same(v.ratio, ratio)
+        if screening:
+            self._settle(key, v.generation, ratio)
+        if agreed is None or not (screening or monitoring) or v.expired(self._clock()):
+            return
+        counts = self.store.record(key, v.generation, ratio, agreed, monitor=monitoring)
+        if screening:
+            self._after_screening(key, v, ratio, counts)
+        else:
+            self._after_monitoring(key, v, counts)
+
+    def _after_screening(self, key: VerdictKey, v: Verdict, ratio: float, counts: Counts) -> None:
+        state = self.evaluate(counts)
+        now = self._clock()
+        bounds = {"lower": state.lower, "upper": state.upper, "updated_at": now}
+        if state.decision is Outcome.CONTINUE:
+            return
+        ladder = self.config.ratios
+        if state.decision is Outcome.PASS:
+            nxt = _next_ratio(ladder, ratio)
+            if nxt is not None:
+                new = v.replace(ratio=ratio, testing=nxt, reason="", **bounds)
+                what = f"ratio {ratio} passed, screening {nxt}"
+            else:
+                new = v.replace(
+                    state=VerdictState.PASSED,
+                    ratio=ratio,
+                    testing=ratio,
+                    expires_at=now + self.config.ttl,
+                    reason=state.reason,
+                    **bounds,
+                )
+                what = f"passed at ratio {ratio}"
+        elif v.ratio is not None:  # a more conservative ratio passed before
+            new = v.replace(
+                state=VerdictState.PASSED,
+                testing=v.ratio,
+                expires_at=now + self.config.ttl,
+                reason=f"ratio {ratio} failed ({state.reason})",
+                **bounds,
+            )
+            what = f"ratio {ratio} failed ({state.reason}); passed at ratio {v.ratio}"
+        else:
+            new = v.replace(
+                state=VerdictState.FAILED,
+                testing=None,
+                expires_at=now + self.config.ttl,
+                reason=state.reason,
+                **bounds,
+            )
+            what = f"failed at ratio {ratio} ({state.reason})"
+        if self.store.put(key, new, expected_version=v.version):
+            log.info(
+                "task %r: %s after %d comparisons (%d agreed)",
+                key.task,
+                what,
+                counts.n,
+                counts.agree,
+            )
+
+    def _after_monitoring(self, key: VerdictKey, v: Verdict, counts: Counts) -> None:
+        state = self.evaluate(counts, monitor=True)
+        if state.upper >= self.config.tau:
+            return
+        now = self._clock()
+        new = v.replace(
+            state=VerdictState.REVOKED,
+            lower=state.lower,
+            upper=state.upper,
+            updated_at=now,
+            expires_at=now + self.config.ttl,
+            reason="monitoring: agreement below tau",
+        )
+        if self.store.put(key, new, expected_version=v.version):
+            log.warning(
+                "task %r: verdict revoked, monitoring saw %d/%d agreements (upper bound %.3f)",
+                key.task,
+                counts.agree,
+                counts.n,
+                state.upper,
+            )
+
+
+def _same(a: float | None, b: float) -> bool:
+    return a is not None and abs(a - b) < 1e-9
+
+
+def _next_ratio(ladder: tuple[float, ...], ratio: float) -> float | None:
+    for i, r in enumerate(ladder):
+        if _same(r, ratio):
+            return ladder[i + 1] if i + 1 < len(ladder) else None
+    return None

@@ -1,0 +1,342 @@
+"""Offline screening against a scripted OpenAI-compatible HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from promptsieve import ConfigError, TargetError
+from promptsieve.fidelity import (
+    HTTPTarget,
+    Outcome,
+    ScreenConfig,
+    SQLiteStore,
+    VerdictKey,
+    VerdictState,
+    load_samples,
+    screen,
+)
+
+COLORS = ("red", "green", "blue")
+
+
+def majority_color(text: str) -> str:
+    """The scripted 'model': names the colour mentioned most often (ties: none)."""
+    counts = Counter(w.strip(".,").lower() for w in text.split())
+    ranked = sorted(((counts[c], c) for c in COLORS), reverse=True)
+    if ranked[0][0] == 0 or ranked[0][0] == ranked[1][0]:
+        return "none"
+    return ranked[0][1]
+
+
+class _Model(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        chat = self.path.endswith("/chat/completions")
+        text = (
+            "\n".join(str(m.get("content") or "") for m in body["messages"])
+            if chat
+            else body["prompt"]
+        )
+        with self.server.lock:
+            self.server.requests.append((self.path, dict(self.headers), body))
+            self.server.seen[text] += 1
+            attempt = self.server.seen[text]
+        if "DEAD" in text or ("FLAKY" in text and attempt == 1):
+            return self._send(500, {"error": {"message": "overloaded"}})
+        if "SLOW" in text:
+            time.sleep(1.0)
+        if "GARBLED" in text:
+            return self._send(200, {"choices": []})
+        answer = majority_color(text)
+        if "TOOL" in text and chat:
+            msg = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "1",
+                        "type": "function",
+                        "function": {"name": "paint", "arguments": json.dumps({"c": answer})},
+                    }
+                ],
+            }
+            return self._send(200, {"choices": [{"index": 0, "message": msg}]})
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": answer}}
+        else:
+            choice = {"index": 0, "text": " " + answer}
+        return self._send(200, {"id": "x", "object": "completion", "choices": [choice]})
+
+    def _send(self, status: int, payload: Any) -> None:
+        raw = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+        except OSError:  # the client gave up (timeout test)
+            pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Model)
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.seen: Counter[str] = Counter()
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def url(srv: _Server) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+def drop_words(body: dict[str, Any], ratio: float) -> dict[str, Any]:
+    """A real (simple) compressor: keeps ~ratio of the words of non-system message text."""
+
+    def squeeze(text: str) -> str:
+        words = text.split()
+        keep = [w for i, w in enumerate(words) if math.ceil((i + 1) * ratio) > math.ceil(i * ratio)]
+        return " ".join(keep)
+
+    new = json.loads(json.dumps(body))
+    if "prompt" in new:
+        new["prompt"] = squeeze(new["prompt"])
+    else:
+        for m in new["messages"]:
+            if m["role"] != "system" and isinstance(m.get("content"), str):
+                m["content"] = squeeze(m["content"])
+    return new
+
+
+def make_samples(n: int, seed: int = 0, chat: bool = True) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    filler = [
+        "the",
+        "of",
+        "a",
+        "report",
+        "table",
+        "river",
+        "window",
+        "market",
+        "number",
+        "quiet",
+        "yellowish",
+        "stone",
+    ]
+    out = []
+    for i in range(n):
+        main, other = rng.sample(COLORS, 2)
+        words = [main] * 16 + [other] * 2 + [rng.choice(filler) for _ in range(42)]
+        rng.shuffle(words)
+        text = f"Document {i}: " + " ".join(words) + ". Which colour is mentioned most?"
+        if chat:
+            out.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": "Answer with one word."},
+                        {"role": "user", "content": text},
+                    ],
+                    "max_tokens": 4,
+                }
+            )
+        else:
+            out.append({"prompt": text, "max_tokens": 4})
+    return out
+
+
+def test_ladder_passes_safe_ratios_and_fails_destructive_one(server: _Server) -> None:
+    samples = make_samples(40)
+
+    def agreement(ratio: float) -> float:  # check the data are as intended
+        text = [
+            (s["messages"][1]["content"], drop_words(s, ratio)["messages"][1]["content"])
+            for s in samples
+        ]
+        return sum(majority_color(a) == majority_color(b) for a, b in text) / len(text)
+
+    assert agreement(0.8) == agreement(0.5) == 1.0 and agreement(0.05) < 0.8
+    cfg = ScreenConfig(budget=40, ratios=(0.8, 0.5, 0.05))
+    with HTTPTarget(url(server), "scripted", api_key="k") as target:
+        result = screen("colors", samples, target, cfg, compress=drop_words)
+    assert result.verdict is VerdictState.PASSED and result.ratio == 0.5
+    r08, r05, r005 = result.ratios
+    assert (r08.decision, r08.n, r05.decision, r05.n) == (Outcome.PASS, 30, Outcome.PASS, 30)
+    assert r005.decision is Outcome.FAIL and r005.upper < 0.9
+    assert result.lower is not None and result.lower >= 0.9
+    # originals are cached: each sample's original was sent exactly once
+    sent = [json.dumps(b["messages"]) for _, _, b in server.requests]
+    originals = Counter(m for m in sent if m in {json.dumps(x["messages"]) for x in samples})
+    assert len(originals) == max(r.n for r in result.ratios)
+    assert set(originals.values()) == {1}
+    assert result.calls == len(server.requests)
+
+
+def test_completions_bodies_and_failure_verdict(server: _Server) -> None:
+    samples = make_samples(40, seed=1, chat=False)
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("c", samples, target, ScreenConfig(ratios=(0.05,)), compress=drop_words)
+    assert result.verdict is VerdictState.FAILED and result.ratio is None
+    assert result.ratios[0].reason == "upper bound < tau"
+    assert all(
+        path.endswith("/completions") and "chat" not in path for path, _, _ in server.requests
+    )
+
+
+def test_errors_and_timeouts_count_as_neither(server: _Server) -> None:
+    samples = make_samples(34, seed=2)
+    for i, mark in ((1, "FLAKY"), (2, "DEAD"), (3, "SLOW"), (4, "GARBLED")):
+        samples[i]["messages"][1]["content"] += f" {mark}"
+    cfg = ScreenConfig(budget=34, ratios=(0.8,), retries=1)
+    with HTTPTarget(url(server), "scripted", timeout=0.3) as target:
+        result = screen("errs", samples, target, cfg, compress=drop_words)
+    rung = result.ratios[0]
+    assert rung.skipped == 3  # DEAD, SLOW, GARBLED: retried once, then skipped
+    assert rung.n == rung.agree == 30  # passes at 30; FLAKY recovered on its retry
+    assert rung.decision is Outcome.PASS
+    # FLAKY fails once per distinct text (original and compressed), the others twice each
+    assert result.errors == 2 + 2 * 3
+    assert result.calls == 30 * 2 + result.errors
+
+
+def test_errors_exhaust_the_budget(server: _Server) -> None:
+    samples = make_samples(10, seed=3)
+    for s in samples:
+        s["messages"][1]["content"] += " DEAD"
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("dead", samples, target, ScreenConfig(budget=10), compress=drop_words)
+    assert result.verdict is VerdictState.FAILED
+    assert result.ratios[0].n == 0 and result.ratios[0].skipped == 10
+    assert result.calls == 20  # one retry each, then skip: never loops
+
+
+def test_http_target_protocol(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-env")
+    target = HTTPTarget(url(server), "m1", overrides={"temperature": 0})
+    chat = {"model": "ignored", "messages": [{"role": "user", "content": "TOOL red"}]}
+    out = target.complete(chat)
+    assert out.tool_calls == (("paint", '{"c": "red"}'),) and out.text == ""
+    path, headers, body = server.requests[-1]
+    assert path == "/v1/chat/completions"
+    assert headers["Authorization"] == "Bearer sk-test-env"
+    assert body["model"] == "m1" and body["temperature"] == 0 and body["stream"] is False
+    assert target.complete({"prompt": "blue blue"}).text == " blue"
+    with pytest.raises(TargetError, match="HTTP 500"):
+        target.complete({"prompt": "DEAD"})
+    with pytest.raises(TargetError, match="malformed"):
+        target.complete({"prompt": "GARBLED"})
+    target.close()
+    with pytest.raises(TargetError):
+        HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=0.5).complete({"prompt": "x"})
+
+
+def test_load_samples_names_the_bad_line(tmp_path: Path) -> None:
+    good = json.dumps({"prompt": "hi"})
+    cases = {
+        "{not json}": "line 2: not valid JSON",
+        "[1, 2]": "line 2: expected a JSON object",
+        '{"input": "x"}': "line 2: a request body needs 'messages'",
+        '{"messages": []}': "line 2: 'messages' must be a non-empty list",
+        '{"messages": [{"content": "x"}]}': "line 2: messages[0]",
+        '{"prompt": 3}': "line 2: 'prompt' must be a string",
+    }
+    for bad, msg in cases.items():
+        path = tmp_path / "s.jsonl"
+        path.write_text(f"{good}\n{bad}\n{good}\n")
+        with pytest.raises(ConfigError) as err:
+            load_samples(path)
+        assert msg.replace("line 2", f"{path}:2") in str(err.value)
+    path = tmp_path / "ok.jsonl"
+    path.write_text(f"{good}\n\n{good}\n")
+    assert len(load_samples(path)) == 2
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ConfigError, match="no samples"):
+        load_samples(tmp_path / "empty.jsonl")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_samples(tmp_path / "missing.jsonl")
+
+
+def test_screen_result_can_seed_the_gate_store(server: _Server, tmp_path: Path) -> None:
+    from promptsieve.fidelity import Action, Gate, GateConfig
+
+    store = SQLiteStore(tmp_path / "v.sqlite3")
+    key = VerdictKey("colors", "scripted", "proxy", "settings")
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen(
+            "colors",
+            make_samples(30),
+            target,
+            ScreenConfig(ratios=(0.5,)),
+            compress=drop_words,
+            store=store,
+            key=key,
+        )
+    assert result.passed
+    d = Gate(store, GateConfig(monitor_rate=0.0)).decide(key)
+    assert d.action is Action.APPLY and d.ratio == 0.5
+
+
+def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from promptsieve.cli import app
+
+    screen_mod = importlib.import_module("promptsieve.fidelity.screen")
+
+    samples = tmp_path / "requests.jsonl"
+    samples.write_text("\n".join(json.dumps(s) for s in make_samples(35)) + "\n")
+    # the CLI screens with the SDK's Compressor; here the wiring is tested with drop_words
+    monkeypatch.setattr(screen_mod, "_compress_fn", lambda: drop_words)
+    args = [
+        "screen",
+        "--task",
+        "colors",
+        "--samples",
+        str(samples),
+        "--base-url",
+        url(server),
+        "--model",
+        "scripted",
+        "--ratios",
+        "0.8,0.05",
+        "--budget",
+        "35",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "verdict: passed" in res.output and "ratio chosen: 0.8" in res.output
+    assert "target calls spent:" in res.output and "lower bound on agreement: 0.9" in res.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n{oops\n')
+    res = CliRunner().invoke(app, [*args[:3], "--samples", str(bad), *args[5:]])
+    assert res.exit_code == 2 and "bad.jsonl:2" in res.output

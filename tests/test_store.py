@@ -1,0 +1,243 @@
+"""Verdict stores against a real SQLite file and a real redis-server."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promptsieve import StoreError
+from promptsieve.fidelity import (
+    Counts,
+    RedisStore,
+    SQLiteStore,
+    Verdict,
+    VerdictKey,
+    VerdictState,
+    VerdictStore,
+)
+
+KEY = VerdictKey("faq", "gemma-3-270m", "proxy-abc", "settings-SECRET-123")
+
+PROCS, CALLS = 4, 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not on PATH (apt-get install -y redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VerdictStore]:
+    if request.param == "sqlite":
+        s: VerdictStore = SQLiteStore(tmp_path / "verdicts.sqlite3")
+    else:
+        url = request.getfixturevalue("redis_url")
+        s = RedisStore(url, prefix=f"t{time.monotonic_ns()}:")
+    yield s
+    s.close()
+
+
+def _screening(generation: int = 1, ttl: float = 3600.0) -> Verdict:
+    now = time.time()
+    return Verdict(
+        state=VerdictState.SCREENING,
+        testing=0.8,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + ttl,
+        generation=generation,
+    )
+
+
+def test_put_get_roundtrip_and_cas(store: VerdictStore) -> None:
+    assert store.get(KEY) is None
+    v = _screening()
+    assert store.put(KEY, v, expected_version=None)
+    assert not store.put(KEY, v, expected_version=None)  # exists already
+    got = store.get(KEY)
+    assert got is not None
+    assert got.state is VerdictState.SCREENING and got.testing == 0.8 and got.version == 1
+    assert got.expires_at == pytest.approx(v.expires_at)
+    passed = got.replace(state=VerdictState.PASSED, ratio=0.8, lower=0.91, upper=0.99)
+    assert not store.put(KEY, passed, expected_version=7)  # stale writer loses
+    assert store.put(KEY, passed, expected_version=1)
+    got = store.get(KEY)
+    assert got is not None and got.state is VerdictState.PASSED and got.version == 2
+    assert (got.ratio, got.lower, got.upper) == (0.8, 0.91, 0.99)
+
+
+def test_record_counts_per_ratio_generation_and_monitor(store: VerdictStore) -> None:
+    store.put(KEY, _screening(), expected_version=None)
+    assert store.record(KEY, 1, 0.8, True) == Counts(1, 1)
+    assert store.record(KEY, 1, 0.8, False) == Counts(2, 1)
+    assert store.record(KEY, 1, 0.65, True) == Counts(1, 1)
+    got = store.get(KEY)
+    assert got is not None
+    assert got.counts_at(0.8) == Counts(2, 1) and got.counts_at(0.65) == Counts(1, 1)
+    assert got.counts_at(0.5) == Counts()
+    # monitoring counts are separate from screening counts at the same ratio
+    passed = got.replace(state=VerdictState.PASSED, ratio=0.8)
+    assert store.put(KEY, passed, expected_version=got.version)
+    assert store.record(KEY, 1, 0.8, False, monitor=True) == Counts(1, 0)
+    got = store.get(KEY)
+    assert got is not None and got.monitor == Counts(1, 0) and got.counts_at(0.8) == Counts(2, 1)
+    # a new generation starts from zero; late results of the old one do not leak in
+    assert store.put(KEY, _screening(generation=2), expected_version=got.version)
+    store.record(KEY, 1, 0.8, True)
+    got = store.get(KEY)
+    assert got is not None and got.generation == 2 and got.counts_at(0.8) == Counts()
+
+
+def test_key_fields_invalidate(store: VerdictStore) -> None:
+    store.put(KEY, _screening(), expected_version=None)
+    for other in (
+        VerdictKey("other-task", KEY.target_model, KEY.proxy_fingerprint, KEY.settings),
+        VerdictKey(KEY.task, "gpt-4o", KEY.proxy_fingerprint, KEY.settings),
+        VerdictKey(KEY.task, KEY.target_model, "proxy-new", KEY.settings),
+        VerdictKey(KEY.task, KEY.target_model, KEY.proxy_fingerprint, "settings-2"),
+    ):
+        assert store.get(other) is None
+    store.delete(KEY)
+    assert store.get(KEY) is None
+
+
+def test_sqlite_default_path_wal_and_no_settings_text(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "v.sqlite3")
+    s.put(KEY, _screening(), expected_version=None)
+    s.record(KEY, 1, 0.8, True)
+    mode = s._conn().execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    s.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"SECRET" not in raw  # only a hash of the settings is kept
+    from promptsieve.fidelity import default_store_path
+
+    assert default_store_path().name == "verdicts.sqlite3"
+
+
+def test_redis_keys_expire_with_the_verdict(redis_url: str) -> None:
+    s = RedisStore(redis_url, prefix="ttl:")
+    s.put(KEY, _screening(ttl=60), expected_version=None)
+    s.record(KEY, 1, 0.8, True)
+    ttl_v = s.client.pttl(f"ttl:v:{KEY.digest}")
+    ttl_c = s.client.pttl(f"ttl:c:{KEY.digest}:1")
+    assert 0 < ttl_v <= (60 + 24 * 3600) * 1000
+    assert 0 < ttl_c <= ttl_v + 1000
+    s.close()
+
+
+def test_outages_raise_store_error(tmp_path: Path) -> None:
+    dead = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", socket_timeout_s=0.5)
+    with pytest.raises(StoreError):
+        dead.get(KEY)
+    with pytest.raises(StoreError):
+        dead.record(KEY, 1, 0.8, True)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError):
+        SQLiteStore(blocker / "verdicts.sqlite3")
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        SQLiteStore(corrupt).get(KEY)
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def _hammer_sqlite(store: SQLiteStore, worker: int) -> None:
+    for i in range(CALLS):  # inherited store object: the child must open its own connection
+        store.record(KEY, 1, 0.8, (i + worker) % 3 != 0)
+
+
+def _hammer_redis(url: str, prefix: str, worker: int) -> None:
+    store = RedisStore(url, prefix=prefix)
+    for i in range(CALLS):
+        store.record(KEY, 1, 0.8, (i + worker) % 3 != 0)
+
+
+def _expected_agree() -> int:
+    return sum((i + w) % 3 != 0 for w in range(PROCS) for i in range(CALLS))
+
+
+def _run(target, args_of) -> None:  # type: ignore[no-untyped-def]
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=target, args=args_of(w)) for w in range(PROCS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+
+
+def test_sqlite_concurrent_processes_lose_no_counts(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "shared.sqlite3")
+    store.put(KEY, _screening(), expected_version=None)
+    store.get(KEY)  # the parent holds an open connection across the fork
+    _run(_hammer_sqlite, lambda w: (store, w))
+    got = store.get(KEY)
+    assert got is not None and got.counts_at(0.8) == Counts(PROCS * CALLS, _expected_agree())
+
+
+def test_redis_concurrent_processes_lose_no_counts(redis_url: str) -> None:
+    prefix = f"conc{time.monotonic_ns()}:"
+    store = RedisStore(redis_url, prefix=prefix)
+    store.put(KEY, _screening(), expected_version=None)
+    _run(_hammer_redis, lambda w: (redis_url, prefix, w))
+    got = store.get(KEY)
+    assert got is not None and got.counts_at(0.8) == Counts(PROCS * CALLS, _expected_agree())
+
+
+def test_sqlite_threads_share_one_store(tmp_path: Path) -> None:
+    import threading
+
+    store = SQLiteStore(tmp_path / "threads.sqlite3")
+    store.put(KEY, _screening(), expected_version=None)
+    threads = [
+        threading.Thread(target=lambda: [store.record(KEY, 1, 0.5, True) for _ in range(100)])
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = store.get(KEY)
+    assert got is not None and got.counts_at(0.5) == Counts(400, 400)
