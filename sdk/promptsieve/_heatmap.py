@@ -17,7 +17,7 @@ def render_html(scores: TokenScores, *, title: str = "promptsieve explain") -> s
     span = (hi - lo) or 1.0
     out: list[str] = []
     pos = 0
-    for (s, e), v in zip(scores.offsets.tolist(), vals.tolist()):
+    for (s, e), v in zip(scores.offsets.tolist(), vals.tolist(), strict=False):
         if s < pos or e <= s:
             continue
         out.append(html.escape(text[pos:s]))

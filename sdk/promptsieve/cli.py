@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise typer.BadParameter(
-            f"{path} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+            f"{path} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "convert it first, e.g. iconv -t UTF-8"
         ) from exc
 
@@ -40,8 +40,12 @@ def _ratio(value: float) -> float:
 @app.command()
 def compress(
     file: Annotated[Path, typer.Argument(help="UTF-8 text file holding the prompt ('-' = stdin)")],
-    ratio: Annotated[float, typer.Option(callback=_ratio, help="share of compressible tokens kept")] = 0.5,
-    question: Annotated[Optional[str], typer.Option(help="the question the prompt must answer")] = None,
+    ratio: Annotated[
+        float, typer.Option(callback=_ratio, help="share of compressible tokens kept")
+    ] = 0.5,
+    question: Annotated[
+        str | None, typer.Option(help="the question the prompt must answer")
+    ] = None,
     scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
@@ -75,9 +79,11 @@ def compress(
 @app.command()
 def explain(
     file: Annotated[Path, typer.Argument(help="UTF-8 text file holding the prompt")],
-    question: Annotated[Optional[str], typer.Option(help="the question the prompt must answer")] = None,
+    question: Annotated[
+        str | None, typer.Option(help="the question the prompt must answer")
+    ] = None,
     scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
-    html: Annotated[Optional[Path], typer.Option(help="write an HTML heat map here")] = None,
+    html: Annotated[Path | None, typer.Option(help="write an HTML heat map here")] = None,
 ) -> None:
     """Show which tokens the proxy finds important (a heat map with --html)."""
     from promptsieve._heatmap import render_html
@@ -108,7 +114,7 @@ def screen_command(
     delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
     budget: Annotated[int, typer.Option(help="samples tried per ratio")] = 100,
     ratios: Annotated[str, typer.Option(help="ladder, conservative first")] = "0.8,0.65,0.5,0.35",
-    metric: Annotated[Optional[str], typer.Option(help="exact|numeric|json|f1:0.8|...")] = None,
+    metric: Annotated[str | None, typer.Option(help="exact|numeric|json|f1:0.8|...")] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature forced on calls")] = 0.0,
     timeout: Annotated[float, typer.Option(help="seconds per target call")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __all__ = [
     "COMPRESSIBLE_ROLES",
@@ -41,7 +41,7 @@ class OpaquePart:
     payload: Any
 
 
-Part = Union[TextPart, OpaquePart]
+Part = TextPart | OpaquePart
 
 
 @dataclass(frozen=True)
