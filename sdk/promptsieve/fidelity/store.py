@@ -199,9 +199,9 @@ class VerdictStore(Protocol):
 
 
 def default_store_path() -> Path:
-    import platformdirs
+    from promptsieve._paths import cache_dir
 
-    return Path(platformdirs.user_cache_dir("promptsieve")) / "verdicts.sqlite3"
+    return cache_dir() / "verdicts.sqlite3"
 
 
 # -- SQLite -------------------------------------------------------------------------------
