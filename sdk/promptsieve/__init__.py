@@ -1,10 +1,14 @@
 """promptsieve: compress LLM prompts only where the target model was shown to answer the same.
 
-Public names are re-exported here; everything else is private.
+Public names are re-exported here, flat; everything else is private. ``LocalTarget`` (the
+embedded Gemma 3 270M server, extra ``local``) is imported on first access.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from promptsieve._context import current_task, task
 from promptsieve._errors import (
     ConfigError,
     PromptSieveError,
@@ -13,23 +17,104 @@ from promptsieve._errors import (
     StoreError,
     TargetError,
 )
+from promptsieve.compressor import Compression, Compressor, CompressorConfig
+from promptsieve.fidelity import (
+    Action,
+    Decision,
+    Gate,
+    GateConfig,
+    HTTPTarget,
+    RedisStore,
+    ScreenConfig,
+    ScreenResult,
+    SequentialTest,
+    SQLiteStore,
+    TargetOutput,
+    Verdict,
+    VerdictKey,
+    VerdictState,
+    VerdictStore,
+    auto_metric,
+    get_metric,
+    load_samples,
+    screen,
+)
 from promptsieve.prompt import Message, OpaquePart, Span, TextPart
+from promptsieve.proxy import (
+    AttributionConfig,
+    AttributionScorer,
+    Proxy,
+    ProxyConfig,
+    Scorer,
+    TokenScores,
+)
+from promptsieve.segment import SegmentConfig
+from promptsieve.sieve import Plan, Request, Sieve, SieveConfig, SieveStats
 from promptsieve.tokens import TokenCounter, count_tokens
+
+if TYPE_CHECKING:
+    from promptsieve.local import LocalTarget, LocalTargetConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
+    "AttributionConfig",
+    "AttributionScorer",
+    "Compression",
+    "Compressor",
+    "CompressorConfig",
     "ConfigError",
+    "Decision",
+    "Gate",
+    "GateConfig",
+    "HTTPTarget",
+    "LocalTarget",
+    "LocalTargetConfig",
     "Message",
     "OpaquePart",
+    "Plan",
     "PromptSieveError",
+    "Proxy",
+    "ProxyConfig",
+    "RedisStore",
+    "Request",
+    "SQLiteStore",
+    "Scorer",
     "ScoringError",
     "ScoringTimeout",
+    "ScreenConfig",
+    "ScreenResult",
+    "SegmentConfig",
+    "SequentialTest",
+    "Sieve",
+    "SieveConfig",
+    "SieveStats",
     "Span",
     "StoreError",
     "TargetError",
+    "TargetOutput",
     "TextPart",
     "TokenCounter",
+    "TokenScores",
+    "Verdict",
+    "VerdictKey",
+    "VerdictState",
+    "VerdictStore",
     "__version__",
+    "auto_metric",
     "count_tokens",
+    "current_task",
+    "get_metric",
+    "load_samples",
+    "screen",
+    "task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("LocalTarget", "LocalTargetConfig"):
+        from promptsieve import local
+
+        return getattr(local, name)
+    raise AttributeError(f"module 'promptsieve' has no attribute {name!r}")

@@ -140,6 +140,23 @@ def screen_command(
     raise typer.Exit(code)
 
 
+@app.command()
+def demo(
+    requests: Annotated[int, typer.Option(help="live requests at most")] = 60,
+    after_pass: Annotated[int, typer.Option(help="compressed requests after a pass")] = 10,
+    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.5,
+    tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.8,
+    delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
+) -> None:
+    """Start the local target, wrap an OpenAI client, screen a task, print the savings."""
+    from promptsieve._demo import DemoConfig, run_demo
+
+    run_demo(
+        DemoConfig(requests=requests, after_pass=after_pass, ratio=ratio, tau=tau, delta=delta),
+        echo=typer.echo,
+    )
+
+
 def main() -> None:
     app()
 

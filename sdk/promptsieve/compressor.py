@@ -18,7 +18,14 @@ import numpy as np
 
 from promptsieve._errors import ConfigError
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
-from promptsieve.proxy import Proxy, ProxyConfig, Scorer, TokenScores
+from promptsieve.proxy import (
+    AttributionScorer,
+    HeadScorer,
+    Proxy,
+    ProxyConfig,
+    Scorer,
+    TokenScores,
+)
 from promptsieve.prune import Budget, prune
 from promptsieve.segment import Segmentation, SegmentConfig, segment
 from promptsieve.tokens import TokenCounter
@@ -292,14 +299,5 @@ def _rebuild(
 
 def _make_scorer(name: str, proxy: Proxy) -> Scorer:
     if name == "attribution":
-        from promptsieve.proxy import AttributionScorer
-
         return AttributionScorer(proxy)
-    try:
-        from promptsieve.proxy import HeadScorer  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("head scorer unavailable; using the attribution scorer")
-        from promptsieve.proxy import AttributionScorer
-
-        return AttributionScorer(proxy)
-    return HeadScorer(proxy)  # type: ignore[no-any-return]
+    return HeadScorer(proxy)

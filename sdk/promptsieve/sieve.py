@@ -440,12 +440,7 @@ class Sieve:
                     return self._warming(request, counted_tokens=True, tokens=before)
             if name is None:
                 name = _derived_task(request, compressor.fingerprint)
-            key = VerdictKey(
-                task=name,
-                target_model=request.model,
-                proxy_fingerprint=compressor.fingerprint,
-                settings=self.config.settings_key(),
-            )
+            key = self.verdict_key(name, request.model)
             decision = self.gate.decide(key)
         else:
             assert self.config.ratio is not None
@@ -789,6 +784,15 @@ class Sieve:
         self.gate.record(plan.key, plan.ratio, agreed)
 
     # -- lifecycle ------------------------------------------------------------------------
+    def verdict_key(self, task: str, model: str) -> VerdictKey:
+        """The key under which the gate keeps ``task``'s verdict for target ``model``."""
+        return VerdictKey(
+            task=task,
+            target_model=model,
+            proxy_fingerprint=self.compressor.fingerprint,
+            settings=self.config.settings_key(),
+        )
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for background comparisons started by sync clients; True if all finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
