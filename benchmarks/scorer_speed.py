@@ -12,12 +12,12 @@ methods get the same thread count (torch ``set_num_threads`` / onnxruntime
 
 Methods (why they are comparable):
 
-* ``head`` — promptsieve's request-path scorer, ``HeadScorer(proxy).score(text)`` (until
-  ``HeadScorer`` exists: ``proxy.encode(text)``, the one-pass call it wraps), on CPU, on real
-  text (Python's pydoc topics), so tokenisation, windowing (window/overlap/batch size from
-  ``ProxyConfig``), onnxruntime and merging are all timed. The graph carries a head:
-  ``--head-file``, else the one the proxy package ships, else an untrained stock
-  ``TokenHead`` (same cost as a trained one of its shape). Exported once, before timing.
+* ``head`` — promptsieve's request-path scorer, ``HeadScorer(proxy).score(text)``, on CPU,
+  on real text (Python's pydoc topics), so tokenisation, windowing (window/overlap/batch size
+  from ``ProxyConfig``), the scorer graph (truncated MiniLM + query head) and merging are all
+  timed. The head: ``--head-file``, else the committed one (``default_head_path()``), else
+  an untrained stock ``QueryHead`` (same cost as a trained one of its depth). Exported once,
+  before timing.
 * ``llmlingua2-small`` / ``llmlingua2-large`` — LLMLingua-2's architectures
   (multilingual BERT-base / XLM-RoBERTa-large token classifiers) built from their configs
   with random weights (speed only, nothing downloaded), fp32, eval, ``inference_mode``,
@@ -219,15 +219,15 @@ def _packaged_head() -> Path | None:
 
 
 def _stock_head(cache_dir: Path) -> Path:
-    """An untrained stock ``TokenHead``: the same graph cost as a trained one (needs torch)."""
+    """An untrained stock ``QueryHead``: the same graph cost as a trained one (needs torch)."""
     path = cache_dir / "stock_head.safetensors"
     if not path.is_file():
         import torch
 
-        from promptsieve.proxy._head import TokenHead, save_head
+        from promptsieve.proxy._head import QueryHead, save_head
 
         torch.manual_seed(0)
-        save_head(TokenHead(), path)
+        save_head(QueryHead(), path)
     return path
 
 
@@ -248,9 +248,10 @@ def _head_runner(job: _Job) -> tuple[Callable[[str], int], dict[str, Any]]:
             window=job.window,
             overlap=job.overlap,
             batch_size=job.batch_size,
-            head=Path(job.head_file),
+            scorer_head=Path(job.head_file),
         )
     )
+    proxy.scorer_session  # noqa: B018 - load (or export, in the prepare step) the scorer graph
     head_scorer = getattr(proxy_pkg, "HeadScorer", None)
     run: Callable[[str], int]
     if head_scorer is not None:
@@ -269,7 +270,7 @@ def _head_runner(job: _Job) -> tuple[Callable[[str], int], dict[str, Any]]:
     info = {
         "impl": impl,
         "provider": proxy.provider,
-        "fingerprint": proxy.fingerprint,
+        "fingerprint": proxy.scorer_fingerprint,
         "head_file": job.head_file,
     }
     return run, info
@@ -365,12 +366,15 @@ def _measure(job: _Job) -> dict[str, Any]:
     load_rss = _rss_mb()
     warm()
     times_ms: list[float] = []
+    cpu_ms: list[float] = []
     scored = 0
     for _ in range(job.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         scored = timed()
         times_ms.append((time.perf_counter() - t0) * 1000.0)
+        cpu_ms.append((time.process_time() - c0) * 1000.0)
     median = statistics.median(times_ms)
+    cpu = statistics.median(cpu_ms)
     return {
         "method": job.method,
         "tokens": job.tokens,
@@ -380,6 +384,7 @@ def _measure(job: _Job) -> dict[str, Any]:
         "times_ms": [round(t, 2) for t in times_ms],
         "median_ms": round(median, 2),
         "ms_per_1k": round(median / job.tokens * 1000.0, 3),
+        "cpu_ms_per_1k": round(cpu / job.tokens * 1000.0, 3),
         "load_rss_mb": round(load_rss, 1),
         "peak_rss_mb": round(_rss_mb(), 1),
         **info,
@@ -456,6 +461,9 @@ def _summarise(cfg: BenchConfig, results: list[dict[str, Any]]) -> dict[str, Any
         for name, method in (("small_over_head", SMALL), ("large_over_head", LARGE)):
             other = ok.get((method, n))
             row[name] = round(other["ms_per_1k"] / head["ms_per_1k"], 2) if head and other else None
+            row[name + "_cpu"] = (
+                round(other["cpu_ms_per_1k"] / head["cpu_ms_per_1k"], 2) if head and other else None
+            )
         ratios[str(n)] = row
     growth: dict[str, dict[str, float | None]] = {}
     for method in cfg.methods:
@@ -488,6 +496,12 @@ def _fmt(v: Any, spec: str = ".1f", suffix: str = "") -> str:
 def _markdown(cfg: BenchConfig, results: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     ok = {(r["method"], r["tokens"]): r for r in results if "error" not in r}
 
+    def ratio(r: dict[str, Any], key: str) -> str:
+        return f"{_fmt(r[key], '.1f', '×')} ({_fmt(r[key + '_cpu'], '.1f', '×')})"
+
+    def both(method: str, n: int) -> str:
+        return f"{cell(method, n, 'ms_per_1k')} / {cell(method, n, 'cpu_ms_per_1k')}"
+
     def cell(method: str, n: int, key: str, spec: str = ".1f") -> str:
         r = ok.get((method, n))
         return _fmt(r[key] if r else None, spec)
@@ -498,15 +512,16 @@ def _markdown(cfg: BenchConfig, results: list[dict[str, Any]], summary: dict[str
         f"{cfg.window} tokens, median of {cfg.repeats} "
         f"(LLMLingua-2-large ≥8k: {cfg.large_long_repeats}); head impl: {head_label}",
         "",
-        "| tokens | head ms/1k | LL2-small ms/1k | LL2-large ms/1k | small/head | large/head |",
+        "ms per 1k tokens, wall / CPU (CPU = process time of all threads)",
+        "",
+        "| tokens | head | LL2-small | LL2-large | small/head wall (CPU) | large/head wall (CPU) |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n in cfg.lengths:
         r = summary["ratios"][str(n)]
         lines.append(
-            f"| {n} | {cell(HEAD, n, 'ms_per_1k')} | {cell(SMALL, n, 'ms_per_1k')} | "
-            f"{cell(LARGE, n, 'ms_per_1k')} | {_fmt(r['small_over_head'], '.1f', '×')} | "
-            f"{_fmt(r['large_over_head'], '.1f', '×')} |"
+            f"| {n} | {both(HEAD, n)} | {both(SMALL, n)} | {both(LARGE, n)} | "
+            f"{ratio(r, 'small_over_head')} | {ratio(r, 'large_over_head')} |"
         )
     lines += [
         "",

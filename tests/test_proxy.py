@@ -240,16 +240,19 @@ def test_bad_config_rejected() -> None:
 
 
 def test_request_path_imports_no_torch(proxy: Proxy, proxy_cache_dir: Path) -> None:
+    proxy.scorer_session  # noqa: B018 - the head's scorer graph is exported (cached) here
     code = textwrap.dedent(
         f"""
         import sys
         from pathlib import Path
-        from promptsieve.proxy import AttributionScorer, Proxy, ProxyConfig
+        from promptsieve.proxy import AttributionScorer, HeadScorer, Proxy, ProxyConfig
         p = Proxy.load(ProxyConfig(cache_dir=Path({str(proxy_cache_dir)!r})))
         assert not p.exported
         p.embed(["hello world", "x " * 2000])
         p.encode("some text", question="why?", token_states=True)
         AttributionScorer(p).score("The capital of France is Paris.", question="capital?")
+        HeadScorer(p).score("The capital of France is Paris. " * 200, question="capital?")
+        assert not p.scorer_exported
         bad = sorted(m for m in sys.modules if m.split(".")[0] in
                      ("torch", "transformers", "optimum", "onnx"))
         print("BAD", bad)

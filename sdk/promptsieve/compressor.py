@@ -45,18 +45,24 @@ class CompressorConfig:
     scorer: ScorerName = "head"
     #: Model whose tokenizer counts the budget (tiktoken for OpenAI names, else an estimate).
     model: str | None = None
+    #: Share of a word's score taken from its sentence's mean (0 = pure word-level pruning).
+    sentence_weight: float = 0.7
     roles: frozenset[str] = COMPRESSIBLE_ROLES
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
+        if not 0.0 <= self.sentence_weight <= 1.0:
+            raise ConfigError(f"sentence_weight must be in [0, 1], got {self.sentence_weight!r}")
         if self.scorer not in ("head", "attribution"):
             raise ConfigError(f"scorer must be 'head' or 'attribution', not {self.scorer!r}")
 
     def settings_key(self) -> str:
         """What besides the proxy decides the output (the ratio is a verdict's own field)."""
-        return repr((self.scorer, self.model, sorted(self.roles), self.segment))
+        return repr(
+            (self.scorer, self.model, self.sentence_weight, sorted(self.roles), self.segment)
+        )
 
 
 @dataclass(frozen=True)
@@ -279,7 +285,7 @@ class Compressor:
     def _unit_scores(self, seg: Segmentation, question: str | None) -> np.ndarray:
         spans = [(u.start, u.end) for u in seg.units]
         ts = self.scorer.score(seg.text, question=question, units=spans)
-        return ts.unit_scores(spans)
+        return _blend_sentences(ts.unit_scores(spans), seg, self.config.sentence_weight)
 
 
 def _rebuild(
@@ -295,6 +301,22 @@ def _rebuild(
         ]
         out.append(m.with_parts(parts))
     return tuple(out)
+
+
+def _blend_sentences(scores: np.ndarray, seg: Segmentation, weight: float) -> np.ndarray:
+    """Mix each word's score with its sentence's mean score.
+
+    Word-level pruning alone thins every sentence a little, which breaks the one sentence
+    that carries the answer (a small target then misreads it). Sharing the sentence mean
+    makes whole unimportant sentences go first and keeps important ones readable.
+    """
+    if weight <= 0 or not len(scores):
+        return scores
+    sent = np.fromiter((u.sentence for u in seg.units), dtype=np.int64, count=len(seg.units))
+    totals = np.bincount(sent, weights=scores)
+    sizes = np.bincount(sent)
+    means = totals[sent] / np.maximum(sizes[sent], 1)
+    return np.asarray((1.0 - weight) * scores + weight * means, dtype=np.float64)
 
 
 def _make_scorer(name: str, proxy: Proxy) -> Scorer:

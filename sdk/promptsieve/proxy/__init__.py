@@ -6,17 +6,28 @@ Importing this package is torch-free; only exporting the ONNX graph on a cache m
 
 from __future__ import annotations
 
-from promptsieve.proxy._runtime import Encoding, Proxy, ProxyConfig, select_providers
+from promptsieve.proxy._runtime import (
+    Encoding,
+    Proxy,
+    ProxyConfig,
+    ScorerOutput,
+    default_head_path,
+    select_providers,
+)
 from promptsieve.proxy._scores import Scorer, TokenScores
 from promptsieve.proxy.attribution import AttributionConfig, AttributionScorer
+from promptsieve.proxy.head_scorer import HeadScorer
 
 __all__ = [
     "AttributionConfig",
     "AttributionScorer",
     "Encoding",
+    "HeadScorer",
     "Proxy",
     "ProxyConfig",
     "Scorer",
+    "ScorerOutput",
     "TokenScores",
+    "default_head_path",
     "select_providers",
 ]

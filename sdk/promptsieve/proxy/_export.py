@@ -12,6 +12,15 @@ Graph contract (inputs int64, dynamic ``batch`` and ``seq`` axes)::
     keep_logits         (b, s)      float32  token-head logits; all zeros when no head
 
 With ``fp16=True`` the weights/compute are float16 but inputs and outputs stay as above.
+
+The *scorer* graph (:func:`export_scorer_onnx`, cached next to it by its own fingerprint) is
+the request-path scorer: embeddings + the first ``layers`` transformer layers + a trained
+``QueryHead``, same inputs, outputs::
+
+    keep_logits  (b, s) float32   head logits
+    keep_probs   (b, s) float32   sigmoid(keep_logits), computed in-graph
+
+``layers`` comes from the head file's metadata (the depth the head was trained on).
 """
 
 from __future__ import annotations
@@ -36,11 +45,18 @@ __all__ = [
     "EXPORT_VERSION",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
+    "SCORER_OUTPUT_NAMES",
     "ExportSettings",
     "default_model_dir",
     "ensure_export",
+    "ensure_scorer_export",
     "export_onnx",
+    "export_scorer_onnx",
     "fingerprint",
+    "read_head_metadata",
+    "scorer_fingerprint",
+    "scorer_layers",
+    "truncated_encoder",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +65,8 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("token_states", "sentence_embedding", "keep_logits")
+SCORER_OUTPUT_NAMES = ("keep_logits", "keep_probs")
+SCORER_EXPORT_VERSION = 1
 _WEIGHTS_FILE = "model.safetensors"
 _EXPORT_HINT = "pip install 'promptsieve[export]'"
 
@@ -94,6 +112,51 @@ def fingerprint(model_dir: Path, head: Path | None, settings: ExportSettings) ->
         "head": _file_digest(head) if head is not None else None,
         "settings": asdict(settings),
         "export_version": EXPORT_VERSION,
+    }
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_head_metadata(head: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors head file, read without torch.
+
+    safetensors layout: 8-byte little-endian header length, then a JSON header.
+    """
+    try:
+        with head.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 1 << 24:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read head file {head}: {exc}") from exc
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def scorer_layers(head: Path) -> int:
+    """Encoder depth the query head was trained on (from its metadata)."""
+    meta = read_head_metadata(head)
+    if meta.get("format") != "promptsieve-qhead/1" or "layers" not in meta:
+        raise ConfigError(f"{head} is not a promptsieve query head (format promptsieve-qhead/1)")
+    return int(meta["layers"])
+
+
+def scorer_fingerprint(
+    model_dir: Path, head: Path, settings: ExportSettings, int8: bool = False
+) -> str:
+    """sha256 over weights, head bytes (its depth included), settings and graph version."""
+    weights = model_dir / _WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"proxy weights not found: {weights}")
+    parts = {
+        "kind": "scorer",
+        "weights": _file_digest(weights),
+        "head": _file_digest(head),
+        "layers": scorer_layers(head),
+        "settings": asdict(settings),
+        "export_version": SCORER_EXPORT_VERSION,
+        "int8": int8,
     }
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -194,6 +257,87 @@ def export_onnx(
         _to_fp16(out_path)
 
 
+def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
+    torch, _ = _import_export_deps()
+
+    class ScorerGraph(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.head = head
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            h = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+            ).last_hidden_state
+            logits = self.head(h, attention_mask, token_type_ids).to(h.dtype)
+            return logits, torch.sigmoid(logits)
+
+    return ScorerGraph().eval()
+
+
+def truncated_encoder(model_dir: Path, layers: int) -> nn.Module:
+    """The proxy encoder keeping only its first ``layers`` transformer layers (eager attn)."""
+    _, transformers = _import_export_deps()
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "weights of layers >= k not used" is the point here
+    try:
+        bert = transformers.AutoModel.from_pretrained(
+            str(model_dir), num_hidden_layers=layers, attn_implementation="eager"
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return bert.eval()
+
+
+def export_scorer_onnx(
+    model_dir: Path,
+    out_path: Path,
+    head: nn.Module | Path,
+    *,
+    settings: ExportSettings | None = None,
+) -> None:
+    """Export the truncated encoder + query head (the one-pass scorer graph) to ``out_path``."""
+    torch, _ = _import_export_deps()
+    settings = settings or ExportSettings()
+    head_mod: nn.Module
+    if isinstance(head, (str, Path)):
+        from promptsieve.proxy._head import load_query_head
+
+        head_mod = load_query_head(head)
+    else:
+        head_mod = head
+    head_mod.eval()
+    layers = int(getattr(head_mod, "layers"))  # noqa: B009 - torch Module __getattr__ typing
+    graph = _scorer_module(truncated_encoder(model_dir, layers), head_mod)
+    dummy = (
+        torch.ones(2, 16, dtype=torch.long),
+        torch.ones(2, 16, dtype=torch.long),
+        torch.zeros(2, 16, dtype=torch.long),
+    )
+    axes = {n: {0: "batch", 1: "seq"} for n in (*INPUT_NAMES, *SCORER_OUTPUT_NAMES)}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            dummy,
+            str(out_path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(SCORER_OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=settings.opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    if settings.fp16:
+        _to_fp16(out_path)
+
+
 def _to_fp16(path: Path) -> None:
     """Convert weights/compute to float16, keeping float32 inputs/outputs."""
     import onnx
@@ -216,32 +360,78 @@ def ensure_export(
     and moved with ``os.replace``, so concurrent processes never see a partial file.
     """
     fp = fingerprint(model_dir, head, settings)
-    folder = cache_dir / fp
+
+    def export(out: Path) -> None:
+        export_onnx(model_dir, out, head=head, settings=settings)
+
+    folder, exported = _ensure(cache_dir / fp, fp, model_dir, settings, export, EXPORT_VERSION)
+    return folder, fp, exported
+
+
+def ensure_scorer_export(
+    model_dir: Path,
+    cache_dir: Path,
+    head: Path,
+    settings: ExportSettings,
+    int8: bool = False,
+) -> tuple[Path, str, bool]:
+    """Like :func:`ensure_export`, for the scorer graph (folder ``scorer-<fingerprint>``).
+
+    ``int8``: dynamic int8 quantisation of the weights (onnxruntime.quantization), CPU only.
+    """
+    fp = scorer_fingerprint(model_dir, head, settings, int8)
+
+    def export(out: Path) -> None:
+        export_scorer_onnx(model_dir, out, head, settings=settings)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            fp32 = out.with_suffix(".fp32.tmp")
+            os.replace(out, fp32)
+            try:
+                quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+            finally:
+                fp32.unlink(missing_ok=True)
+
+    folder, exported = _ensure(
+        cache_dir / f"scorer-{fp}", fp, model_dir, settings, export, SCORER_EXPORT_VERSION
+    )
+    return folder, fp, exported
+
+
+def _ensure(
+    folder: Path,
+    fp: str,
+    model_dir: Path,
+    settings: ExportSettings,
+    export: Any,
+    version: int,
+) -> tuple[Path, bool]:
     model = folder / "model.onnx"
     tok = folder / "tokenizer.json"
     if model.is_file() and tok.is_file():
-        return folder, fp, False
+        return folder, False
     folder.mkdir(parents=True, exist_ok=True)
     if not tok.is_file():
         _atomic_copy(model_dir / "tokenizer.json", tok)
     exported = False
     if not model.is_file():
         exported = True
-        log.info("exporting proxy to ONNX (fingerprint %s); this happens once", fp)
+        log.info("exporting %s to ONNX; this happens once", folder.name)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export_onnx(model_dir, Path(tmp), head=head, settings=settings)
+            export(Path(tmp))
             os.replace(tmp, model)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        meta = {"fingerprint": fp, "settings": asdict(settings), "version": EXPORT_VERSION}
+        meta = {"fingerprint": fp, "settings": asdict(settings), "version": version}
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f, indent=2)
         os.replace(tmp, folder / "export.json")
-    return folder, fp, exported
+    return folder, exported
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:

@@ -9,6 +9,13 @@ Any ``torch.nn.Module`` with the forward signature
 can be passed to :func:`promptsieve.proxy._export.export_onnx`; :class:`TokenHead` is the
 stock one (Linear or 2-layer MLP over a window of ``context`` neighbouring token states,
 optionally concatenated with the pooled embedding of the window).
+
+:class:`QueryHead` is the head of the one-pass *scorer* graph (``_export.export_scorer_onnx``):
+it runs on the states of a truncated encoder (its first ``layers`` layers) and is query-aware.
+Its forward signature is ``(token_states, attention_mask, token_type_ids) -> (b,s)``; features
+per token are ``[h, q, h*q]`` where ``q`` is the mean state of the question segment
+(token_type 1), or of the whole window when there is no question (the attribution teacher's
+reference is then the text itself).
 """
 
 from __future__ import annotations
@@ -18,9 +25,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["HEAD_FORMAT", "TokenHead", "load_head", "save_head"]
+__all__ = [
+    "HEAD_FORMAT",
+    "QUERY_HEAD_FORMAT",
+    "QueryHead",
+    "TokenHead",
+    "load_head",
+    "load_query_head",
+    "save_head",
+]
 
 HEAD_FORMAT = "promptsieve-head/1"
+QUERY_HEAD_FORMAT = "promptsieve-qhead/1"
 
 
 class TokenHead(nn.Module):
@@ -81,7 +97,62 @@ class TokenHead(nn.Module):
         }
 
 
-def save_head(head: TokenHead, path: str | Path) -> None:
+class QueryHead(nn.Module):
+    """Keep-logit per token from ``[h, q, h*q]`` (see module docstring); ``layers`` is metadata.
+
+    ``layers`` records which encoder depth the head was trained on: the scorer graph is built
+    with that many layers, so a head can never be paired with states it was not trained on.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 384,
+        mlp_hidden: int = 32,
+        layers: int = 2,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError("layers must be >= 1")
+        self.hidden = hidden
+        self.mlp_hidden = mlp_hidden
+        self.layers = layers
+        self.extra = dict(extra or {})
+        self.norm = nn.LayerNorm(3 * hidden)
+        self.net: nn.Module
+        if mlp_hidden > 0:
+            self.net = nn.Sequential(
+                nn.Linear(3 * hidden, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, 1)
+            )
+        else:
+            self.net = nn.Linear(3 * hidden, 1)
+
+    def forward(
+        self,
+        token_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        mask = attention_mask.to(token_states.dtype)
+        qmask = token_type_ids.to(token_states.dtype) * mask
+        has_q = (qmask.sum(1, keepdim=True) > 0).to(token_states.dtype)
+        pool = has_q * qmask + (1.0 - has_q) * mask  # no question: the window is the reference
+        q = (token_states * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True).clamp(min=1.0)
+        q = q.unsqueeze(1).expand_as(token_states)
+        x = torch.cat([token_states, q, token_states * q], dim=-1)
+        return self.net(self.norm(x)).squeeze(-1)
+
+    def arch(self) -> dict[str, str]:
+        return {
+            **self.extra,
+            "format": QUERY_HEAD_FORMAT,
+            "hidden": str(self.hidden),
+            "mlp_hidden": str(self.mlp_hidden),
+            "layers": str(self.layers),
+        }
+
+
+def save_head(head: TokenHead | QueryHead, path: str | Path) -> None:
     """Write ``head`` as a safetensors file (weights + architecture metadata)."""
     from safetensors.torch import save_file
 
@@ -103,6 +174,27 @@ def load_head(path: str | Path) -> TokenHead:
         context=int(meta["context"]),
         mlp_hidden=int(meta["mlp_hidden"]),
         use_pooled=bool(int(meta["use_pooled"])),
+    )
+    head.load_state_dict(load_file(str(path)))
+    head.eval()
+    return head
+
+
+def load_query_head(path: str | Path) -> QueryHead:
+    """Rebuild a :class:`QueryHead` saved by :func:`save_head`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != QUERY_HEAD_FORMAT:
+        raise ValueError(f"{path} is not a promptsieve query head file ({QUERY_HEAD_FORMAT})")
+    known = {"format", "hidden", "mlp_hidden", "layers"}
+    head = QueryHead(
+        hidden=int(meta["hidden"]),
+        mlp_hidden=int(meta["mlp_hidden"]),
+        layers=int(meta["layers"]),
+        extra={k: v for k, v in meta.items() if k not in known},
     )
     head.load_state_dict(load_file(str(path)))
     head.eval()

@@ -2,8 +2,15 @@
 
 Long texts are tokenised once (with character offsets) and cut into windows of at most
 ``window`` tokens including special tokens, consecutive windows sharing ``overlap`` tokens.
-Windows run ``batch_size`` at a time, padded to the longest window of the batch, so memory
-is bounded by one batch whatever the prompt length.
+The windows of a text are balanced: the fewest windows that fit, all of (nearly) the same
+length, so a short tail window is never padded up to a full one in the batch (1k tokens:
+3 windows of ~376 tokens instead of 2 full ones plus a tail padded to 512). Windows run
+``batch_size`` at a time, padded to the longest window of the batch, so memory is bounded by
+one batch whatever the prompt length.
+
+Two graphs: the full encoder (``model.onnx``: token states, sentence embedding) serves
+``embed``/``similarity``/attribution; the *scorer* graph (truncated encoder + trained query
+head, see ``_export``) serves :meth:`Proxy.keep_probs`, exported lazily on first use.
 
 Merging overlapping windows: every token takes its per-token outputs from exactly one window,
 the one where it is furthest from a window edge — the overlap between two neighbouring
@@ -22,19 +29,26 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from promptsieve._errors import ConfigError, missing_extra
-from promptsieve.proxy._export import ExportSettings, default_model_dir, ensure_export
+from promptsieve.proxy._export import (
+    ExportSettings,
+    default_model_dir,
+    ensure_export,
+    ensure_scorer_export,
+)
 
 __all__ = [
     "Encoding",
     "Proxy",
     "ProxyConfig",
+    "ScorerOutput",
     "Window",
     "assign_owners",
+    "default_head_path",
     "plan_windows",
     "select_providers",
 ]
@@ -46,6 +60,13 @@ CPU = "CPUExecutionProvider"
 PREFERRED_PROVIDERS = (CUDA, CPU)
 _MAX_POSITIONS = 512  # MiniLM position embeddings
 _TEXT_CHUNK = 64  # texts tokenised at once by embed(): bounds memory for huge lists
+_HEADS_DIR = Path(__file__).resolve().parent / "heads"
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def default_head_path() -> Path:
+    """The committed, versioned query head used by the default scorer graph."""
+    return _HEADS_DIR / "head-v1.safetensors"
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,17 @@ class ProxyConfig:
     fp16: bool = False  # float16 export (for GPU); part of the fingerprint
     opset: int = 17
     max_question_tokens: int | None = None  # default: window // 4
+    scorer_head: Path | None = None  # query head of the scorer graph; default_head_path()
+    io_binding: bool | None = None  # None: on with CUDA; True also works on CPU (tests)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = False  # ORT worker spin-wait: burns CPU on shared machines
+    scorer_int8: bool = False  # int8 dynamic quantisation of the scorer graph (CPU; opt-in)
 
     def __post_init__(self) -> None:
+        if self.scorer_int8 and self.fp16:
+            raise ConfigError("scorer_int8 and fp16 exclude each other")
+        if self.graph_optimization not in _OPT_LEVELS:
+            raise ConfigError(f"graph_optimization must be one of {_OPT_LEVELS}")
         if not 8 <= self.window <= _MAX_POSITIONS:
             raise ConfigError(f"window must be in [8, {_MAX_POSITIONS}], got {self.window}")
         if not 0 <= self.overlap <= (self.window - 3) // 2:
@@ -121,21 +151,23 @@ class Window:
 
 
 def plan_windows(n_tokens: int, capacity: int, overlap: int) -> list[tuple[int, int]]:
-    """Content ranges of windows holding ``capacity`` tokens with ``overlap`` shared tokens.
+    """Content ranges of the fewest windows of <= ``capacity`` tokens sharing ``overlap``.
 
-    An empty text still gets one (empty) window so that it has an embedding.
+    Balanced: every window has the same length ``size`` (the last may be a little shorter),
+    ``size`` being the smallest that covers the text with that many windows. An empty text
+    still gets one (empty) window so that it has an embedding.
     """
     if capacity < 1:
         raise ValueError("capacity must be >= 1")
     overlap = min(overlap, capacity - 1)
-    out: list[tuple[int, int]] = []
-    start = 0
-    while True:
-        end = min(start + capacity, n_tokens)
-        out.append((start, end))
-        if end >= n_tokens:
-            return out
-        start = end - overlap
+    if n_tokens <= capacity:
+        return [(0, n_tokens)]
+    count = -(-(n_tokens - overlap) // (capacity - overlap))  # ceil
+    size = -(-(n_tokens + (count - 1) * overlap) // count)  # <= capacity by choice of count
+    stride = size - overlap
+    out = [(i * stride, min(i * stride + size, n_tokens)) for i in range(count)]
+    out[-1] = (out[-1][0], n_tokens)
+    return out
 
 
 def assign_owners(ranges: Sequence[tuple[int, int]], n_tokens: int) -> list[Window]:
@@ -158,6 +190,17 @@ class Encoding:
     token_states: np.ndarray | None = field(default=None)  # (n, 384) float32, when asked
     n_windows: int = 1
     max_batch: int = 1  # largest batch that ran (memory bound check)
+
+
+@dataclass(frozen=True)
+class ScorerOutput:
+    """One pass of the scorer graph over a text, windows merged."""
+
+    offsets: np.ndarray  # (n, 2) int64 char offsets into the text
+    keep_probs: np.ndarray  # (n,) float32 in (0, 1): sigmoid of the head's logits
+    keep_logits: np.ndarray  # (n,) float32
+    n_windows: int = 1
+    width: int = 0  # longest padded window that ran (padding check)
 
 
 class Proxy:
@@ -183,6 +226,10 @@ class Proxy:
         self.provider: str = session.get_providers()[0]
         self._cls = int(tokenizer.token_to_id("[CLS]"))
         self._sep = int(tokenizer.token_to_id("[SEP]"))
+        self._scorer: Any = None
+        self.scorer_fingerprint: str | None = None  # set once the scorer graph is loaded
+        self.scorer_exported = False
+        self.scorer_dir: Path | None = None
 
     @classmethod
     def load(cls, config: ProxyConfig | None = None) -> Proxy:
@@ -198,13 +245,7 @@ class Proxy:
         folder, fp, exported = ensure_export(
             Path(model_dir), _cache_dir(config), config.head, config.export_settings()
         )
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = config.intra_op_threads or os.cpu_count() or 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = select_providers(ort.get_available_providers(), config.providers)
-        session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
+        session = _session(ort, folder / "model.onnx", config)
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
@@ -230,11 +271,65 @@ class Proxy:
             return self.config.window - 2
         return self.config.window - 3 - len(q)
 
+    # -- the scorer graph ----------------------------------------------------------------------
+
+    @property
+    def scorer_session(self) -> Any:
+        """onnxruntime session of the scorer graph, exported (once, cached) on first use.
+
+        Only a cache miss needs ``promptsieve[export]`` (torch); later loads are torch-free.
+        """
+        if self._scorer is None:
+            import onnxruntime as ort
+
+            head = Path(self.config.scorer_head or default_head_path())
+            if not head.is_file():
+                raise ConfigError(f"scorer head not found: {head}")
+            folder, fp, exported = ensure_scorer_export(
+                Path(self.config.model_dir or default_model_dir()),
+                _cache_dir(self.config),
+                head,
+                self.config.export_settings(),
+                int8=self.config.scorer_int8,
+            )
+            self._scorer = _session(ort, folder / "model.onnx", self.config)
+            self.scorer_fingerprint, self.scorer_exported, self.scorer_dir = fp, exported, folder
+            log.info("scorer graph %s loaded on %s", fp, self.provider)
+        return self._scorer
+
+    def keep_probs(self, text: str, *, question: str | None = None) -> ScorerOutput:
+        """Per-token keep-probabilities of ``text`` from one pass of the scorer graph."""
+        ids, offsets = self.tokenize(text)
+        q = self._question_ids(question)
+        n = len(ids)
+        probs = np.zeros(n, dtype=np.float32)
+        logits = np.zeros(n, dtype=np.float32)
+        session = self.scorer_session
+        n_windows = width = 0
+        for batch, feeds, outs in self._iter_batches(
+            ids, q, ["keep_probs", "keep_logits"], session
+        ):
+            n_windows += len(batch)
+            width = max(width, feeds["input_ids"].shape[1])
+            for i, w in enumerate(batch):
+                a, b = w.own_start - w.start + 1, w.own_end - w.start + 1
+                probs[w.own_start : w.own_end] = outs[0][i, a:b]
+                logits[w.own_start : w.own_end] = outs[1][i, a:b]
+        return ScorerOutput(offsets, probs, logits, n_windows=n_windows, width=width)
+
     # -- running ------------------------------------------------------------------------------
 
-    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
-        """One ONNX call. Hook: CUDA IO binding (device-resident outputs) goes here."""
-        return list(self._session.run(outputs, feeds))
+    def _run(
+        self, feeds: dict[str, np.ndarray], outputs: list[str], session: Any = None
+    ) -> list[np.ndarray]:
+        """One ONNX call; through IO binding on CUDA (or when ``io_binding=True``)."""
+        session = session or self._session
+        use_binding = self.config.io_binding
+        if use_binding is None:
+            use_binding = self.provider == CUDA
+        if not use_binding:
+            return list(session.run(outputs, feeds))
+        return _run_bound(session, feeds, outputs, "cuda" if self.provider == CUDA else "cpu")
 
     def _feeds(self, rows: Sequence[np.ndarray], q: np.ndarray | None) -> dict[str, np.ndarray]:
         """Batch of windows ``[CLS] ctx [SEP] (q [SEP])``, right-padded with id 0."""
@@ -257,8 +352,8 @@ class Proxy:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def _iter_batches(
-        self, ids: np.ndarray, q: np.ndarray | None, outputs: list[str]
-    ) -> Iterator[tuple[list[Window], list[np.ndarray]]]:
+        self, ids: np.ndarray, q: np.ndarray | None, outputs: list[str], session: Any = None
+    ) -> Iterator[tuple[list[Window], dict[str, np.ndarray], list[np.ndarray]]]:
         wins = assign_owners(
             plan_windows(len(ids), self._capacity(q), self.config.overlap), len(ids)
         )
@@ -266,7 +361,7 @@ class Proxy:
         for b in range(0, len(wins), bs):
             batch = wins[b : b + bs]
             feeds = self._feeds([ids[w.start : w.end] for w in batch], q)
-            yield batch, self._run(feeds, outputs)
+            yield batch, feeds, self._run(feeds, outputs, session)
 
     def encode(
         self, text: str, *, question: str | None = None, token_states: bool = False
@@ -285,7 +380,7 @@ class Proxy:
         if token_states:
             outputs.append("token_states")
         n_windows = max_batch = 0
-        for batch, outs in self._iter_batches(ids, q, outputs):
+        for batch, _, outs in self._iter_batches(ids, q, outputs):
             n_windows += len(batch)
             max_batch = max(max_batch, len(batch))
             for i, w in enumerate(batch):
@@ -345,12 +440,53 @@ class Proxy:
         return float(np.dot(e[0], e[1]))
 
 
+def _session(ort: Any, path: Path, config: ProxyConfig) -> Any:
+    """An InferenceSession with the tuned options (threads, optimisation level, spinning)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = config.intra_op_threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    so.graph_optimization_level = level[config.graph_optimization]
+    spin = "1" if config.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    providers = select_providers(ort.get_available_providers(), config.providers)
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+def _run_bound(
+    session: Any, feeds: dict[str, np.ndarray], outputs: list[str], device: str
+) -> list[np.ndarray]:
+    """Run with IO binding: inputs copied to ``device`` once, outputs allocated there.
+
+    On CUDA this avoids onnxruntime's per-run host staging of every output; results are
+    copied back to numpy at the end. Falls back to a plain run if binding fails.
+    """
+    try:
+        binding = session.io_binding()
+        for name, arr in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in outputs:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
+    except Exception:  # a provider without binding support must still score
+        log.warning("IO binding failed on %s; falling back to a plain run", device, exc_info=True)
+        return list(session.run(outputs, feeds))
+
+
 def _cache_dir(config: ProxyConfig) -> Path:
     if config.cache_dir is not None:
         return Path(config.cache_dir)
-    import platformdirs
+    from promptsieve._paths import cache_dir
 
-    return Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
+    return cache_dir() / "proxy"
 
 
 def _ids_offsets(enc: Any) -> tuple[np.ndarray, np.ndarray]:

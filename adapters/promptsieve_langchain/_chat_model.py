@@ -1,0 +1,302 @@
+"""A chat model that runs screen-and-apply around another chat model.
+
+Each call is prepared by the sieve (compressed only where a verdict passed), sent to the
+wrapped model, and observed: shadow and monitor comparisons go to the wrapped model in
+the background, so the wrapper screens a task on live traffic by itself. Tool binding is
+delegated, so the wrapped model formats the tools and the wrapper still compresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, PrivateAttr
+
+from promptsieve.fidelity import TargetOutput
+from promptsieve.prompt import Message
+from promptsieve.sieve import Plan, Prompt, Request, Sieve
+from promptsieve_langchain._convert import (
+    Unsupported,
+    model_name,
+    prompt_tokens,
+    rebuild_messages,
+    target_output,
+    to_neutral,
+)
+from promptsieve_langchain._sieves import EVENT, child_callbacks, event_data, resolve
+from promptsieve_langchain._sieves import check_settings as _check
+
+__all__ = ["SieveChatModel", "wrap_chat_model"]
+
+log = logging.getLogger(__name__)
+
+_ENDPOINT = "chat"
+# Background comparisons stay out of the caller's traces and callbacks.
+_COMPARISON_CONFIG: RunnableConfig = {"callbacks": [], "run_name": "promptsieve-comparison"}
+
+
+class SieveChatModel(BaseChatModel):
+    """Screen-and-apply around ``llm``; build it with :func:`wrap_chat_model`."""
+
+    llm: BaseChatModel
+    sieve: Any = None
+    task: str | None = None
+    verify: bool | None = None
+    ratio: float | None = None
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _resolve: resolve = PrivateAttr()
+
+    def __init__(self, **data: Any) -> None:
+        # Checked before pydantic runs, so that a bad setting raises ConfigError itself.
+        _check(data)
+        super().__init__(**data)
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        if self.sieve is not None and not isinstance(self.sieve, Sieve):
+            raise TypeError(f"sieve must be a promptsieve Sieve, not {type(self.sieve).__name__}")
+        self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio)
+
+    @property
+    def _llm_type(self) -> str:
+        return f"promptsieve-{self.llm._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"llm": self.llm._identifying_params, "task": self.task}
+
+    @property
+    def model_name(self) -> str:
+        """The wrapped model's name (it keys the verdicts)."""
+        return model_name(self.llm)
+
+    @property
+    def effective_sieve(self) -> Sieve:
+        return self._resolve()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _sieve(self) -> Sieve:
+        sieve = self._resolve()
+        self._resolve.warm()
+        return sieve
+
+    def _live(
+        self, messages: list[BaseMessage], neutral: tuple[Message, ...], plan: Plan
+    ) -> list[BaseMessage]:
+        if plan.sent is plan.request:
+            return messages
+        try:
+            return rebuild_messages(messages, neutral, plan.sent.prompt)
+        except Unsupported as exc:  # fail open
+            log.warning("promptsieve: compressed messages did not fit (%s); sending originals", exc)
+            return messages
+
+    def _sender(
+        self, messages: list[BaseMessage], neutral: tuple[Message, ...], stop: Any, kwargs: Any
+    ) -> Callable[[Prompt], TargetOutput]:
+        kw = {k: v for k, v in kwargs.items() if k != "stream"}
+
+        def send(prompt: Prompt) -> TargetOutput:
+            msgs = rebuild_messages(messages, neutral, prompt)
+            return target_output(self.llm.invoke(msgs, _COMPARISON_CONFIG, stop=stop, **kw))
+
+        return send
+
+    def _asender(
+        self, messages: list[BaseMessage], neutral: tuple[Message, ...], stop: Any, kwargs: Any
+    ) -> Callable[[Prompt], Awaitable[TargetOutput]]:
+        kw = {k: v for k, v in kwargs.items() if k != "stream"}
+
+        async def send(prompt: Prompt) -> TargetOutput:
+            msgs = rebuild_messages(messages, neutral, prompt)
+            result = await self.llm.ainvoke(msgs, _COMPARISON_CONFIG, stop=stop, **kw)
+            return target_output(result)
+
+        return send
+
+    def _event(self, plan: Plan, callbacks: Any) -> None:
+        try:
+            config: RunnableConfig | None = None if callbacks is None else {"callbacks": callbacks}
+            dispatch_custom_event(EVENT, event_data(plan, component="chat_model"), config=config)
+        except Exception as exc:
+            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+
+    async def _aevent(self, plan: Plan, callbacks: Any) -> None:
+        try:
+            config: RunnableConfig | None = None if callbacks is None else {"callbacks": callbacks}
+            await adispatch_custom_event(
+                EVENT, event_data(plan, component="chat_model"), config=config
+            )
+        except Exception as exc:
+            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+
+    # -- generate -------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        sieve = self._sieve()
+        neutral = to_neutral(messages)
+        plan, _ = sieve.prepare(Request(neutral, self.model_name, _ENDPOINT), self.task)
+        child = child_callbacks(run_manager)
+        self._event(plan, child)
+        live = self._live(messages, neutral, plan)
+        try:
+            result = self.llm.generate([live], stop=stop, callbacks=child, **kwargs)
+        except BaseException:
+            sieve.abandon(plan)
+            raise
+        generations = cast(list[ChatGeneration], result.generations[0])
+        msg = generations[0].message if generations else None
+        sieve.observe(
+            plan,
+            target_output(msg) if msg is not None else None,
+            usage_prompt_tokens=prompt_tokens(msg),
+            send_variant=self._sender(messages, neutral, stop, kwargs),
+        )
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        sieve = self._resolve()
+        await asyncio.to_thread(self._resolve.warm)
+        neutral = to_neutral(messages)
+        request = Request(neutral, self.model_name, _ENDPOINT)
+        plan, _ = await sieve.aprepare(request, self.task)
+        child = child_callbacks(run_manager, is_async=True)
+        await self._aevent(plan, child)
+        live = self._live(messages, neutral, plan)
+        try:
+            result = await self.llm.agenerate([live], stop=stop, callbacks=child, **kwargs)
+        except BaseException:
+            sieve.abandon(plan)
+            raise
+        generations = cast(list[ChatGeneration], result.generations[0])
+        msg = generations[0].message if generations else None
+        await sieve.aobserve(
+            plan,
+            target_output(msg) if msg is not None else None,
+            usage_prompt_tokens=prompt_tokens(msg),
+            send_variant=self._asender(messages, neutral, stop, kwargs),
+        )
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
+    # -- stream ---------------------------------------------------------------------------
+    # BaseChatModel reports each chunk to the callbacks itself; the wrapped model's own
+    # stream runs without them so that every token is reported once.
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        sieve = self._sieve()
+        neutral = to_neutral(messages)
+        plan, _ = sieve.prepare(Request(neutral, self.model_name, _ENDPOINT), self.task)
+        self._event(plan, child_callbacks(run_manager))
+        live = self._live(messages, neutral, plan)
+        send = self._sender(messages, neutral, stop, kwargs)
+        final: BaseMessageChunk | None = None
+        try:
+            for chunk in self.llm.stream(live, {"callbacks": []}, stop=stop, **kwargs):
+                final = chunk if final is None else final + chunk
+                yield ChatGenerationChunk(message=chunk)
+        except GeneratorExit:  # the caller stopped reading: compare both in the background
+            sieve.observe(plan, None, send_variant=send)
+            raise
+        except BaseException:
+            sieve.abandon(plan)
+            raise
+        output = target_output(final) if final is not None else None
+        sieve.observe(plan, output, usage_prompt_tokens=prompt_tokens(final), send_variant=send)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        sieve = self._resolve()
+        await asyncio.to_thread(self._resolve.warm)
+        neutral = to_neutral(messages)
+        request = Request(neutral, self.model_name, _ENDPOINT)
+        plan, _ = await sieve.aprepare(request, self.task)
+        await self._aevent(plan, child_callbacks(run_manager, is_async=True))
+        live = self._live(messages, neutral, plan)
+        send = self._asender(messages, neutral, stop, kwargs)
+        final: BaseMessageChunk | None = None
+        try:
+            async for chunk in self.llm.astream(live, {"callbacks": []}, stop=stop, **kwargs):
+                final = chunk if final is None else final + chunk
+                yield ChatGenerationChunk(message=chunk)
+        except GeneratorExit:  # the caller stopped reading: compare both in the background
+            await sieve.aobserve(plan, None, send_variant=send)
+            raise
+        except BaseException:
+            sieve.abandon(plan)
+            raise
+        output = target_output(final) if final is not None else None
+        await sieve.aobserve(
+            plan, output, usage_prompt_tokens=prompt_tokens(final), send_variant=send
+        )
+
+    # -- tools ----------------------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Let the wrapped model format the tools; bind the result to the wrapper."""
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        inner = self.llm.bind_tools(tools, **kwargs)
+        if isinstance(inner, RunnableBinding) and inner.bound is self.llm:
+            return cast(Runnable[LanguageModelInput, AIMessage], self.bind(**inner.kwargs))
+        log.warning(
+            "promptsieve: %s.bind_tools returned a %s; tool calls bypass compression",
+            type(self.llm).__name__,
+            type(inner).__name__,
+        )
+        return inner
+
+
+def wrap_chat_model(
+    llm: BaseChatModel,
+    sieve: Sieve | None = None,
+    *,
+    task: str | None = None,
+    verify: bool | None = None,
+    ratio: float | None = None,
+) -> SieveChatModel:
+    """A chat model that compresses ``llm``'s prompts where a verdict passed, and screens.
+
+    While a task is unscreened the original goes out and the compressed variant is sent to
+    ``llm`` in the background (shadow); once the gate passes a ratio, prompts go out
+    compressed, with a small share monitored. ``verify=False`` with ``ratio`` compresses
+    every call without screening. ``sieve`` defaults to :func:`default_sieve`.
+    """
+    return SieveChatModel(llm=llm, sieve=sieve, task=task, verify=verify, ratio=ratio)

@@ -1,0 +1,206 @@
+"""LangChain inputs and messages ⇄ promptsieve's neutral prompts.
+
+Only text of human/AI messages becomes compressible. System, tool and function messages,
+``tool_calls``, ``additional_kwargs``, images and every other content block ride along
+untouched: going back, the caller's message objects are reused and a changed message is
+a ``model_copy`` with nothing but its ``content`` replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
+
+from promptsieve.fidelity import TargetOutput
+from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, OpaquePart, Part, TextPart
+from promptsieve.sieve import Prompt
+
+__all__ = [
+    "Converted",
+    "convert_input",
+    "model_name",
+    "rebuild_messages",
+    "target_output",
+    "to_neutral",
+]
+
+Kind = Literal["str", "string_value", "chat_value", "messages"]
+
+
+class Unsupported(Exception):
+    """A compressed prompt that does not fit the original's shape (never sent)."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One runnable input in neutral form, and how to turn a neutral prompt back into it."""
+
+    original: LanguageModelInput
+    kind: Kind
+    prompt: Prompt
+    messages: tuple[BaseMessage, ...] = ()
+
+    def rebuild(self, prompt: Prompt) -> LanguageModelInput:
+        """The input of the same kind carrying ``prompt`` (the original object if unchanged)."""
+        if prompt is self.prompt:
+            return self.original
+        if self.kind in ("str", "string_value"):
+            if not isinstance(prompt, str):
+                raise Unsupported("a string input must stay a string")
+            return prompt if self.kind == "str" else StringPromptValue(text=prompt)
+        assert not isinstance(self.prompt, str)
+        new = rebuild_messages(self.messages, self.prompt, prompt)
+        if self.kind == "chat_value":
+            return ChatPromptValue(messages=new)
+        return new
+
+
+def convert_input(value: LanguageModelInput) -> Converted | None:
+    """Neutral form of any LanguageModelInput, or None to pass it through untouched."""
+    if isinstance(value, str):
+        return Converted(value, "str", value)
+    if isinstance(value, StringPromptValue):
+        return Converted(value, "string_value", value.text)
+    if isinstance(value, ChatPromptValue):
+        msgs = tuple(value.messages)
+        return Converted(value, "chat_value", to_neutral(msgs), msgs)
+    if isinstance(value, PromptValue):  # an unknown kind of prompt value
+        return None
+    if isinstance(value, Sequence):
+        msgs = tuple(convert_to_messages(value))
+        return Converted(value, "messages", to_neutral(msgs), msgs)
+    return None
+
+
+# -- messages ------------------------------------------------------------------------------
+def _role(m: BaseMessage) -> str:
+    if isinstance(m, HumanMessage):
+        return "user"
+    if isinstance(m, AIMessage):
+        return "assistant"
+    if isinstance(m, SystemMessage):
+        return "system"
+    if isinstance(m, ToolMessage):
+        return "tool"
+    if isinstance(m, FunctionMessage):
+        return "function"
+    if isinstance(m, ChatMessage):
+        return {"human": "user", "ai": "assistant"}.get(m.role, m.role)
+    return m.type
+
+
+def to_neutral(messages: Sequence[BaseMessage]) -> tuple[Message, ...]:
+    """One neutral message per message and one part per content block, in order."""
+    return tuple(_message(m) for m in messages)
+
+
+def _message(m: BaseMessage) -> Message:
+    role = _role(m)
+    protected = role not in COMPRESSIBLE_ROLES
+    content = m.content
+    if isinstance(content, str):
+        return Message(role, (TextPart(content, protected),))
+    parts: list[Part] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(TextPart(block, protected))
+        elif (
+            isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
+        ):
+            parts.append(TextPart(block["text"], protected))
+        else:  # images, audio, tool-use blocks, reasoning, ...
+            parts.append(OpaquePart(block))
+    return Message(role, tuple(parts))
+
+
+def rebuild_messages(
+    originals: Sequence[BaseMessage], before: Sequence[Message], after: Prompt
+) -> list[BaseMessage]:
+    """The caller's messages with only compressible text replaced."""
+    if isinstance(after, str) or len(after) != len(before):
+        raise Unsupported("message count changed")
+    out: list[BaseMessage] = []
+    for orig, b, a in zip(originals, before, after, strict=True):
+        if a is b or a.parts == b.parts:
+            out.append(orig)
+        else:
+            out.append(_rebuilt(orig, b, a))
+    return out
+
+
+def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
+    if after.role != before.role or len(after.parts) != len(before.parts):
+        raise Unsupported("message shape changed")
+    if before.role not in COMPRESSIBLE_ROLES:
+        raise Unsupported("only human/AI text may change")
+    for b, a in zip(before.parts, after.parts, strict=True):
+        if isinstance(b, OpaquePart) or b.protected:
+            if a != b:
+                raise Unsupported("a protected part changed")
+        elif not isinstance(a, TextPart):
+            raise Unsupported("a text part became opaque")
+    content = orig.content
+    if isinstance(content, str):
+        part = after.parts[0]
+        assert isinstance(part, TextPart)
+        return orig.model_copy(update={"content": part.text})
+    blocks: list[Any] = []
+    for block, b, a in zip(content, before.parts, after.parts, strict=True):
+        if isinstance(b, TextPart) and isinstance(a, TextPart) and a.text != b.text:
+            blocks.append(a.text if isinstance(block, str) else {**block, "text": a.text})
+        else:
+            blocks.append(block)
+    return orig.model_copy(update={"content": blocks})
+
+
+# -- outputs -------------------------------------------------------------------------------
+def target_output(result: Any) -> TargetOutput:
+    """What the target answered, for the agreement metric."""
+    if isinstance(result, str):
+        return TargetOutput(result)
+    if isinstance(result, BaseMessage):
+        calls: tuple[tuple[str, str], ...] = ()
+        if isinstance(result, AIMessage):
+            calls = tuple(
+                (tc["name"], json.dumps(tc["args"], sort_keys=True)) for tc in result.tool_calls
+            )
+        return TargetOutput(str(result.text), calls)
+    return TargetOutput(str(result))
+
+
+def prompt_tokens(result: Any) -> int | None:
+    """The server's prompt-token count, where the model reported usage."""
+    usage = getattr(result, "usage_metadata", None)
+    if isinstance(usage, dict) and isinstance(usage.get("input_tokens"), int):
+        return int(usage["input_tokens"])
+    return None
+
+
+def model_name(model: Any) -> str:
+    """The target model's name (part of the verdict key), from a model or a binding."""
+    bound = getattr(model, "bound", None)
+    if bound is not None and bound is not model:
+        return model_name(bound)
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    llm_type = getattr(model, "_llm_type", None)
+    return llm_type if isinstance(llm_type, str) else type(model).__name__

@@ -1,0 +1,226 @@
+"""Which sieve a LangChain component uses, and what it reports.
+
+Every component shares one process-wide default sieve unless given one. A component that
+needs different settings than its sieve (``verify=False`` at a fixed ratio, or the
+retriever query as the compressor's question) gets a *derived* sieve that shares the
+base sieve's compressor (one proxy in memory), gate (one verdict store and its in-flight
+bookkeeping) and stats (one set of counters).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+from promptsieve._errors import ConfigError
+from promptsieve.sieve import Plan, Prompt, Sieve, SieveConfig
+
+__all__ = [
+    "EVENT",
+    "default_sieve",
+    "event_data",
+    "release",
+    "resolve",
+    "with_question",
+]
+
+log = logging.getLogger(__name__)
+
+#: Name of the custom callback event every component dispatches once per request.
+EVENT = "promptsieve.compression"
+
+_DEFAULT: Sieve | None = None
+_DEFAULT_LOCK = threading.Lock()
+_QUESTION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "promptsieve_langchain_question", default=None
+)
+
+
+def default_sieve() -> Sieve:
+    """The process-wide sieve used when a component is given none (built on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = Sieve()
+    return _DEFAULT
+
+
+class _SharedCompressor:
+    """The base sieve's compressor; passes a per-call question from a ContextVar.
+
+    The sieve runs compressions on its own threads under ``contextvars.copy_context()``,
+    so a question set around ``prepare`` reaches ``compress`` without a new sieve API.
+    """
+
+    def __init__(self, base: Sieve) -> None:
+        self._base = base
+
+    @property
+    def fingerprint(self) -> str:
+        return self._base.compressor.fingerprint
+
+    @property
+    def proxy(self) -> Any:
+        return getattr(self._base.compressor, "proxy", None)
+
+    def compress(self, prompt: Any, *, ratio: float | None = None) -> Any:
+        question = _QUESTION.get()
+        compressor: Any = self._base.compressor
+        if question:
+            try:
+                return compressor.compress(prompt, ratio=ratio, question=question)
+            except TypeError:  # a CompressorLike without questions: compress without one
+                pass
+        return compressor.compress(prompt, ratio=ratio)
+
+    def similarity(self, a: str, b: str) -> float:
+        return self._base.compressor.similarity(a, b)
+
+
+def _derive(base: Sieve, config: SieveConfig) -> Sieve:
+    gate = base.gate if config.verify else None  # a fixed ratio never asks the gate
+    derived = Sieve(config, compressor=_SharedCompressor(base), gate=gate)
+    derived.stats = base.stats
+    return derived
+
+
+class resolve:  # lowercase: used like a function
+    """The sieve a component uses: its own, or one derived from it on first use."""
+
+    def __init__(
+        self,
+        sieve: Sieve | None,
+        *,
+        verify: bool | None,
+        ratio: float | None,
+        query_aware: bool = False,
+    ) -> None:
+        base_verify = sieve.config.verify if sieve is not None else True
+        self.verify = base_verify if verify is None else verify
+        if self.verify and ratio is not None:
+            raise ConfigError(
+                "ratio applies only with verify=False; when verifying, the gate's verdict "
+                "sets the ratio (configure the ladder with SieveConfig(gate=GateConfig(...)))"
+            )
+        if not self.verify and ratio is None and (sieve is None or sieve.config.ratio is None):
+            raise ConfigError("verify=False compresses at a fixed ratio: pass ratio=...")
+        if ratio is not None:
+            SieveConfig(verify=False, ratio=ratio)  # validates the range now
+        self._sieve = sieve
+        self._ratio = ratio
+        self._query_aware = query_aware
+        self._resolved: Sieve | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base(self) -> Sieve:
+        return self._sieve if self._sieve is not None else default_sieve()
+
+    def warm(self) -> None:
+        """Load the base sieve's compressor before a derived sieve (which shares it) runs.
+
+        A derived sieve cannot see whether the shared compressor is still loading, so it
+        waits for it here; a failure is left for ``prepare`` to meet (and fail open).
+        """
+        if self._resolved is None or self._resolved is self.base:  # not derived
+            return
+        try:
+            _ = self.base.compressor
+        except Exception as exc:
+            log.debug("promptsieve: compressor failed to load: %s", type(exc).__name__)
+
+    def __call__(self) -> Sieve:
+        if self._resolved is None:
+            with self._lock:
+                if self._resolved is None:
+                    self._resolved = self._build()
+        return self._resolved
+
+    def _build(self) -> Sieve:
+        base = self.base
+        cfg = base.config
+        ratio = self._ratio if self._ratio is not None else cfg.ratio
+        same = cfg.verify == self.verify and (self.verify or ratio == cfg.ratio)
+        if same and not self._query_aware:
+            return base
+        if not self.verify:
+            cfg = dataclasses.replace(cfg, verify=False, ratio=ratio)
+        elif not cfg.verify:
+            cfg = dataclasses.replace(cfg, verify=True)
+        return _derive(base, cfg)
+
+
+class with_question:  # lowercase: used like a function
+    """Make ``question`` the compressor's question for compressions started inside."""
+
+    def __init__(self, question: str | None) -> None:
+        self._question = question
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _QUESTION.set(self._question)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _QUESTION.reset(self._token)
+
+
+def release(sieve: Sieve, plan: Plan) -> None:
+    """Give back a shadow slot that no comparison will fill (no target to compare on).
+
+    The gate counts shadow decisions in flight against its screening budget;
+    ``Sieve.abandon`` frees the slot at once.
+    """
+    if plan.comparison == "shadow":
+        sieve.abandon(plan)
+
+
+def event_data(plan: Plan, *, component: str) -> dict[str, Any]:
+    """The custom event's payload: counts and decisions, never prompt text."""
+    decision = plan.decision
+    return {
+        "component": component,
+        "task": plan.task,
+        "action": decision.action.value if decision is not None else None,
+        "reason": plan.reason,
+        "compressed": plan.is_compressed,
+        "ratio": plan.ratio if plan.is_compressed else None,
+        "tokens_before": plan.tokens_before,
+        "tokens_after": plan.tokens_after,
+        "tokens_saved": plan.tokens_before - plan.tokens_after,
+    }
+
+
+def changed(plan: Plan) -> Prompt | None:
+    """The prompt to send when it differs from the original, else None."""
+    return plan.sent.prompt if plan.sent is not plan.request else None
+
+
+def child_callbacks(run_manager: Any, *, is_async: bool = False) -> Any:
+    """Callbacks for work nested under a run that is not a parent run (a model run).
+
+    The same as ``ParentRunManager.get_child()``: the model run's inheritable handlers,
+    tags and metadata, with the run as parent (for custom events and the wrapped model).
+    """
+    if run_manager is None:
+        return None
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+
+    cls = AsyncCallbackManager if is_async else CallbackManager
+    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager
+
+
+def check_settings(data: dict[str, Any]) -> None:
+    """Raise ConfigError for a bad sieve/verify/ratio combination (component constructors)."""
+    sieve = data.get("sieve")
+    if sieve is not None and not isinstance(sieve, Sieve):
+        raise ConfigError(f"sieve must be a promptsieve Sieve, not {type(sieve).__name__}")
+    resolve(sieve, verify=data.get("verify"), ratio=data.get("ratio"))
