@@ -112,4 +112,6 @@ def test_fingerprint_changes_with_settings(proxy: Proxy) -> None:
     a = Compressor(CompressorConfig(scorer="attribution"), proxy=proxy)
     b = Compressor(CompressorConfig(scorer="attribution", model="gpt-4o"), proxy=proxy)
     assert a.fingerprint != b.fingerprint
-    assert a.fingerprint == Compressor(CompressorConfig(scorer="attribution"), proxy=proxy).fingerprint
+    assert (
+        a.fingerprint == Compressor(CompressorConfig(scorer="attribution"), proxy=proxy).fingerprint
+    )

@@ -1,0 +1,318 @@
+"""Benchmarks: real lm-eval prompts, baselines hitting their ratios, the quick profile."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from benchmarks.baselines import (
+    RandomPrune,
+    SelfInformation,
+    Truncate,
+    _Words,
+    context_ratio,
+    count,
+    word_self_information,
+)
+from benchmarks.data import (
+    BenchItem,
+    NeedleConfig,
+    answers_agree,
+    bbh_items,
+    extract_answer,
+    gsm8k_items,
+    load_bbh_prompts,
+    load_gsm8k_prompt,
+    needle_items,
+)
+from benchmarks.report import percentile, summarize, write_report
+from benchmarks.screening import economics
+from benchmarks.target import CallCache, TokenLogprobs
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def test_bbh_cot_prompts_are_the_27_real_tasks() -> None:
+    prompts = load_bbh_prompts(True)
+    assert len(prompts) == 27
+    names = {p.task for p in prompts}
+    assert "bbh_cot_fewshot_navigate" in names and "bbh_cot_fewshot_word_sorting" in names
+    for p in prompts:
+        assert len(p.exemplars) == 3
+        assert p.target_delimiter == "" and p.fewshot_delimiter == "\n\n"
+        for q, a in p.exemplars:
+            assert q.startswith("Q: ") and q.endswith("A: Let's think step by step.\n")
+            assert "the answer is" in a
+
+
+def test_direct_prompts_match_cot_answers() -> None:
+    """The CoT exemplars' extracted answers equal the direct prompts' targets, all 81."""
+    for cot, direct in zip(load_bbh_prompts(True), load_bbh_prompts(False), strict=True):
+        assert cot.task.replace("cot_", "") == direct.task
+        for (_, a_cot), (_, a_dir) in zip(cot.exemplars, direct.exemplars, strict=True):
+            assert extract_answer("cot", a_cot) == extract_answer("direct", a_dir) is not None
+
+
+def test_gsm8k_has_8_exemplars_with_numeric_gold() -> None:
+    p = load_gsm8k_prompt()
+    assert len(p.exemplars) == 8
+    items = gsm8k_items()
+    assert [it.gold for it in items] == ["6", "5", "39", "8", "9", "29", "33", "8"]
+    assert "until" not in p.description and p.until[0] == "Q:"
+
+
+def test_items_hold_out_one_real_exemplar() -> None:
+    items = bbh_items(tasks=["navigate"])
+    assert len(items) == 3
+    p = next(p for p in load_bbh_prompts(True) if p.task.endswith("navigate"))
+    for held, it in enumerate(items):
+        assert it.question == p.exemplars[held][0]
+        assert it.prompt.startswith(p.description)
+        # the other two exemplars are the demonstrations, formatted as lm-eval does
+        for i, (q, a) in enumerate(p.exemplars):
+            assert ((q + a + "\n\n") in it.context) == (i != held)
+        assert it.gold in ("yes", "no")
+    # the lm-eval formatting: description, demos joined by "\n\n", then the query
+    assert items[0].prompt == (
+        p.description + "".join(q + a + "\n\n" for q, a in p.exemplars[1:]) + p.exemplars[0][0]
+    )
+
+
+def test_direct_items_use_target_delimiter_space() -> None:
+    it = bbh_items(cot=False, tasks=["boolean_expressions"])[0]
+    assert "A: False\n\n" in it.context and it.prompt.endswith("A:")
+    assert it.gold == "false"
+
+
+def test_answer_extraction() -> None:
+    assert extract_answer("cot", "... So the answer is (B).") == "(b)"
+    assert extract_answer("cot", "no final answer here") is None
+    assert extract_answer("gsm8k", "So 5 + 4 = 9. The answer is 1,009.") == "1009"
+    assert extract_answer("gsm8k", "They had 74 - 35 = 39 left") == "39"  # flexible
+    assert extract_answer("direct", " (C)\nmore") == "(c)"
+    assert extract_answer("direct", " Yes") == "yes"
+    assert extract_answer("needle", " 1234567.") == "1234567"
+    assert answers_agree("a", "a") and not answers_agree(None, None)
+
+
+def test_needle_items_are_seeded_and_sized() -> None:
+    cfg = NeedleConfig(sizes=(1000, 2000), per_size=2, needles=3, seed=7)
+    a, b = needle_items(cfg), needle_items(cfg)
+    assert a == b and len(a) == 4
+    assert {it.task for it in a} == {"niah_1k", "niah_2k"}
+    for it in a:
+        assert it.prompt.count("special magic numbers for") == 3
+        assert f"is: {it.gold}." in it.context and it.gold not in it.question
+        n = count(it.context)
+        size = 1000 if it.task == "niah_1k" else 2000
+        assert size <= n <= size * 1.3
+    assert needle_items(NeedleConfig(sizes=(1000,), per_size=1, seed=8))[0] != a[0]
+
+
+def test_bench_item_requires_question_suffix() -> None:
+    with pytest.raises(ValueError):
+        BenchItem("t", "t#0", "context Q?", "other", "x", "direct")
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.8])
+def test_baselines_hit_their_ratios(ratio: float) -> None:
+    items = bbh_items(tasks=["navigate"])[:1] + gsm8k_items(1)
+    items += needle_items(NeedleConfig(sizes=(1000,), per_size=1))
+    for it in items:
+        for method in (RandomPrune(), Truncate()):
+            out = method.compress(it, ratio)
+            assert out.endswith(it.question)
+            assert abs(context_ratio(it, out) - ratio) < 0.05, (method.name, it.id)
+
+
+def test_random_is_seeded_and_truncate_keeps_head_and_tail() -> None:
+    it = bbh_items(tasks=["navigate"])[0]
+    assert RandomPrune(1).compress(it, 0.5) == RandomPrune(1).compress(it, 0.5)
+    assert RandomPrune(1).compress(it, 0.5) != RandomPrune(2).compress(it, 0.5)
+    t = Truncate().compress(it, 0.5)
+    assert t.startswith(it.context[:40])
+    assert it.context.rstrip()[-30:] in t
+
+
+def test_word_join_keeps_line_breaks() -> None:
+    w = _Words.of("a b\n\nc d\ne f")
+    keep = np.array([True, False, False, True, False, True])
+    assert w.join(keep) == "a\n\nd\nf"
+
+
+class _FakeLogprobs:
+    """Log-probabilities from a rule (rare words = the ones in UPPER case), not a model."""
+
+    def prompt_logprobs(self, text: str) -> TokenLogprobs:
+        toks, offs, lps = [], [], []
+        pos = 0
+        for piece in text.split(" "):
+            toks.append(piece if not offs else " " + piece)
+            offs.append(pos if not offs else pos - 1)
+            lps.append(-9.0 if piece.isupper() else -0.1)
+            pos += len(piece) + 1
+        return TokenLogprobs(tuple(toks), tuple(offs), tuple(lps), 0.0, False)
+
+
+def test_selfinfo_drops_low_information_words() -> None:
+    ctx = " ".join(["the"] * 20 + ["ZEBRA", "QUASAR"] + ["and"] * 20) + "\n\n"
+    item = BenchItem("t", "t#0", ctx + "Q: which?\nA:", "Q: which?\nA:", "x", "direct")
+    out = SelfInformation(_FakeLogprobs()).compress(item, 0.2)
+    assert "ZEBRA" in out and "QUASAR" in out
+    assert context_ratio(item, out) <= 0.25
+
+
+def test_word_self_information_sums_overlapping_tokens() -> None:
+    text = "ab cd"
+    lp = TokenLogprobs(("a", "b", " cd"), (0, 1, 2), (None, -1.0, -2.0), 0.0, False)
+    scores = word_self_information(text, lp, [(0, 2), (3, 5)])
+    assert scores[1] == pytest.approx(2.0)
+    assert scores[0] == pytest.approx(2.0 + 1.0)  # the unscored first token counts as the max
+
+
+# -- cache, report, economics --------------------------------------------------------------
+
+
+def test_call_cache_roundtrip(tmp_path: Path) -> None:
+    cache = CallCache(tmp_path / "c.sqlite3")
+    key = CallCache.key("local", "m", {"prompt": "p", "max_tokens": 1})
+    assert key != CallCache.key("local", "m", {"prompt": "p", "max_tokens": 2})
+    assert cache.get(key) is None
+    cache.put(key, {"choices": [{"text": "x"}]}, 1.5)
+    cache.close()
+    again = CallCache(tmp_path / "c.sqlite3")
+    assert again.get(key) == ({"choices": [{"text": "x"}]}, 1.5)
+
+
+def test_economics() -> None:
+    e = economics(10_000, 100.0, 500.0, 0.02, requests=1000)
+    assert e["net_per_request"] == pytest.approx(90.0)
+    assert e["break_even_requests"] == math.ceil(10_000 / 90)
+    assert e["net_after_requests"] == pytest.approx(1000 * 90 - 10_000)
+    failed = economics(5_000, None, 500.0, 0.02)
+    assert failed["break_even_requests"] is None and failed["net_after_requests"] == -5_000
+
+
+def test_percentile() -> None:
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([5.0], 95) == 5.0
+
+
+def _row(method: str, ratio: float, agree: bool, kind: str = "needle") -> dict[str, object]:
+    return {
+        "task": "niah_1k", "item": "niah_1k#0", "kind": kind, "gold": "1", "base_answer": "1",
+        "tokens_before": 1000, "context_tokens": 950, "server_tokens_before": 1100,
+        "method": method, "ratio": ratio, "tokens_after": int(1000 * ratio) + 50,
+        "server_tokens_after": int(1100 * ratio), "context_kept": ratio,
+        "answer": "1" if agree else "2", "agree": agree, "correct": agree,
+        "score_s": 0.01, "compress_s": 0.02, "target_s": 1.0, "e2e_s": 1.02, "error": None,
+    }  # fmt: skip
+
+
+def test_report_from_small_results(tmp_path: Path) -> None:
+    rows = [_row("none", 1.0, True)]
+    rows += [_row(m, r, r > 0.5) for m in ("random", "selfinfo") for r in (0.7, 0.4)]
+    rows.append({**_row("random", 0.4, False), "error": "boom"})
+    s = summarize(rows)
+    rand = next(x for x in s if x["method"] == "random" and x["ratio"] == 0.4)
+    assert rand["n"] == 1 and rand["agreement"] == 0.0
+    results = {
+        "meta": {"profile": "test"},
+        "methods": {"head": {"ok": False, "reason": "not landed"}},
+        "rows": rows,
+        "screening": [
+            {
+                "task": "niah_1k",
+                "method": "random",
+                "samples": 4,
+                "passed": True,
+                "ratio": 0.5,
+                "calls": 12,
+                "screen_prompt_tokens": 9000,
+                "net_per_request": 400.0,
+                "net_after_requests": 3_991_000,
+                "requests": 10_000,
+                "break_even_requests": 23,
+            },
+        ],
+        "screen_plan": {"tau": 0.9, "delta": 0.05, "ladder": [0.8], "monitor_rate": 0.02},
+        "prices": {"as_of": "2025-06-01", "usd_per_million_input_tokens": {"gpt-4o": 2.5}},
+    }
+    md = write_report(results, tmp_path).read_text()
+    assert "| random | 0.40 | 1 |" in md and "`head` (not landed)" in md
+    assert "Screening economics" in md and "1/1 tasks pass" in md
+    assert (tmp_path / "saved_vs_agreement.png").stat().st_size > 1000
+    assert (tmp_path / "scorer_latency.png").stat().st_size > 1000
+
+
+def test_prices_table_is_dated() -> None:
+    prices = json.loads((Path(__file__).parents[1] / "benchmarks" / "prices.json").read_text())
+    assert prices["as_of"] and "list prices" in prices["note"]
+    assert all(v > 0 for v in prices["usd_per_million_input_tokens"].values())
+
+
+def test_stops_match_lm_eval() -> None:
+    from benchmarks.run import STOPS
+
+    assert STOPS["cot"] == load_bbh_prompts(True)[0].until
+    assert STOPS["direct"] == load_bbh_prompts(False)[0].until
+    assert STOPS["gsm8k"] == load_gsm8k_prompt().until
+
+
+# -- the real target -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
+    """The in-process log-probabilities equal the local server's echo logprobs."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.target import CompletionTarget, LocalLogprobs, local_target
+
+    text = "The capital of France is Paris. The capital of Italy is"
+    with local_target(n_ctx=512) as (url, model):
+        echo = CompletionTarget(url, model).prompt_logprobs(text)
+    local = LocalLogprobs(n_ctx=512, cache=CallCache(tmp_path / "c.sqlite3")).prompt_logprobs(text)
+    assert echo.tokens == local.tokens and echo.offsets == local.offsets
+    a = np.array(echo.logprobs[1:], dtype=float)  # the server leaves the first one out
+    b = np.array(local.logprobs[1:], dtype=float)
+    assert np.allclose(a, b, atol=0.05)
+
+
+@pytest.mark.slow
+def test_quick_profile_end_to_end(tmp_path: Path) -> None:
+    """The CI profile on the local Gemma target: files written, numbers sane."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.run import PROFILES, main
+
+    out = tmp_path / "quick"
+    results = main(["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")])
+    for name in ("results.json", "report.md", "saved_vs_agreement.png", "scorer_latency.png"):
+        assert (out / name).stat().st_size > 200, name
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["meta"]["items"] == results["meta"]["items"] >= 6
+    rows = [r for r in on_disk["rows"] if not r["error"]]
+    methods = {r["method"] for r in rows}
+    assert {"none", "random", "truncate", "selfinfo", "attribution"} <= methods
+    assert {r["ratio"] for r in rows if r["method"] == "random"} == set(PROFILES["quick"].ratios)
+    for r in rows:
+        assert 0 < r["tokens_after"] <= r["tokens_before"]
+        if r["method"] != "none":
+            assert abs(r["context_kept"] - r["ratio"]) < 0.1, r
+            assert r["server_tokens_after"] < r["server_tokens_before"]
+    base = [r for r in rows if r["method"] == "none"]
+    assert sum(r["correct"] for r in base if r["kind"] == "needle") >= 1  # the target reads
+    report = (out / "report.md").read_text()
+    assert "## All items" in report and "selfinfo" in report
+    # a second run is served from the cache
+    again = main(["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")])
+    assert again["meta"]["target_calls"] == 0
