@@ -263,6 +263,10 @@ def test_question_sentence_fallback() -> None:
     )
     seg = segment(text)
     assert seg.question is not None
-    assert seg.text[slice(*seg.question)] == "Which year was it founded?"
+    # a short tail after the question (an instruction or answer prefix) stays with it
+    assert seg.text[slice(*seg.question)] == "Which year was it founded? Answer briefly."
+    long_tail = "Context. Which year? " + "Then some more words follow here. " * 3
+    seg = segment(long_tail)
+    assert seg.question is not None and seg.text[slice(*seg.question)] == "Which year?"
     assert segment("No question here. None at all.").question is None
     assert segment("A question? Yes.\n\nBut not in the last paragraph.").question is None

@@ -9,6 +9,7 @@ from the real Gemma 3 270M server, every verdict from the real gate.
 from __future__ import annotations
 
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptsieve.fidelity import GateConfig, VerdictState, extract_answer
+from promptsieve.fidelity import GateConfig, VerdictState
 from promptsieve.sieve import Sieve, SieveConfig
 
 #: List price used for the money column (USD per million input tokens); an assumption.
 PRICE_PER_MTOK = 2.50
 
+_CODEISH = re.compile(r"[{}\[\]=*\"]")
 _COLOURS = ("red", "blue", "green", "amber", "violet", "silver", "orange", "teal", "black")
 
 
@@ -31,8 +33,8 @@ class DemoConfig:
     after_pass: int = 10  # compressed requests to send once the task has passed
     tau: float = 0.8
     delta: float = 0.05
-    ratio: float = 0.5
-    haystack_chars: int = 1800
+    ratio: float = 0.7
+    paragraphs: int = 4  # haystack paragraphs per prompt
     seed: int = 0
 
 
@@ -45,36 +47,40 @@ class _Row:
     correct: int = 0
 
 
-def _haystacks(seed: int, size: int) -> list[str]:
+def _prose_paragraphs() -> list[str]:
+    """Prose paragraphs of Python's pydoc topics (code listings and grammar left out)."""
     from pydoc_data.topics import topics
 
-    rng = random.Random(seed)
-    texts = [t for t in topics.values() if len(t) > size]
-    rng.shuffle(texts)
     out = []
-    for t in texts:
-        start = rng.randrange(0, len(t) - size)
-        cut = t[start : start + size]
-        out.append(cut[cut.find(" ") + 1 : cut.rfind(".") + 1] or cut)
+    for text in topics.values():
+        for para in text.split("\n\n"):
+            para = " ".join(para.split())
+            if len(para) > 120 and para.endswith(".") and not _CODEISH.search(para):
+                out.append(para)
     return out
 
 
 def make_prompts(config: DemoConfig) -> list[tuple[str, str]]:
-    """(prompt, gold answer) pairs: a fact hidden in real documentation, asked back."""
+    """(prompt, gold answer) pairs: a fact hidden among real documentation, asked back."""
     rng = random.Random(config.seed)
+    paras = _prose_paragraphs()
+    rng.shuffle(paras)
+    k = config.paragraphs
     prompts = []
-    for i, hay in enumerate(_haystacks(config.seed, config.haystack_chars)[: config.requests]):
+    for i in range(config.requests):
+        hay = paras[i * k : (i + 1) * k]
         colour = _COLOURS[i % len(_COLOURS)]
         code = str(rng.randrange(1000, 9999))
-        fact = f" The access code for the {colour} door is {code}. "
-        cut = rng.randrange(len(hay) // 4, 3 * len(hay) // 4)
-        cut = hay.rfind(". ", 0, cut) + 1 or cut
-        doc = hay[:cut] + fact + hay[cut:]
-        prompt = (
-            f"Read the document and answer the question.\n\nDocument:\n{doc.strip()}\n\n"
-            f"Question: What is the access code for the {colour} door?\nAnswer: The code is"
+        hay.insert(rng.randrange(1, k), f"The access code for the {colour} door is {code}.")
+        doc = "\n\n".join(hay)
+        prompts.append(
+            (
+                "Read the document and answer the question.\n\nDocument:\n"
+                f"{doc}\n\nQuestion: What is the access code for the {colour} door?\n"
+                "Answer: The code is",
+                code,
+            )
         )
-        prompts.append((prompt, code))
     return prompts
 
 
@@ -126,7 +132,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
             row.requests += 1
             row.tokens_sent += resp.usage.prompt_tokens if resp.usage else 0
             row.tokens_original += _count_on_server(target.base_url, prompt)
-            row.correct += extract_answer(resp.choices[0].text) == gold
+            row.correct += gold in resp.choices[0].text
             verdict = sieve.gate.verdict(key)  # type: ignore[attr-defined]
             state = verdict.state if verdict else VerdictState.UNSCREENED
             if applied:

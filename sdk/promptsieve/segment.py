@@ -484,6 +484,9 @@ def _template_blocks(text: str) -> list[tuple[Range, bool]]:
     return blocks
 
 
+_ANSWER_PREFIX_WORDS = 12
+
+
 def _question_sentence(text: str, sentences: list[Range]) -> Range | None:
     """The last sentence ending in "?" inside the final paragraph."""
     stripped = text.rstrip()
@@ -495,5 +498,10 @@ def _question_sentence(text: str, sentences: list[Range]) -> Range | None:
             break
         body = text[start:end].rstrip("\"'”’)]» \t")
         if body.endswith(("?", "？")):
-            return (start, start + len(body))
+            q_end = start + len(body)
+            # A short tail after the question is the answer's opening ("Answer: The code
+            # is"): the target continues from it, so it is part of what must stay.
+            if len(stripped[q_end:].split()) <= _ANSWER_PREFIX_WORDS:
+                q_end = len(stripped)
+            return (start, q_end)
     return None
