@@ -31,9 +31,11 @@ _COLOURS = ("red", "blue", "green", "amber", "violet", "silver", "orange", "teal
 class DemoConfig:
     requests: int = 60  # live requests at most (screening + compressed)
     after_pass: int = 10  # compressed requests to send once the task has passed
-    tau: float = 0.8
+    # Gemma 3 270M changes its answer on ~20-25 % of pruned haystacks even at ratio 0.85, so
+    # the demo asks for agreement > 0.6; keep the default 0.9 for a hosted target.
+    tau: float = 0.6
     delta: float = 0.05
-    ratio: float = 0.7
+    ratio: float = 0.85
     paragraphs: int = 4  # haystack paragraphs per prompt
     seed: int = 0
 
@@ -98,7 +100,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
         SieveConfig(
             gate=gate,
             store_path=str(workdir / "verdicts.sqlite3"),
-            metric="answer",
+            metric="numeric",
             scoring_budget_ms=5000,
         )
     )
@@ -116,6 +118,11 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
             f"delta={config.delta}): live calls send the original, the compressed variant "
             "is compared in the background"
         )
+        if config.tau < 0.9:
+            echo(
+                f"    note: tau={config.tau} is a demo setting for a 270M model; "
+                "keep the default 0.9 for the model you pay for"
+            )
         t0 = time.perf_counter()
         passed_at: int | None = None
         sent_after = 0
@@ -123,7 +130,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
             before = sieve.stats.snapshot()
             with task("needle-demo"):
                 resp = client.completions.create(
-                    model=target.model, prompt=prompt, max_tokens=8, temperature=0.0, seed=0
+                    model=target.model,
+                    prompt=prompt,
+                    max_tokens=8,
+                    temperature=0.0,
+                    seed=0,
+                    stop=["\n"],
                 )
             sieve.flush(timeout=120)
             after = sieve.stats.snapshot()

@@ -144,8 +144,8 @@ def screen_command(
 def demo(
     requests: Annotated[int, typer.Option(help="live requests at most")] = 60,
     after_pass: Annotated[int, typer.Option(help="compressed requests after a pass")] = 10,
-    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.7,
-    tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.8,
+    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.85,
+    tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.6,
     delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
 ) -> None:
     """Start the local target, wrap an OpenAI client, screen a task, print the savings."""
