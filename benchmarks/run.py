@@ -1,0 +1,375 @@
+"""Run the benchmark: methods × keep ratios × items against a real target.
+
+    python -m benchmarks.run --profile quick --out benchmarks/results/quick
+    python -m benchmarks.run --profile full --base-url https://api.openai.com/v1 \\
+        --model gpt-4o-mini --out benchmarks/results/gpt-4o-mini   # key from $OPENAI_API_KEY
+
+Without ``--base-url`` the local Gemma 3 270M target is started (and stopped) here. Every
+target call is cached in ``benchmarks/.cache/calls.sqlite3``, so an interrupted or repeated
+run only pays for calls it has not made yet. Writes ``results.json``, ``report.md`` and PNG
+plots into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baselines import Method, build_methods, context_ratio, count
+from benchmarks.data import (
+    BenchItem,
+    Kind,
+    NeedleConfig,
+    answers_agree,
+    bbh_items,
+    extract_answer,
+    gsm8k_items,
+    needle_items,
+)
+from benchmarks.report import write_report
+from benchmarks.screening import ScreenPlan, screen_task
+from benchmarks.target import (
+    DEFAULT_CACHE,
+    LOCAL_IDENTITY,
+    CallCache,
+    CompletionTarget,
+    LocalLogprobs,
+    LogprobSource,
+    local_target,
+)
+
+__all__ = ["PROFILES", "STOPS", "Profile", "main", "run"]
+
+log = logging.getLogger(__name__)
+
+#: Stop sequences per kind, as in the lm-eval task files (needles: one line).
+STOPS: dict[str, tuple[str, ...]] = {
+    "cot": ("</s>", "Q", "\n\n"),
+    "direct": ("</s>", "Q", "\n\n"),
+    "gsm8k": ("Q:", "</s>", "<|im_end|>"),
+    "needle": ("\n",),
+}
+ALL_METHODS = ("none", "random", "truncate", "selfinfo", "attribution", "head")
+PRICES = Path(__file__).resolve().parent / "prices.json"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one benchmark run covers; ``None`` task lists mean every task."""
+
+    name: str
+    ratios: tuple[float, ...]
+    methods: tuple[str, ...] = ALL_METHODS
+    cot_tasks: tuple[str, ...] | None = None
+    cot_per_task: int | None = None
+    direct_tasks: tuple[str, ...] | None = None
+    direct_per_task: int | None = None
+    gsm8k: int | None = None  # None: all 8 rotations, 0: none
+    needles: NeedleConfig = field(default_factory=NeedleConfig)
+    max_tokens: dict[str, int] = field(
+        default_factory=lambda: {"cot": 256, "direct": 8, "gsm8k": 192, "needle": 12}
+    )
+    screen: ScreenPlan = field(default_factory=ScreenPlan)
+    #: extra seeded needle items per size, used only for screening (the test needs ≥ 30)
+    screen_needles: int = 40
+    screen_needle_sizes: tuple[int, ...] = (2000,)
+
+
+PROFILES: dict[str, Profile] = {
+    # CI: a few short prompts of every kind, two ratios, all methods, a loose screening test.
+    "quick": Profile(
+        name="quick",
+        ratios=(0.7, 0.4),
+        cot_tasks=("sports_understanding",),  # the shortest chains of thought
+        cot_per_task=1,
+        direct_tasks=("sports_understanding", "navigate"),
+        direct_per_task=1,
+        gsm8k=1,
+        needles=NeedleConfig(sizes=(1000, 1500), per_size=1, needles=3),
+        max_tokens={"cot": 96, "direct": 8, "gsm8k": 128, "needle": 12},
+        # a loose test (3 agreements pass a ratio) so that CI exercises screening end to end
+        screen=ScreenPlan(
+            methods=("head", "attribution"), max_methods=1, tau=0.6, delta=0.3, ladder=(0.7, 0.4)
+        ),
+        screen_needles=3,
+        screen_needle_sizes=(300,),
+    ),
+    # By hand: every BBH task (CoT and direct, all rotations), GSM8K, 2k–7k-token needles.
+    "full": Profile(
+        name="full",
+        ratios=(0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
+        needles=NeedleConfig(sizes=(2000, 4000, 7000), per_size=4, needles=4),
+        screen=ScreenPlan(methods=("head", "attribution", "selfinfo", "random", "truncate")),
+    ),
+}
+
+
+def load_items(profile: Profile) -> list[BenchItem]:
+    items: list[BenchItem] = []
+    items += needle_items(profile.needles)
+    items += bbh_items(cot=False, tasks=profile.direct_tasks, per_task=profile.direct_per_task)
+    items += bbh_items(cot=True, tasks=profile.cot_tasks, per_task=profile.cot_per_task)
+    if profile.gsm8k != 0:
+        items += gsm8k_items(profile.gsm8k)
+    return items
+
+
+def screening_items(profile: Profile, items: Sequence[BenchItem]) -> dict[str, list[BenchItem]]:
+    """Task → samples to screen on: the task's items, plus extra needles for needle sizes."""
+    tasks: dict[str, list[BenchItem]] = {}
+    for it in items:
+        tasks.setdefault(it.task, []).append(it)
+    if profile.screen_needles:
+        extra = needle_items(
+            replace(
+                profile.needles,
+                sizes=profile.screen_needle_sizes,
+                per_size=profile.screen_needles,
+                seed=profile.needles.seed + 1,
+            )
+        )
+        for it in extra:
+            tasks.setdefault(it.task + "_screen", []).append(
+                replace(it, task=it.task + "_screen", id=it.id + "_screen")
+            )
+    return tasks
+
+
+@contextlib.contextmanager
+def _target(args: argparse.Namespace, cache: CallCache) -> Iterator[CompletionTarget]:
+    if args.base_url:
+        key = os.environ.get(args.api_key_env)
+        yield CompletionTarget(args.base_url, args.model, api_key=key, cache=cache, seed=args.seed)
+        return
+    with local_target() as (url, model):
+        yield CompletionTarget(
+            url, args.model or model, cache=cache, identity=LOCAL_IDENTITY, seed=args.seed
+        )
+
+
+def run(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``profile``; returns the results dict (also written to ``args.out``)."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache = CallCache(None if args.no_cache else args.cache)
+    items = load_items(profile)
+    names = tuple(args.methods.split(",")) if args.methods else profile.methods
+    with _target(args, cache) as target:
+        logprobs: LogprobSource = target
+        if "selfinfo" in names and args.selfinfo_source == "local":
+            logprobs = LocalLogprobs(cache=cache)
+        methods = build_methods(names, logprobs, seed=args.seed, cache=cache)
+        status = {m.name: {"ok": m.available, "reason": m.reason} for m in methods}
+        for m in methods:
+            if not m.available:
+                log.warning("method %s unavailable: %s", m.name, m.reason)
+        active = [m for m in methods if m.available]
+        rows = _grid(items, active, profile, target, tqdm)
+        screening = []
+        plan = profile.screen
+        if not args.no_screen:
+            screening = _screen_all(profile, items, active, target, tqdm)
+        calls = target.calls
+    results: dict[str, Any] = {
+        "meta": {
+            "profile": profile.name,
+            "target": args.base_url or "local llama.cpp (Gemma 3 270M Q4_K_M)",
+            "model": target.model,
+            "items": len(items),
+            "ratios": list(profile.ratios),
+            "runtime_s": time.perf_counter() - t0,
+            "target_calls": calls,
+            "cache_hits": cache.hits,
+            "command": "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in args.argv),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "methods": status,
+        "rows": rows,
+        "screening": screening,
+        "screen_plan": asdict(plan),
+        "prices": json.loads(PRICES.read_text(encoding="utf-8")),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    write_report(results, out)
+    cache.close()
+    return results
+
+
+def _grid(
+    items: Sequence[BenchItem],
+    methods: Sequence[Method],
+    profile: Profile,
+    target: CompletionTarget,
+    tqdm: Any,
+) -> list[dict[str, Any]]:
+    compressing = [m for m in methods if m.name != "none"]
+    total = len(items) * (1 + len(compressing) * len(profile.ratios))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=total, desc=f"bench {profile.name}", unit="call", file=sys.stderr)
+    for item in items:
+        kind: Kind = item.kind
+        mt, stop = profile.max_tokens[kind], STOPS[kind]
+        try:
+            base = target.complete(item.prompt, max_tokens=mt, stop=stop)
+        except RuntimeError as exc:
+            log.warning("%s: original call failed (%s); item skipped", item.id, exc)
+            bar.update(1 + len(compressing) * len(profile.ratios))
+            continue
+        base_answer = extract_answer(kind, base.text)
+        before = count(item.prompt)
+        common = {
+            "task": item.task,
+            "item": item.id,
+            "kind": kind,
+            "gold": item.gold,
+            "base_answer": base_answer,
+            "tokens_before": before,
+            "context_tokens": count(item.context),
+            "server_tokens_before": base.prompt_tokens,
+        }
+        if any(m.name == "none" for m in methods):
+            rows.append(
+                {
+                    **common,
+                    "method": "none",
+                    "ratio": 1.0,
+                    "tokens_after": before,
+                    "server_tokens_after": base.prompt_tokens,
+                    "context_kept": 1.0,
+                    "answer": base_answer,
+                    "agree": base_answer is not None,
+                    "correct": base_answer == item.gold,
+                    "score_s": 0.0,
+                    "compress_s": 0.0,
+                    "target_s": base.latency_s,
+                    "e2e_s": base.latency_s,
+                    "error": None,
+                }
+            )
+        bar.update(1)
+        for m in compressing:
+            for ratio in profile.ratios:
+                rows.append(_one(item, m, ratio, target, mt, stop, common))
+                bar.update(1)
+    bar.close()
+    return rows
+
+
+def _one(
+    item: BenchItem,
+    m: Method,
+    ratio: float,
+    target: CompletionTarget,
+    mt: int,
+    stop: Sequence[str],
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {**common, "method": m.name, "ratio": ratio, "error": None}
+    try:
+        comp = m.timed(item, ratio)
+        out = target.complete(comp.prompt, max_tokens=mt, stop=stop)
+    except Exception as exc:  # a broken method or target call is a row, not a crash
+        log.warning("%s %s@%s failed: %s", item.id, m.name, ratio, exc)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    answer = extract_answer(item.kind, out.text)
+    row.update(
+        {
+            "tokens_after": count(comp.prompt),
+            "server_tokens_after": out.prompt_tokens,
+            "context_kept": context_ratio(item, comp.prompt),
+            "answer": answer,
+            "agree": answers_agree(common["base_answer"], answer),
+            "correct": answer == item.gold,
+            "score_s": comp.score_s,
+            "compress_s": comp.total_s,
+            "target_s": out.latency_s,
+            "e2e_s": comp.total_s + out.latency_s,
+        }
+    )
+    return row
+
+
+def _screen_all(
+    profile: Profile,
+    items: Sequence[BenchItem],
+    methods: Sequence[Method],
+    target: CompletionTarget,
+    tqdm: Any,
+) -> list[dict[str, Any]]:
+    try:
+        import promptsieve.fidelity  # noqa: F401
+    except ImportError as exc:
+        log.warning("screening skipped: %s", exc)
+        return []
+    plan = profile.screen
+    chosen = [m for name in plan.methods for m in methods if m.name == name]
+    chosen = chosen[: plan.max_methods or None]
+    tasks = screening_items(profile, items)
+    out: list[dict[str, Any]] = []
+    for m in tqdm(chosen, desc="screening", unit="method", file=sys.stderr):
+        for task, task_items in tasks.items():
+            kind = task_items[0].kind
+            try:
+                out.append(
+                    screen_task(
+                        task_items,
+                        m,
+                        target,
+                        profile.screen,
+                        max_tokens=profile.max_tokens[kind],
+                        stop=STOPS[kind],
+                    )
+                )
+            except Exception as exc:
+                log.warning("screening %s with %s failed: %s", task, m.name, exc)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description="promptsieve bench")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (default: local)")
+    ap.add_argument("--model", default=None, help="model name at --base-url")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
+    ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/<profile>")
+    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)}")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--no-screen", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--selfinfo-source",
+        choices=("local", "echo"),
+        default=None,
+        help="log-probabilities for selfinfo: the local GGUF in-process, or the target's echo "
+        "(default: local for the local target, echo otherwise)",
+    )
+    args = ap.parse_args(argv)
+    if args.base_url and not args.model:
+        ap.error("--base-url needs --model")
+    args.argv = argv
+    args.out = args.out or Path("benchmarks/results") / args.profile
+    args.selfinfo_source = args.selfinfo_source or ("echo" if args.base_url else "local")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    results = run(PROFILES[args.profile], args)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
