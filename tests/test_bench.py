@@ -302,7 +302,7 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     assert on_disk["meta"]["items"] == results["meta"]["items"] >= 6
     rows = [r for r in on_disk["rows"] if not r["error"]]
     methods = {r["method"] for r in rows}
-    assert {"none", "random", "truncate", "selfinfo", "attribution"} <= methods
+    assert {"none", "random", "truncate", "selfinfo", "head"} <= methods
     assert {r["ratio"] for r in rows if r["method"] == "random"} == set(PROFILES["quick"].ratios)
     for r in rows:
         assert 0 < r["tokens_after"] <= r["tokens_before"]
