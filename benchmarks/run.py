@@ -101,9 +101,7 @@ PROFILES: dict[str, Profile] = {
         needles=NeedleConfig(sizes=(1000, 1500), per_size=1, needles=3),
         max_tokens={"cot": 96, "direct": 8, "gsm8k": 128, "needle": 12},
         # a loose test (3 agreements pass a ratio) so that CI exercises screening end to end
-        screen=ScreenPlan(
-            methods=("head",), max_methods=1, tau=0.6, delta=0.3, ladder=(0.7, 0.4)
-        ),
+        screen=ScreenPlan(methods=("head",), max_methods=1, tau=0.6, delta=0.3, ladder=(0.7, 0.4)),
         screen_needles=3,
         screen_needle_sizes=(300,),
     ),

@@ -306,8 +306,9 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     assert {r["ratio"] for r in rows if r["method"] == "random"} == set(PROFILES["quick"].ratios)
     for r in rows:
         assert 0 < r["tokens_after"] <= r["tokens_before"]
-        if r["method"] != "none":
-            assert abs(r["context_kept"] - r["ratio"]) < 0.1, r
+        if r["method"] != "none":  # short contexts round coarsely, the Compressor more so
+            tol = 0.1 if r["method"] in ("random", "truncate", "selfinfo") else 0.2
+            assert abs(r["context_kept"] - r["ratio"]) < tol, r
             assert r["server_tokens_after"] < r["server_tokens_before"]
     base = [r for r in rows if r["method"] == "none"]
     assert sum(r["correct"] for r in base if r["kind"] == "needle") >= 1  # the target reads
