@@ -6,7 +6,6 @@ real compressor on the real ONNX proxy, and a real SQLite verdict store per test
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -62,14 +61,16 @@ def question(i: int = 0) -> str:
 # -- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compressor(proxy_cache_dir: Path) -> Compressor:
-    config = CompressorConfig(proxy=ProxyConfig(cache_dir=proxy_cache_dir))
-    try:
-        c = Compressor(config)
-        _ = c.fingerprint  # loads (exports once per session) the proxy and its scorer
-    except ConfigError:  # no trained head in this checkout yet: the paper's scorer
-        c = Compressor(dataclasses.replace(config, scorer="attribution"))
-        _ = c.fingerprint
+    c = Compressor(CompressorConfig(proxy=ProxyConfig(cache_dir=proxy_cache_dir)))
+    _ = c.fingerprint  # loads (exports once per session) the proxy and its scorer
     return c
+
+
+@pytest.fixture(scope="module")
+def sentence_compressor(proxy_cache_dir: Path) -> Compressor:
+    """Sentence-level pruning: what the 270M local target stays stable on."""
+    cfg = CompressorConfig(scorer="sentence", proxy=ProxyConfig(cache_dir=proxy_cache_dir))
+    return Compressor(cfg)
 
 
 def make_sieve(
@@ -561,12 +562,12 @@ def local_target() -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_wrapped_local_target_screens_to_a_pass_then_compresses(
-    tmp_path: Path, compressor: Compressor, local_target: Any
+    tmp_path: Path, sentence_compressor: Compressor, local_target: Any
 ) -> None:
     # A short ladder and a lenient τ keep screening to three agreeing comparisons; what is
     # under test is the path shadow → pass → apply through a real target, not the target.
-    gate = GateConfig(tau=0.5, delta=0.2, budget=8, ratios=(0.5,), monitor_rate=0.0, seed=0)
-    sieve = make_sieve(tmp_path, compressor, gate=gate, metric="answer")
+    gate = GateConfig(tau=0.5, delta=0.2, budget=16, ratios=(0.7,), monitor_rate=0.0, seed=0)
+    sieve = make_sieve(tmp_path, sentence_compressor, gate=gate, metric="answer")
     llm = ChatOpenAI(
         base_url=local_target.base_url,
         api_key="x",
@@ -579,7 +580,7 @@ def test_wrapped_local_target_screens_to_a_pass_then_compresses(
         extra_body={"max_tokens": 8, "seed": 0},
     )
     model = wrap_chat_model(llm, sieve, task="needle")
-    for i in range(8):
+    for i in range(16):
         out = model.invoke([HumanMessage(needle_prompt(i))])
         assert isinstance(out, AIMessage)
         assert sieve.flush(timeout=300)

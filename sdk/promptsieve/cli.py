@@ -46,7 +46,7 @@ def compress(
     question: Annotated[
         str | None, typer.Option(help="the question the prompt must answer")
     ] = None,
-    scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
+    scorer: Annotated[str, typer.Option(help="head | attribution | sentence")] = "head",
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""
@@ -82,15 +82,15 @@ def explain(
     question: Annotated[
         str | None, typer.Option(help="the question the prompt must answer")
     ] = None,
-    scorer: Annotated[str, typer.Option(help="head | attribution")] = "head",
+    scorer: Annotated[str, typer.Option(help="head | attribution | sentence")] = "head",
     html: Annotated[Path | None, typer.Option(help="write an HTML heat map here")] = None,
 ) -> None:
     """Show which tokens the proxy finds important (a heat map with --html)."""
     from promptsieve._heatmap import render_html
     from promptsieve.compressor import Compressor, CompressorConfig
 
-    if scorer not in ("head", "attribution"):
-        raise typer.BadParameter("scorer must be 'head' or 'attribution'")
+    if scorer not in ("head", "attribution", "sentence"):
+        raise typer.BadParameter("scorer must be 'head', 'attribution' or 'sentence'")
     text = _read_text(file)
     comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
     scores = comp.explain(text, question=question)
@@ -144,7 +144,7 @@ def screen_command(
 def demo(
     requests: Annotated[int, typer.Option(help="live requests at most")] = 60,
     after_pass: Annotated[int, typer.Option(help="compressed requests after a pass")] = 10,
-    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.85,
+    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.7,
     tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.6,
     delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
 ) -> None:

@@ -24,6 +24,7 @@ from promptsieve.proxy import (
     Proxy,
     ProxyConfig,
     Scorer,
+    SentenceScorer,
     TokenScores,
 )
 from promptsieve.prune import Budget, prune
@@ -34,7 +35,7 @@ __all__ = ["Compression", "Compressor", "CompressorConfig"]
 
 log = logging.getLogger(__name__)
 
-ScorerName = Literal["head", "attribution"]
+ScorerName = Literal["head", "attribution", "sentence"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class CompressorConfig:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ConfigError(f"sentence_weight must be in [0, 1], got {self.sentence_weight!r}")
-        if self.scorer not in ("head", "attribution"):
-            raise ConfigError(f"scorer must be 'head' or 'attribution', not {self.scorer!r}")
+        if self.scorer not in ("head", "attribution", "sentence"):
+            raise ConfigError(
+                f"scorer must be 'head', 'attribution' or 'sentence', not {self.scorer!r}"
+            )
 
     def settings_key(self) -> str:
         """What besides the proxy decides the output (the ratio is a verdict's own field)."""
@@ -322,4 +325,6 @@ def _blend_sentences(scores: np.ndarray, seg: Segmentation, weight: float) -> np
 def _make_scorer(name: str, proxy: Proxy) -> Scorer:
     if name == "attribution":
         return AttributionScorer(proxy)
+    if name == "sentence":
+        return SentenceScorer(proxy)
     return HeadScorer(proxy)

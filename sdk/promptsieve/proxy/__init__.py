@@ -17,6 +17,7 @@ from promptsieve.proxy._runtime import (
 from promptsieve.proxy._scores import Scorer, TokenScores
 from promptsieve.proxy.attribution import AttributionConfig, AttributionScorer
 from promptsieve.proxy.head_scorer import HeadScorer
+from promptsieve.proxy.sentence import SentenceScorer
 
 __all__ = [
     "AttributionConfig",
@@ -27,6 +28,7 @@ __all__ = [
     "ProxyConfig",
     "Scorer",
     "ScorerOutput",
+    "SentenceScorer",
     "TokenScores",
     "default_head_path",
     "select_providers",
