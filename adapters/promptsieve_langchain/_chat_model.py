@@ -33,7 +33,13 @@ from promptsieve_langchain._convert import (
     target_output,
     to_neutral,
 )
-from promptsieve_langchain._sieves import EVENT, child_callbacks, event_data, resolve
+from promptsieve_langchain._sieves import (
+    COMPARISON_CONFIG,
+    EVENT,
+    child_callbacks,
+    event_data,
+    resolve,
+)
 from promptsieve_langchain._sieves import check_settings as _check
 
 __all__ = ["SieveChatModel", "wrap_chat_model"]
@@ -41,8 +47,6 @@ __all__ = ["SieveChatModel", "wrap_chat_model"]
 log = logging.getLogger(__name__)
 
 _ENDPOINT = "chat"
-# Background comparisons stay out of the caller's traces and callbacks.
-_COMPARISON_CONFIG: RunnableConfig = {"callbacks": [], "run_name": "promptsieve-comparison"}
 
 
 class SieveChatModel(BaseChatModel):
@@ -65,8 +69,6 @@ class SieveChatModel(BaseChatModel):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        if self.sieve is not None and not isinstance(self.sieve, Sieve):
-            raise TypeError(f"sieve must be a promptsieve Sieve, not {type(self.sieve).__name__}")
         self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio)
 
     @property
@@ -110,7 +112,7 @@ class SieveChatModel(BaseChatModel):
 
         def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
-            return target_output(self.llm.invoke(msgs, _COMPARISON_CONFIG, stop=stop, **kw))
+            return target_output(self.llm.invoke(msgs, COMPARISON_CONFIG, stop=stop, **kw))
 
         return send
 
@@ -121,7 +123,7 @@ class SieveChatModel(BaseChatModel):
 
         async def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
-            result = await self.llm.ainvoke(msgs, _COMPARISON_CONFIG, stop=stop, **kw)
+            result = await self.llm.ainvoke(msgs, COMPARISON_CONFIG, stop=stop, **kw)
             return target_output(result)
 
         return send

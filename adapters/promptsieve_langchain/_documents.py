@@ -55,8 +55,6 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
         super().__init__(**data)
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.sieve is not None and not isinstance(self.sieve, Sieve):
-            raise TypeError(f"sieve must be a promptsieve Sieve, not {type(self.sieve).__name__}")
         self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio, query_aware=True)
 
     @property

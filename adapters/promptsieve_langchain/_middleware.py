@@ -15,7 +15,7 @@ from typing import Any, cast
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
 
 from promptsieve.fidelity import TargetOutput
 from promptsieve.prompt import Message
@@ -28,13 +28,11 @@ from promptsieve_langchain._convert import (
     target_output,
     to_neutral,
 )
-from promptsieve_langchain._sieves import EVENT, event_data, resolve
+from promptsieve_langchain._sieves import COMPARISON_CONFIG, EVENT, event_data, resolve
 
 __all__ = ["SieveMiddleware"]
 
 log = logging.getLogger(__name__)
-
-_COMPARISON_CONFIG: RunnableConfig = {"callbacks": [], "run_name": "promptsieve-comparison"}
 
 
 class SieveMiddleware(AgentMiddleware):
@@ -92,7 +90,7 @@ class SieveMiddleware(AgentMiddleware):
 
         def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
-            return target_output(model.invoke(msgs, _COMPARISON_CONFIG))
+            return target_output(model.invoke(msgs, COMPARISON_CONFIG))
 
         sieve.observe(
             plan,
@@ -125,7 +123,7 @@ class SieveMiddleware(AgentMiddleware):
 
         async def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
-            return target_output(await model.ainvoke(msgs, _COMPARISON_CONFIG))
+            return target_output(await model.ainvoke(msgs, COMPARISON_CONFIG))
 
         await sieve.aobserve(
             plan,

@@ -29,7 +29,7 @@ from promptsieve_langchain._convert import (
     model_name,
     target_output,
 )
-from promptsieve_langchain._sieves import EVENT, event_data, release, resolve
+from promptsieve_langchain._sieves import COMPARISON_CONFIG, EVENT, event_data, release, resolve
 from promptsieve_langchain._sieves import check_settings as _check
 
 __all__ = ["CompressMessages", "compress_messages"]
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Target model name in verdict keys when the step is not told which model follows it.
 UNKNOWN_MODEL = "unknown"
-_COMPARISON_CONFIG: RunnableConfig = {"callbacks": [], "run_name": "promptsieve-comparison"}
 
 
 class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInput]):
@@ -60,8 +59,6 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
         super().__init__(**data)
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.sieve is not None and not isinstance(self.sieve, Sieve):
-            raise TypeError(f"sieve must be a promptsieve Sieve, not {type(self.sieve).__name__}")
         self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio)
 
     @property
@@ -107,7 +104,7 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
         target: BaseLanguageModel[Any] = self.target
 
         def send(prompt: Prompt) -> TargetOutput:
-            return target_output(target.invoke(conv.rebuild(prompt), _COMPARISON_CONFIG))
+            return target_output(target.invoke(conv.rebuild(prompt), COMPARISON_CONFIG))
 
         return send
 
@@ -145,7 +142,7 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
         target: BaseLanguageModel[Any] = self.target
 
         async def send(prompt: Prompt) -> TargetOutput:
-            result = await target.ainvoke(conv.rebuild(prompt), _COMPARISON_CONFIG)
+            result = await target.ainvoke(conv.rebuild(prompt), COMPARISON_CONFIG)
             return target_output(result)
 
         return send

@@ -15,10 +15,13 @@ import logging
 import threading
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+
 from promptsieve._errors import ConfigError
 from promptsieve.sieve import Plan, Prompt, Sieve, SieveConfig
 
 __all__ = [
+    "COMPARISON_CONFIG",
     "EVENT",
     "default_sieve",
     "event_data",
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the custom callback event every component dispatches once per request.
 EVENT = "promptsieve.compression"
+#: Config for background comparisons: they stay out of the caller's traces and callbacks.
+COMPARISON_CONFIG: RunnableConfig = {"callbacks": [], "run_name": "promptsieve-comparison"}
 
 _DEFAULT: Sieve | None = None
 _DEFAULT_LOCK = threading.Lock()
