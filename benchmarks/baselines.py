@@ -8,7 +8,8 @@ and appends the item's question verbatim, so methods differ only in what they ke
 * ``truncate`` — keep the head and the tail of the context;
 * ``selfinfo`` — Selective Context / LLMLingua-1 style: drop the words with the lowest
   self-information under the target's own ``echo`` log-probabilities;
-* ``attribution`` / ``head`` — the project's scorers through ``promptsieve.Compressor``.
+* ``attribution`` / ``head`` / ``sentence`` — the project's scorers through
+  ``promptsieve.Compressor``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.data import BenchItem
-from benchmarks.target import CallCache, LogprobSource, TokenLogprobs
+from .data import BenchItem
+from .target import CallCache, LogprobSource, TokenLogprobs
 
 __all__ = [
     "CachedMethod",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 COUNT_MODEL = "gpt-4o"
+ProjectScorer = Literal["head", "attribution", "sentence"]
 _WORD = re.compile(r"\S+")
 
 
@@ -250,7 +252,7 @@ class ProjectMethod(Method):
     counted with tiktoken like the baselines'.
     """
 
-    def __init__(self, scorer: Literal["head", "attribution"]) -> None:
+    def __init__(self, scorer: ProjectScorer) -> None:
         self.name = scorer
         self._compressor: object | None = None
         try:
@@ -299,7 +301,7 @@ class CachedMethod(Method):
         return out
 
 
-def _make_compressor(scorer: Literal["head", "attribution"]) -> object:
+def _make_compressor(scorer: ProjectScorer) -> object:
     from promptsieve.compressor import Compressor, CompressorConfig
     from promptsieve.segment import SegmentConfig
 
@@ -334,6 +336,7 @@ def build_methods(
         "selfinfo": lambda: SelfInformation(logprobs),
         "attribution": lambda: ProjectMethod("attribution"),
         "head": lambda: ProjectMethod("head"),
+        "sentence": lambda: ProjectMethod("sentence"),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.data import load_gsm8k_prompt
+from .data import load_gsm8k_prompt
 
 QUESTION = (
     "Q: A baker made 48 muffins in the morning and sold 3/4 of them before noon. "

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._head_data import Passage, build_passages, teacher_labels
-from benchmarks.train_head import CACHE_DIR, TEACHER_MAX_UNITS, fidelity, teacher_tag
+from ._head_data import Passage, build_passages, teacher_labels
+from .train_head import CACHE_DIR, TEACHER_MAX_UNITS, fidelity, teacher_tag
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def summarize(rows: Sequence[Row], by: Sequence[str] = ("method", "ratio")) -> l
 
 
 def _sort_key(v: Any) -> Any:
-    order = ["none", "random", "truncate", "selfinfo", "attribution", "head"]
+    order = ["none", "random", "truncate", "selfinfo", "attribution", "head", "sentence"]
     if isinstance(v, str) and v in order:
         return (0, order.index(v), "")
     if isinstance(v, (int, float)):

@@ -1,12 +1,13 @@
 """Run the benchmark: methods × keep ratios × items against a real target.
 
-    python -m benchmarks.run --profile quick --out benchmarks/results/quick
-    python -m benchmarks.run --profile full --base-url https://api.openai.com/v1 \\
+    promptsieve bench --profile quick --out benchmarks/results/quick
+    promptsieve bench --profile full --base-url https://api.openai.com/v1 \\
         --model gpt-4o-mini --out benchmarks/results/gpt-4o-mini   # key from $OPENAI_API_KEY
 
-Without ``--base-url`` the local Gemma 3 270M target is started (and stopped) here. Every
-target call is cached in ``benchmarks/.cache/calls.sqlite3``, so an interrupted or repeated
-run only pays for calls it has not made yet. Writes ``results.json``, ``report.md`` and PNG
+(``python -m benchmarks.run`` from a checkout is the same.) Without ``--base-url`` the local
+Gemma 3 270M target is started (and stopped) here. Every target call is cached
+(``bench/calls.sqlite3`` under promptsieve's cache dir), so an interrupted or repeated run
+only pays for calls it has not made yet. Writes ``results.json``, ``report.md`` and PNG
 plots into ``--out``.
 """
 
@@ -25,8 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines import Method, build_methods, context_ratio, count
-from benchmarks.data import (
+from .baselines import Method, build_methods, context_ratio, count
+from .data import (
     BenchItem,
     Kind,
     NeedleConfig,
@@ -36,9 +37,9 @@ from benchmarks.data import (
     gsm8k_items,
     needle_items,
 )
-from benchmarks.report import write_report
-from benchmarks.screening import ScreenPlan, screen_task
-from benchmarks.target import (
+from .report import write_report
+from .screening import ScreenPlan, screen_task
+from .target import (
     DEFAULT_CACHE,
     LOCAL_IDENTITY,
     CallCache,
@@ -59,8 +60,20 @@ STOPS: dict[str, tuple[str, ...]] = {
     "gsm8k": ("Q:", "</s>", "<|im_end|>"),
     "needle": ("\n",),
 }
-ALL_METHODS = ("none", "random", "truncate", "selfinfo", "attribution", "head")
+ALL_METHODS = ("none", "random", "truncate", "selfinfo", "attribution", "head", "sentence")
 PRICES = Path(__file__).resolve().parent / "prices.json"
+#: lm-eval's 27 BBH tasks (short names), alphabetical.
+BBH_TASKS = (
+    "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
+    "dyck_languages", "formal_fallacies", "geometric_shapes", "hyperbaton",
+    "logical_deduction_five_objects", "logical_deduction_seven_objects",
+    "logical_deduction_three_objects", "movie_recommendation", "multistep_arithmetic_two",
+    "navigate", "object_counting", "penguins_in_a_table", "reasoning_about_colored_objects",
+    "ruin_names", "salient_translation_error_detection", "snarks", "sports_understanding",
+    "temporal_sequences", "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects", "tracking_shuffled_objects_three_objects",
+    "web_of_lies", "word_sorting",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,7 @@ PROFILES: dict[str, Profile] = {
         ratios=(0.7, 0.4),
         # the attribution scorer needs one proxy pass per unit (minutes per 1k-token prompt
         # on 2 cores): its own tests cover it, the full profile benchmarks it
-        methods=("none", "random", "truncate", "selfinfo", "head"),
+        methods=("none", "random", "truncate", "selfinfo", "head", "sentence"),
         cot_tasks=("sports_understanding",),  # the shortest chains of thought
         cot_per_task=1,
         direct_tasks=("sports_understanding", "navigate"),
@@ -105,12 +118,28 @@ PROFILES: dict[str, Profile] = {
         screen_needles=3,
         screen_needle_sizes=(300,),
     ),
-    # By hand: every BBH task (CoT and direct, all rotations), GSM8K, 2k–7k-token needles.
+    # By hand, committed (≈1.5 h on 2 CPU cores): every BBH task direct, every third BBH task
+    # with chain of thought, half the GSM8K rotations, 2k/4k needles, three ratios over
+    # 0.3–0.8; the attribution scorer is left out (minutes per prompt on 2 cores).
     "full": Profile(
         name="full",
+        ratios=(0.8, 0.55, 0.3),
+        methods=("none", "random", "truncate", "selfinfo", "head", "sentence"),
+        cot_tasks=BBH_TASKS[::3],
+        cot_per_task=1,
+        direct_per_task=1,
+        gsm8k=4,
+        needles=NeedleConfig(sizes=(2000, 4000), per_size=3, needles=4),
+        screen=ScreenPlan(methods=("sentence", "head", "truncate")),
+    ),
+    # For a bigger machine or a hosted target: every rotation, six ratios, every method.
+    "exhaustive": Profile(
+        name="exhaustive",
         ratios=(0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
         needles=NeedleConfig(sizes=(2000, 4000, 7000), per_size=4, needles=4),
-        screen=ScreenPlan(methods=("head", "attribution", "selfinfo", "random", "truncate")),
+        screen=ScreenPlan(
+            methods=("sentence", "head", "attribution", "selfinfo", "random", "truncate")
+        ),
     ),
 }
 
@@ -342,7 +371,7 @@ def _screen_all(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description="promptsieve bench")
+    ap = argparse.ArgumentParser(prog="promptsieve bench", description="promptsieve bench")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (default: local)")
     ap.add_argument("--model", default=None, help="model name at --base-url")

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.baselines import Method, count
-from benchmarks.data import BenchItem, answers_agree, extract_answer
-from benchmarks.target import CompletionTarget
+from .baselines import Method, count
+from .data import BenchItem, answers_agree, extract_answer
+from .target import CompletionTarget
 
 __all__ = ["ScreenPlan", "economics", "screen_task"]
 

@@ -3,8 +3,9 @@
 Gemma 3 270M is a base model, so the benchmark uses plain completions. Every call goes
 through an on-disk SQLite cache keyed by sha256 of (target identity, model, request body),
 so re-running a report costs no target time; the cache keeps the call's original latency
-so latency figures survive a re-run. The cache holds prompts: it lives under
-``benchmarks/.cache`` (git-ignored), never in the SDK.
+so latency figures survive a re-run. The cache holds the benchmark's prompts (lm-eval's and
+the seeded needles, never a user's): it lives in ``bench/`` under promptsieve's cache dir
+(``$PROMPTSIEVE_CACHE_DIR``), and the SDK's request path never writes one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from promptsieve._paths import cache_dir
+
 __all__ = [
     "CallCache",
     "Completion",
@@ -39,7 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "calls.sqlite3"
+#: Under promptsieve's cache dir (``$PROMPTSIEVE_CACHE_DIR``), so an installed copy works too.
+DEFAULT_CACHE = cache_dir() / "bench" / "calls.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,7 @@ class LocalLogprobs:
             starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
             offsets = tuple(int(char_at[b]) for b in starts)
         else:
-            from benchmarks.baselines import _token_starts  # tolerant alignment
+            from .baselines import _token_starts  # tolerant alignment
 
             strs = [p.decode("utf-8", errors="replace") for p in pieces]
             offsets = tuple(int(x) for x in _token_starts(text, strs))

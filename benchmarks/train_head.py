@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._head_data import Passage, build_passages, teacher_labels
+from ._head_data import Passage, build_passages, teacher_labels
 
 log = logging.getLogger("train_head")
 

@@ -12,11 +12,11 @@ wrapped p50/p95 minus the unwrapped p50/p95:
 
 Verdict lookups are ``Gate.decide`` on a passed verdict in a SQLite file.
 
-    python benchmarks/wrapper_overhead.py [--n 40] [--scorer auto|head|onepass]
+    python benchmarks/wrapper_overhead.py [--n 40] [--scorer head|sentence]
 
-``--scorer auto`` uses the compressor's default scorer when the trained head scorer is
-installed, else a one-pass scorer reading the proxy graph's keep-logits (the same single
-forward pass the head scorer makes): the attribution scorer is an offline tool.
+``--scorer head`` (the default scorer) or ``sentence``; the attribution scorer is an offline
+tool. The instance guard is on, as by default: it reads the scoring pass's token states, so
+it costs no extra encoder pass.
 """
 
 from __future__ import annotations
@@ -58,38 +58,10 @@ def _prompt(tokens: int) -> str:
     return " ".join(words[:lo]) + "\n\nQuestion: Which statement does the text describe first?"
 
 
-class _OnePassScorer:
-    """Keep-logits of the proxy graph in one forward pass (the head scorer's cost)."""
+def _compressor(scorer: str) -> Any:
+    from promptsieve.compressor import Compressor, CompressorConfig
 
-    name = "onepass"
-
-    def __init__(self, proxy: Any) -> None:
-        self.proxy = proxy
-        self.fingerprint = f"onepass:{proxy.fingerprint}"
-
-    def score(self, text: str, *, question: str | None = None, units: Any = None) -> Any:
-        from promptsieve.proxy import TokenScores
-
-        enc = self.proxy.encode(text, question=question)
-        return TokenScores(text, enc.offsets, enc.keep_logits, self.name)
-
-
-def _compressor(kind: str) -> tuple[Any, str]:
-    from promptsieve._errors import ConfigError
-    from promptsieve.compressor import Compressor
-
-    if kind in ("auto", "head"):
-        try:
-            c = Compressor()
-            if c.scorer.name.startswith("attribution"):
-                raise ImportError("no head scorer")
-            return c, c.scorer.name
-        except (ImportError, ConfigError) as exc:
-            if kind == "head":
-                raise SystemExit(f"the head scorer is not usable here: {exc}") from None
-    c = Compressor()
-    c._scorer = _OnePassScorer(c.proxy)  # bench-only: swap the scorer, keep everything else
-    return c, "onepass (proxy keep-logits)"
+    return Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
 
 
 def _pct(xs: Sequence[float], q: float) -> float:
@@ -111,7 +83,7 @@ def _time(fn: Callable[[], object], n: int, warmup: int = 3) -> list[float]:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40, help="timed requests per cell")
-    ap.add_argument("--scorer", choices=("auto", "head", "onepass"), default="auto")
+    ap.add_argument("--scorer", choices=("head", "sentence"), default="head")
     args = ap.parse_args(argv)
 
     from openai import OpenAI
@@ -121,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from promptsieve.sieve import Sieve, SieveConfig
     from promptsieve_openai import wrap_openai
 
-    compressor, scorer_name = _compressor(args.scorer)
+    compressor = _compressor(args.scorer)
+    scorer_name = compressor.scorer.name
     _ = compressor.fingerprint  # load the proxy before timing
     tmp = Path(tempfile.mkdtemp(prefix="ps-bench-"))
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from benchmarks.data import (
     needle_items,
 )
 from benchmarks.report import percentile, summarize, write_report
+from benchmarks.run import BBH_TASKS
 from benchmarks.screening import economics
 from benchmarks.target import CallCache, TokenLogprobs
 
@@ -43,6 +47,7 @@ def test_bbh_cot_prompts_are_the_27_real_tasks() -> None:
     assert len(prompts) == 27
     names = {p.task for p in prompts}
     assert "bbh_cot_fewshot_navigate" in names and "bbh_cot_fewshot_word_sorting" in names
+    assert sorted(names) == [f"bbh_cot_fewshot_{t}" for t in BBH_TASKS]  # the profiles' list
     for p in prompts:
         assert len(p.exemplars) == 3
         assert p.target_delimiter == "" and p.fewshot_delimiter == "\n\n"
@@ -290,19 +295,25 @@ def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path: Path) -> None:
-    """The CI profile on the local Gemma target: files written, numbers sane."""
+    """The CI profile through ``promptsieve bench`` on the local Gemma target."""
     pytest.importorskip("llama_cpp")
     from benchmarks.run import PROFILES, main
 
     out = tmp_path / "quick"
-    results = main(["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")])
+    args = ["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")]
+    cli = shutil.which("promptsieve", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    run = subprocess.run([cli, "bench", *args], capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"wrote {out / 'results.json'}" in run.stdout
+    results = json.loads((out / "results.json").read_text())
     for name in ("results.json", "report.md", "saved_vs_agreement.png", "scorer_latency.png"):
         assert (out / name).stat().st_size > 200, name
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["meta"]["items"] == results["meta"]["items"] >= 6
     rows = [r for r in on_disk["rows"] if not r["error"]]
     methods = {r["method"] for r in rows}
-    assert {"none", "random", "truncate", "selfinfo", "head"} <= methods
+    assert {"none", "random", "truncate", "selfinfo", "head", "sentence"} <= methods
     assert {r["ratio"] for r in rows if r["method"] == "random"} == set(PROFILES["quick"].ratios)
     for r in rows:
         assert 0 < r["tokens_after"] <= r["tokens_before"]
@@ -315,5 +326,5 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "## All items" in report and "selfinfo" in report
     # a second run is served from the cache
-    again = main(["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")])
+    again = main(args)
     assert again["meta"]["target_calls"] == 0

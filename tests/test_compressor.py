@@ -115,3 +115,65 @@ def test_fingerprint_changes_with_settings(proxy: Proxy) -> None:
     assert (
         a.fingerprint == Compressor(CompressorConfig(scorer="attribution"), proxy=proxy).fingerprint
     )
+
+
+# -- the instance guard's similarity, read off the scoring pass -----------------------------
+def test_pooled_states_weights_rows_by_kept_characters() -> None:
+    import numpy as np
+
+    from promptsieve.proxy import TokenScores
+
+    states = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    ts = TokenScores("aa bbbb c", np.array([[0, 2], [3, 7], [8, 9]]), np.ones(3), "t", states)
+    whole, kept = ts.pooled_states([(0, 2), (5, 7)])  # all of "aa", half of "bbbb"
+    assert whole.tolist() == [3.0, 5.0] and kept.tolist() == [2.0, 2.0]
+    assert ts.pooled_states([])[1].tolist() == [0.0, 0.0]  # type: ignore[index]
+    assert TokenScores("x", np.array([[0, 1]]), np.ones(1), "t").pooled_states([(0, 1)]) is None
+
+
+@pytest.mark.parametrize("scorer", ["head", "sentence"])
+def test_similarity_comes_from_the_scoring_pass_and_tracks_the_encoder(
+    proxy: Proxy, scorer: str
+) -> None:
+    """No second encoder pass: the similarity falls as more is dropped, like the full
+    encoder's cosine between the two texts does."""
+    comp = Compressor(CompressorConfig(scorer=scorer, model="gpt-4o"), proxy=proxy)  # type: ignore[arg-type]
+    text = (TEXT.split("\n\n")[0] + " ") * 3 + "\n\nQuestion: How tall is the Eiffel Tower?"
+    sims, full = [], []
+    for ratio in (0.9, 0.6, 0.3):
+        r = comp.compress(text, ratio=ratio)
+        assert r.changed and r.similarity is not None and 0 < r.similarity <= 1
+        sims.append(r.similarity)
+        full.append(proxy.similarity(text, r.text))
+    assert sims[0] > sims[1] > sims[2], sims
+    assert full[0] >= full[2], full
+    assert comp.compress(text, ratio=1.0).similarity is None  # nothing dropped
+
+
+def test_attribution_has_no_states_so_the_guard_embeds(compressor: Compressor) -> None:
+    assert compressor.compress(TEXT, ratio=0.5).similarity is None
+
+
+def test_sieve_guard_uses_the_scoring_pass_not_two_more_encoder_passes(proxy: Proxy) -> None:
+    from promptsieve.sieve import Request, Sieve, SieveConfig
+
+    class Counting(Compressor):
+        embeds = 0
+
+        def similarity(self, a: str, b: str) -> float:
+            Counting.embeds += 1
+            return super().similarity(a, b)
+
+    comp = Counting(CompressorConfig(model="gpt-4o"), proxy=proxy)
+    text = (TEXT.split("\n\n")[0] + " ") * 3 + "\n\nQuestion: How tall is the Eiffel Tower?"
+    msgs = (Message.text("user", text),)
+    expected = comp.compress(list(msgs), ratio=0.5).similarity
+    for threshold, reason in ((0.0, "applied"), (0.9999, "guard")):
+        sieve = Sieve(
+            SieveConfig(verify=False, ratio=0.5, guard_threshold=threshold, scoring_budget_ms=30e3),
+            compressor=comp,
+        )
+        plan, sent = sieve.prepare(Request(msgs, "gpt-4o"))
+        assert plan.reason == reason and plan.similarity == pytest.approx(expected)
+        assert (sent.prompt != msgs) == (reason == "applied")
+    assert Counting.embeds == 0

@@ -157,6 +157,22 @@ def demo(
     )
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark token savings at verified fidelity (options: promptsieve bench --help)."""
+    try:  # the benchmark package ships with promptsieve; its dependencies are the extra
+        from promptsieve_bench.run import main as bench_main
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"the benchmark needs its extra ({exc.name} is missing): "
+            "pip install 'promptsieve[bench,local]'"
+        ) from exc
+    bench_main(list(ctx.args))
+
+
 def main() -> None:
     app()
 

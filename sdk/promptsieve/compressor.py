@@ -80,6 +80,11 @@ class Compression:
     dropped: tuple[Span, ...]
     timings: dict[str, float]
     scorer: str
+    #: The proxy's cosine between the original and the compressed text, read off the scoring
+    #: pass (pooled token states, see ``TokenScores.pooled_states``); the instance guard
+    #: uses it instead of embedding both texts again. ``None`` when the scorer has no states
+    #: (attribution) or nothing changed.
+    similarity: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -194,14 +199,22 @@ class Compressor:
         kept: list[Span] = []
         dropped: list[Span] = []
         t_score = 0.0
+        pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
         for p in parts:
             if ratio_eff >= 1.0 or not any(not u.protected for u in p.seg.units):
                 continue
             ts = time.perf_counter()
-            scores = self._unit_scores(p.seg, p.question)
+            scores, token_scores = self._unit_scores(p.seg, p.question)
             t_score += time.perf_counter() - ts
             result = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
             new_texts[(p.message, p.part)] = result.text
+            if result.dropped:
+                units = p.seg.units
+                pooled.append(
+                    token_scores.pooled_states(
+                        [(units[i].start, units[i].end) for i in result.kept]
+                    )
+                )
             for idx_list, out in ((result.kept, kept), (result.dropped, dropped)):
                 for i in idx_list:
                     u = p.seg.units[i]
@@ -234,6 +247,7 @@ class Compressor:
             dropped=tuple(dropped),
             timings=timings,
             scorer=self.scorer.name,
+            similarity=_pooled_cosine(pooled) if dropped else None,
         )
 
     def explain(
@@ -285,10 +299,22 @@ class Compressor:
         need = total - budget.target_tokens  # tokens to remove
         return float(min(1.0, max(1e-3, 1.0 - need / compressible)))
 
-    def _unit_scores(self, seg: Segmentation, question: str | None) -> np.ndarray:
+    def _unit_scores(
+        self, seg: Segmentation, question: str | None
+    ) -> tuple[np.ndarray, TokenScores]:
         spans = [(u.start, u.end) for u in seg.units]
         ts = self.scorer.score(seg.text, question=question, units=spans)
-        return _blend_sentences(ts.unit_scores(spans), seg, self.config.sentence_weight)
+        return _blend_sentences(ts.unit_scores(spans), seg, self.config.sentence_weight), ts
+
+
+def _pooled_cosine(pooled: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> float | None:
+    """Cosine of the summed (whole, kept) states over every changed part; None if one lacks them."""
+    if not pooled or any(p is None for p in pooled):
+        return None
+    whole = sum(p[0] for p in pooled if p is not None)
+    kept = sum(p[1] for p in pooled if p is not None)
+    norm = float(np.linalg.norm(whole) * np.linalg.norm(kept))
+    return float(np.dot(whole, kept) / norm) if norm > 0 else 0.0
 
 
 def _rebuild(

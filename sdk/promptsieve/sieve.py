@@ -50,7 +50,11 @@ _T = TypeVar("_T")
 
 
 class CompressorLike(Protocol):
-    """What the sieve needs from a compressor (``promptsieve.Compressor`` fits)."""
+    """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
+
+    ``compress`` returns an object with ``prompt`` and ``changed``; a ``similarity``
+    attribute (float) on it spares the instance guard the :meth:`similarity` call.
+    """
 
     @property
     def fingerprint(self) -> str: ...
@@ -466,7 +470,10 @@ class Sieve:
         threshold = self._guard_threshold()
         if threshold is None:
             return _Variant(new, "applied")
-        sim = float(compressor.similarity(_guard_text(prompt), _guard_text(new)))
+        # from the scoring pass when the compression carries it; else embed both texts
+        sim = getattr(comp, "similarity", None)
+        if sim is None:
+            sim = float(compressor.similarity(_guard_text(prompt), _guard_text(new)))
         if not guard_ok(sim, threshold):
             return _Variant(None, "guard", sim)
         return _Variant(new, "applied", sim)

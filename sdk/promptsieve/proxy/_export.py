@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("token_states", "sentence_embedding", "keep_logits")
-SCORER_OUTPUT_NAMES = ("keep_logits", "keep_probs")
-SCORER_EXPORT_VERSION = 1
+#: token_states: the truncated encoder's last hidden state, read by the instance guard.
+SCORER_OUTPUT_NAMES = ("keep_logits", "keep_probs", "token_states")
+SCORER_EXPORT_VERSION = 2
 _WEIGHTS_FILE = "model.safetensors"
 _EXPORT_HINT = "pip install 'promptsieve[export]'"
 
@@ -273,7 +274,7 @@ def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
                 token_type_ids=token_type_ids,
             ).last_hidden_state
             logits = self.head(h, attention_mask, token_type_ids).to(h.dtype)
-            return logits, torch.sigmoid(logits)
+            return logits, torch.sigmoid(logits), h
 
     return ScorerGraph().eval()
 

@@ -201,6 +201,7 @@ class ScorerOutput:
     keep_logits: np.ndarray  # (n,) float32
     n_windows: int = 1
     width: int = 0  # longest padded window that ran (padding check)
+    states: np.ndarray | None = None  # (n, 384) float32 scorer-graph token states, if asked
 
 
 class Proxy:
@@ -297,25 +298,32 @@ class Proxy:
             log.info("scorer graph %s loaded on %s", fp, self.provider)
         return self._scorer
 
-    def keep_probs(self, text: str, *, question: str | None = None) -> ScorerOutput:
-        """Per-token keep-probabilities of ``text`` from one pass of the scorer graph."""
+    def keep_probs(
+        self, text: str, *, question: str | None = None, states: bool = False
+    ) -> ScorerOutput:
+        """Per-token keep-probabilities of ``text`` from one pass of the scorer graph.
+
+        ``states`` also returns the graph's token states from the same pass (1.5 KB a token).
+        """
         ids, offsets = self.tokenize(text)
         q = self._question_ids(question)
         n = len(ids)
         probs = np.zeros(n, dtype=np.float32)
         logits = np.zeros(n, dtype=np.float32)
+        vecs = np.zeros((n, self.dim), dtype=np.float32) if states else None
         session = self.scorer_session
+        names = ["keep_probs", "keep_logits", *(["token_states"] if states else [])]
         n_windows = width = 0
-        for batch, feeds, outs in self._iter_batches(
-            ids, q, ["keep_probs", "keep_logits"], session
-        ):
+        for batch, feeds, outs in self._iter_batches(ids, q, names, session):
             n_windows += len(batch)
             width = max(width, feeds["input_ids"].shape[1])
             for i, w in enumerate(batch):
                 a, b = w.own_start - w.start + 1, w.own_end - w.start + 1
                 probs[w.own_start : w.own_end] = outs[0][i, a:b]
                 logits[w.own_start : w.own_end] = outs[1][i, a:b]
-        return ScorerOutput(offsets, probs, logits, n_windows=n_windows, width=width)
+                if vecs is not None:
+                    vecs[w.own_start : w.own_end] = outs[2][i, a:b]
+        return ScorerOutput(offsets, probs, logits, n_windows=n_windows, width=width, states=vecs)
 
     # -- running ------------------------------------------------------------------------------
 

@@ -16,13 +16,38 @@ class TokenScores:
     """Importance of each proxy token of ``text`` (higher = more important to keep).
 
     ``offsets[i]`` is the ``[start, end)`` character range of token ``i`` in ``text``;
-    tokens are ordered and do not overlap.
+    tokens are ordered and do not overlap. ``states`` (optional) is the proxy's vector for
+    each row from the same pass; it lets the instance guard compare original and compressed
+    text without another encoder pass (:meth:`pooled_states`).
     """
 
     text: str
     offsets: np.ndarray  # (n, 2) int64 char offsets into text
     scores: np.ndarray  # (n,) float32
     scorer: str
+    states: np.ndarray | None = None  # (n, d) float32
+
+    def pooled_states(
+        self, kept: Sequence[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(whole, kept)``: the row states summed, weighted by characters — over all rows,
+        and over the characters inside the ``kept`` spans only. ``None`` without states.
+
+        Their cosine is the proxy's view of how much of the text the kept part still holds,
+        read off the scoring pass (sums, so several parts of a prompt can be added up).
+        """
+        if self.states is None or len(self.scores) == 0:
+            return None
+        diff = np.zeros(len(self.text) + 1, dtype=np.int64)
+        if len(kept):
+            sp = np.asarray(kept, dtype=np.int64).reshape(-1, 2)
+            np.add.at(diff, sp[:, 0], 1)
+            np.add.at(diff, sp[:, 1], -1)
+        inside = np.concatenate([[0], np.cumsum(np.cumsum(diff[:-1]) > 0)])
+        starts, ends = self.offsets[:, 0], self.offsets[:, 1]
+        whole = (ends - starts).astype(np.float64) @ self.states
+        part = (inside[ends] - inside[starts]).astype(np.float64) @ self.states
+        return whole, part
 
     def unit_scores(self, spans: Sequence[tuple[int, int]]) -> np.ndarray:
         """Per ``[start, end)`` span: the mean score of the tokens overlapping it (0 if none).

@@ -24,7 +24,8 @@ class HeadScorer:
     """Per-token keep-probabilities in one onnxruntime pass (implements ``Scorer``).
 
     ``units`` is accepted for the protocol and ignored: the head scores every token and
-    ``TokenScores.unit_scores`` averages them over any spans.
+    ``TokenScores.unit_scores`` averages them over any spans. The token states of the same
+    pass come along for the instance guard (``TokenScores.pooled_states``).
     """
 
     name = "head"
@@ -42,5 +43,5 @@ class HeadScorer:
         question: str | None = None,
         units: Sequence[tuple[int, int]] | None = None,
     ) -> TokenScores:
-        out = self.proxy.keep_probs(text, question=question)
-        return TokenScores(text=text, offsets=out.offsets, scores=out.keep_probs, scorer=self.name)
+        out = self.proxy.keep_probs(text, question=question, states=True)
+        return TokenScores(text, out.offsets, out.keep_probs, self.name, out.states)

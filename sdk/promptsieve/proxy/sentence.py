@@ -48,4 +48,4 @@ class SentenceScorer:
         reference = question or text[-_TAIL_CHARS:]
         emb = self.proxy.embed([reference, *(text[a:b] for a, b in spans)])
         sims = (emb[1:] @ emb[0]).astype(np.float32)
-        return TokenScores(text, np.asarray(spans, dtype=np.int64), sims, self.name)
+        return TokenScores(text, np.asarray(spans, dtype=np.int64), sims, self.name, emb[1:])
