@@ -340,3 +340,33 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad.write_text('{"prompt": "x"}\n{oops\n')
     res = CliRunner().invoke(app, [*args[:3], "--samples", str(bad), *args[5:]])
     assert res.exit_code == 2 and "bad.jsonl:2" in res.output
+
+
+def test_cli_screen_store_seeds_a_live_sieve(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_root: Path, proxy: Any
+) -> None:
+    """`screen --store` writes the verdict where a live Sieve with the same settings looks."""
+    import importlib
+
+    from promptsieve.cli import app
+    from promptsieve.fidelity import Action, GateConfig
+    from promptsieve.sieve import Sieve, SieveConfig
+
+    monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(cache_root))  # the session's proxy export
+    screen_mod = importlib.import_module("promptsieve.fidelity.screen")
+    monkeypatch.setattr(screen_mod, "_compress_fn", lambda: drop_words)
+    samples = tmp_path / "requests.jsonl"
+    samples.write_text("\n".join(json.dumps(s) for s in make_samples(35)) + "\n")
+    db = tmp_path / "verdicts.sqlite3"
+    args = ["screen", "--task", "colors", "--samples", str(samples), "--base-url", url(server),
+            "--model", "scripted", "--ratios", "0.8", "--store", str(db)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"verdict saved for task 'colors', model 'scripted' in {db}" in res.output
+    sieve = Sieve(SieveConfig(store_path=str(db), gate=GateConfig(ratios=(0.8,), monitor_rate=0)))
+    decision = sieve.gate.decide(sieve.verdict_key("colors", "scripted"))
+    assert decision.action is Action.APPLY and decision.ratio == 0.8
+    other = Sieve(SieveConfig(store_path=str(db), metric="exact", gate=GateConfig(ratios=(0.8,))))
+    assert other.gate.decide(other.verdict_key("colors", "scripted")).action is not Action.APPLY
+    res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x.db"), "--metric", "nope"])
+    assert res.exit_code == 2 and not (tmp_path / "x.db").exists()

@@ -66,6 +66,12 @@ def test_bad_config_fails_loudly(kw: dict[str, object]) -> None:
 def test_settings_key_changes_with_metric() -> None:
     assert SieveConfig().settings_key() != SieveConfig(metric="exact").settings_key()
     assert SieveConfig().settings_key() == SieveConfig().settings_key()
+    # what the test means counts; how often it samples does not
+    assert (
+        SieveConfig(gate=GateConfig(monitor_rate=0.5)).settings_key()
+        == SieveConfig().settings_key()
+    )
+    assert SieveConfig(gate=GateConfig(tau=0.8)).settings_key() != SieveConfig().settings_key()
 
 
 # -- task context ----------------------------------------------------------------------------

@@ -118,6 +118,12 @@ def screen_command(
     temperature: Annotated[float, typer.Option(help="sampling temperature forced on calls")] = 0.0,
     timeout: Annotated[float, typer.Option(help="seconds per target call")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="save the verdict for live traffic: a SQLite path, 'default', or redis://URL"
+        ),
+    ] = None,
 ) -> None:
     """Screen a task offline against a target (API key from $OPENAI_API_KEY)."""
     from promptsieve.fidelity.screen import run_cli
@@ -135,6 +141,7 @@ def screen_command(
         temperature=temperature,
         timeout=timeout,
         as_json=as_json,
+        store=store,
         echo=typer.echo,
     )
     raise typer.Exit(code)

@@ -119,11 +119,17 @@ class SieveConfig:
             raise ConfigError("task must be a non-empty string")
 
     def settings_key(self) -> str:
-        """Sieve settings that change what a verdict means (part of the verdict key)."""
+        """Sieve settings that change what a verdict means (part of the verdict key).
+
+        Only the test's meaning counts (metric, guard, τ, δ, the ladder): rates, budgets and
+        TTLs do not, so ``promptsieve screen --store`` and a live sieve agree on the key.
+        """
         metric = self.metric
         if callable(metric):
             metric = f"{getattr(metric, '__module__', '')}.{getattr(metric, '__qualname__', '')}"
-        raw = repr((metric, self.guard, self.guard_threshold, repr(self.gate)))
+        gate = self.gate or GateConfig()
+        threshold = gate.guard_threshold if self.guard_threshold is None else self.guard_threshold
+        raw = repr((metric, self.guard, threshold, gate.tau, gate.delta, tuple(gate.ratios)))
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

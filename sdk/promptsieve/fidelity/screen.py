@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from promptsieve._errors import ConfigError, TargetError, missing_extra
+from promptsieve._errors import ConfigError, StoreError, TargetError, missing_extra
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
 from promptsieve.fidelity.stats import Outcome, SequentialTest
 from promptsieve.fidelity.store import Verdict, VerdictKey, VerdictState, VerdictStore
@@ -465,9 +465,15 @@ def run_cli(
     temperature: float | None = 0.0,
     timeout: float = 60.0,
     as_json: bool = False,
+    store: str | None = None,
     echo: Callable[..., Any] = print,
 ) -> int:
-    """``promptsieve screen``: 0 = passed, 1 = failed, 2 = bad input."""
+    """``promptsieve screen``: 0 = passed, 1 = failed, 2 = bad input.
+
+    ``store``: also save the verdict (a SQLite path, ``default`` for the SDK's default file,
+    or a ``redis://`` URL) under the key a ``Sieve`` with the same metric, τ, δ and ladder
+    looks up, so live traffic starts from the offline verdict.
+    """
     try:
         ladder = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
@@ -478,12 +484,13 @@ def run_cli(
         get_metric(metric)  # unknown names fail before any call
         bodies = load_samples(samples)
         compress = _compress_fn()
-    except ConfigError as exc:
+        saved = _store_and_key(store, task, model, cfg) if store else (None, None)
+    except (ConfigError, StoreError) as exc:
         echo(f"error: {exc}", err=True)
         return 2
     overrides = {} if temperature is None else {"temperature": temperature}
     with HTTPTarget(base_url, model, timeout=timeout, overrides=overrides) as target:
-        result = screen(task, bodies, target, cfg, compress=compress)
+        result = screen(task, bodies, target, cfg, compress=compress, store=saved[0], key=saved[1])
     if as_json:
         report = {
             "task": result.task,
@@ -519,4 +526,23 @@ def run_cli(
         bound = "n/a" if result.lower is None else f"{result.lower:.3f}"
         echo(f"lower bound on agreement: {bound} (tau {tau:g}, delta {delta:g})")
         echo(f"target calls spent: {result.calls} ({result.errors} failed)")
+        if saved[1] is not None:
+            echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
     return 0 if result.passed else 1
+
+
+def _store_and_key(
+    spec: str, task: str, model: str, cfg: ScreenConfig
+) -> tuple[VerdictStore, VerdictKey]:
+    """The store named by ``spec`` and the key a matching default ``Sieve`` reads."""
+    from promptsieve.fidelity.gate import GateConfig
+    from promptsieve.fidelity.store import RedisStore, SQLiteStore
+    from promptsieve.sieve import Sieve, SieveConfig
+
+    gate = GateConfig(tau=cfg.tau, delta=cfg.delta, budget=cfg.budget, ratios=cfg.ratios)
+    if cfg.metric is not None and not isinstance(cfg.metric, str):
+        raise ConfigError("--store needs a named metric (a callable has no stable key)")
+    key = Sieve(SieveConfig(metric=cfg.metric, gate=gate)).verdict_key(task, model)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(spec), key
+    return SQLiteStore(None if spec == "default" else spec), key
