@@ -564,3 +564,54 @@ def test_response_format_and_tools_with_responses_api(server: ScriptedServer) ->
     assert live["tools"] == background["tools"] == tools
     assert live["text"] == background["text"] == text
     assert gate.records[0][2] is True  # same tool call = agreement
+
+
+# -- structured outputs: parse() posts by itself, stream() goes through create() -------------
+class _Answer(__import__("pydantic").BaseModel):
+    word: str
+    count: int
+
+
+def test_parse_goes_through_the_sieve_and_keeps_the_schema(server: ScriptedServer) -> None:
+    for _ in range(3):
+        server.push(Reply(json=chat_completion('{"word": "fiscal", "count": 3}')))
+    sieve = _fixed()
+    client = wrap_openai(_client(server), sieve)
+    out = client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": long_text(1)}], response_format=_Answer
+    )
+    assert out.choices[0].message.parsed == _Answer(word="fiscal", count=3)
+    body = server.bodies()[0]
+    assert len(body["messages"][0]["content"]) < len(long_text(1))
+    schema = body["response_format"]["json_schema"]
+    assert schema["name"] == "_Answer" and schema["schema"]["required"] == ["word", "count"]
+    assert sieve.stats.compressed == 1 and sieve.stats.usage_reports == 1
+    raw = client.chat.completions.with_raw_response.parse(
+        model=MODEL, messages=[{"role": "user", "content": long_text(1)}], response_format=_Answer
+    )
+    assert raw.headers["x-request-id"] == "req_scripted" and sieve.stats.compressed == 2
+    assert raw.parse().choices[0].message.parsed == _Answer(word="fiscal", count=3)
+    assert sieve.stats.errors == 0
+    unwrap_openai(client)
+    client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": long_text(1)}], response_format=_Answer
+    )
+    assert server.bodies()[-1]["messages"][0]["content"] == long_text(1)
+
+
+async def test_async_responses_parse_and_chat_stream_helper(server: ScriptedServer) -> None:
+    server.push(Reply(json=response_object('{"word": "fiscal", "count": 3}')))
+    server.push(Reply(sse=chat_chunks(["o", "k"])))
+    sieve = _fixed()
+    client = wrap_openai(_aclient(server), sieve)
+    out = await client.responses.parse(model=MODEL, input=long_text(1), text_format=_Answer)
+    assert out.output_parsed == _Answer(word="fiscal", count=3)
+    assert len(server.bodies()[0]["input"]) < len(long_text(1))
+    assert server.bodies()[0]["text"]["format"]["type"] == "json_schema"
+    async with client.chat.completions.stream(
+        model=MODEL, messages=[{"role": "user", "content": long_text(1)}]
+    ) as stream:
+        final = await stream.get_final_completion()
+    assert final.choices[0].message.content == "ok"
+    assert len(server.bodies()[1]["messages"][0]["content"]) < len(long_text(1))
+    assert sieve.stats.compressed == 2

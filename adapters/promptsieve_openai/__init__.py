@@ -1,7 +1,7 @@
 """promptsieve for the OpenAI Python SDK: ``client = wrap_openai(OpenAI())``.
 
-The client stays the same object and type; ``chat.completions.create``,
-``completions.create`` and ``responses.create`` (sync and async) go through a
+The client stays the same object and type; ``chat.completions.create``/``parse``,
+``completions.create`` and ``responses.create``/``parse`` (sync and async) go through a
 :class:`promptsieve.sieve.Sieve`, which compresses only for tasks whose verdict passed.
 """
 

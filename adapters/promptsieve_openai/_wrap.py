@@ -1,11 +1,13 @@
-"""Patching an OpenAI client's ``create`` methods in place.
+"""Patching an OpenAI client's ``create`` (and ``parse``) methods in place.
 
 The patched method is set as an instance attribute of the client's cached resource object
 (``client.chat.completions`` and friends), so the class and every other client stay as
-they were. ``with_raw_response``/``with_streaming_response`` wrap the bound ``create`` when
-first accessed and are cached: we drop cached ones so they are rebuilt around the patched
-method, and raw calls go through the sieve too (their responses are parsed from the SDK's
-own cache; streamed bodies are never read).
+they were. ``parse`` (structured outputs) posts by itself, so it is patched too; the
+``stream`` helpers call ``create`` and need nothing. ``with_raw_response`` and
+``with_streaming_response`` wrap the bound methods when first accessed and are cached: we
+drop cached ones so they are rebuilt around the patched methods, and raw calls go through
+the sieve too (their responses are parsed from the SDK's own cache; streamed bodies are
+never read).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from promptsieve_openai._convert import (
 _ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
-_ENDPOINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("chat", ("chat", "completions")),
-    ("completions", ("completions",)),
-    ("responses", ("responses",)),
+_ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("chat", ("chat", "completions"), ("create", "parse")),
+    ("completions", ("completions",), ("create",)),
+    ("responses", ("responses",), ("create", "parse")),
 )
 
 
@@ -45,25 +47,31 @@ def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
     is_async = isinstance(client, AsyncOpenAI)
     state = _State(sieve, task)
     setattr(client, _STATE, state)
-    for endpoint, path in _ENDPOINTS:
+    make = _async_create if is_async else _sync_create
+    for endpoint, path, methods in _ENDPOINTS:
         resource = _resolve(client, path)
         if resource is None:
             continue
-        original = _original(resource.create)
-        make = _async_create if is_async else _sync_create
-        patched = make(endpoint, original, state)
-        setattr(patched, _ORIGINAL, original)
-        resource.create = patched
+        for name in methods:
+            method = getattr(resource, name, None)
+            if not callable(method):  # an older SDK without ``parse``
+                continue
+            original = _original(method)
+            patched = make(endpoint, original, state)
+            setattr(patched, _ORIGINAL, original)
+            setattr(resource, name, patched)
         _drop_cached(resource)
     _patch_copy(client, sieve, task)
 
 
 def unpatch(client: OpenAI | AsyncOpenAI) -> None:
-    for _endpoint, path in _ENDPOINTS:
+    for _endpoint, path, methods in _ENDPOINTS:
         resource = _resolve(client, path)
-        if resource is not None and "create" in vars(resource):
-            del resource.create
-            _drop_cached(resource)
+        if resource is None:
+            continue
+        for name in methods:
+            vars(resource).pop(name, None)
+        _drop_cached(resource)
     for name in ("copy", "with_options", _STATE):
         if name in vars(client):
             delattr(client, name)
