@@ -27,7 +27,14 @@ from langchain_core.messages import (
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 
 from promptsieve.fidelity import TargetOutput
-from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, OpaquePart, Part, TextPart
+from promptsieve.prompt import (
+    COMPRESSIBLE_ROLES,
+    Message,
+    OpaquePart,
+    Part,
+    TextPart,
+    rewrite_problem,
+)
 from promptsieve.sieve import Prompt
 
 __all__ = [
@@ -146,16 +153,9 @@ def rebuild_messages(
 
 
 def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
-    if after.role != before.role or len(after.parts) != len(before.parts):
-        raise Unsupported("message shape changed")
-    if before.role not in COMPRESSIBLE_ROLES:
-        raise Unsupported("only human/AI text may change")
-    for b, a in zip(before.parts, after.parts, strict=True):
-        if isinstance(b, OpaquePart) or b.protected:
-            if a != b:
-                raise Unsupported("a protected part changed")
-        elif not isinstance(a, TextPart):
-            raise Unsupported("a text part became opaque")
+    problem = rewrite_problem(before, after)
+    if problem:
+        raise Unsupported(problem)
     content = orig.content
     if isinstance(content, str):
         part = after.parts[0]

@@ -21,7 +21,14 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from promptsieve.fidelity import TargetOutput
-from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, OpaquePart, Part, TextPart
+from promptsieve.prompt import (
+    COMPRESSIBLE_ROLES,
+    Message,
+    OpaquePart,
+    Part,
+    TextPart,
+    rewrite_problem,
+)
 from promptsieve.sieve import Prompt, Request
 
 __all__ = ["Converted", "background_kwargs", "convert", "read_response"]
@@ -170,15 +177,10 @@ def _rebuilt_items(originals: list[Any], neutral: tuple[Message, ...], prompt: P
 
 
 def _rebuilt_message(orig: Any, before: Message, after: Message) -> Any:
-    if after.role != before.role or len(after.parts) != len(before.parts):
-        raise Unsupported("message shape changed")
-    for b, a in zip(before.parts, after.parts, strict=True):
-        if isinstance(b, OpaquePart) or b.protected:
-            if a != b:
-                raise Unsupported("a protected part changed")
-        elif not isinstance(a, TextPart):
-            raise Unsupported("a text part became opaque")
-    if not isinstance(orig, Mapping) or before.role not in COMPRESSIBLE_ROLES:
+    problem = rewrite_problem(before, after)
+    if problem:
+        raise Unsupported(problem)
+    if not isinstance(orig, Mapping):
         raise Unsupported("only user/assistant text may change")
     content = orig.get("content")
     if isinstance(content, str):

@@ -19,6 +19,7 @@ __all__ = [
     "Span",
     "TextPart",
     "as_messages",
+    "rewrite_problem",
 ]
 
 #: Roles whose text may be compressed by default. System, tool, function, developer and
@@ -87,3 +88,22 @@ def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[Message, ...], b
         if not isinstance(m, Message):
             raise TypeError(f"expected promptsieve.Message, got {type(m).__name__}")
     return messages, False
+
+
+def rewrite_problem(before: Message, after: Message) -> str | None:
+    """Why ``after`` is not a legal compression of ``before``, or None when it is.
+
+    Legal: same role and parts, only text parts of a compressible role changed, protected and
+    opaque parts untouched. Adapters check this before writing a message back.
+    """
+    if after.role != before.role or len(after.parts) != len(before.parts):
+        return "message shape changed"
+    for b, a in zip(before.parts, after.parts, strict=True):
+        if isinstance(b, OpaquePart) or b.protected:
+            if a != b:
+                return "a protected part changed"
+        elif not isinstance(a, TextPart):
+            return "a text part became opaque"
+    if before.role not in COMPRESSIBLE_ROLES and before != after:
+        return "only user/assistant text may change"
+    return None

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,6 +176,13 @@ def _import_export_deps() -> tuple[Any, Any]:
     return torch, transformers
 
 
+def _hidden(bert: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+    """The encoder's last hidden state: where both graphs start."""
+    return bert(
+        input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+    ).last_hidden_state
+
+
 def _graph_module(bert: nn.Module, head: nn.Module | None) -> nn.Module:
     """Wrap encoder + head into the module whose forward is the graph contract."""
     torch, _ = _import_export_deps()
@@ -186,11 +194,7 @@ def _graph_module(bert: nn.Module, head: nn.Module | None) -> nn.Module:
             self.head = head
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            h = self.bert(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-            ).last_hidden_state
+            h = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             emb = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
@@ -215,7 +219,7 @@ def export_onnx(
     ``head`` is a torch module with the signature documented in ``_head`` or a head file
     saved by ``_head.save_head``.
     """
-    torch, transformers = _import_export_deps()
+    _, transformers = _import_export_deps()
     settings = settings or ExportSettings()
     head_mod: nn.Module | None
     if isinstance(head, (str, Path)):
@@ -229,33 +233,11 @@ def export_onnx(
     bert = transformers.AutoModel.from_pretrained(
         str(model_dir), attn_implementation="eager"
     ).eval()
-    graph = _graph_module(bert, head_mod)
-    dummy = (
-        torch.ones(2, 16, dtype=torch.long),
-        torch.ones(2, 16, dtype=torch.long),
-        torch.zeros(2, 16, dtype=torch.long),
-    )
-    axes = {n: {0: "batch", 1: "seq"} for n in INPUT_NAMES}
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "seq"} for n in INPUT_NAMES}
     axes["token_states"] = {0: "batch", 1: "seq"}
     axes["sentence_embedding"] = {0: "batch"}
     axes["keep_logits"] = {0: "batch", 1: "seq"}
-    with torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter's deprecation / constant-folding notes are not actionable
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            graph,
-            dummy,
-            str(out_path),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=axes,
-            opset_version=settings.opset,
-            do_constant_folding=True,
-            dynamo=False,  # the TorchScript exporter: no onnxscript dependency
-        )
-    if settings.fp16:
-        _to_fp16(out_path)
+    _onnx_export(_graph_module(bert, head_mod), out_path, OUTPUT_NAMES, axes, settings)
 
 
 def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
@@ -268,11 +250,7 @@ def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
             self.head = head
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            h = self.bert(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-            ).last_hidden_state
+            h = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
             logits = self.head(h, attention_mask, token_type_ids).to(h.dtype)
             return logits, torch.sigmoid(logits), h
 
@@ -303,7 +281,6 @@ def export_scorer_onnx(
     settings: ExportSettings | None = None,
 ) -> None:
     """Export the truncated encoder + query head (the one-pass scorer graph) to ``out_path``."""
-    torch, _ = _import_export_deps()
     settings = settings or ExportSettings()
     head_mod: nn.Module
     if isinstance(head, (str, Path)):
@@ -315,13 +292,26 @@ def export_scorer_onnx(
     head_mod.eval()
     layers = int(getattr(head_mod, "layers"))  # noqa: B009 - torch Module __getattr__ typing
     graph = _scorer_module(truncated_encoder(model_dir, layers), head_mod)
+    axes = {n: {0: "batch", 1: "seq"} for n in (*INPUT_NAMES, *SCORER_OUTPUT_NAMES)}
+    _onnx_export(graph, out_path, SCORER_OUTPUT_NAMES, axes, settings)
+
+
+def _onnx_export(
+    graph: nn.Module,
+    out_path: Path,
+    outputs: Sequence[str],
+    axes: dict[str, dict[int, str]],
+    settings: ExportSettings,
+) -> None:
+    """TorchScript export of ``graph`` (inputs: ids, mask, types), then fp16 if asked."""
+    torch, _ = _import_export_deps()
     dummy = (
         torch.ones(2, 16, dtype=torch.long),
         torch.ones(2, 16, dtype=torch.long),
         torch.zeros(2, 16, dtype=torch.long),
     )
-    axes = {n: {0: "batch", 1: "seq"} for n in (*INPUT_NAMES, *SCORER_OUTPUT_NAMES)}
     with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's deprecation / constant-folding notes are not actionable
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
         torch.onnx.export(
@@ -329,11 +319,11 @@ def export_scorer_onnx(
             dummy,
             str(out_path),
             input_names=list(INPUT_NAMES),
-            output_names=list(SCORER_OUTPUT_NAMES),
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=settings.opset,
             do_constant_folding=True,
-            dynamo=False,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency
         )
     if settings.fp16:
         _to_fp16(out_path)
