@@ -1,4 +1,5 @@
 """promptsieve benchmarks: real prompts, a real target, baselines and a report.
 
-Run ``python -m benchmarks.run --profile quick`` (see :mod:`benchmarks.run`).
+Run ``promptsieve bench --profile quick`` (from a checkout also ``python -m benchmarks.run``;
+see :mod:`benchmarks.run`).
 """

@@ -223,7 +223,7 @@ def run(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
             "runtime_s": time.perf_counter() - t0,
             "target_calls": calls,
             "cache_hits": cache.hits,
-            "command": "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in args.argv),
+            "command": "promptsieve bench " + " ".join(shlex.quote(a) for a in args.argv),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "methods": status,
