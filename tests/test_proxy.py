@@ -284,3 +284,27 @@ def test_fp16_export_runs_close_to_fp32(proxy: Proxy, proxy_cache_dir: Path) -> 
     e16, e32 = p16.embed(SENTENCES), proxy.embed(SENTENCES)
     assert e16.dtype == np.float32
     assert np.abs(e16 - e32).max() < 2e-3
+
+
+@pytest.mark.slow
+def test_processes_starting_together_export_once(tmp_path: Path) -> None:
+    """Workers of one app that start at the same time: one exports, the others wait for it."""
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from promptsieve.proxy import ProxyConfig
+        from promptsieve.proxy._export import default_model_dir, ensure_export
+        folder, fp, exported = ensure_export(
+            default_model_dir(), Path({str(tmp_path)!r}), None, ProxyConfig().export_settings()
+        )
+        print(int(exported), (folder / "model.onnx").stat().st_size)
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=600)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(int(o[0]) for o in outs) == [0, 0, 1]
+    assert len({o[1] for o in outs}) == 1  # every process sees the same complete file

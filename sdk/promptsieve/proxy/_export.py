@@ -25,6 +25,7 @@ the request-path scorer: embeddings + the first ``layers`` transformer layers + 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -403,6 +404,40 @@ def _ensure(
     if model.is_file() and tok.is_file():
         return folder, False
     folder.mkdir(parents=True, exist_ok=True)
+    with _export_lock(folder):  # workers starting together export once, the rest wait
+        return _export_locked(folder, fp, model_dir, settings, export, version)
+
+
+@contextlib.contextmanager
+def _export_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder/.lock`` (released if the process dies).
+
+    Without ``fcntl`` (Windows) there is no lock: concurrent exports then duplicate work,
+    which the atomic renames keep harmless.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _export_locked(
+    folder: Path,
+    fp: str,
+    model_dir: Path,
+    settings: ExportSettings,
+    export: Any,
+    version: int,
+) -> tuple[Path, bool]:
+    model = folder / "model.onnx"
+    tok = folder / "tokenizer.json"
     if not tok.is_file():
         _atomic_copy(model_dir / "tokenizer.json", tok)
     exported = False
