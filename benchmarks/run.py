@@ -382,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--no-screen", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--screen-tau", type=float, default=None, help="override the profile's τ")
+    ap.add_argument("--screen-delta", type=float, default=None, help="override the profile's δ")
+    ap.add_argument("--screen-methods", default=None, help="comma list (default: the profile's)")
     ap.add_argument(
         "--selfinfo-source",
         choices=("local", "echo"),
@@ -396,7 +399,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out = args.out or Path("benchmarks/results") / args.profile
     args.selfinfo_source = args.selfinfo_source or ("echo" if args.base_url else "local")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    results = run(PROFILES[args.profile], args)
+    profile = PROFILES[args.profile]
+    plan = profile.screen
+    if args.screen_tau is not None:
+        plan = replace(plan, tau=args.screen_tau)
+    if args.screen_delta is not None:
+        plan = replace(plan, delta=args.screen_delta)
+    if args.screen_methods:
+        plan = replace(plan, methods=tuple(args.screen_methods.split(",")), max_methods=None)
+    if not (0 < plan.tau < 1 and 0 < plan.delta < 1):
+        ap.error("--screen-tau and --screen-delta must be in (0, 1)")
+    results = run(replace(profile, screen=plan), args)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
     return results
 

@@ -328,3 +328,13 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     # a second run is served from the cache
     again = main(args)
     assert again["meta"]["target_calls"] == 0
+
+
+def test_screen_overrides_are_checked_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--profile", "quick", "--screen-tau", "1.5"])
+    assert "--screen-tau and --screen-delta must be in (0, 1)" in capsys.readouterr().err
