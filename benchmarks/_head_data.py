@@ -177,7 +177,11 @@ def _man(count: Callable[[str], int], pages: int, seed: int) -> list[Passage]:
 def build_passages(
     count: Callable[[str], int], n: int, seed: int, heldout_share: float = 0.25
 ) -> tuple[list[Passage], list[Passage]]:
-    """``(train, heldout)``: ``n`` passages mixed 40/35/25 % fewshot/pydoc/man, split by doc."""
+    """``(train, heldout)``: ``n`` passages, 40/35/25 % fewshot/pydoc/man, split by doc.
+
+    A source with fewer passages than its share gives all it has (at ``n=480``: 113 few-shot,
+    168 pydoc, 120 man passages).
+    """
     pools = {
         "fewshot": _fewshot(count),
         "pydoc": _pydoc(count),

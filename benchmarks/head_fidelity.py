@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.head_fidelity [--passages 160] [--seed 0] [--head PATH] [--int8]
+    python -m benchmarks.head_fidelity [--passages 480] [--seed 0] [--head PATH] [--int8]
 
 Runs the real request path — ``HeadScorer(proxy).score(text, question=...)`` on the ONNX
 scorer graph — over the held-out passages of ``benchmarks.train_head`` (same data, seed and
@@ -29,7 +29,7 @@ from .train_head import CACHE_DIR, TEACHER_MAX_UNITS, fidelity, teacher_tag
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.head_fidelity", description=__doc__)
-    p.add_argument("--passages", type=int, default=160)
+    p.add_argument("--passages", type=int, default=480)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head", type=Path, default=None, help="default: the committed head")
     p.add_argument("--int8", action="store_true", help="int8-quantised scorer graph")

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.train_head [--passages 160] [--layers 1,2,3,6] [--seed 0]
-        [--pick auto|N] [--out-dir sdk/promptsieve/proxy/heads] [--name head-v1] [--dry-run]
+    python -m benchmarks.train_head [--passages 480] [--layers 1,2,3,6] [--seed 0]
+        [--pick auto|N] [--out-dir sdk/promptsieve/proxy/heads] [--name head-v2] [--dry-run]
 
 * Text: real offline passages of 60–160 proxy tokens (``benchmarks/_head_data.py``: lm-eval
   few-shot prompts, pydoc topics, man pages), split train/held-out by source document.
@@ -251,14 +251,14 @@ def baselines(held: list[Example], seed: int, depth: int) -> dict[str, dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_head", description=__doc__)
-    p.add_argument("--passages", type=int, default=160)
+    p.add_argument("--passages", type=int, default=480)
     p.add_argument("--layers", default="1,2,3,6")
     p.add_argument("--pick", default="auto", help="'auto' or a depth from --layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mlp-hidden", type=int, default=32)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
-    p.add_argument("--name", default="head-v1")
+    p.add_argument("--name", default="head-v2")
     p.add_argument("--dry-run", action="store_true", help="report only, write no head")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

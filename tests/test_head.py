@@ -43,7 +43,7 @@ def test_committed_head_is_small_versioned_and_fingerprinted(
     path = default_head_path()
     assert path.is_file() and path.stat().st_size < 1_000_000
     meta = read_head_metadata(path)
-    assert meta["format"] == "promptsieve-qhead/1" and meta["version"] == "head-v1"
+    assert meta["format"] == "promptsieve-qhead/1" and meta["version"] == "head-v2"
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["layers"] == scorer_layers(path) == int(meta["layers"])
     assert 1 <= info["layers"] <= 6

@@ -66,7 +66,7 @@ _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 def default_head_path() -> Path:
     """The committed, versioned query head used by the default scorer graph."""
-    return _HEADS_DIR / "head-v1.safetensors"
+    return _HEADS_DIR / "head-v2.safetensors"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Head scorer: the request-path scorer, one pass of the scorer graph per window batch.
 
 The scorer graph (``_export.export_scorer_onnx``) is the proxy's first ``layers`` encoder
-layers plus a trained query head (``heads/head-v1.safetensors``, trained by
+layers plus a trained query head (``heads/head-v2.safetensors``, trained by
 ``python -m benchmarks.train_head`` to reproduce the attribution scorer). Scores are
 keep-probabilities, ``sigmoid(logit)`` computed inside the graph; the question, when given,
 is encoded with the context in the second segment so the scores depend on it.
