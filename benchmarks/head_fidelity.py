@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from ._head_data import Passage, build_passages, teacher_labels
-from .train_head import CACHE_DIR, TEACHER_MAX_UNITS, fidelity, teacher_tag
+from .train_head import CACHE_DIR, PASSAGES, TEACHER_MAX_UNITS, fidelity, teacher_tag
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.head_fidelity", description=__doc__)
-    p.add_argument("--passages", type=int, default=480)
+    p.add_argument("--passages", type=int, default=PASSAGES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head", type=Path, default=None, help="default: the committed head")
     p.add_argument("--int8", action="store_true", help="int8-quantised scorer graph")

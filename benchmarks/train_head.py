@@ -42,6 +42,7 @@ from ._head_data import Passage, build_passages, teacher_labels
 log = logging.getLogger("train_head")
 
 DEFAULT_OUT_DIR = Path("sdk/promptsieve/proxy/heads")
+PASSAGES = 480  # head_fidelity must build the same split, so both read this
 CACHE_DIR = Path("benchmarks/.cache")
 TEACHER_MAX_UNITS = 48
 PICK_TOLERANCE = 0.03
@@ -198,10 +199,14 @@ def head_logits(head: Any, ex: Example, depth: int) -> np.ndarray:
 
 
 def word_scores(ex: Example, token_scores: np.ndarray) -> np.ndarray:
-    """Per word: mean over its tokens (as ``TokenScores.unit_scores`` does at request time)."""
+    """Per word: mean over its tokens (as ``TokenScores.unit_scores`` does at request time).
+
+    ``token_scores`` covers the whole encoded sequence; the context tokens start after [CLS].
+    """
     from promptsieve.proxy import TokenScores
 
-    ts = TokenScores(ex.passage.text, ex.offsets, token_scores.astype(np.float32), "x")
+    ctx = token_scores[1 : len(ex.offsets) + 1].astype(np.float32)
+    ts = TokenScores(ex.passage.text, ex.offsets, ctx, "x")
     return ts.unit_scores(ex.units).astype(np.float64)
 
 
@@ -251,7 +256,7 @@ def baselines(held: list[Example], seed: int, depth: int) -> dict[str, dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_head", description=__doc__)
-    p.add_argument("--passages", type=int, default=480)
+    p.add_argument("--passages", type=int, default=PASSAGES)
     p.add_argument("--layers", default="1,2,3,6")
     p.add_argument("--pick", default="auto", help="'auto' or a depth from --layers")
     p.add_argument("--seed", type=int, default=0)
