@@ -13,6 +13,7 @@ __all__ = [
     "ScoringTimeout",
     "StoreError",
     "TargetError",
+    "UnsupportedRequest",
 ]
 
 
@@ -38,6 +39,11 @@ class StoreError(PromptSieveError):
 
 class TargetError(PromptSieveError):
     """The target model failed or timed out while screening."""
+
+
+class UnsupportedRequest(PromptSieveError, ValueError):
+    """A (compressed) prompt does not fit the original request's shape, or the request has a
+    shape no converter handles. Adapters catch it and send the original request."""
 
 
 def missing_extra(package: str, extra: str) -> ConfigError:

@@ -16,6 +16,8 @@ __all__ = [
     "Message",
     "OpaquePart",
     "Part",
+    "Prompt",
+    "Request",
     "Span",
     "TextPart",
     "as_messages",
@@ -64,6 +66,21 @@ class Message:
 
     def with_parts(self, parts: Sequence[Part]) -> Message:
         return replace(self, parts=tuple(parts))
+
+
+#: A neutral prompt: a bare string (completions) or chat messages.
+Prompt = str | tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request in neutral form: the prompt and the target model it goes to."""
+
+    prompt: Prompt
+    model: str
+    #: Which API it came through ("chat", "completions", "responses", "agent", ...);
+    #: part of derived task names.
+    endpoint: str = "chat"
 
 
 @dataclass(frozen=True)

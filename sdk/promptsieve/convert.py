@@ -1,0 +1,218 @@
+"""OpenAI-shaped request bodies (plain dicts) ⇄ the neutral prompt model.
+
+One converter for live traffic (the OpenAI adapter) and offline screening
+(``promptsieve screen``), so both compress exactly the same parts of a request. It reads
+and writes plain ``dict``/``list`` bodies as sent over the wire (``chat/completions``,
+``completions``, ``responses``); it imports no vendor SDK.
+
+Only the text of user/assistant messages becomes compressible :class:`TextPart`.
+System/developer/tool messages are protected text; tool calls, images, audio, files, Responses
+items other than messages, and message objects that are not mappings ride along as
+:class:`OpaquePart`. Going back, the caller's objects are reused: a field the sieve did not
+rewrite goes out as the very object the caller passed, and a changed message is a shallow
+copy with nothing but its text replaced.
+
+>>> conv = from_openai("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+>>> conv.request.prompt[0].content
+'hi'
+>>> conv.rebuild((Message.text("user", "yo"),))["messages"]
+[{'role': 'user', 'content': 'yo'}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from promptsieve._errors import UnsupportedRequest
+from promptsieve.prompt import (
+    COMPRESSIBLE_ROLES,
+    Message,
+    OpaquePart,
+    Part,
+    Prompt,
+    Request,
+    TextPart,
+    rewrite_problem,
+)
+
+__all__ = ["Endpoint", "OpenAIRequest", "from_openai", "message_from_openai"]
+
+#: The OpenAI API a body is for: ``chat/completions``, ``completions`` or ``responses``.
+Endpoint = Literal["chat", "completions", "responses"]
+
+_TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+
+
+@dataclass(frozen=True)
+class OpenAIRequest:
+    """One request body in neutral form, and how to turn a neutral prompt back into a body."""
+
+    #: The neutral request (prompt, model, endpoint).
+    request: Request
+    #: The caller's body, with iterables materialised (so it can be sent again).
+    body: dict[str, Any]
+    #: ``rebuild(prompt)`` -> the body with the prompt's text written back. Returns ``body``
+    #: itself when nothing changed; raises :class:`UnsupportedRequest` when the prompt does
+    #: not fit (message count, roles, protected or opaque parts changed).
+    rebuild: Callable[[Prompt], dict[str, Any]]
+    #: Whether a background comparison may send this request again (no server-side state).
+    comparable: bool = True
+
+
+def from_openai(endpoint: str, body: Mapping[str, Any]) -> OpenAIRequest | None:
+    """The neutral form of one request body, or None to pass it through untouched.
+
+    None for shapes with nothing to compress or that must not be re-sent: no string
+    ``model``, completions batches or token arrays, ``echo=True``, Responses
+    ``background=True``, and unknown endpoints. Never raises for a body shape.
+    """
+    model = body.get("model")
+    if not isinstance(model, str):
+        return None
+    kwargs = dict(body)
+    if endpoint == "chat":
+        return _chat(kwargs, model)
+    if endpoint == "completions":
+        return _completions(kwargs, model)
+    if endpoint == "responses":
+        return _responses(kwargs, model)
+    return None
+
+
+# -- chat.completions ----------------------------------------------------------------------
+def _chat(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
+    raw = kwargs.get("messages")
+    if raw is None or isinstance(raw, (str, bytes, Mapping)):
+        return None
+    messages = raw if isinstance(raw, list) else list(raw)  # a generator is read once, here
+    kwargs = {**kwargs, "messages": messages}
+    neutral = tuple(message_from_openai(m) for m in messages)
+
+    def rebuild(prompt: Prompt) -> dict[str, Any]:
+        new = _rebuilt_items(messages, neutral, prompt)
+        return kwargs if new is messages else {**kwargs, "messages": new}
+
+    return OpenAIRequest(Request(neutral, model, "chat"), kwargs, rebuild)
+
+
+# -- completions ---------------------------------------------------------------------------
+def _completions(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
+    prompt = kwargs.get("prompt")
+    # Batches and token arrays pass through; echo would return the prompt itself.
+    if not isinstance(prompt, str) or kwargs.get("echo") is True:
+        return None
+
+    def rebuild(new: Prompt) -> dict[str, Any]:
+        if new is prompt:
+            return kwargs
+        if not isinstance(new, str):
+            raise UnsupportedRequest("completions take a string prompt")
+        return {**kwargs, "prompt": new}
+
+    return OpenAIRequest(Request(prompt, model, "completions"), kwargs, rebuild)
+
+
+# -- responses -----------------------------------------------------------------------------
+def _responses(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
+    if kwargs.get("background") is True:  # answered later, by polling: nothing to compare
+        return None
+    raw = kwargs.get("input")
+    instructions = kwargs.get("instructions")
+    head: tuple[Message, ...] = ()
+    if isinstance(instructions, str):
+        head = (Message("system", (TextPart(instructions, protected=True),)),)
+    if isinstance(raw, str):
+        items: list[Any] = [{"role": "user", "content": raw}]
+    elif raw is None or isinstance(raw, (bytes, Mapping)):
+        return None
+    else:
+        items = raw if isinstance(raw, list) else list(raw)
+    kwargs = {**kwargs, "input": raw if isinstance(raw, str) else items}
+    neutral = head + tuple(message_from_openai(m) for m in items)
+
+    def rebuild(prompt: Prompt) -> dict[str, Any]:
+        if isinstance(prompt, str) or len(prompt) != len(neutral):
+            raise UnsupportedRequest("message count changed")
+        if prompt[: len(head)] != head:
+            raise UnsupportedRequest("instructions changed")
+        new = _rebuilt_items(items, neutral[len(head) :], prompt[len(head) :])
+        if new is items:
+            return kwargs
+        if isinstance(raw, str):
+            return {**kwargs, "input": new[0]["content"]}
+        return {**kwargs, "input": new}
+
+    # A conversation gets every item appended server-side: never send a second copy.
+    comparable = kwargs.get("conversation") is None
+    return OpenAIRequest(Request(neutral, model, "responses"), kwargs, rebuild, comparable)
+
+
+# -- messages ------------------------------------------------------------------------------
+def message_from_openai(m: Any) -> Message:
+    """One chat message or Responses input item as a neutral :class:`Message`.
+
+    A mapping with a string ``content`` or a list of ``text``/``input_text``/``output_text``
+    parts gives text parts (compressible for user/assistant, protected otherwise); every
+    other part, item or object is one :class:`OpaquePart` carried unchanged.
+    """
+    if not isinstance(m, Mapping):  # a pydantic message object: carried whole, untouched
+        return Message(str(getattr(m, "role", "unknown")), (OpaquePart(m),))
+    role = m.get("role")
+    if not isinstance(role, str) or m.get("type", "message") != "message":
+        # Responses items (function_call, function_call_output, reasoning, ...) are opaque.
+        return Message(f"item:{m.get('type', 'unknown')}", (OpaquePart(m),))
+    protected = role not in COMPRESSIBLE_ROLES
+    content = m.get("content")
+    if isinstance(content, str):
+        return Message(role, (TextPart(content, protected),))
+    if isinstance(content, (list, tuple)):
+        parts: list[Part] = []
+        for p in content:
+            if isinstance(p, Mapping) and p.get("type") in _TEXT_PART_TYPES:
+                text = p.get("text")
+                if isinstance(text, str):
+                    parts.append(TextPart(text, protected))
+                    continue
+            parts.append(OpaquePart(p))
+        return Message(role, tuple(parts))
+    # None (assistant with tool_calls), refusals or anything unknown: nothing to compress.
+    return Message(role, (OpaquePart(content),) if content is not None else ())
+
+
+def _rebuilt_items(
+    originals: list[Any], neutral: Sequence[Message], prompt: Prompt
+) -> list[Any]:
+    """Original message objects with only compressible text parts replaced."""
+    if isinstance(prompt, str) or len(prompt) != len(neutral):
+        raise UnsupportedRequest("message count changed")
+    out: list[Any] | None = None
+    for i, (orig, before, after) in enumerate(zip(originals, neutral, prompt, strict=True)):
+        if after is before or after.parts == before.parts:
+            continue
+        new = _rebuilt_message(orig, before, after)
+        if out is None:
+            out = list(originals)
+        out[i] = new
+    return originals if out is None else out
+
+
+def _rebuilt_message(orig: Any, before: Message, after: Message) -> Any:
+    problem = rewrite_problem(before, after)
+    if problem:
+        raise UnsupportedRequest(problem)
+    if not isinstance(orig, Mapping):
+        raise UnsupportedRequest("only user/assistant text may change")
+    content = orig.get("content")
+    if isinstance(content, str):
+        part = after.parts[0]
+        assert isinstance(part, TextPart)
+        return {**orig, "content": part.text}
+    new_content = []
+    for p, b, a in zip(content or (), before.parts, after.parts, strict=True):
+        if isinstance(b, TextPart) and isinstance(a, TextPart) and a.text != b.text:
+            new_content.append({**p, "text": a.text})
+        else:
+            new_content.append(p)
+    return {**orig, "content": new_content}
