@@ -12,7 +12,7 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptsieve.prune import Budget, PruneResult, _Assembler, prune
+from promptsieve.prune import MIN_TOKENS, Budget, PruneResult, _Assembler, prune
 from promptsieve.segment import Segmentation, segment
 from promptsieve.tokens import TokenCounter
 
@@ -112,6 +112,35 @@ def test_ratio_one_and_empty_are_unchanged(text: str) -> None:
         assert res.text == text
 
 
+@pytest.mark.parametrize(
+    "text", ["hello", "ok", "Continue", "Thanks!", "Yes, go on.", "继续", "はい"]
+)
+@pytest.mark.parametrize("budget", [Budget(ratio=0.8), Budget(ratio=0.05), Budget(target_tokens=1)])
+def test_short_prompts_are_unchanged(text: str, budget: Budget, gpt4o: TokenCounter) -> None:
+    seg = segment(text)
+    assert gpt4o(text) < MIN_TOKENS
+    res = prune(seg, _scores(seg), budget, gpt4o)
+    assert res.text == text and res.dropped == ()
+
+
+@pytest.mark.parametrize("budget", [Budget(ratio=0.01), Budget(target_tokens=1)])
+def test_never_emptied(budget: Budget, gpt4o: TokenCounter) -> None:
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron"
+    seg = segment(text)
+    assert not any(u.protected for u in seg.units)
+    res = prune(seg, _scores(seg), budget, gpt4o)
+    assert res.text.strip() and res.text in text and len(res.kept) == 1
+
+
+def test_dropping_nothing_wins_when_closer(gpt4o: TokenCounter) -> None:
+    text = "one two three four five six seven eight nine ten"
+    seg = segment(text)
+    assert gpt4o(text) == 10
+    # 0.96 * 10 = 9.6: keeping all (10) is closer than dropping one word (9)
+    assert prune(seg, _scores(seg), Budget(ratio=0.96), gpt4o).text == text
+    assert prune(seg, _scores(seg), Budget(ratio=0.94), gpt4o).tokens_after == 9
+
+
 def test_target_above_size_is_unchanged(gpt4o: TokenCounter) -> None:
     seg = segment("A short prompt with a few words.")
     assert prune(seg, _scores(seg), Budget(target_tokens=1000), gpt4o).text == seg.text
@@ -136,7 +165,7 @@ def test_target_above_size_is_unchanged(gpt4o: TokenCounter) -> None:
             "one here.\n\nthree.",
         ),
         ("## Title words\n\nBody text here\n", {"Title", "words"}, "Body text here\n"),
-        ("我喜欢吃苹果", {"欢"}, "我喜吃苹果"),
+        ("我喜欢吃苹果", {"喜欢"}, "我吃苹果"),
         ('say "hello there" now', {"now"}, 'say "hello there"'),
         ("alpha/beta/gamma", {"beta"}, "alpha gamma"),
         ("first\r\n\r\nsecond third\r\nfourth", {"second", "third"}, "first\r\n\r\nfourth"),

@@ -138,7 +138,8 @@ def test_odd_unicode() -> None:
     _check_invariants(seg)
     words = _unit_texts(seg)
     assert "👨‍👩‍👧" in words and "🇫🇷" in words and "مرحبا" in words and "שלום" in words
-    assert "日" in words and "テキスト" in words  # Han per character, kana runs whole
+    # ICU dictionary words for scripts without spaces: never one character of a word
+    assert "日本語" in words and "テキスト" in words and "中文" in words and "没有" in words
     assert "family" in words
 
 

@@ -27,8 +27,8 @@ from promptsieve.proxy import (
     SentenceScorer,
     TokenScores,
 )
-from promptsieve.prune import Budget, prune
-from promptsieve.segment import Segmentation, SegmentConfig, segment
+from promptsieve.prune import Budget, PruneResult, prune
+from promptsieve.segment import Segmentation, SegmentConfig, check_text, segment
 from promptsieve.tokens import TokenCounter
 
 __all__ = ["Compression", "Compressor", "CompressorConfig"]
@@ -36,6 +36,10 @@ __all__ = ["Compression", "Compressor", "CompressorConfig"]
 log = logging.getLogger(__name__)
 
 ScorerName = Literal["head", "attribution", "sentence"]
+
+_MIN_RATIO = 1e-3  # the smallest share of compressible tokens a target_tokens budget asks for
+_FIT_TOLERANCE = 0.02  # target_tokens: stop refining within 2 % (the promise is ±5 %)
+_FIT_STEPS = 8  # target_tokens: re-prunes at most
 
 
 @dataclass(frozen=True)
@@ -182,31 +186,41 @@ class Compressor:
         """Drop the least important units of the compressible text to meet the budget.
 
         ``ratio`` keeps that share of the compressible tokens; ``target_tokens`` aims at a
-        total prompt size. Protected text (system prompts, tools, code, numbers, the final
-        question, ...) is never altered.
+        total prompt size (within ±5 % whenever dropping is enough to reach it). Protected
+        text (system prompts, tools, code, numbers, the final question, ...) is never altered.
+
+        Raises ``ConfigError`` when a message holds text that is not valid Unicode (a lone
+        surrogate); the sieve catches it and sends the original request.
         """
         if ratio is None and target_tokens is None:
             ratio = self.config.ratio
         budget = Budget(ratio=ratio, target_tokens=target_tokens)  # validates
         t0 = time.perf_counter()
         messages, was_str = as_messages(prompt)
+        for m in messages:
+            check_text(m.content)  # ConfigError on lone surrogates, before any counter sees them
         parts = self._segment(messages, question)
         t_seg = time.perf_counter()
 
         tokens_before = sum(self._count(m.content) for m in messages)
         ratio_eff = self._effective_ratio(budget, parts, tokens_before)
-        new_texts: dict[tuple[int, int], str] = {}
-        kept: list[Span] = []
-        dropped: list[Span] = []
         t_score = 0.0
-        pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
+        scored: list[tuple[_Part, np.ndarray, TokenScores]] = []
         for p in parts:
             if ratio_eff >= 1.0 or not any(not u.protected for u in p.seg.units):
                 continue
             ts = time.perf_counter()
             scores, token_scores = self._unit_scores(p.seg, p.question)
             t_score += time.perf_counter() - ts
-            result = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
+            scored.append((p, scores, token_scores))
+        results = [prune(p.seg, s, Budget(ratio=ratio_eff), self._count) for p, s, _ in scored]
+        if budget.target_tokens is not None and scored:
+            results = self._fit_target(messages, scored, budget.target_tokens, ratio_eff, results)
+        new_texts: dict[tuple[int, int], str] = {}
+        kept: list[Span] = []
+        dropped: list[Span] = []
+        pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for (p, scores, token_scores), result in zip(scored, results, strict=True):
             new_texts[(p.message, p.part)] = result.text
             if result.dropped:
                 units = p.seg.units
@@ -297,7 +311,48 @@ class Compressor:
         if compressible == 0:
             return 1.0
         need = total - budget.target_tokens  # tokens to remove
-        return float(min(1.0, max(1e-3, 1.0 - need / compressible)))
+        return float(min(1.0, max(_MIN_RATIO, 1.0 - need / compressible)))
+
+    def _fit_target(
+        self,
+        messages: Sequence[Message],
+        scored: Sequence[tuple[_Part, np.ndarray, TokenScores]],
+        target: int,
+        ratio: float,
+        results: list[PruneResult],
+    ) -> list[PruneResult]:
+        """Adjust the shared ratio until the whole prompt measures ``target`` tokens (±5 %).
+
+        The first ratio comes from per-word estimates; each further step prunes every part again
+        (scores are reused) and counts the rebuilt prompt with the real counter: secant steps
+        inside a bracket, at most ``_FIT_STEPS`` of them. Unreachable targets keep the smallest.
+        """
+
+        def total(res: Sequence[PruneResult]) -> int:
+            texts = {(p.message, p.part): r.text for (p, _, _), r in zip(scored, res, strict=True)}
+            return sum(self._count(m.content) for m in _rebuild(messages, texts))
+
+        hi_r, hi_t = 1.0, float(sum(self._count(m.content) for m in messages))
+        lo_r, lo_t = 0.0, 0.0
+        r, t = ratio, float(total(results))
+        best = (abs(t - target), results)
+        for _ in range(_FIT_STEPS):
+            if abs(t - target) <= _FIT_TOLERANCE * target:
+                break
+            if t > target:
+                hi_r, hi_t = r, t
+            else:
+                lo_r, lo_t = r, t
+            if hi_r <= _MIN_RATIO:
+                break  # everything droppable is gone: unreachable
+            step = lo_r + (target - lo_t) * (hi_r - lo_r) / max(hi_t - lo_t, 1e-9)
+            nxt = step if lo_r < step < hi_r else (lo_r + hi_r) / 2
+            r = max(_MIN_RATIO, min(nxt, 1.0))
+            res = [prune(p.seg, s, Budget(ratio=r), self._count) for p, s, _ in scored]
+            t = float(total(res))
+            if abs(t - target) < best[0]:
+                best = (abs(t - target), res)
+        return best[1]
 
     def _unit_scores(
         self, seg: Segmentation, question: str | None

@@ -16,6 +16,10 @@ Selection rule (deterministic):
    per-unit estimates, kept inside a bracket), so the result lands within about 1 % of the
    budget for prompts of a few hundred tokens; the whole text is never counted per unit.
 
+Never emptied: a text whose compressible part is under ``MIN_TOKENS`` tokens comes back unchanged
+(nothing worth saving; "hello", "ok", "Thanks!"), "drop nothing" is always a candidate cut, and
+when no unit is protected the best-scoring word is never dropped.
+
 Budgets: ``ratio`` is the share of *compressible* tokens kept. Compressible tokens are counted
 by ``count`` over the text with every protected unit replaced by a space (protected units never
 count toward the ratio). ``target_tokens`` is the wanted size of the whole text; when even
@@ -39,12 +43,14 @@ import numpy as np
 
 from promptsieve.segment import _NOSPACE, Segmentation
 
-__all__ = ["Budget", "PruneResult", "prune"]
+__all__ = ["MIN_TOKENS", "Budget", "PruneResult", "prune"]
 
 log = logging.getLogger(__name__)
 
 _TOLERANCE = 0.01  # stop searching once within 1 % of the budget
 _MAX_COUNTS = 12  # real counts spent on the search at most
+#: Texts with fewer compressible tokens than this (by ``count``) are returned unchanged.
+MIN_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -106,11 +112,13 @@ def prune(
         before, target = comp_before, budget.ratio * comp_before
     else:
         before, target = tokens_before, float(budget.target_tokens or 0)
-    if before <= target:
+    if before <= target or comp_before < MIN_TOKENS:
         return unchanged()
 
     est = _estimates(seg, count, before, by_ratio)
     order = _drop_order(seg, scores, est, before - target, by_ratio)
+    if len(droppable) == len(units):  # nothing protected: the best word stays (never emptied)
+        order = order[:-1]
     cum = np.concatenate([[0.0], np.cumsum([sum(est[i] for i in item) for item in order])])
 
     def measure(m: int) -> tuple[float, list[bool]]:
@@ -119,7 +127,7 @@ def prune(
         return float(count(comp if by_ratio else text)), keep
 
     best = _search(measure, cum, before, target, len(order))
-    keep = best[1]
+    keep = best[1] or all_kept  # [] is the "drop nothing" cut
     text, comp = asm.build(keep)
     kept = tuple(i for i, k in enumerate(keep) if k)
     dropped = tuple(i for i, k in enumerate(keep) if not k)
@@ -203,12 +211,17 @@ def _search(
     target: float,
     n_items: int,
 ) -> tuple[float, list[bool]]:
-    """Find the cut ``m`` in the drop order whose measured size is closest to ``target``."""
+    """Find the cut ``m`` in the drop order whose measured size is closest to ``target``.
+
+    ``m = 0`` (drop nothing, size ``before``) is a candidate too: when one dropped item
+    overshoots by more than keeping everything does, nothing is dropped."""
     lo, hi = 0, n_items  # measure(lo) > target is known; measure(hi) is not
     tol = max(0.5, _TOLERANCE * target)
     m = max(1, _cut_for(cum, before - target))
-    seen: set[int] = set()
-    best: tuple[float, float, int, list[bool]] | None = None
+    seen: set[int] = {0}
+    best: tuple[float, float, int, list[bool]] | None = (before - target, before, 0, [])
+    if n_items == 0:
+        return before, []
     for _ in range(_MAX_COUNTS):
         value, keep = measure(m)
         seen.add(m)

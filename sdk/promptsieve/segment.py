@@ -5,6 +5,27 @@ JSON, URLs, numbers, dates, identifiers, quoted strings, user pins, ...) becomes
 unit, and every other word is its own droppable unit. The gaps between units are *glue*
 (whitespace and punctuation); ``prune`` rebuilds the glue around dropped units.
 
+Protected, whatever the script and whether fenced (see ``_PATTERNS`` and ``_shapes``):
+
+* code and config: fenced blocks, JSON (strict, with trailing commas, or JS/Python object
+  literals), and unfenced lines whose shape is code or config (Python that parses, SQL,
+  tracebacks, shell prompts, C-like lines, YAML, INI, CSV); markdown tables whole;
+* numbers glued to letters of any script (``25кг``, ``1500руб``, ``7天``, ``10時30分``),
+  dates, times, versions;
+* identifiers: snake/camel case, letters+digits in any script, symbol-separated ids with a digit
+  (``INV/2024/00042``), upper-case groups with a letters+digits group (``AB12 CDE``, IBANs),
+  UUIDs, hex and base64 runs, data URLs, URLs, e-mails, file paths, dotted names, special
+  tokens and tags (``<|im_start|>``, ``</s>``, ``[INST]``);
+* quoted strings of any length inside one paragraph, for "…", “…”, „…“, «…», ‹…›, 「…」, 『…』,
+  ‘…’, '…' (an unclosed quote protects nothing);
+* user regexes, ``<keep>`` spans, the final question.
+
+Words of scripts written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese) come
+from ICU's dictionary word breaker (``icu4py``), so pruning never cuts a word in half.
+
+Text that is not valid Unicode (a lone surrogate, e.g. from ``errors="surrogateescape"``)
+raises :class:`~promptsieve.ConfigError` before anything else runs.
+
 All passes are regex scans or single left-to-right walks, so time grows linearly with the text
 (about 1 s for 400k characters of mixed prose on one core).
 """
@@ -17,12 +38,16 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 
-__all__ = ["SegmentConfig", "Segmentation", "Unit", "segment"]
+from promptsieve._errors import ConfigError
+from promptsieve._shapes import bracket_spans, line_spans
+
+__all__ = ["SegmentConfig", "Segmentation", "Unit", "check_text", "segment"]
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +95,37 @@ class Segmentation:
     pinned: tuple[Range, ...] = ()
 
 
+def check_text(text: str) -> None:
+    """Raise :class:`~promptsieve.ConfigError` unless ``text`` is valid Unicode (encodes as
+    UTF-8): lone surrogates come from decoding bytes with ``surrogateescape``/``surrogatepass``
+    and cannot be sent to any model API either."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"prompt text is not valid Unicode: lone surrogate {text[exc.start]!r} at "
+            f"character {exc.start}; decode the source with errors='replace' or fix it"
+        ) from None
+
+
 def segment(text: str, config: SegmentConfig | None = None) -> Segmentation:
-    """Cut ``text`` into units; offsets refer to the returned ``text`` (keep-markers removed)."""
+    """Cut ``text`` into units; offsets refer to the returned ``text`` (keep-markers removed).
+
+    Raises ``ConfigError`` when ``text`` holds a lone surrogate (see :func:`check_text`)."""
     cfg = config or SegmentConfig()
+    check_text(text)
     text, pinned = _strip_keep_markers(text, cfg.keep_open, cfg.keep_close)
     if not text.strip():
         return Segmentation(text, (), (), (), (), None, tuple(pinned))
     for pattern in cfg.keep_patterns:
         pinned.extend(_finditer_spans(_compile_user(pattern), text))
     pinned = _merge(pinned)
-    regions = _snap(text, _merge([*pinned, *_protected_spans(text)]))
+    words = _nospace_words(text)
+    regions = _snap(text, _merge([*pinned, *_protected_spans(text)]), words)
 
-    raw = _raw_units(text, regions)
+    raw = _raw_units(text, regions, words)
     sentence_of, sentences = _sentences(text, raw)
     demos, question = _demos_and_question(text, cfg, sentences)
 
@@ -147,16 +191,29 @@ _MONTH = (
 )
 _SP = r"[ \t\u00a0]+"
 _ORD = r"(?:st|nd|rd|th)?"
+_DAY = r"\d{1,2}"
 _NUMBER = (
     r"(?<![\w.])[-+\u2212]?(?:[$€£¥₹]" + r"[ \u00a0]?)?"
     r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     r"(?:[eE][-+]?\d+)?(?:/\d+)?(?:[ \u00a0]?%|[A-Za-z]{1,3})?(?![\w])"
 )
-_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p, flags)
+# Letters and digits of scripts written with spaces ("W"), and those written without ("NS").
+_NS_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc\u3005"
+_W = r"[[\w\p{M}]--[" + _NS_CLASS + r"]]"
+_QUOTE_BODY = r"(?:[^{close}\n]|\r?\n(?![ \t]*\r?\n))*?"  # any length, inside one paragraph
+
+
+def _quoted(open_: str, close: str, before: str = "", after: str = "") -> str:
+    body = _QUOTE_BODY.format(close=regex.escape(close))
+    return f"{before}{regex.escape(open_)}(?=\\S){body}(?<=\\S){regex.escape(close)}{after}"
+
+
+_PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
+    regex.compile(p, flags | regex.V1)
     for p, flags in (
-        # URLs (trailing punctuation trimmed afterwards) and e-mail addresses
+        # URLs (trailing punctuation trimmed afterwards), data URLs and e-mail addresses
         (r"\b(?:(?:https?|ftp|file)://|www\.)[^\s<>\"'`]+", 0),
+        (r"\bdata:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+(?:=[\w.+-]+)?)*,[A-Za-z0-9+/=%._~-]*", 0),
         (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0),
         # dates and times
         (
@@ -165,32 +222,56 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
             0,
         ),
         (r"(?<![\w/.-])\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}(?![\w/-])", 0),
-        (rf"(?<!\w)\d{{1,2}}{_ORD}(?:{_SP}of)?{_SP}{_MONTH}\.?(?:,?{_SP}\d{{4}})?(?!\w)", 0),
+        (rf"(?<!\w){_DAY}{_ORD}(?:{_SP}of)?{_SP}{_MONTH}\.?(?:,?{_SP}\d{{4}})?(?!\w)", 0),
         (rf"(?<!\w){_MONTH}\.?{_SP}\d{{1,2}}{_ORD}(?:,?{_SP}\d{{4}})?(?!\w)", 0),
         (rf"(?<!\w){_MONTH}{_SP}\d{{4}}(?!\w)", 0),
         (r"(?<![\w:])\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[ \t]?[AaPp]\.?[Mm]\.?)?(?![\w:])", 0),
         (r"(?<!\w)\d{1,2}[ \t]?(?:[ap]\.m\.|[AaPp][Mm])(?!\w)", 0),
-        # numbers, versions
+        # numbers, versions; numbers glued to letters of any script
         (_NUMBER, 0),
         (r"(?<![\w.])v?\d+(?:\.\d+){1,3}(?:-[0-9A-Za-z.]+)?(?![\w])", 0),
-        # identifiers: snake_case, camelCase, PascalCase with inner capitals, letters+digits
+        (rf"(?<!{_W})(?={_W}*\d)(?={_W}*\p{{L}}){_W}+(?!{_W})", 0),
+        (rf"\d+(?:[.,:/]\d+)*(?:[{_NS_CLASS}]\d+(?:[.,:/]\d+)*)*[{_NS_CLASS}]?", 0),
+        # identifiers: snake_case, camelCase, PascalCase with inner capitals
         (r"(?<!\w)(?=\w*_)(?=\w*[A-Za-z])[A-Za-z0-9_]+(?!\w)", 0),
         (r"(?<!\w)[a-z]+[A-Z][A-Za-z0-9]*(?!\w)", 0),
         (r"(?<!\w)(?:[A-Z][a-z0-9]+[A-Z]|[A-Z]{2,}[a-z])[A-Za-z0-9]*(?!\w)", 0),
-        (r"(?<!\w)(?:[A-Za-z]+\d|\d+[A-Za-z])[A-Za-z0-9]*(?!\w)", 0),
+        # ids with symbol-separated parts and a digit somewhere (INV/2024/00042, ABC-123-X)
+        (rf"(?<![{_W}/#-])(?=[{_W}/#:._-]*\d){_W}+(?:[/#:._-]{_W}+)+(?![{_W}/#-])", 0),
+        # upper-case groups with a letters+digits group (AB12 CDE, GB82 WEST 1234 5698 76)
+        (
+            r"(?<![\w-])(?=(?:[A-Z0-9]+[ \t\u00a0])*[A-Z0-9]*(?:[A-Z]\d|\d[A-Z]))"
+            r"[A-Z0-9]{2,}(?:[ \t\u00a0][A-Z0-9]{2,})+(?![\w-])",
+            0,
+        ),
+        # UUIDs (letters-only hex blocks too), hex, base64 and key-like runs
+        (r"(?<![\w-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![\w-])", 0),
         (r"(?<!\w)(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}(?!\w)", 0),
+        (r"(?<![\w+/=-])(?=[\w+/=-]*[\d+/])(?=[\w+/=-]*[A-Za-z])[\w+/-]{20,}={0,2}(?![\w+/=-])", 0),
+        # an SQL statement inside a sentence (upper-case keywords), to its ";" or line end
+        (
+            r"\b(?:SELECT\b[^;\n]*?\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b"
+            r"[^;\n]*;?",
+            0,
+        ),
+        # special tokens and markup tags
+        (r"<\|[^|<>\s]{1,64}\|>|<<\s?/?[A-Z_]{2,20}\s?>>|\[/?[A-Z][A-Z_]{1,19}\]", 0),
+        (r"</?[A-Za-z][\w.:-]*(?:\s+[\w:.-]+(?:=(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s>]+))?)*\s*/?>", 0),
         # dotted.names, file paths (absolute, ~/ ./, Windows, relative with an extension)
         (r"(?<![\w.])[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+(?:\(\))?(?!\w)", 0),
         (r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.@+-]+/)*[\w.@+-]+/?", 0),
         (r"(?<!\w)[A-Za-z]:\\(?:[\w.@+-]+\\)*[\w.@+-]*", 0),
         (r"(?<![\w/.])[\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]{1,8}(?!\w)", 0),
-        # inline code, quoted strings (within a line, bounded length)
+        # inline code; quoted strings of any length inside a paragraph, ASCII and typographic
         (r"(?<!`)(`{1,3})(?!`)[^\n]+?(?<!`)\1(?!`)", 0),
-        (r"(?<!\w)\"(?=\S)[^\"\n]{0,200}(?<=\S)\"(?!\w)", 0),
-        (r"(?<!\w)'(?=\S)[^'\n]{0,120}(?<=\S)'(?!\w)", 0),
-        (r"“[^”\n]{1,200}”|‘[^’\n]{1,120}’(?!\w)|«[^»\n]{1,200}»|「[^」\n]{1,200}」", 0),
+        (_quoted('"', '"', r"(?<![\w\"])", r"(?!\w)"), 0),
+        (_quoted("'", "'", r"(?<![\w'])", r"(?!\w)"), 0),
+        (_quoted("“", "”") + "|" + _quoted("„", "“") + "|" + _quoted("„", "”"), 0),
+        (_quoted("‘", "’", "", r"(?!\w)") + "|" + _quoted("‚", "‘"), 0),
+        (r"«[ \u00a0\u202f]?" + _QUOTE_BODY.format(close="»") + "»", 0),
+        (_quoted("‹", "›") + "|" + _quoted("「", "」") + "|" + _quoted("『", "』"), 0),
         # structure: line-start labels ("Q:", "Answer:", "Example 3:") and option markers "(A)"
-        (r"^[ \t]*(?:[A-Z][\w-]{0,20}|Q|A)(?:[ \t]+\d+)?[ \t]*:(?=[ \t\r\n]|$)", re.MULTILINE),
+        (r"^[ \t]*(?:[A-Z][\w-]{0,20}|Q|A)(?:[ \t]+\d+)?[ \t]*:(?=[ \t\r\n]|$)", regex.MULTILINE),
         (r"\((?:[A-Za-z]|[ivx]{1,4}|\d{1,2})\)", 0),
     )
 )
@@ -204,6 +285,7 @@ _JSON_DEC = json.JSONDecoder()
 def _protected_spans(text: str) -> list[Range]:
     spans = _fences(text)
     spans += _json_spans(text)
+    spans += line_spans(text)
     for pat in _PATTERNS:
         for m in pat.finditer(text):
             start, end = m.span()
@@ -284,7 +366,7 @@ def _json_spans(text: str) -> list[Range]:
         if end > p + 1:
             spans.append((p, end))
             covered = end
-    return spans
+    return spans + bracket_spans(text, pairs)
 
 
 def _finditer_spans(pat: re.Pattern[str], text: str) -> Iterable[Range]:
@@ -303,22 +385,66 @@ def _merge(spans: Iterable[Range]) -> list[Range]:
     return out
 
 
-_NOSPACE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+_NOSPACE = regex.compile(f"[{_NS_CLASS}]")
+_NS_RUN = regex.compile(f"[{_NS_CLASS}]+")
 
 
 def _is_word_char(c: str) -> bool:
     return (c.isalnum() or c == "_") and not _NOSPACE.match(c)
 
 
-def _snap(text: str, regions: list[Range]) -> list[Range]:
-    """Grow regions to whole words so that no word is split between a region and a unit."""
+def _nospace_words(text: str) -> list[Range]:
+    """Words inside runs of scripts written without spaces, from ICU's dictionary word breaker
+    (``icu4py.breakers.WordBreaker``); one unit per character where ICU is unavailable."""
+    words: list[Range] = []
+    for m in _NS_RUN.finditer(text):
+        words.extend((m.start() + a, m.start() + b) for a, b in _icu_words(m.group()))
+    return words
+
+
+@functools.lru_cache(maxsize=4096)
+def _icu_words(run: str) -> tuple[Range, ...]:
+    breaker = _word_breaker()
+    if breaker is None:
+        return tuple((i, i + 1) for i in range(len(run)))
+    bounds = [(a, b) for a, b in breaker(run, "root").segments()]
+    if any(ord(c) > 0xFFFF for c in run):  # ICU counts UTF-16 code units
+        at: list[int] = []  # UTF-16 offset -> character offset
+        for i, c in enumerate(run):
+            at.extend([i, i] if ord(c) > 0xFFFF else [i])
+        at.append(len(run))
+        bounds = [(at[a], at[b]) for a, b in bounds]
+    return tuple((a, b) for a, b in bounds if b > a)
+
+
+@functools.lru_cache(maxsize=1)
+def _word_breaker() -> Callable[[str, str], Any] | None:
+    try:
+        from icu4py.breakers import WordBreaker
+    except ImportError:  # pragma: no cover - icu4py is a dependency; a platform without wheels
+        log.warning("icu4py is not installed; CJK/Thai text is cut per character")
+        return None
+    return WordBreaker
+
+
+def _snap(text: str, regions: list[Range], words: list[Range] = []) -> list[Range]:  # noqa: B006
+    """Grow regions to whole words so that no word is split between a region and a unit
+    (``words``: the ICU words of no-space scripts, sorted)."""
     out: list[Range] = []
     n = len(text)
+    starts = [w[0] for w in words]
     for start, end in regions:
         while start > 0 and _is_word_char(text[start - 1]) and _is_word_char(text[start]):
             start -= 1
         while end < n and _is_word_char(text[end]) and _is_word_char(text[end - 1]):
             end += 1
+        if words:
+            j = bisect.bisect_right(starts, start) - 1
+            if j >= 0 and words[j][0] < start < words[j][1]:
+                start = words[j][0]
+            j = bisect.bisect_right(starts, end - 1) - 1
+            if j >= 0 and words[j][0] < end < words[j][1]:
+                end = words[j][1]
         out.append((start, end))
     return _merge(out)
 
@@ -327,24 +453,30 @@ def _snap(text: str, regions: list[Range]) -> list[Range]:
 
 _UNIT = regex.compile(
     r"""(?V1)
-    \p{Han}
-    |\p{Hiragana}+
-    |[\p{Katakana}\u30fc]+
-    |[[\w\p{M}\p{N}\u200c\u200d]--[\p{Han}\p{Hiragana}\p{Katakana}]]+
-        (?:['’\-][[\w\p{M}\p{N}\u200c\u200d]--[\p{Han}\p{Hiragana}\p{Katakana}]]+)*
+    (?P<ns>[NS]+)
+    |[[\w\p{M}\p{N}\u200c\u200d]--[NS]]+
+        (?:['’\-][[\w\p{M}\p{N}\u200c\u200d]--[NS]]+)*
     |(?=[\p{Extended_Pictographic}\p{Regional_Indicator}])\X
     |[\p{S}\p{Co}\p{Cn}]+
-    """,
+    """.replace("NS", _NS_CLASS),
     regex.VERBOSE,
 )
 _SENT_BREAK = re.compile(r"[.!?…](?=[\"'”’)\]]*(?:\s|$))|[。！？]|[\r\n]")
 
 
-def _raw_units(text: str, regions: list[Range]) -> list[tuple[int, int, bool]]:
+def _raw_units(text: str, regions: list[Range], words: list[Range]) -> list[tuple[int, int, bool]]:
     raw: list[tuple[int, int, bool]] = []
     pos = 0
+    starts = [w[0] for w in words]
     for start, end in [*regions, (len(text), len(text))]:
-        raw.extend((m.start(), m.end(), False) for m in _UNIT.finditer(text, pos, start))
+        for m in _UNIT.finditer(text, pos, start):
+            if m.group("ns") is None:
+                raw.append((m.start(), m.end(), False))
+                continue
+            j = bisect.bisect_left(starts, m.start())
+            while j < len(words) and words[j][0] < m.end():
+                raw.append((max(words[j][0], m.start()), min(words[j][1], m.end()), False))
+                j += 1
         if end > start:
             raw.append((start, end, True))
         pos = end
