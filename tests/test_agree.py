@@ -114,7 +114,7 @@ def test_callable_and_errors() -> None:
         (T("Natalia sold 48 + 24 = 72 clips.\n#### 72"), "numeric"),
         (T("42"), "numeric"),
         (T("Let me think about it. The answer is Paris."), "answer"),
-        (T("valid"), "exact"),
+        (T("valid"), "squad:0.5"),
         (T(" ".join(["word"] * 40)), "f1:0.8"),
     ],
 )

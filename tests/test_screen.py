@@ -311,12 +311,12 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     from promptsieve.cli import app
 
-    screen_mod = importlib.import_module("promptsieve.fidelity.screen")
+    cli_mod = importlib.import_module("promptsieve.fidelity._screen_cli")
 
     samples = tmp_path / "requests.jsonl"
     samples.write_text("\n".join(json.dumps(s) for s in make_samples(35)) + "\n")
     # the CLI screens with the SDK's Compressor; here the wiring is tested with drop_words
-    monkeypatch.setattr(screen_mod, "_compress_fn", lambda: drop_words)
+    monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: (drop_words, "fp"))
     args = [
         "screen",
         "--task",
@@ -353,8 +353,11 @@ def test_cli_screen_store_seeds_a_live_sieve(
     from promptsieve.sieve import Sieve, SieveConfig
 
     monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(cache_root))  # the session's proxy export
-    screen_mod = importlib.import_module("promptsieve.fidelity.screen")
-    monkeypatch.setattr(screen_mod, "_compress_fn", lambda: drop_words)
+    from promptsieve.compressor import Compressor
+
+    fingerprint = Compressor().fingerprint  # what the CLI's own compressor reports
+    cli_mod = importlib.import_module("promptsieve.fidelity._screen_cli")
+    monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: (drop_words, fingerprint))
     samples = tmp_path / "requests.jsonl"
     samples.write_text("\n".join(json.dumps(s) for s in make_samples(35)) + "\n")
     db = tmp_path / "verdicts.sqlite3"

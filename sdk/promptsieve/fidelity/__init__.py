@@ -1,8 +1,11 @@
-"""Screen-and-apply: compare target outputs, test agreement sequentially, cache verdicts.
+"""Screen-and-apply: compare target outputs, test sequentially, cache verdicts.
 
-``agree`` compares outputs, ``stats`` runs anytime-valid sequential tests, ``store`` keeps
-verdicts (SQLite or Redis), ``gate`` decides bypass / shadow / apply per request, and
-``screen`` runs the same ladder offline on a file of requests.
+``agree`` compares outputs (``judge``: the target as judge), ``stats`` runs the agreement
+test and ``labelled`` the non-inferiority test, both anytime-valid with e-values; ``noise``
+measures the noise floor; ``store`` keeps verdicts (SQLite or Redis) and ``ebh`` controls the
+share of wrongly passed tasks across a store; ``keys`` computes verdict keys; ``gate`` decides
+bypass / shadow / apply per request; ``samples``, ``target`` and ``screen`` run the same
+ladder offline on a file of requests.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from promptsieve.fidelity.agree import (
     Embed,
     Metric,
     TargetOutput,
+    answer_match,
     auto_metric,
     extract_answer,
     extract_choice,
@@ -19,16 +23,29 @@ from promptsieve.fidelity.agree import (
     normalize,
     token_f1,
 )
+from promptsieve.fidelity.ebh import e_bh, ebh_discoveries
 from promptsieve.fidelity.gate import Action, Decision, Gate, GateConfig, guard_ok
+from promptsieve.fidelity.judge import JudgeError, TargetJudge, target_judge
+from promptsieve.fidelity.keys import metric_name, settings_key, verdict_key
+from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_margin
+from promptsieve.fidelity.noise import (
+    NoiseFloor,
+    VariantKind,
+    measure_noise_floor,
+    noise_floor,
+    reflow,
+    reorder_passages,
+    variant,
+)
+from promptsieve.fidelity.samples import load_samples
 from promptsieve.fidelity.screen import (
     CompressFn,
-    HTTPTarget,
+    Judge,
     RatioResult,
     ScreenConfig,
     ScreenResult,
-    Target,
     body_compressor,
-    load_samples,
+    gold_judge,
     screen,
 )
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
@@ -36,12 +53,14 @@ from promptsieve.fidelity.store import (
     Counts,
     RedisStore,
     SQLiteStore,
+    StoredVerdict,
     Verdict,
     VerdictKey,
     VerdictState,
     VerdictStore,
     default_store_path,
 )
+from promptsieve.fidelity.target import HTTPTarget, Target
 
 __all__ = [
     "Action",
@@ -52,31 +71,53 @@ __all__ = [
     "Gate",
     "GateConfig",
     "HTTPTarget",
+    "Judge",
+    "JudgeError",
     "Metric",
+    "NoiseFloor",
+    "NonInferiorityTest",
     "Outcome",
+    "Pairs",
     "RatioResult",
     "RedisStore",
     "SQLiteStore",
     "ScreenConfig",
     "ScreenResult",
     "SequentialTest",
+    "StoredVerdict",
     "Target",
+    "TargetJudge",
     "TargetOutput",
     "TestState",
+    "VariantKind",
     "Verdict",
     "VerdictKey",
     "VerdictState",
     "VerdictStore",
+    "answer_match",
     "auto_metric",
     "body_compressor",
+    "check_margin",
     "default_store_path",
+    "e_bh",
+    "ebh_discoveries",
     "extract_answer",
     "extract_choice",
     "extract_number",
     "get_metric",
+    "gold_judge",
     "guard_ok",
     "load_samples",
+    "measure_noise_floor",
+    "metric_name",
+    "noise_floor",
     "normalize",
+    "reflow",
+    "reorder_passages",
     "screen",
+    "settings_key",
+    "target_judge",
     "token_f1",
+    "variant",
+    "verdict_key",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "Embed",
     "Metric",
     "TargetOutput",
+    "answer_match",
     "auto_metric",
     "extract_answer",
     "extract_choice",
@@ -47,7 +48,10 @@ class TargetOutput:
 Metric = Callable[[TargetOutput, TargetOutput], bool]
 Embed = Callable[[Sequence[str]], Any]  # texts -> (n, d) array, e.g. Proxy.embed
 
-_SHORT_WORDS = 12  # an answer this short is compared exactly (after normalising)
+_SHORT_WORDS = 12  # an answer this short is a short free-text answer
+_CONTAIN_SHORT = 5  # a normalised answer of at most this many tokens ...
+_CONTAIN_LONG = 30  # ... may agree with a sentence of at most this many that contains it
+_ANSWER_F1 = 0.5  # token-F1 at which two short answers agree (SQuAD's partial credit)
 
 _FINAL_MARK = re.compile(r"####\s*(?P<ans>[^\n]+)")
 _ANSWER_IS = re.compile(
@@ -205,6 +209,41 @@ def f1_at_least(threshold: float) -> Metric:
     return f1
 
 
+def _contains(short: list[str], long: list[str]) -> bool:
+    n = len(short)
+    return any(long[i : i + n] == short for i in range(len(long) - n + 1))
+
+
+def answer_match(threshold: float = _ANSWER_F1) -> Metric:
+    """SQuAD-style free-text answer match (Rajpurkar et al. 2016's normalisation).
+
+    The extracted final answers (:func:`extract_answer`) agree when, after
+    :func:`normalize`, they are equal; or the shorter has at most 5 tokens and appears as a
+    whole-token run in the longer one of at most 30 ("Chur" and "The Posterior Rhine turns
+    north near Chur."; the containment rule of lost-in-the-middle/LongLLMLingua QA scoring);
+    or their token-F1 is at least ``threshold``. Raises ConfigError outside [0, 1].
+    """
+    _check_threshold(threshold, "answer")
+
+    def squad(original: TargetOutput, compressed: TargetOutput) -> bool:
+        a = normalize(extract_answer(original.text)).split()
+        b = normalize(extract_answer(compressed.text)).split()
+        if a == b:
+            return True
+        short, long = (a, b) if len(a) <= len(b) else (b, a)
+        if (
+            short
+            and len(short) <= _CONTAIN_SHORT
+            and len(long) <= _CONTAIN_LONG
+            and (_contains(short, long))
+        ):
+            return True
+        return token_f1(" ".join(a), " ".join(b)) >= threshold
+
+    squad.__name__ = f"squad:{threshold:g}"
+    return squad
+
+
 def cosine_at_least(threshold: float, embed: Embed) -> Metric:
     """Cosine of the two texts' embeddings ≥ threshold (``embed`` e.g. the proxy's)."""
     _check_threshold(threshold, "cosine", low=-1.0)
@@ -237,12 +276,16 @@ _NAMED: dict[str, Metric] = {
 }
 
 
-def get_metric(spec: str | Metric | None, *, embed: Embed | None = None) -> Metric | None:
+def get_metric(
+    spec: str | Metric | None, *, embed: Embed | None = None, judge: Metric | None = None
+) -> Metric | None:
     """Resolve a metric spec.
 
     ``"exact" | "answer" | "numeric" | "choice" | "json" | "tool_calls" | "f1:0.8" |
-    "cosine:0.9"`` or a callable ``(original, compressed) -> bool``; ``None`` means "pick per
-    output with :func:`auto_metric`". Unknown specs raise ConfigError.
+    "squad:0.5" | "cosine:0.9" | "judge"`` or a callable ``(original, compressed) -> bool``;
+    ``None`` means "pick per output with :func:`auto_metric`". ``"judge"`` is the
+    target-as-judge metric passed as ``judge`` (see :mod:`promptsieve.fidelity.judge`).
+    Unknown specs, or ``cosine``/``judge`` without their callable, raise ConfigError.
     """
     if spec is None:
         return None
@@ -253,17 +296,24 @@ def get_metric(spec: str | Metric | None, *, embed: Embed | None = None) -> Metr
     name, _, arg = spec.strip().partition(":")
     if name in _NAMED and not arg:
         return _NAMED[name]
-    if name in ("f1", "cosine"):
+    if name == "judge" and not arg:
+        if judge is None:
+            raise ConfigError("the judge metric needs the target: build it with target_judge()")
+        return judge
+    if name in ("f1", "cosine", "squad"):
+        default = {"f1": 0.8, "cosine": 0.9, "squad": _ANSWER_F1}[name]
         try:
-            threshold = float(arg) if arg else (0.8 if name == "f1" else 0.9)
+            threshold = float(arg) if arg else default
         except ValueError:
             raise ConfigError(f"bad threshold in metric {spec!r}; write e.g. 'f1:0.8'") from None
         if name == "f1":
             return f1_at_least(threshold)
+        if name == "squad":
+            return answer_match(threshold)
         if embed is None:
             raise ConfigError("the cosine metric needs an embed callable (e.g. proxy.embed)")
         return cosine_at_least(threshold, embed)
-    known = ", ".join([*_NAMED, "f1:θ", "cosine:θ"])
+    known = ", ".join([*_NAMED, "f1:θ", "squad:θ", "cosine:θ", "judge"])
     raise ConfigError(f"unknown metric {spec!r}; use one of {known} or a callable")
 
 
@@ -272,7 +322,9 @@ def auto_metric(original: TargetOutput) -> Metric:
 
     tool calls → same tool calls; JSON → JSON-equal; a lone choice letter → choice; a
     final number → numeric; an explicit final answer ("The answer is …") → answer; a short
-    answer → exact (normalised); anything longer → token-F1 ≥ 0.8.
+    free-text answer (one line, at most 12 words) → :func:`answer_match` (SQuAD
+    normalisation, containment of a short answer, token-F1 ≥ 0.5), so "Chur" and "The
+    Posterior Rhine turns north near Chur." agree; anything longer → token-F1 ≥ 0.8.
     """
     if original.tool_calls:
         return tool_calls
@@ -290,5 +342,8 @@ def auto_metric(original: TargetOutput) -> Metric:
     if _FINAL_MARK.search(text) or _ANSWER_IS.search(text):
         return answer
     if len(text.split()) <= _SHORT_WORDS and "\n" not in text:
-        return exact
+        return _SHORT_ANSWER
     return f1_at_least(0.8)
+
+
+_SHORT_ANSWER = answer_match()

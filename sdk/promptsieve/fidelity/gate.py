@@ -16,6 +16,23 @@ failure. After a pass, a share ``monitor_rate`` of the compressed requests also 
 original, and a sequential test of H0: agreement ≥ τ revokes the verdict when agreement is
 significantly below τ.
 
+Labelled mode (``GateConfig(mode="labelled")``): where the caller can label answers (a gold
+answer or a judge), each comparison is a pair (original correct, compressed correct),
+reported with :meth:`Gate.record_pair`, and each rung runs the non-inferiority test of
+:mod:`promptsieve.fidelity.labelled` instead of the agreement test. Same ladder, budget,
+store and verdict-key semantics (the mode and margin are part of the settings key).
+
+Noise floor (``noise_rate`` > 0): that share of SHADOW decisions carries ``noise=True``; the
+lifecycle then sends a meaning-preserving variant of the original
+(:func:`promptsieve.fidelity.noise.variant`) instead of the compressed prompt and reports
+the comparison with :meth:`Gate.record_noise`. It never counts toward the test; the floor
+and its interval are read with :meth:`Gate.noise_floor`, and a warning is logged when tau is
+above what the floor allows. Tau is never lowered.
+
+Error control across tasks (``fdr_q``): a passed verdict is applied only while its task is
+among the e-BH discoveries at level ``fdr_q`` over the e-values of every verdict in the store
+(:mod:`promptsieve.fidelity.ebh`), which bounds the expected share of wrongly passed tasks.
+
 The gate fails open: a store outage or any internal error means BYPASS (send the original).
 """
 
@@ -28,8 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from promptsieve._errors import ConfigError, StoreError
+from promptsieve.fidelity.ebh import ebh_discoveries
+from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_margin
+from promptsieve.fidelity.noise import NoiseFloor, noise_floor
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import (
     Counts,
@@ -56,10 +77,14 @@ class Decision:
     action: Action
     ratio: float | None = None  # APPLY: ratio to compress at; SHADOW: ratio under test
     monitor: bool = False  # APPLY only: also send the original in the background and compare
+    #: SHADOW only: send a meaning-preserving variant of the original instead of the
+    #: compressed prompt, compare it with the original, report with Gate.record_noise.
+    noise: bool = False
 
 
 BYPASS = Decision(Action.BYPASS)
 _IN_FLIGHT_S = 600.0  # a shadow comparison not reported back by then is presumed lost
+_EBH_REFRESH_S = 30.0  # how long a gate trusts its last e-BH computation over the store
 
 
 @dataclass(frozen=True)
@@ -69,7 +94,13 @@ class GateConfig:
     ``budget``: paired comparisons per ladder ratio before giving up on it. ``ratios``:
     shares of compressible tokens kept, conservative → aggressive. ``guard_threshold``: the
     instance guard's minimum proxy similarity between original and compressed prompt.
-    ``seed``: seed the sampling RNG (reproducible tests).
+    ``seed``: seed the sampling RNG (reproducible tests). ``ttl``: seconds a verdict lives.
+
+    ``mode``: ``"agreement"`` (label-free, the default) or ``"labelled"`` (non-inferiority
+    of accuracy; ``epsilon`` in [0, 0.5] or ``rho`` in [0.5, 1], see
+    :mod:`promptsieve.fidelity.labelled`). ``noise_rate``: share of shadow decisions that
+    measure the noise floor instead (0 = never). ``fdr_q``: apply passed verdicts only as
+    e-BH discoveries at this level across the store (None = off). Raises ConfigError.
     """
 
     tau: float = 0.9
@@ -81,8 +112,23 @@ class GateConfig:
     ttl: float = 7 * 24 * 3600.0
     guard_threshold: float = 0.8
     seed: int | None = None
+    mode: Literal["agreement", "labelled"] = "agreement"
+    epsilon: float | None = None
+    rho: float | None = None
+    noise_rate: float = 0.0
+    fdr_q: float | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in ("agreement", "labelled"):
+            raise ConfigError(f"mode must be 'agreement' or 'labelled', got {self.mode!r}")
+        if self.mode == "labelled":
+            check_margin(self.epsilon, self.rho)
+        elif self.epsilon is not None or self.rho is not None:
+            raise ConfigError("epsilon/rho are margins of mode='labelled'")
+        if not 0 <= self.noise_rate < 1:
+            raise ConfigError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
+        if self.fdr_q is not None and not 0 < self.fdr_q < 1:
+            raise ConfigError(f"fdr_q must be in (0, 1), got {self.fdr_q}")
         if not 0 < self.tau < 1:
             raise ConfigError(f"tau must be in (0, 1), got {self.tau}")
         if not 0 < self.delta < 1:
@@ -123,8 +169,18 @@ class Gate:
         # shadow comparisons dispatched by this process and not yet recorded (slot -> times)
         self._in_flight: dict[tuple[str, int, float], list[float]] = {}
         self._warned = False
+        self._floor_warned: set[str] = set()
         self._screen_test = SequentialTest(self.config.tau, self.config.delta, self.config.budget)
         self._monitor_test = SequentialTest(self.config.tau, self.config.delta, None)
+        self._labelled_test: NonInferiorityTest | None = None
+        if self.config.mode == "labelled":
+            self._labelled_test = NonInferiorityTest(
+                self.config.delta,
+                self.config.budget,
+                epsilon=self.config.epsilon,
+                rho=self.config.rho,
+            )
+        self._ebh_cache: tuple[float, frozenset[str]] | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -151,6 +207,54 @@ class Gate:
         except Exception:
             log.exception("gate failed to record a comparison")
 
+    def record_pair(
+        self,
+        key: VerdictKey,
+        ratio: float,
+        original_correct: bool | None,
+        compressed_correct: bool | None,
+    ) -> None:
+        """Labelled mode: one SHADOW comparison's labels; None on either side = not counted.
+
+        A judge that raised or timed out must be reported as None, never as a label.
+        Ignored outside labelled mode. Never raises.
+        """
+        try:
+            self._record_pair(key, ratio, original_correct, compressed_correct)
+        except StoreError as exc:
+            self._warn_once("verdict store unavailable, comparison dropped: %s", exc)
+        except Exception:
+            log.exception("gate failed to record a labelled comparison")
+
+    def record_noise(self, key: VerdictKey, agreed: bool | None) -> None:
+        """One noise-floor comparison (original vs. a meaning-preserving variant of itself).
+
+        None = target error, not counted. Logs a warning (once per task) when the floor's
+        upper bound falls below tau. Never raises.
+        """
+        try:
+            if agreed is None:
+                return
+            v = self.store.get(key)
+            if v is None:
+                return
+            counts = self.store.record_noise(key, v.generation, agreed)
+            self._check_floor(key, counts)
+        except StoreError as exc:
+            self._warn_once("verdict store unavailable, comparison dropped: %s", exc)
+        except Exception:
+            log.exception("gate failed to record a noise-floor comparison")
+
+    def noise_floor(self, key: VerdictKey) -> NoiseFloor | None:
+        """The task's measured noise floor (None before any noise comparison).
+
+        Raises StoreError when the store is down.
+        """
+        v = self.store.get(key)
+        if v is None or v.noise.n == 0:
+            return None
+        return noise_floor(v.noise.agree, v.noise.n, tau=self.config.tau)
+
     def verdict(self, key: VerdictKey) -> Verdict | None:
         """The stored verdict (raises StoreError when the store is down)."""
         return self.store.get(key)
@@ -159,8 +263,16 @@ class Gate:
         """Forget a verdict: the next request re-screens."""
         self.store.delete(key)
 
-    def evaluate(self, counts: Counts, *, monitor: bool = False) -> TestState:
-        """The sequential test's state for screening (or monitoring) counts."""
+    def evaluate(self, counts: Counts | Pairs, *, monitor: bool = False) -> TestState:
+        """The sequential test's state for screening (or monitoring) counts.
+
+        ``Pairs`` (labelled mode) go to the non-inferiority test; raises ConfigError when
+        the gate is not in labelled mode.
+        """
+        if isinstance(counts, Pairs):
+            if self._labelled_test is None:
+                raise ConfigError("labelled pairs need GateConfig(mode='labelled')")
+            return self._labelled_test.evaluate(counts)
         test = self._monitor_test if monitor else self._screen_test
         return test.evaluate(counts.n, counts.agree)
 
@@ -187,7 +299,10 @@ class Gate:
             if v is None:
                 return BYPASS
         if v.state is VerdictState.PASSED and v.ratio is not None:
-            return Decision(Action.APPLY, v.ratio, monitor=self._sample(self.config.monitor_rate))
+            if self.config.fdr_q is not None and not self._discovered(key, now):
+                return BYPASS  # passed alone, but not an e-BH discovery across the store
+            monitor = self.config.mode == "agreement" and self._sample(self.config.monitor_rate)
+            return Decision(Action.APPLY, v.ratio, monitor=monitor)
         if v.state is VerdictState.SCREENING and v.testing is not None:
             return self._shadow(key, v)
         return BYPASS  # failed or revoked until it expires
@@ -214,10 +329,13 @@ class Gate:
         with self._lock:
             live = [t for t in self._in_flight.get(slot, []) if now - t < _IN_FLIGHT_S]
             self._in_flight[slot] = live
-        if v.counts_at(ratio).n + len(live) >= self.config.budget:
+        done = v.pairs_at(ratio).n if self._labelled_test else v.counts_at(ratio).n
+        if done + len(live) >= self.config.budget:
             return BYPASS  # enough comparisons on the way; wait for their results
         if not self._sample(self.config.shadow_rate):
             return BYPASS
+        if self.config.noise_rate > 0 and self._sample(self.config.noise_rate):
+            return Decision(Action.SHADOW, ratio, noise=True)
         with self._lock:
             self._in_flight.setdefault(slot, []).append(now)
         return Decision(Action.SHADOW, ratio)
@@ -241,23 +359,44 @@ class Gate:
             self._settle(key, v.generation, ratio)
         if agreed is None or not (screening or monitoring) or v.expired(self._clock()):
             return
+        if self._labelled_test is not None and screening:
+            log.debug("labelled mode: agreement comparisons are not counted; use record_pair")
+            return
         counts = self.store.record(key, v.generation, ratio, agreed, monitor=monitoring)
         if screening:
-            self._after_screening(key, v, ratio, counts)
+            self._after_screening(key, v, ratio, self.evaluate(counts))
         else:
             self._after_monitoring(key, v, counts)
 
-    def _after_screening(self, key: VerdictKey, v: Verdict, ratio: float, counts: Counts) -> None:
-        state = self.evaluate(counts)
+    def _record_pair(
+        self, key: VerdictKey, ratio: float, original: bool | None, compressed: bool | None
+    ) -> None:
+        if self._labelled_test is None:
+            log.debug("record_pair outside labelled mode: ignored")
+            return
+        v = self.store.get(key)
+        if v is None:
+            return
+        screening = v.state is VerdictState.SCREENING and _same(v.testing, ratio)
+        if screening:
+            self._settle(key, v.generation, ratio)
+        if original is None or compressed is None or not screening or v.expired(self._clock()):
+            return
+        pairs = self.store.record_pair(key, v.generation, ratio, original, compressed)
+        self._after_screening(key, v, ratio, self._labelled_test.evaluate(pairs))
+
+    def _after_screening(self, key: VerdictKey, v: Verdict, ratio: float, state: TestState) -> None:
         now = self._clock()
         bounds = {"lower": state.lower, "upper": state.upper, "updated_at": now}
         if state.decision is Outcome.CONTINUE:
             return
         ladder = self.config.ratios
+        # the verdict's e-value: the smallest over the rungs that passed (see fidelity.ebh)
+        passed_e = state.e_value if v.e_value is None else min(v.e_value, state.e_value)
         if state.decision is Outcome.PASS:
             nxt = _next_ratio(ladder, ratio)
             if nxt is not None:
-                new = v.replace(ratio=ratio, testing=nxt, reason="", **bounds)
+                new = v.replace(ratio=ratio, testing=nxt, reason="", e_value=passed_e, **bounds)
                 what = f"ratio {ratio} passed, screening {nxt}"
             else:
                 new = v.replace(
@@ -266,6 +405,7 @@ class Gate:
                     testing=ratio,
                     expires_at=now + self.config.ttl,
                     reason=state.reason,
+                    e_value=passed_e,
                     **bounds,
                 )
                 what = f"passed at ratio {ratio}"
@@ -284,17 +424,34 @@ class Gate:
                 testing=None,
                 expires_at=now + self.config.ttl,
                 reason=state.reason,
+                e_value=state.e_value,
                 **bounds,
             )
             what = f"failed at ratio {ratio} ({state.reason})"
         if self.store.put(key, new, expected_version=v.version):
             log.info(
-                "task %r: %s after %d comparisons (%d agreed)",
+                "task %r: %s after %d comparisons (%d agreed or compressed-correct)",
                 key.task,
                 what,
-                counts.n,
-                counts.agree,
+                state.n,
+                state.successes,
             )
+
+    def _check_floor(self, key: VerdictKey, counts: Counts) -> None:
+        floor = noise_floor(counts.agree, counts.n, tau=self.config.tau)
+        if floor.tau_above_floor and key.digest not in self._floor_warned:
+            self._floor_warned.add(key.digest)
+            log.warning("task %r: %s", key.task, floor.warning())
+
+    def _discovered(self, key: VerdictKey, now: float) -> bool:
+        """Is ``key`` among the store's e-BH discoveries? (recomputed at most every 30 s)"""
+        cached = self._ebh_cache
+        if cached is None or now - cached[0] > _EBH_REFRESH_S:
+            assert self.config.fdr_q is not None
+            found = ebh_discoveries(self.store, self.config.fdr_q, now=now)
+            cached = (now, frozenset(found))
+            self._ebh_cache = cached
+        return key.digest in cached[1]
 
     def _after_monitoring(self, key: VerdictKey, v: Verdict, counts: Counts) -> None:
         state = self.evaluate(counts, monitor=True)

@@ -1,57 +1,67 @@
 """Offline screening: run the ratio ladder's sequential tests on a file of real requests.
 
 ``screen(task, samples, target)`` sends each sample (an OpenAI request body) to the target
-once as is and once compressed per ratio, compares the outputs with the task's metric, and
-feeds the sequential test. The ladder runs conservative → aggressive on the SAME samples in
-the same order; the most aggressive ratio that passes is the verdict. Original outputs are
+once as is and once compressed per ratio, and feeds each pair to the rung's test. The ladder
+runs conservative → aggressive on the SAME samples in the same order; the most aggressive
+ratio that passes is the verdict. Original outputs (and, in labelled mode, their labels) are
 cached, so each sample's original costs one call however many ratios are tried.
 
+Two modes (``ScreenConfig.mode``):
+
+* ``"agreement"``: the compressed answer must match the original one under the metric;
+  H0: agreement ≤ τ (:class:`~promptsieve.fidelity.stats.SequentialTest`).
+* ``"labelled"``: both answers are labelled correct or not, by the sample's gold answer or a
+  user judge; H0: the compressed accuracy is worse than the original's by more than the
+  margin (:class:`~promptsieve.fidelity.labelled.NonInferiorityTest`).
+
 A target error or timeout counts as neither agreement nor disagreement: the call is retried
-once, then the sample is skipped (it still uses up one of the ratio's ``budget`` attempts,
-so a dead target cannot make screening loop).
+once, then the sample is skipped (it still uses up one of the ratio's ``budget`` attempts, so
+a dead target cannot make screening loop). A judge that raises or times out makes that pair
+"not counted" (skipped), never "agreed" or "correct".
+
+``noise_samples`` > 0 also measures the noise floor on that many samples first: each is sent
+again as a meaning-preserving variant (:mod:`promptsieve.fidelity.noise`) and compared
+with its original answer; a warning is logged when τ is above what the floor allows.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal
 
-from promptsieve._errors import ConfigError, StoreError, TargetError, missing_extra
+from promptsieve._errors import ConfigError, TargetError
+from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
-from promptsieve.fidelity.stats import Outcome, SequentialTest
+from promptsieve.fidelity.labelled import NonInferiorityTest, check_margin
+from promptsieve.fidelity.noise import NoiseFloor, VariantKind, noise_floor, variant
+from promptsieve.fidelity.samples import body_problem, gold_problem, split_gold
+from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import Verdict, VerdictKey, VerdictState, VerdictStore
-from promptsieve.prompt import Message, OpaquePart, Part, TextPart
+from promptsieve.fidelity.target import Target
 
 __all__ = [
     "CompressFn",
-    "HTTPTarget",
+    "Judge",
     "RatioResult",
     "ScreenConfig",
     "ScreenResult",
-    "Target",
     "body_compressor",
-    "load_samples",
+    "gold_judge",
     "screen",
 ]
 
 log = logging.getLogger(__name__)
 
 CompressFn = Callable[[Mapping[str, Any], float], dict[str, Any]]  # (body, ratio) -> body'
-
-
-@runtime_checkable
-class Target(Protocol):
-    """The model under test: one request body in, its output out (TargetError on failure)."""
-
-    model: str
-
-    def complete(self, body: Mapping[str, Any]) -> TargetOutput: ...
+#: Labelled mode: ``judge(sample, output) -> correct?``; ``sample`` is the whole JSONL
+#: object (gold field included). It may call a model; raising means "not counted".
+Judge = Callable[[Mapping[str, Any], TargetOutput], bool]
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,11 @@ class ScreenConfig:
 
     ``budget``: samples tried per ratio (errors included). ``retries``: extra attempts per
     failed target call. ``metric``: as in :func:`get_metric`; None picks one per sample from
-    the original output's shape.
+    the original output's shape (agreement) or the gold answer's shape (labelled).
+    ``mode``/``epsilon``/``rho``: see :mod:`promptsieve.fidelity.labelled`.
+    ``gold_field``: where labelled samples keep their answer. ``judge_timeout_s``: a judge
+    slower than this is "not counted". ``noise_samples``/``noise_kind``: measure the noise
+    floor on the first samples first. Wrong values raise ConfigError.
     """
 
     tau: float = 0.9
@@ -69,6 +83,13 @@ class ScreenConfig:
     ratios: tuple[float, ...] = (0.8, 0.65, 0.5, 0.35)
     metric: str | Metric | None = None
     retries: int = 1
+    mode: Literal["agreement", "labelled"] = "agreement"
+    epsilon: float | None = None
+    rho: float | None = None
+    gold_field: str = "gold"
+    judge_timeout_s: float = 60.0
+    noise_samples: int = 0
+    noise_kind: VariantKind = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.tau < 1 or not 0 < self.delta < 1:
@@ -79,25 +100,47 @@ class ScreenConfig:
             raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        if self.mode not in ("agreement", "labelled"):
+            raise ConfigError(f"mode must be 'agreement' or 'labelled', got {self.mode!r}")
+        if self.mode == "labelled":
+            check_margin(self.epsilon, self.rho)
+        elif self.epsilon is not None or self.rho is not None:
+            raise ConfigError("epsilon/rho are margins of mode='labelled'")
+        if self.judge_timeout_s <= 0:
+            raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
+        if self.noise_samples < 0:
+            raise ConfigError(f"noise_samples must be >= 0, got {self.noise_samples}")
 
 
 @dataclass(frozen=True)
 class RatioResult:
-    """One rung of the ladder."""
+    """One rung of the ladder.
+
+    ``agree``: agreements (agreement mode) or compressed-correct pairs (labelled);
+    ``original_correct``: labelled mode only. ``lower``/``upper``: the test's anytime-valid
+    bounds (agreement rate, or acc(c) - acc(o) / acc(c) - rho acc(o) in labelled mode).
+    """
 
     ratio: float
     decision: Outcome
     reason: str
     n: int  # paired comparisons counted
     agree: int
-    skipped: int  # samples skipped after target errors
+    skipped: int  # samples skipped after target errors or judge failures
     lower: float
     upper: float
+    e_value: float = 1.0
+    original_correct: int | None = None
 
 
 @dataclass(frozen=True)
 class ScreenResult:
-    """The verdict: ``passed`` with the ``ratio`` to apply, or ``failed`` (ratio None)."""
+    """The verdict: ``passed`` with the ``ratio`` to apply, or ``failed`` (ratio None).
+
+    ``e_value``: the smallest e-value over the rungs that passed (the failed first rung's
+    when none did), the value e-BH across tasks uses. ``calls`` counts every target call,
+    judge calls included (``judge_calls`` of them). ``noise``: the measured floor, if asked.
+    """
 
     task: str
     verdict: VerdictState
@@ -107,6 +150,10 @@ class ScreenResult:
     calls: int  # target calls spent, retries included
     errors: int  # target calls that failed
     ratios: tuple[RatioResult, ...] = field(default_factory=tuple)
+    mode: str = "agreement"
+    e_value: float | None = None
+    noise: NoiseFloor | None = None
+    judge_calls: int = 0
 
     @property
     def passed(self) -> bool:
@@ -115,184 +162,104 @@ class ScreenResult:
     def summary(self) -> str:
         bound = "n/a" if self.lower is None else f"[{self.lower:.3f}, {self.upper:.3f}]"
         ratio = "none" if self.ratio is None else f"{self.ratio:g}"
+        what = "agreement" if self.mode == "agreement" else "accuracy difference"
         return (
-            f"task {self.task!r}: {self.verdict.value}; ratio {ratio}; agreement bounds {bound}; "
+            f"task {self.task!r}: {self.verdict.value}; ratio {ratio}; {what} bounds {bound}; "
             f"{self.calls} target calls ({self.errors} failed)"
         )
-
-
-# -- samples ------------------------------------------------------------------------------
-
-
-def load_samples(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file of OpenAI request bodies (``messages`` or ``prompt``).
-
-    Blank lines are skipped; a malformed line raises ConfigError naming the file and line.
-    """
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read samples file {p}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start})") from exc
-    samples = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            body = json.loads(line)
-        except json.JSONDecodeError as exc:
-            msg = f"{p}:{lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
-            raise ConfigError(msg) from None
-        problem = _body_problem(body)
-        if problem:
-            raise ConfigError(f"{p}:{lineno}: {problem}")
-        samples.append(body)
-    if not samples:
-        raise ConfigError(f"{p}: no samples (expected one JSON request body per line)")
-    return samples
-
-
-def _body_problem(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return f"expected a JSON object (a request body), got {type(body).__name__}"
-    if "messages" in body:
-        msgs = body["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            return "'messages' must be a non-empty list"
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                return f"messages[{i}] must be an object with a string 'role'"
-        return None
-    if "prompt" in body:
-        if not isinstance(body["prompt"], str):
-            return "'prompt' must be a string"
-        return None
-    return "a request body needs 'messages' (chat) or 'prompt' (completions)"
 
 
 # -- compression of request bodies --------------------------------------------------------
 
 
-def _to_message(m: Mapping[str, Any]) -> Message:
-    content = m.get("content")
-    extra = {k: v for k, v in m.items() if k not in ("role", "content")}
-    parts: list[Part] = []
-    if isinstance(content, str):
-        parts.append(TextPart(content))
-    elif isinstance(content, list):
-        for p in content:
-            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str):
-                parts.append(TextPart(p["text"]))
-            else:
-                parts.append(OpaquePart(p))
-    elif content is not None:
-        parts.append(OpaquePart(content))
-    return Message(role=str(m["role"]), parts=tuple(parts), extra=extra)
-
-
-def _from_message(original: Mapping[str, Any], msg: Message) -> dict[str, Any]:
-    out = dict(original)
-    content = original.get("content")
-    if isinstance(content, str):
-        out["content"] = msg.content
-    elif isinstance(content, list):
-        new_parts: list[Any] = []
-        for old, part in zip(content, msg.parts, strict=False):
-            if isinstance(part, TextPart) and isinstance(old, dict):
-                new_parts.append({**old, "text": part.text})
-            else:
-                new_parts.append(old)
-        out["content"] = new_parts
-    return out
+def _endpoint(body: Mapping[str, Any]) -> str:
+    return "chat" if "messages" in body else "completions"
 
 
 def body_compressor(compressor: Any) -> CompressFn:
-    """Adapt a ``promptsieve.Compressor`` to ``(body, ratio) -> compressed body``."""
+    """Adapt a ``promptsieve.Compressor`` to ``(body, ratio) -> compressed body``.
+
+    Bodies go through the core converter (:mod:`promptsieve.convert`), the same one live
+    traffic uses, so offline screening compresses exactly the parts live requests would.
+    A body the converter passes through untouched comes back unchanged.
+    """
 
     def compress(body: Mapping[str, Any], ratio: float) -> dict[str, Any]:
-        new = copy.deepcopy(dict(body))
-        if "prompt" in body:
-            new["prompt"] = compressor.compress(body["prompt"], ratio=ratio).prompt
-            return new
-        originals = list(body["messages"])
-        result = compressor.compress([_to_message(m) for m in originals], ratio=ratio).prompt
-        new["messages"] = [_from_message(o, m) for o, m in zip(originals, result, strict=True)]
+        conv = from_openai(_endpoint(body), {"model": "screen", **body})
+        if conv is None:
+            return copy.deepcopy(dict(body))
+        prompt = compressor.compress(conv.request.prompt, ratio=ratio).prompt
+        new = dict(conv.rebuild(prompt))
+        if "model" not in body:
+            new.pop("model", None)
         return new
 
     return compress
 
 
-# -- HTTP target --------------------------------------------------------------------------
+def _variant_body(body: Mapping[str, Any], kind: VariantKind, seed: int) -> dict[str, Any] | None:
+    """A meaning-preserving variant of a request body, or None when it would not differ."""
+    conv = from_openai(_endpoint(body), {"model": "screen", **body})
+    if conv is None:
+        return None
+    changed = variant(conv.request.prompt, kind, seed=seed)
+    if changed == conv.request.prompt:
+        return None
+    new = dict(conv.rebuild(changed))
+    if "model" not in body:
+        new.pop("model", None)
+    return new
 
 
-class HTTPTarget:
-    """An OpenAI-compatible HTTP endpoint (``/chat/completions`` or ``/completions``).
+# -- labels -------------------------------------------------------------------------------
 
-    ``overrides`` are set on every body (e.g. ``{"temperature": 0}`` so that two calls with
-    the same prompt answer the same). The API key defaults to ``$OPENAI_API_KEY``.
+
+def gold_judge(metric: str | Metric | None = None, gold_field: str = "gold") -> Judge:
+    """Judge a labelled sample by its gold answer(s).
+
+    Correct when the output matches any acceptable answer under ``metric`` (default: the
+    metric :func:`auto_metric` picks for the gold answer's shape: a letter → choice, a
+    number → numeric, short text → SQuAD-style answer match). Raises ConfigError for an
+    unknown metric; the judge raises KeyError for a sample without gold.
     """
+    fixed = get_metric(metric) if not callable(metric) else metric
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        *,
-        overrides: Mapping[str, Any] | None = None,
-    ) -> None:
+    def judge(sample: Mapping[str, Any], output: TargetOutput) -> bool:
+        _, golds = split_gold(sample, gold_field)
+        if not golds:
+            raise KeyError(gold_field)
+        for g in golds:
+            gold = TargetOutput(g)
+            if (fixed or auto_metric(gold))(gold, output):
+                return True
+        return False
+
+    return judge
+
+
+_NOT_COUNTED = object()
+
+
+def _judged(judge: Judge, sample: Mapping[str, Any], out: TargetOutput, timeout_s: float) -> Any:
+    """``judge(sample, out)`` in a daemon thread; ``_NOT_COUNTED`` on error or time-out."""
+    box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
         try:
-            import httpx
-        except ImportError:
-            raise missing_extra("httpx", "openai") from None
-        self._httpx = httpx
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.overrides = dict(overrides or {})
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+            box.put((True, bool(judge(sample, out))))
+        except BaseException as exc:
+            box.put((False, exc))
 
-    def __repr__(self) -> str:
-        return f"HTTPTarget({self.base_url!r}, model={self.model!r})"
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> HTTPTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def complete(self, body: Mapping[str, Any]) -> TargetOutput:
-        chat = "messages" in body
-        payload = {**body, **self.overrides, "model": self.model, "stream": False}
-        path = "/chat/completions" if chat else "/completions"
-        try:
-            resp = self._client.post(path, json=payload)
-        except self._httpx.TimeoutException as exc:
-            raise TargetError(f"target timed out on {path}: {exc}") from exc
-        except self._httpx.HTTPError as exc:
-            raise TargetError(f"target request to {path} failed: {exc}") from exc
-        if resp.status_code >= 400:
-            detail = resp.text[:200]
-            raise TargetError(f"target answered HTTP {resp.status_code} on {path}: {detail}")
-        try:
-            data = resp.json()
-            choice = data["choices"][0]
-            if not chat:
-                return TargetOutput(text=str(choice.get("text") or ""))
-            message = choice["message"]
-            calls = tuple(
-                (str(c["function"]["name"]), str(c["function"].get("arguments") or ""))
-                for c in (message.get("tool_calls") or [])
-            )
-            return TargetOutput(text=str(message.get("content") or ""), tool_calls=calls)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise TargetError(f"target sent a malformed response on {path}: {exc!r}") from exc
+    threading.Thread(target=run, name="promptsieve-judge", daemon=True).start()
+    try:
+        ok, value = box.get(timeout=timeout_s)
+    except queue.Empty:
+        log.info("judge timed out after %.1f s: not counted", timeout_s)
+        return _NOT_COUNTED
+    if not ok:
+        log.info("judge failed (%s): not counted", type(value).__name__)
+        return _NOT_COUNTED
+    return value
 
 
 # -- screening ----------------------------------------------------------------------------
@@ -316,6 +283,33 @@ class _Caller:
         return None
 
 
+@dataclass
+class _Run:
+    """What one screening run shares across rungs."""
+
+    cfg: ScreenConfig
+    samples: list[dict[str, Any]]
+    bodies: list[dict[str, Any]]
+    call: _Caller
+    compress: CompressFn
+    metric: Metric | None
+    judge: Judge | None
+    originals: dict[int, TargetOutput] = field(default_factory=dict)
+    original_labels: dict[int, Any] = field(default_factory=dict)
+
+    def original(self, i: int) -> TargetOutput | None:
+        out = self.originals.get(i)
+        if out is None:
+            out = self.call(self.bodies[i])
+            if out is not None:
+                self.originals[i] = out
+        return out
+
+    def label(self, i: int, out: TargetOutput) -> Any:
+        assert self.judge is not None
+        return _judged(self.judge, self.samples[i], out, self.cfg.judge_timeout_s)
+
+
 def screen(
     task: str,
     samples: Iterable[Mapping[str, Any]],
@@ -324,6 +318,8 @@ def screen(
     *,
     compress: CompressFn | None = None,
     embed: Embed | None = None,
+    judge: Judge | None = None,
+    judge_metric: Metric | None = None,
     store: VerdictStore | None = None,
     key: VerdictKey | None = None,
     ttl: float = 7 * 24 * 3600.0,
@@ -331,47 +327,60 @@ def screen(
     """Screen ``task`` offline and return the verdict.
 
     ``compress`` rewrites a body at a ratio (default: a ``promptsieve.Compressor``).
-    ``store`` + ``key``: also write the verdict where a Gate will find it.
+    ``judge``: labelled mode's labeller (default: :func:`gold_judge` on the samples' gold
+    field, which then must be on every sample). ``judge_metric``: the metric behind
+    ``metric="judge"`` (a :class:`~promptsieve.fidelity.judge.TargetJudge`; its calls are
+    added to ``calls``). ``store`` + ``key``: also write the verdict (with its e-value and the
+    noise-floor counts) where a Gate will find it. Raises ConfigError on bad samples or
+    settings, StoreError when the store is down.
     """
     cfg = config or ScreenConfig()
-    bodies = [dict(s) for s in samples]
-    for i, body in enumerate(bodies):
-        problem = _body_problem(body)
+    raw = [dict(s) for s in samples]
+    if not raw:
+        raise ConfigError("screen() needs at least one sample")
+    labelled = cfg.mode == "labelled"
+    for i, sample in enumerate(raw):
+        problem = body_problem(sample)
+        if problem is None and labelled and judge is None:
+            problem = gold_problem(sample, cfg.gold_field)
         if problem:
             raise ConfigError(f"sample {i}: {problem}")
-    if not bodies:
-        raise ConfigError("screen() needs at least one sample")
     if compress is None:
         compress = _default_compress()
-    metric = get_metric(cfg.metric, embed=embed)
-    caller = _Caller(target, cfg.retries)
-    originals: dict[int, TargetOutput] = {}
+    metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
+    if labelled and judge is None:
+        judge = gold_judge(cfg.metric, cfg.gold_field)
+    bodies = [split_gold(s, cfg.gold_field if labelled else None)[0] for s in raw]
+    run = _Run(cfg, raw, bodies, _Caller(target, cfg.retries), compress, metric, judge)
+    noise = _measure_noise(run) if cfg.noise_samples else None
+    if noise is not None and noise.tau_above_floor and not labelled:
+        log.warning("task %r: %s", task, noise.warning())
     rungs: list[RatioResult] = []
     best: RatioResult | None = None
+    passed_e: float | None = None
     for ratio in cfg.ratios:
-        rung = _screen_ratio(ratio, bodies, cfg, caller, originals, compress, metric)
+        rung = _labelled_ratio(ratio, run) if labelled else _agreement_ratio(ratio, run)
         rungs.append(rung)
-        log.info(
-            "task %r: ratio %s %s (%d/%d agreed)",
-            task,
-            ratio,
-            rung.decision.value,
-            rung.agree,
-            rung.n,
-        )
+        log.info("task %r: ratio %s %s after %d pairs", task, ratio, rung.decision.value, rung.n)
         if rung.decision is not Outcome.PASS:
             break
         best = rung
+        passed_e = rung.e_value if passed_e is None else min(passed_e, rung.e_value)
     shown = best if best is not None else rungs[0]
+    judge_calls = int(getattr(judge_metric, "calls", 0))
     result = ScreenResult(
         task=task,
         verdict=VerdictState.PASSED if best is not None else VerdictState.FAILED,
         ratio=best.ratio if best is not None else None,
         lower=shown.lower,
         upper=shown.upper,
-        calls=caller.calls,
-        errors=caller.errors,
+        calls=run.call.calls + judge_calls,
+        errors=run.call.errors,
         ratios=tuple(rungs),
+        mode=cfg.mode,
+        e_value=passed_e if best is not None else rungs[0].e_value,
+        noise=noise,
+        judge_calls=judge_calls,
     )
     if store is not None:
         if key is None:
@@ -380,46 +389,96 @@ def screen(
     return result
 
 
-def _screen_ratio(
-    ratio: float,
-    bodies: Sequence[dict[str, Any]],
-    cfg: ScreenConfig,
-    call: _Caller,
-    originals: dict[int, TargetOutput],
-    compress: CompressFn,
-    metric: Metric | None,
-) -> RatioResult:
+def _measure_noise(run: _Run) -> NoiseFloor:
+    agree = n = 0
+    for i, body in enumerate(run.bodies[: run.cfg.noise_samples]):
+        other_body = _variant_body(body, run.cfg.noise_kind, seed=i)
+        if other_body is None:
+            continue
+        original = run.original(i)
+        other = run.call(other_body) if original is not None else None
+        if original is None or other is None:
+            continue
+        try:
+            agreed = (run.metric or auto_metric(original))(original, other)
+        except Exception as exc:
+            log.info("noise-floor comparison not counted (%s)", type(exc).__name__)
+            continue
+        n += 1
+        agree += bool(agreed)
+    tau = run.cfg.tau if run.cfg.mode == "agreement" else None
+    return noise_floor(agree, n, tau=tau)
+
+
+def _agreement_ratio(ratio: float, run: _Run) -> RatioResult:
+    cfg = run.cfg
     test = SequentialTest(cfg.tau, cfg.delta, cfg.budget)
     state = test.state
     skipped = 0
-    for i, body in enumerate(bodies[: cfg.budget]):
-        original = originals.get(i)
-        if original is None:
-            original = call(body)
-            if original is None:
-                skipped += 1
-                continue
-            originals[i] = original
-        compressed = call(compress(body, ratio))
-        if compressed is None:
+    for i, body in enumerate(run.bodies[: cfg.budget]):
+        original = run.original(i)
+        compressed = run.call(run.compress(body, ratio)) if original is not None else None
+        if original is None or compressed is None:
             skipped += 1
             continue
-        agreed = (metric or auto_metric(original))(original, compressed)
+        try:
+            agreed = (run.metric or auto_metric(original))(original, compressed)
+        except Exception as exc:  # a judge metric that failed: not counted
+            log.info("comparison not counted (%s)", type(exc).__name__)
+            skipped += 1
+            continue
         state = test.update(agreed)
         if state.decision is not Outcome.CONTINUE:
             break
+    return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget)
+
+
+def _labelled_ratio(ratio: float, run: _Run) -> RatioResult:
+    cfg = run.cfg
+    test = NonInferiorityTest(cfg.delta, cfg.budget, epsilon=cfg.epsilon, rho=cfg.rho)
+    state = test.state
+    skipped = 0
+    for i, body in enumerate(run.bodies[: cfg.budget]):
+        original = run.original(i)
+        if original is None:
+            skipped += 1
+            continue
+        if i not in run.original_labels:
+            run.original_labels[i] = run.label(i, original)
+        o_label = run.original_labels[i]
+        compressed = run.call(run.compress(body, ratio)) if o_label is not _NOT_COUNTED else None
+        c_label = run.label(i, compressed) if compressed is not None else _NOT_COUNTED
+        if o_label is _NOT_COUNTED or c_label is _NOT_COUNTED:
+            skipped += 1
+            continue
+        state = test.update(bool(o_label), bool(c_label))
+        if state.decision is not Outcome.CONTINUE:
+            break
+    return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget, test.pairs.original_correct)
+
+
+def _rung(
+    ratio: float, state: TestState, skipped: int, full: bool, original: int | None = None
+) -> RatioResult:
     decision, reason = state.decision, state.reason
     if decision is Outcome.CONTINUE:  # ran out of samples or attempts before deciding
         decision = Outcome.FAIL
-        reason = "budget" if len(bodies) >= cfg.budget else "samples exhausted"
+        reason = "budget" if full else "samples exhausted"
     return RatioResult(
-        ratio, decision, reason, state.n, state.successes, skipped, state.lower, state.upper
+        ratio,
+        decision,
+        reason,
+        state.n,
+        state.successes,
+        skipped,
+        state.lower,
+        state.upper,
+        state.e_value,
+        original,
     )
 
 
 def _save(store: VerdictStore, key: VerdictKey, result: ScreenResult, ttl: float) -> None:
-    import time
-
     now = time.time()
     old = store.get(key)
     verdict = Verdict(
@@ -432,10 +491,15 @@ def _save(store: VerdictStore, key: VerdictKey, result: ScreenResult, ttl: float
         updated_at=now,
         expires_at=now + ttl,
         generation=(old.generation + 1) if old is not None else 1,
+        e_value=result.e_value,
         reason="offline screen",
     )
     if not store.put(key, verdict, expected_version=None if old is None else old.version):
         log.warning("task %r: verdict changed concurrently; offline result not saved", key.task)
+        return
+    if result.noise is not None:  # the gate shows the floor measured offline
+        for i in range(result.noise.n):
+            store.record_noise(key, verdict.generation, i < result.noise.agree)
 
 
 def _default_compress() -> CompressFn:
@@ -446,103 +510,8 @@ def _default_compress() -> CompressFn:
     return body_compressor(Compressor())
 
 
-def _compress_fn() -> CompressFn:
-    """The compressor the CLI screens with (the SDK's default ``Compressor``)."""
-    return _default_compress()
+def run_cli(*args: Any, **kwargs: Any) -> int:
+    """``promptsieve screen`` (kept here for callers of the old path; see ``_screen_cli``)."""
+    from promptsieve.fidelity._screen_cli import run_cli as run
 
-
-def run_cli(
-    task: str,
-    samples: str | Path,
-    base_url: str,
-    model: str,
-    *,
-    tau: float = 0.9,
-    delta: float = 0.05,
-    budget: int = 100,
-    ratios: str = "0.8,0.65,0.5,0.35",
-    metric: str | None = None,
-    temperature: float | None = 0.0,
-    timeout: float = 60.0,
-    as_json: bool = False,
-    store: str | None = None,
-    echo: Callable[..., Any] = print,
-) -> int:
-    """``promptsieve screen``: 0 = passed, 1 = failed, 2 = bad input.
-
-    ``store``: also save the verdict (a SQLite path, ``default`` for the SDK's default file,
-    or a ``redis://`` URL) under the key a ``Sieve`` with the same metric, τ, δ and ladder
-    looks up, so live traffic starts from the offline verdict.
-    """
-    try:
-        ladder = tuple(float(r) for r in ratios.split(",") if r.strip())
-    except ValueError:
-        echo(f"error: --ratios must be comma-separated numbers, got {ratios!r}", err=True)
-        return 2
-    try:
-        cfg = ScreenConfig(tau=tau, delta=delta, budget=budget, ratios=ladder, metric=metric)
-        get_metric(metric)  # unknown names fail before any call
-        bodies = load_samples(samples)
-        compress = _compress_fn()
-        saved = _store_and_key(store, task, model, cfg) if store else (None, None)
-    except (ConfigError, StoreError) as exc:
-        echo(f"error: {exc}", err=True)
-        return 2
-    overrides = {} if temperature is None else {"temperature": temperature}
-    with HTTPTarget(base_url, model, timeout=timeout, overrides=overrides) as target:
-        result = screen(task, bodies, target, cfg, compress=compress, store=saved[0], key=saved[1])
-    if as_json:
-        report = {
-            "task": result.task,
-            "verdict": result.verdict.value,
-            "ratio": result.ratio,
-            "lower": result.lower,
-            "upper": result.upper,
-            "calls": result.calls,
-            "errors": result.errors,
-            "ratios": [
-                {
-                    "ratio": r.ratio,
-                    "decision": r.decision.value,
-                    "reason": r.reason,
-                    "n": r.n,
-                    "agree": r.agree,
-                    "skipped": r.skipped,
-                    "lower": r.lower,
-                    "upper": r.upper,
-                }
-                for r in result.ratios
-            ],
-        }
-        echo(json.dumps(report, indent=2))
-    else:
-        for r in result.ratios:
-            echo(
-                f"ratio {r.ratio:g}: {r.decision.value} ({r.reason}) {r.agree}/{r.n} agreed, "
-                f"bounds [{r.lower:.3f}, {r.upper:.3f}], {r.skipped} skipped"
-            )
-        echo(f"verdict: {result.verdict.value}")
-        echo(f"ratio chosen: {'none' if result.ratio is None else f'{result.ratio:g}'}")
-        bound = "n/a" if result.lower is None else f"{result.lower:.3f}"
-        echo(f"lower bound on agreement: {bound} (tau {tau:g}, delta {delta:g})")
-        echo(f"target calls spent: {result.calls} ({result.errors} failed)")
-        if saved[1] is not None:
-            echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
-    return 0 if result.passed else 1
-
-
-def _store_and_key(
-    spec: str, task: str, model: str, cfg: ScreenConfig
-) -> tuple[VerdictStore, VerdictKey]:
-    """The store named by ``spec`` and the key a matching default ``Sieve`` reads."""
-    from promptsieve.fidelity.gate import GateConfig
-    from promptsieve.fidelity.store import RedisStore, SQLiteStore
-    from promptsieve.sieve import Sieve, SieveConfig
-
-    gate = GateConfig(tau=cfg.tau, delta=cfg.delta, budget=cfg.budget, ratios=cfg.ratios)
-    if cfg.metric is not None and not isinstance(cfg.metric, str):
-        raise ConfigError("--store needs a named metric (a callable has no stable key)")
-    key = Sieve(SieveConfig(metric=cfg.metric, gate=gate)).verdict_key(task, model)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(spec), key
-    return SQLiteStore(None if spec == "default" else spec), key
+    return run(*args, **kwargs)

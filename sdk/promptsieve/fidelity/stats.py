@@ -48,6 +48,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import betainc, betaincc, betaln, logsumexp
 
+from promptsieve._errors import ConfigError
+
 __all__ = ["Outcome", "SequentialTest", "TestState"]
 
 _SPIKE_WEIGHT = 0.95  # prior mass near p = 1 (see the module docstring)
@@ -76,6 +78,10 @@ class TestState:
     upper: float
     decision: Outcome
     reason: str = ""  # "lower bound > tau" | "upper bound < tau" | "budget" | ""
+    #: The pass side's e-value at these counts: the mixture martingale M(tau) (agreement
+    #: mode) or the betting e-process (labelled mode). A stopped test supermartingale, so
+    #: E[e] <= 1 when the task is truly below tau; e-BH across tasks uses it.
+    e_value: float = 1.0
 
     @property
     def rate(self) -> float:
@@ -108,10 +114,11 @@ class SequentialTest:
     """Anytime-valid test of H0: agreement ≤ tau against H1: agreement > tau.
 
     ``update(agreed)`` after each paired comparison; ``evaluate(n, successes)`` judges counts
-    kept elsewhere (a verdict store). PASS when the lower bound clears ``tau`` (false-pass
-    rate ≤ ``delta`` for any true rate ≤ tau, under optional stopping); FAIL when the upper
-    bound falls below ``tau`` or ``budget`` comparisons were spent without a pass
-    (``budget=None``: no cap, as in monitoring).
+    kept elsewhere (a verdict store). Bad ``tau``/``delta``/``budget`` raise ConfigError;
+    ``evaluate`` raises ValueError on impossible counts. PASS when the lower bound clears
+    ``tau`` (false-pass rate ≤ ``delta`` for any true rate ≤ tau, under optional
+    stopping); FAIL when the upper bound falls below ``tau`` or ``budget`` comparisons were
+    spent without a pass (``budget=None``: no cap, as in monitoring).
     """
 
     __test__ = False
@@ -125,11 +132,11 @@ class SequentialTest:
         prior: tuple[float, float] | None = None,
     ) -> None:
         if not 0 < tau < 1:
-            raise ValueError(f"tau must be in (0, 1), got {tau}")
+            raise ConfigError(f"tau must be in (0, 1), got {tau}")
         if not 0 < delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
+            raise ConfigError(f"delta must be in (0, 1), got {delta}")
         if budget is not None and budget < 1:
-            raise ValueError(f"budget must be a positive number of comparisons, got {budget}")
+            raise ConfigError(f"budget must be a positive number of comparisons, got {budget}")
         self.tau = tau
         self.delta = delta
         self.budget = budget
@@ -221,19 +228,29 @@ class SequentialTest:
         f = n - successes
         lower = self._lower(successes, f)
         upper = self._upper(successes, f)
+        e = self.e_value(successes, f)
         if bool(self.passes(successes, f)):
             return TestState(
-                n, successes, max(lower, self.tau), upper, Outcome.PASS, "lower bound > tau"
+                n, successes, max(lower, self.tau), upper, Outcome.PASS, "lower bound > tau", e
             )
         lower = min(lower, self.tau)
         if bool(self.fails(successes, f)):
             return TestState(
-                n, successes, lower, min(upper, self.tau), Outcome.FAIL, "upper bound < tau"
+                n, successes, lower, min(upper, self.tau), Outcome.FAIL, "upper bound < tau", e
             )
         upper = max(upper, self.tau)
         if self.budget is not None and n >= self.budget:
-            return TestState(n, successes, lower, upper, Outcome.FAIL, "budget")
-        return TestState(n, successes, lower, upper, Outcome.CONTINUE)
+            return TestState(n, successes, lower, upper, Outcome.FAIL, "budget", e)
+        return TestState(n, successes, lower, upper, Outcome.CONTINUE, "", e)
+
+    def e_value(self, successes: int, failures: int) -> float:
+        """The pass side's e-value M(tau) at these counts (float; ``inf`` on overflow).
+
+        Stopped at any stopping time it is an e-value for H0: agreement <= tau (Ville /
+        optional stopping for test supermartingales), which is what e-BH needs.
+        """
+        log_e = float(self.log_evidence_pass(successes, failures))
+        return math.exp(log_e) if log_e < 700 else math.inf
 
     def update(self, agreed: bool) -> TestState:
         """Add one paired comparison. Updates after a decision raise: start a new test."""

@@ -14,7 +14,11 @@ Two operations carry the concurrency story:
   stale read loses instead of overwriting a newer one.
 
 Counters belong to a verdict *generation*; re-screening starts a new generation, so late
-results from an old one cannot leak into the new test.
+results from an old one cannot leak into the new test. Besides agreement counts per ratio a
+generation holds labelled pairs per ratio (four cell counters, :class:`Pairs`, for labelled
+non-inferiority) and noise-floor counts (the original against a meaning-preserving variant
+of itself). Each verdict records the e-value of its test, and :meth:`VerdictStore.verdicts`
+lists all of them, which is what e-BH across a store's tasks reads.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
+from promptsieve.fidelity.labelled import Pairs
 
 __all__ = [
     "Counts",
     "RedisStore",
     "SQLiteStore",
+    "StoredVerdict",
     "Verdict",
     "VerdictKey",
     "VerdictState",
@@ -92,8 +98,11 @@ class Verdict:
 
     ``ratio``: the most aggressive ratio that passed so far (the one applied once PASSED).
     ``testing``: the ratio under test (SCREENING) or monitored (PASSED).
-    ``counts``: screening counts per ratio; ``monitor``: monitoring counts at ``ratio``
-    (both for the current ``generation`` only). ``version`` increases with every write.
+    ``counts``: screening counts per ratio; ``monitor``: monitoring counts at ``ratio``;
+    ``pairs``: labelled (original correct, compressed correct) cells per ratio; ``noise``:
+    noise-floor comparisons (all for the current ``generation`` only). ``e_value``: the
+    e-value behind the state (for a pass, the smallest over the ladder's passed rungs; see
+    :mod:`promptsieve.fidelity.ebh`). ``version`` increases with every write.
     """
 
     state: VerdictState = VerdictState.UNSCREENED
@@ -101,6 +110,9 @@ class Verdict:
     testing: float | None = None
     counts: Mapping[float, Counts] = field(default_factory=dict)
     monitor: Counts = Counts()
+    pairs: Mapping[float, Pairs] = field(default_factory=dict)
+    noise: Counts = Counts()
+    e_value: float | None = None
     lower: float | None = None
     upper: float | None = None
     created_at: float = 0.0
@@ -117,6 +129,9 @@ class Verdict:
     def counts_at(self, ratio: float) -> Counts:
         return self.counts.get(_ratio_key(ratio), Counts())
 
+    def pairs_at(self, ratio: float) -> Pairs:
+        return self.pairs.get(_ratio_key(ratio), Pairs())
+
     def replace(self, **changes: Any) -> Verdict:
         return dataclasses.replace(self, **changes)
 
@@ -129,8 +144,26 @@ def _slot(ratio: float, monitor: bool) -> str:
     return f"{'m' if monitor else 's'}{_ratio_key(ratio)!r}"
 
 
-def _meta_of(v: Verdict) -> dict[str, Any]:
-    return {
+_NOISE_SLOT = "n"
+_CELLS = ("11", "10", "01", "00")
+
+
+def _pair_slot(ratio: float, cell: str) -> str:
+    return f"p{_ratio_key(ratio)!r}:{cell}"
+
+
+def _settings_digest(key: VerdictKey) -> str:
+    return hashlib.sha256(key.settings.encode("utf-8")).hexdigest()[:16]
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None or math.isnan(x):
+        return None
+    return min(float(x), 1e300)  # JSON has no infinity
+
+
+def _meta_of(v: Verdict, key: VerdictKey | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
         "state": v.state.value,
         "ratio": v.ratio,
         "testing": v.testing,
@@ -140,16 +173,29 @@ def _meta_of(v: Verdict) -> dict[str, Any]:
         "updated_at": v.updated_at,
         "expires_at": v.expires_at,
         "reason": v.reason,
+        "e_value": _finite(v.e_value),
     }
+    if key is not None:  # for listing (e-BH); the settings only as a hash
+        meta["key"] = [key.task, key.target_model, key.proxy_fingerprint, _settings_digest(key)]
+    return meta
 
 
 def _verdict_of(
     meta: Mapping[str, Any], generation: int, version: int, counters: Mapping[str, tuple[int, int]]
 ) -> Verdict:
     counts: dict[float, Counts] = {}
-    monitor = Counts()
+    cells: dict[float, dict[str, int]] = {}
+    monitor = noise = Counts()
     for slot, (n, agree) in counters.items():
-        kind, ratio = slot[0], float(slot[1:])
+        kind = slot[0]
+        if kind == _NOISE_SLOT:
+            noise = Counts(n, agree)
+            continue
+        if kind == "p":
+            raw_ratio, _, cell = slot[1:].partition(":")
+            cells.setdefault(_ratio_key(float(raw_ratio)), {})[cell] = n
+            continue
+        ratio = float(slot[1:])
         if kind == "s":
             counts[_ratio_key(ratio)] = Counts(n, agree)
         elif meta.get("ratio") is not None and _ratio_key(ratio) == _ratio_key(meta["ratio"]):
@@ -160,6 +206,9 @@ def _verdict_of(
         testing=meta.get("testing"),
         counts=counts,
         monitor=monitor,
+        pairs={r: Pairs.from_cells(c) for r, c in cells.items()},
+        noise=noise,
+        e_value=meta.get("e_value"),
         lower=meta.get("lower"),
         upper=meta.get("upper"),
         created_at=float(meta.get("created_at") or 0.0),
@@ -169,6 +218,30 @@ def _verdict_of(
         version=version,
         reason=meta.get("reason") or "",
     )
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """One entry of :meth:`VerdictStore.verdicts`: what a verdict is about, and the verdict.
+
+    ``settings_digest`` is a hash of the key's settings (the store never keeps the settings
+    text); ``verdict`` carries no counts.
+    """
+
+    digest: str
+    task: str
+    target_model: str
+    proxy_fingerprint: str
+    settings_digest: str
+    verdict: Verdict
+
+
+def _stored(digest: str, meta: Mapping[str, Any], generation: int, version: int) -> StoredVerdict:
+    task, model, fp, settings = [*(meta.get("key") or []), "", "", "", ""][:4]
+    return StoredVerdict(
+        digest, str(task), str(model), str(fp), str(settings),
+        _verdict_of(meta, generation, version, {}),
+    )  # fmt: skip
 
 
 @runtime_checkable
@@ -191,6 +264,25 @@ class VerdictStore(Protocol):
         self, key: VerdictKey, generation: int, ratio: float, agreed: bool, *, monitor: bool = False
     ) -> Counts:
         """Atomically add one comparison at ``ratio``; returns the counts after it."""
+        ...
+
+    def record_pair(
+        self,
+        key: VerdictKey,
+        generation: int,
+        ratio: float,
+        original_correct: bool,
+        compressed_correct: bool,
+    ) -> Pairs:
+        """Atomically add one labelled pair at ``ratio``; returns the four cells after it."""
+        ...
+
+    def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
+        """Atomically add one noise-floor comparison; returns the noise counts after it."""
+        ...
+
+    def verdicts(self) -> list[StoredVerdict]:
+        """Every verdict in the store (without counts), e.g. for e-BH across tasks."""
         ...
 
     def delete(self, key: VerdictKey) -> None: ...
@@ -318,7 +410,7 @@ class SQLiteStore:
                             key.proxy_fingerprint,
                             verdict.generation,
                             (expected_version or 0) + 1,
-                            json.dumps(_meta_of(verdict)),
+                            json.dumps(_meta_of(verdict, key)),
                         ),
                     )
                     conn.execute(
@@ -347,6 +439,64 @@ class SQLiteStore:
                 .fetchone()
             )
             return Counts(int(row[0]), int(row[1]))
+
+    def _increment(self, key: VerdictKey, generation: int, slot: str, agreed: bool) -> None:
+        self._conn().execute(
+            "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
+            "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
+            "agree = agree + excluded.agree",
+            (key.digest, generation, slot, int(bool(agreed))),
+        )
+
+    def record_pair(
+        self,
+        key: VerdictKey,
+        generation: int,
+        ratio: float,
+        original_correct: bool,
+        compressed_correct: bool,
+    ) -> Pairs:
+        cell = Pairs.cell(original_correct, compressed_correct)
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # the increment and the read are one snapshot
+            try:
+                self._increment(key, generation, _pair_slot(ratio, cell), False)
+                slots = [_pair_slot(ratio, c) for c in _CELLS]
+                rows = conn.execute(
+                    "SELECT slot, n FROM counts WHERE id = ? AND generation = ? "
+                    "AND slot IN (?, ?, ?, ?)",
+                    (key.digest, generation, *slots),
+                ).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        found = {slot.rpartition(":")[2]: int(n) for slot, n in rows}
+        return Pairs.from_cells(found)
+
+    def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
+        with self._errors():
+            row = (
+                self._conn()
+                .execute(
+                    "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
+                    "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
+                    "agree = agree + excluded.agree RETURNING n, agree",
+                    (key.digest, generation, _NOISE_SLOT, int(bool(agreed))),
+                )
+                .fetchone()
+            )
+            return Counts(int(row[0]), int(row[1]))
+
+    def verdicts(self) -> list[StoredVerdict]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute("SELECT id, generation, version, meta FROM verdicts ORDER BY id")
+                .fetchall()
+            )
+        return [_stored(d, json.loads(m), int(g), int(v)) for d, g, v, m in rows]
 
     def delete(self, key: VerdictKey) -> None:
         with self._errors():
@@ -467,7 +617,7 @@ class RedisStore:
             args=[
                 "" if expected_version is None else str(expected_version),
                 str(verdict.generation),
-                json.dumps(_meta_of(verdict)),
+                json.dumps(_meta_of(verdict, key)),
                 expire,
             ],
         )
@@ -486,6 +636,48 @@ class RedisStore:
             args=[_slot(ratio, monitor), int(bool(agreed))],
         )
         return Counts(int(n), int(agree))
+
+    def record_pair(
+        self,
+        key: VerdictKey,
+        generation: int,
+        ratio: float,
+        original_correct: bool,
+        compressed_correct: bool,
+    ) -> Pairs:
+        cell = Pairs.cell(original_correct, compressed_correct)
+        ckey = self._ckey(key, generation)
+        self._call(
+            "record",
+            self._record,
+            keys=[ckey, self._vkey(key)],
+            args=[_pair_slot(ratio, cell), 0],
+        )  # then one atomic read of the four cells (counters only grow)
+        fields = [f"{_pair_slot(ratio, c)}|n" for c in _CELLS]
+        values = self._call("record", self.client.hmget, ckey, fields)
+        return Pairs.from_cells({c: int(v or 0) for c, v in zip(_CELLS, values, strict=True)})
+
+    def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
+        n, agree = self._call(
+            "record",
+            self._record,
+            keys=[self._ckey(key, generation), self._vkey(key)],
+            args=[_NOISE_SLOT, int(bool(agreed))],
+        )
+        return Counts(int(n), int(agree))
+
+    def verdicts(self) -> list[StoredVerdict]:
+        out = []
+        pattern = f"{self.prefix}v:*"
+        for name in self._call("list", lambda: list(self.client.scan_iter(match=pattern))):
+            raw = self._call("list", self.client.hgetall, name)
+            if not raw:
+                continue  # expired between the scan and the read
+            data = {_s(k): _s(v) for k, v in raw.items()}
+            digest = _s(name)[len(self.prefix) + 2 :]
+            meta = json.loads(data["meta"])
+            out.append(_stored(digest, meta, int(data["generation"]), int(data["version"])))
+        return sorted(out, key=lambda v: v.digest)
 
     def delete(self, key: VerdictKey) -> None:
         raw = self._call("delete", self.client.hget, self._vkey(key), "generation")

@@ -1,0 +1,313 @@
+"""``promptsieve screen``: offline screening from the command line (registered by ``cli``)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from promptsieve._errors import ConfigError, StoreError
+from promptsieve.fidelity.agree import get_metric
+from promptsieve.fidelity.gate import GateConfig
+from promptsieve.fidelity.judge import TargetJudge, target_judge
+from promptsieve.fidelity.keys import verdict_key
+from promptsieve.fidelity.samples import load_samples
+from promptsieve.fidelity.screen import (
+    CompressFn,
+    Judge,
+    ScreenConfig,
+    ScreenResult,
+    body_compressor,
+    screen,
+)
+from promptsieve.fidelity.store import RedisStore, SQLiteStore, VerdictKey, VerdictStore
+from promptsieve.fidelity.target import HTTPTarget, prompt_body
+
+__all__ = ["run_cli", "screen_command"]
+
+_JUDGE_MAX_TOKENS = 3
+
+
+def _screening_compressor() -> tuple[CompressFn, str]:
+    """The compressor the CLI screens with (the SDK's default) and its fingerprint."""
+    from promptsieve.compressor import Compressor
+
+    comp = Compressor()
+    return body_compressor(comp), comp.fingerprint
+
+
+def _load_judge(spec: str) -> Judge:
+    """``module:function`` -> the user's judge callable (ConfigError when it is not one)."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ConfigError(f"--judge must be 'module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load judge {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"judge {spec!r} is not callable")
+    return fn
+
+
+def run_cli(
+    task: str,
+    samples: str | Path,
+    base_url: str,
+    model: str,
+    *,
+    tau: float = 0.9,
+    delta: float = 0.05,
+    budget: int = 100,
+    ratios: str = "0.8,0.65,0.5,0.35",
+    metric: str | None = None,
+    temperature: float | None = 0.0,
+    timeout: float = 60.0,
+    as_json: bool = False,
+    store: str | None = None,
+    mode: str = "agreement",
+    epsilon: float | None = None,
+    rho: float | None = None,
+    gold_field: str = "gold",
+    judge: str | None = None,
+    noise: int = 0,
+    echo: Callable[..., Any] = print,
+) -> int:
+    """``promptsieve screen``: 0 = passed, 1 = failed, 2 = bad input.
+
+    ``store``: also save the verdict (a SQLite path, ``default`` for the SDK's default file,
+    or a ``redis://`` URL) under the key a ``Sieve`` with the same metric, τ, δ, ladder and
+    mode looks up, so live traffic starts from the offline verdict. ``mode="labelled"``
+    reads each line's ``gold_field`` (or labels with ``judge``, ``module:function``).
+    ``metric="judge"`` asks the target whether two answers agree (calls counted).
+    """
+    try:
+        ladder = tuple(float(r) for r in ratios.split(",") if r.strip())
+    except ValueError:
+        echo(f"error: --ratios must be comma-separated numbers, got {ratios!r}", err=True)
+        return 2
+    overrides = {} if temperature is None else {"temperature": temperature}
+    target = None
+    try:
+        cfg = ScreenConfig(
+            tau=tau,
+            delta=delta,
+            budget=budget,
+            ratios=ladder,
+            metric=metric,
+            mode=mode,  # type: ignore[arg-type]
+            epsilon=epsilon,
+            rho=rho,
+            gold_field=gold_field,
+            noise_samples=noise,
+        )
+        gate = GateConfig(
+            tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
+            epsilon=epsilon, rho=rho,
+        )  # fmt: skip
+        user_judge = _load_judge(judge) if judge else None
+        get_metric(metric, judge=_validating)  # unknown names fail before any call
+        labelled = cfg.mode == "labelled"
+        bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
+        compress, fingerprint = _screening_compressor()
+        saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
+        if store:
+            key = verdict_key(task, model, fingerprint, gate, metric=metric)
+            saved = (_open_store(store), key)
+        target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+    except (ConfigError, StoreError) as exc:
+        echo(f"error: {exc}", err=True)
+        return 2
+    with target:
+        judge_metric: TargetJudge | None = None
+        if metric == "judge":
+
+            def ask(prompt: Any) -> Any:
+                assert target is not None
+                return target.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
+
+            judge_metric = target_judge(ask)
+        try:
+            result = screen(
+                task,
+                bodies,
+                target,
+                cfg,
+                compress=compress,
+                judge=user_judge,
+                judge_metric=judge_metric,
+                store=saved[0],
+                key=saved[1],
+            )
+        except (ConfigError, StoreError) as exc:
+            echo(f"error: {exc}", err=True)
+            return 2
+    if as_json:
+        echo(json.dumps(report(result), indent=2))
+    else:
+        _print(result, cfg, echo)
+        if saved[1] is not None:
+            echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
+    return 0 if result.passed else 1
+
+
+def _validating(original: Any, compressed: Any) -> bool:  # stands in for the judge
+    raise AssertionError("only used to validate the metric name")
+
+
+def _open_store(spec: str) -> VerdictStore:
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(spec)
+    return SQLiteStore(None if spec == "default" else spec)
+
+
+def report(result: ScreenResult) -> dict[str, Any]:
+    """The JSON report of a screening result."""
+    noise = result.noise
+    return {
+        "task": result.task,
+        "mode": result.mode,
+        "verdict": result.verdict.value,
+        "ratio": result.ratio,
+        "lower": result.lower,
+        "upper": result.upper,
+        "e_value": result.e_value,
+        "calls": result.calls,
+        "judge_calls": result.judge_calls,
+        "errors": result.errors,
+        "noise_floor": None
+        if noise is None
+        else {
+            "agree": noise.agree,
+            "n": noise.n,
+            "lower": noise.lower,
+            "upper": noise.upper,
+            "tau_above_floor": noise.tau_above_floor,
+        },
+        "ratios": [
+            {
+                "ratio": r.ratio,
+                "decision": r.decision.value,
+                "reason": r.reason,
+                "n": r.n,
+                "agree": r.agree,
+                "original_correct": r.original_correct,
+                "skipped": r.skipped,
+                "lower": r.lower,
+                "upper": r.upper,
+                "e_value": r.e_value,
+            }
+            for r in result.ratios
+        ],
+    }
+
+
+def _print(result: ScreenResult, cfg: ScreenConfig, echo: Callable[..., Any]) -> None:
+    labelled = result.mode == "labelled"
+    for r in result.ratios:
+        if labelled:
+            what = f"accuracy {r.agree}/{r.n} compressed vs {r.original_correct}/{r.n} original"
+        else:
+            what = f"{r.agree}/{r.n} agreed"
+        echo(
+            f"ratio {r.ratio:g}: {r.decision.value} ({r.reason}) {what}, "
+            f"bounds [{r.lower:.3f}, {r.upper:.3f}], e-value {r.e_value:.3g}, "
+            f"{r.skipped} skipped"
+        )
+    echo(f"verdict: {result.verdict.value}")
+    echo(f"ratio chosen: {'none' if result.ratio is None else f'{result.ratio:g}'}")
+    bound = "n/a" if result.lower is None else f"{result.lower:.3f}"
+    if labelled:
+        test = NonInferiorityText(cfg)
+        echo(f"lower bound on {test.quantity}: {bound} (H0: {test.null}, delta {cfg.delta:g})")
+    else:
+        echo(f"lower bound on agreement: {bound} (tau {cfg.tau:g}, delta {cfg.delta:g})")
+    if result.e_value is not None:
+        echo(f"e-value: {result.e_value:.3g}")
+    if result.noise is not None:
+        echo(result.noise.summary())
+        if result.noise.tau_above_floor:
+            echo(f"warning: {result.noise.warning()}", err=True)
+    judge = f", {result.judge_calls} of them judge calls" if result.judge_calls else ""
+    echo(f"target calls spent: {result.calls} ({result.errors} failed{judge})")
+
+
+class NonInferiorityText:
+    """How a labelled test's quantity and null read in the CLI."""
+
+    def __init__(self, cfg: ScreenConfig) -> None:
+        if cfg.rho is not None:
+            self.quantity = f"acc(compressed) - {cfg.rho:g} x acc(original)"
+            self.null = f"acc(compressed) <= {cfg.rho:g} x acc(original)"
+        else:
+            eps = 0.05 if cfg.epsilon is None else cfg.epsilon
+            self.quantity = "acc(compressed) - acc(original)"
+            self.null = f"acc(compressed) <= acc(original) - {eps:g}"
+
+
+def screen_command(
+    task: Annotated[str, typer.Option(help="task name the verdict is for")],
+    samples: Annotated[Path, typer.Option(help="JSONL file, one OpenAI request body per line")],
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL of the target")],
+    model: Annotated[str, typer.Option(help="target model name")],
+    tau: Annotated[float, typer.Option(help="required agreement rate")] = 0.9,
+    delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
+    budget: Annotated[int, typer.Option(help="samples tried per ratio")] = 100,
+    ratios: Annotated[str, typer.Option(help="ladder, conservative first")] = "0.8,0.65,0.5,0.35",
+    metric: Annotated[
+        str | None, typer.Option(help="exact|numeric|json|f1:0.8|squad:0.5|judge|...")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature forced on calls")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="seconds per target call")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="save the verdict for live traffic: a SQLite path, 'default', or redis://URL"
+        ),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="agreement (label-free) | labelled (non-inferiority vs gold)")
+    ] = "agreement",
+    epsilon: Annotated[
+        float | None, typer.Option(help="labelled: accuracy points compression may lose")
+    ] = None,
+    rho: Annotated[
+        float | None, typer.Option(help="labelled: share of the original's accuracy to keep")
+    ] = None,
+    gold_field: Annotated[str, typer.Option(help="labelled: field holding the answer")] = "gold",
+    judge: Annotated[
+        str | None, typer.Option(help="labelled: judge callable 'module:function(sample, out)'")
+    ] = None,
+    noise: Annotated[
+        int, typer.Option(help="measure the noise floor on this many samples first")
+    ] = 0,
+) -> None:
+    """Screen a task offline against a target (API key from $OPENAI_API_KEY)."""
+    code = run_cli(
+        task,
+        samples,
+        base_url,
+        model,
+        tau=tau,
+        delta=delta,
+        budget=budget,
+        ratios=ratios,
+        metric=metric,
+        temperature=temperature,
+        timeout=timeout,
+        as_json=as_json,
+        store=store,
+        mode=mode,
+        epsilon=epsilon,
+        rho=rho,
+        gold_field=gold_field,
+        judge=judge,
+        noise=noise,
+        echo=typer.echo,
+    )
+    raise typer.Exit(code)

@@ -1,0 +1,99 @@
+"""The model under test for offline screening: the Target protocol and an HTTP target."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from promptsieve._errors import TargetError, missing_extra
+from promptsieve.fidelity.agree import TargetOutput
+from promptsieve.prompt import Message, Prompt
+
+__all__ = ["HTTPTarget", "Target", "prompt_body"]
+
+
+@runtime_checkable
+class Target(Protocol):
+    """The model under test: one request body in, its output out (TargetError on failure)."""
+
+    model: str
+
+    def complete(self, body: Mapping[str, Any]) -> TargetOutput: ...
+
+
+def prompt_body(prompt: Prompt, max_tokens: int) -> dict[str, Any]:
+    """An OpenAI request body for a neutral prompt (text parts only), e.g. a judge call."""
+    if isinstance(prompt, str):
+        return {"prompt": prompt, "max_tokens": max_tokens}
+    messages = [{"role": m.role, "content": m.content} for m in prompt if isinstance(m, Message)]
+    return {"messages": messages, "max_tokens": max_tokens}
+
+
+class HTTPTarget:
+    """An OpenAI-compatible HTTP endpoint (``/chat/completions`` or ``/completions``).
+
+    ``overrides`` are set on every body (e.g. ``{"temperature": 0}`` so that two calls with
+    the same prompt answer the same). The API key defaults to ``$OPENAI_API_KEY``;
+    ``timeout_s`` is per call. :meth:`complete` raises TargetError on any failure.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise missing_extra("httpx", "openai") from None
+        self._httpx = httpx
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.overrides = dict(overrides or {})
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+
+    def __repr__(self) -> str:
+        return f"HTTPTarget({self.base_url!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HTTPTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def complete(self, body: Mapping[str, Any]) -> TargetOutput:
+        chat = "messages" in body
+        payload = {**body, **self.overrides, "model": self.model, "stream": False}
+        path = "/chat/completions" if chat else "/completions"
+        try:
+            resp = self._client.post(path, json=payload)
+        except self._httpx.TimeoutException as exc:
+            raise TargetError(f"target timed out on {path}: {exc}") from exc
+        except self._httpx.HTTPError as exc:
+            raise TargetError(f"target request to {path} failed: {exc}") from exc
+        if resp.status_code >= 400:
+            detail = resp.text[:200]
+            raise TargetError(f"target answered HTTP {resp.status_code} on {path}: {detail}")
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            if not chat:
+                return TargetOutput(text=str(choice.get("text") or ""))
+            message = choice["message"]
+            calls = tuple(
+                (str(c["function"]["name"]), str(c["function"].get("arguments") or ""))
+                for c in (message.get("tool_calls") or [])
+            )
+            return TargetOutput(text=str(message.get("content") or ""), tool_calls=calls)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise TargetError(f"target sent a malformed response on {path}: {exc!r}") from exc
