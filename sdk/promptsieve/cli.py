@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from promptsieve._export_cli import export_command
+
 app = typer.Typer(
     name="promptsieve",
     help="Compress LLM prompts where a fidelity test against the target has passed.",
@@ -178,6 +180,10 @@ def bench(ctx: typer.Context) -> None:
             "pip install 'promptsieve[bench,local]'"
         ) from exc
     bench_main(list(ctx.args))
+
+
+# Subcommands that live in their own modules (one line each).
+app.command("export")(export_command)
 
 
 def main() -> None:

