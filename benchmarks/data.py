@@ -41,7 +41,7 @@ __all__ = [
     "normalize_answer",
 ]
 
-Kind = Literal["cot", "direct", "gsm8k", "needle"]
+Kind = Literal["cot", "direct", "gsm8k", "needle", "qa"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class BenchItem:
     question: str
     gold: str
     kind: Kind
+    docs: tuple[str, ...] = ()  # multi-document items: the documents, in prompt order
 
     def __post_init__(self) -> None:
         if not self.prompt.endswith(self.question):

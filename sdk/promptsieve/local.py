@@ -51,7 +51,7 @@ from promptsieve._assemble import PackagedFile, Part, assemble
 from promptsieve._errors import ConfigError, TargetError, missing_extra
 
 if TYPE_CHECKING:
-    from promptsieve.fidelity.screen import HTTPTarget
+    from promptsieve.fidelity import HTTPTarget
 
 __all__ = ["EMBEDDED_MODELS", "EmbeddedModel", "LocalTarget", "LocalTargetConfig", "gguf_path"]
 
@@ -265,7 +265,9 @@ class LocalTarget:
         self._log_file = log_file
 
     @classmethod
-    def start(cls, config: LocalTargetConfig | None = None, *, model: str | None = None) -> LocalTarget:
+    def start(
+        cls, config: LocalTargetConfig | None = None, *, model: str | None = None
+    ) -> LocalTarget:
         """Launch the server and wait until it answers (TargetError with its log otherwise).
 
         ``model`` is a shortcut for ``LocalTargetConfig(model=...)``.
@@ -401,7 +403,7 @@ class LocalTarget:
         self, *, timeout: float = 120.0, overrides: dict[str, Any] | None = None
     ) -> HTTPTarget:
         """An :class:`~promptsieve.fidelity.HTTPTarget` for screening (temperature 0, seeded)."""
-        from promptsieve.fidelity.screen import HTTPTarget
+        from promptsieve.fidelity import HTTPTarget
 
         fixed = {"temperature": 0.0, "seed": self.config.seed, **(overrides or {})}
         return HTTPTarget(self.base_url, self.model, api_key="", timeout=timeout, overrides=fixed)

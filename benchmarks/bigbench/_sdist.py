@@ -1,0 +1,189 @@
+"""The ``bigbench==1.0.0`` sdist: fetched once, verified, and only the used task files extracted.
+
+The sdist (≈ 360 MB on the package registry) carries every BIG-bench task's full example set
+as ``bigbench/benchmark_tasks/<task>/task.json``. It is never pip-installed (that pulls heavy
+dependencies) and never fetched at import time: :func:`task_examples` fetches it on first use
+with ``pip download --no-deps bigbench==1.0.0`` into ``<cache>/registry/bigbench-1.0.0/``
+(or finds it under ``$PROMPTSIEVE_REGISTRY_DIR``), checks its SHA-256, and extracts the task
+files this benchmark reads into ``<cache>/bench/bigbench-1.0.0/``, with a manifest of their
+hashes so that a damaged extracted file is noticed and extracted again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from promptsieve import ConfigError
+from promptsieve._paths import cache_dir
+
+__all__ = ["SDIST_SHA256", "TASK_FILES", "sdist_path", "task_examples", "task_json"]
+
+log = logging.getLogger(__name__)
+
+REQUIREMENT = "bigbench==1.0.0"
+SDIST_FILE = "bigbench-1.0.0.tar.gz"
+SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+SDIST_SIZE = 358_249_635
+_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+
+#: Task name (as used here) → its folder under ``benchmark_tasks``.
+TASK_FILES: dict[str, str] = {
+    "disfl_qa": "disfl_qa",
+    "vitaminc_fact_verification": "vitaminc_fact_verification",
+    "causal_judgment": "causal_judgment",
+    "date_understanding": "date_understanding",
+    "disambiguation_qa": "disambiguation_qa",
+    "geometric_shapes": "geometric_shapes",
+    "hyperbaton": "hyperbaton",
+    "logical_deduction_three_objects": "logical_deduction/three_objects",
+    "logical_deduction_five_objects": "logical_deduction/five_objects",
+    "movie_recommendation": "movie_recommendation",
+    "navigate": "navigate",
+    "reasoning_about_colored_objects": "reasoning_about_colored_objects",
+    "ruin_names": "ruin_names",
+    "snarks": "snarks",
+    "sports_understanding": "sports_understanding",
+    "temporal_sequences": "temporal_sequences",
+    "tracking_shuffled_objects_three_objects": "tracking_shuffled_objects/three_objects",
+}
+
+
+def _registry_dirs() -> list[Path]:
+    env = os.environ.get("PROMPTSIEVE_REGISTRY_DIR", "")
+    return [*(Path(d).expanduser() for d in env.split(os.pathsep) if d), _download_dir()]
+
+
+def _download_dir() -> Path:
+    return cache_dir() / "registry" / "bigbench-1.0.0"
+
+
+def _extract_dir() -> Path:
+    return cache_dir() / "bench" / "bigbench-1.0.0"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find_sdist() -> Path | None:
+    for root in _registry_dirs():
+        if not root.is_dir():
+            continue
+        for d in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+            if (d / SDIST_FILE).is_file():
+                return d / SDIST_FILE
+    return None
+
+
+def sdist_path(*, download: bool = True) -> Path:
+    """The verified sdist; fetched with ``pip download --no-deps`` when absent.
+
+    Raises:
+        ConfigError: it is missing and cannot be fetched, or its SHA-256 does not match
+            (the message names the file to delete and the command that fetches it).
+    """
+    hint = f"fetch it with: pip download --no-deps {REQUIREMENT} -d {_download_dir()}"
+    path = _find_sdist()
+    if path is None:
+        if not download:
+            raise ConfigError(f"{SDIST_FILE} not found; {hint}")
+        _download_dir().mkdir(parents=True, exist_ok=True)
+        log.warning("fetching %s (≈ 360 MB) into %s", REQUIREMENT, _download_dir())
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+            "--disable-pip-version-check", "-q", "-d", str(_download_dir()), REQUIREMENT,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        path = _find_sdist()
+        if proc.returncode != 0 or path is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            raise ConfigError(f"could not fetch {REQUIREMENT} ({tail[0]}); {hint}")
+    if path.stat().st_size != SDIST_SIZE or _sha256(path) != SDIST_SHA256:
+        raise ConfigError(f"{path} is corrupt (sha256 mismatch); delete it and {hint}")
+    return path
+
+
+def _manifest() -> dict[str, str]:
+    try:
+        data = json.loads((_extract_dir() / "manifest.json").read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _extract_all() -> dict[str, str]:
+    """Extract every task file in :data:`TASK_FILES` (one pass over the archive)."""
+    src = sdist_path()
+    out = _extract_dir()
+    wanted = {_PREFIX + folder + "/task.json": name for name, folder in TASK_FILES.items()}
+    manifest: dict[str, str] = {}
+    log.warning("extracting %d BIG-bench task files from %s", len(wanted), src)
+    with tarfile.open(src, "r:gz") as tar:
+        for member in tar:
+            name = wanted.get(member.name)
+            if name is None or not member.isfile():
+                continue
+            fh = tar.extractfile(member)
+            if fh is None:  # pragma: no cover - regular files always have data
+                continue
+            data = fh.read()
+            dest = out / name / "task.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(".partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            manifest[name] = hashlib.sha256(data).hexdigest()
+    missing = sorted(set(wanted.values()) - set(manifest))
+    if missing:
+        raise ConfigError(f"{src} lacks the task files of {missing}; is it bigbench 1.0.0?")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return manifest
+
+
+def task_json(task: str) -> Path:
+    """Path of ``task``'s extracted ``task.json`` (extracted on first use, hash-checked)."""
+    if task not in TASK_FILES:
+        raise ConfigError(f"unknown BIG-bench task {task!r}; known: {sorted(TASK_FILES)}")
+    path = _extract_dir() / task / "task.json"
+    manifest = _manifest()
+    if task not in manifest or not path.is_file() or _sha256(path) != manifest[task]:
+        manifest = _extract_all()
+    return path
+
+
+@functools.cache
+def _load(task: str) -> tuple[dict[str, Any], ...]:
+    try:
+        data = json.loads(task_json(task).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{task_json(task)} is not valid JSON ({exc}); delete {_extract_dir()} to re-extract"
+        ) from exc
+    examples = data.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise ConfigError(f"{task_json(task)} has no examples")
+    return tuple(examples)
+
+
+def task_meta(task: str) -> dict[str, Any]:
+    """The task.json's top-level fields other than ``examples`` (prefixes, metrics)."""
+    data = json.loads(task_json(task).read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if k != "examples"}
+
+
+def task_examples(task: str) -> tuple[dict[str, Any], ...]:
+    """All of ``task``'s BIG-bench examples, in file order (dicts as in task.json)."""
+    return _load(task)

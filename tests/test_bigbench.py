@@ -1,0 +1,151 @@
+"""BIG-bench task suites: the real sdist's task files (fetched once into the cache, verified).
+
+The first test run fetches ``bigbench==1.0.0`` (≈ 360 MB) with pip into the cache unless
+``$PROMPTSIEVE_REGISTRY_DIR`` holds it; CI caches it (scripts/install.sh).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from benchmarks.bigbench import (
+    _sdist,
+    bbh_questions,
+    bbh_task_items,
+    bbh_tasks,
+    demonstrations,
+    detokenize,
+    multidoc_items,
+    multidoc_raw,
+    passages,
+    train_passages,
+    vitaminc_items,
+)
+from benchmarks.bigbench.multidoc import SPLIT_FILE, build_split
+
+from promptsieve import ConfigError
+
+
+def test_detokenize_squad_spacing() -> None:
+    raw = "the Earth ' s atmosphere ( see Occurrence ) , 1 . 5 million , plane - polarized"
+    assert (
+        detokenize(raw) == "the Earth's atmosphere (see Occurrence), 1.5 million, plane-polarized"
+    )
+    assert detokenize('an " arts and sciences focus " .') == 'an "arts and sciences focus".'
+    assert detokenize("don ' t , 2 , 000 km") == "don't, 2,000 km"
+    plain = "Plain text (already fine), 3.5 km."
+    assert detokenize(plain) == plain
+
+
+def test_split_is_by_article_and_matches_its_file() -> None:
+    committed = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
+    assert committed == json.loads(json.dumps(build_split()))  # reproducible from the code
+    by_split = {s: passages(s) for s in ("train", "dev", "test")}  # type: ignore[arg-type]
+    ids = [p.id for ps in by_split.values() for p in ps]
+    assert len(ids) == len(set(ids)) == 1204
+    articles = {s: {p.article for p in ps} for s, ps in by_split.items()}
+    assert not (articles["train"] & articles["test"]) and not (articles["dev"] & articles["test"])
+    assert not (articles["train"] & articles["dev"])
+    assert [len(articles[s]) for s in ("train", "dev", "test")] == [21, 5, 9]
+    questions = sum(len(p.qas) for ps in by_split.values() for p in ps)
+    assert questions == 5893  # every answerable disfl_qa question
+
+
+def test_training_data_never_includes_test_articles() -> None:
+    test_ids = {p.id for p in passages("test")}
+    train = train_passages("train") + train_passages("dev")
+    assert train and not ({p.id for p in train} & test_ids)
+    with pytest.raises(ValueError, match="held out"):
+        train_passages("test")  # type: ignore[arg-type]
+    marked = [q for p in train for q in p.questions if q.answer_sentence is not None]
+    assert len(marked) > 0.9 * sum(len(p.questions) for p in train)
+    p = next(p for p in train if p.questions and p.questions[0].answer_sentence is not None)
+    q = p.questions[0]
+    assert q.answer_sentence is not None
+    assert q.answer.lower()[:8] in p.sentences[q.answer_sentence].lower()
+
+
+def test_multidoc_items_are_seeded_sized_and_vary_the_gold_position() -> None:
+    raw = multidoc_raw("test", 2000, 30, seed=3)
+    assert raw == multidoc_raw("test", 2000, 30, seed=3)
+    test_ids = {p.id for p in passages("test")}
+    positions = collections.Counter(m.gold_index for m in raw)
+    assert len(positions) >= 4
+    for m in raw:
+        assert set(m.doc_ids) <= test_ids and len(set(m.doc_ids)) == len(m.doc_ids)
+        gold_article = {p.id: p.article for p in passages("test")}
+        assert sum(gold_article[i] == gold_article[m.doc_ids[m.gold_index]] for i in m.doc_ids) == 1
+    from promptsieve.tokens import count_tokens
+
+    sizes = [count_tokens(it.prompt, "gpt-4o") for it in multidoc_items("test", 2000, 10, seed=3)]
+    assert all(1700 < s < 3000 for s in sizes), sizes
+    item = raw[0].render()
+    assert item.kind == "qa" and item.task == "multidoc_2k" and item.docs == raw[0].docs
+    assert item.prompt.endswith(item.question) and item.question.endswith("Answer:")
+
+
+def test_bbh_tasks_have_enough_non_exemplar_questions() -> None:
+    assert len(bbh_tasks()) >= 13
+    for task in bbh_tasks():
+        qs = bbh_questions(task)
+        assert len(qs) >= 60, task
+        shown = {q for q, _ in demonstrations(task)}
+        assert not any(f"Q: {q.input}\nA:" in shown for q in qs), task
+
+
+def test_bbh_items_share_the_demonstration_prefix() -> None:
+    items = bbh_task_items("date_understanding", n=60, seed=1)
+    assert len(items) == 60 and len({it.id for it in items}) == 60
+    heads = {it.context for it in items}
+    assert len(heads) == 1  # identical prefix: the server reuses its KV cache
+    (head,) = heads
+    assert head.count("\nA: (") == 3  # lm-eval's three exemplars
+    assert all(it.gold.startswith("(") for it in items)
+    cot = bbh_task_items("navigate", cot=True, n=5)
+    assert cot[0].kind == "cot" and "Let's think step by step" in cot[0].context
+    assert {it.gold for it in bbh_task_items("navigate", n=80)} == {"yes", "no"}
+
+
+def test_vitaminc_items() -> None:
+    items = vitaminc_items(90, seed=0)
+    golds = collections.Counter(it.gold for it in items)
+    assert set(golds) <= {"true", "false", "neither"} and len(golds) == 3
+    assert all(it.question.endswith("True, False, or Neither?") for it in items)
+    assert " ' s " not in items[0].prompt
+
+
+def test_damaged_task_file_is_extracted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdist = _sdist.sdist_path()
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / sdist.name).symlink_to(sdist)
+    monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(registry))
+    path = _sdist.task_json("snarks")
+    good = path.read_bytes()
+    path.write_bytes(good[:1000])  # truncated
+    assert _sdist.task_json("snarks").read_bytes() == good
+
+
+def test_missing_or_corrupt_sdist_names_what_to_fetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match=r"pip download --no-deps bigbench==1\.0\.0"):
+        _sdist.sdist_path(download=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    real = _sdist.SDIST_SIZE
+    with (bad / _sdist.SDIST_FILE).open("wb") as fh:
+        fh.truncate(real)  # right size, wrong bytes
+    monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(bad))
+    with pytest.raises(ConfigError, match="corrupt"):
+        _sdist.sdist_path(download=False)
+    shutil.rmtree(bad)
