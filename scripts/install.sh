@@ -14,6 +14,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium (Debian's package) screenshots the savings report in tests/test_report.py.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "install.sh: could not install chromium; the report's browser test will be skipped" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q -U pip wheel
@@ -24,4 +32,4 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   mkdir -p "$WHEELS"
   python -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python>=0.3"
 fi
-python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,langchain,redis,local,bench,dev]"
+python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,langchain,redis,report,otel,local,bench,dev]"

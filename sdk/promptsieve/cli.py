@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from promptsieve._report_cli import report_command
 from promptsieve._export_cli import export_command
 
 app = typer.Typer(
@@ -183,6 +184,7 @@ def bench(ctx: typer.Context) -> None:
 
 
 # Subcommands that live in their own modules (one line each).
+app.command("report")(report_command)
 app.command("export")(export_command)
 
 

@@ -1,0 +1,60 @@
+"""``promptsieve report``: the savings report as one HTML page (``promptsieve[report]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["report_command"]
+
+
+def report_command(
+    html: Annotated[Path, typer.Option(help="write the HTML page here")],
+    store: Annotated[
+        str, typer.Option(help="SQLite verdict store file (with its savings ledger), or 'default'")
+    ] = "default",
+    prices: Annotated[
+        Path | None,
+        typer.Option(help='price table JSON: {"usd_per_million_input_tokens": {model: USD}}'),
+    ] = None,
+    price_as: Annotated[
+        str | None, typer.Option(help="price models missing from the table as this model")
+    ] = None,
+    price_per_million: Annotated[
+        float | None, typer.Option(help="USD per million input tokens for models not in a table")
+    ] = None,
+) -> None:
+    """Write the savings report: verdicts, agreement, tokens and money saved, break-even."""
+    from promptsieve._errors import ConfigError, StoreError
+    from promptsieve._report import load_prices, read_report, render_html
+
+    if store.startswith(("redis://", "rediss://")):
+        raise typer.BadParameter(
+            "the report reads a SQLite store file; point --store at the file the sieve writes "
+            "(SieveConfig(store_path=...)) and its savings ledger",
+            param_hint="--store",
+        )
+    if store == "default":
+        from promptsieve.fidelity.store import default_store_path
+
+        path = default_store_path()
+    else:
+        path = Path(store).expanduser()
+    try:
+        table = load_prices(prices, price_as=price_as, flat=price_per_million)
+        data = read_report(path, table)
+        page = render_html(data)
+    except (ConfigError, StoreError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        html.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"Error: cannot write {html}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"wrote {html}: {len(data.tasks)} tasks, {data.total('tokens_saved'):,} tokens saved, "
+        f"{data.total('screening_tokens'):,} spent screening"
+    )
