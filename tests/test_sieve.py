@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from _sieve_helpers import ScriptedGate, WordDropCompressor, apply, long_text, shadow
+from promptsieve import Plan, Prompt, Request, Sieve, SieveConfig
 from promptsieve._context import current_task, task
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Action, Gate, GateConfig, SQLiteStore, TargetOutput
 from promptsieve.prompt import Message, OpaquePart, TextPart
-from promptsieve.sieve import Plan, Prompt, Request, Sieve, SieveConfig
 
 MODEL = "gpt-4o-mini"
 
@@ -150,7 +150,8 @@ def test_verify_false_applies_fixed_ratio() -> None:
     sieve = Sieve(
         SieveConfig(verify=False, ratio=0.5, guard=False), compressor=WordDropCompressor()
     )
-    plan, sent = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
+    sent = plan.sent
     assert plan.reason == "applied" and plan.is_compressed and plan.key is None
     assert sent.prompt[0] is _req().prompt[0] or sent.prompt[0] == _req().prompt[0]
     assert plan.tokens_after < plan.tokens_before
@@ -165,7 +166,7 @@ def test_token_estimates_use_the_models_tokenizer() -> None:
     sieve = Sieve(
         SieveConfig(verify=False, ratio=0.5, guard=False), compressor=WordDropCompressor()
     )
-    plan, _ = sieve.prepare(Request(long_text(2), MODEL, "completions"))
+    plan = sieve.prepare(Request(long_text(2), MODEL, "completions"))
     assert plan.tokens_before == count_tokens(long_text(2), MODEL)
 
 
@@ -173,7 +174,8 @@ def test_nothing_compressible_skips_the_gate() -> None:
     gate = ScriptedGate(apply())
     sieve = Sieve(compressor=WordDropCompressor(), gate=gate)
     msgs = (Message.text("system", long_text(2)), Message("user", (OpaquePart({"image": 1}),)))
-    plan, sent = sieve.prepare(Request(msgs, MODEL))
+    plan = sieve.prepare(Request(msgs, MODEL))
+    sent = plan.sent
     assert plan.reason == "nothing" and sent.prompt is msgs and gate.keys == []
 
 
@@ -182,14 +184,15 @@ def test_protected_text_is_left_alone() -> None:
         SieveConfig(verify=False, ratio=0.5, guard=False), compressor=WordDropCompressor()
     )
     msgs = (Message("user", (TextPart(long_text(2), protected=True),)),)
-    plan, _ = sieve.prepare(Request(msgs, MODEL))
+    plan = sieve.prepare(Request(msgs, MODEL))
     assert plan.reason == "nothing"
 
 
 def test_fail_open_on_compressor_error() -> None:
     sieve = Sieve(SieveConfig(verify=False, ratio=0.5), compressor=WordDropCompressor(fail=True))
     req = _req()
-    plan, sent = sieve.prepare(req)
+    plan = sieve.prepare(req)
+    sent = plan.sent
     assert sent is req and plan.reason == "error"
     assert sieve.stats.errors == 1
 
@@ -201,7 +204,8 @@ def test_fail_open_on_gate_error() -> None:
 
     sieve = Sieve(compressor=WordDropCompressor(), gate=BrokenGate())
     req = _req()
-    plan, sent = sieve.prepare(req)
+    plan = sieve.prepare(req)
+    sent = plan.sent
     assert sent is req and plan.reason == "error" and sieve.stats.errors == 1
 
 
@@ -209,7 +213,8 @@ def test_scoring_budget() -> None:
     comp = WordDropCompressor(delay=0.5)
     sieve = Sieve(SieveConfig(verify=False, ratio=0.5, scoring_budget_ms=50), compressor=comp)
     t0 = time.perf_counter()
-    plan, sent = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
+    sent = plan.sent
     assert time.perf_counter() - t0 < 0.3  # the caller waited about the budget, not 0.5 s
     assert plan.reason == "timeout" and sent.prompt == _req().prompt
     assert sieve.stats.timeouts == 1
@@ -219,16 +224,16 @@ def test_slow_compressor_load_sends_originals_while_warming(tmp_path: Path) -> N
     loaded = threading.Event()
 
     class SlowLoad(Sieve):
-        def _build_compressor(self) -> WordDropCompressor:  # type: ignore[override]
+        def _build_compressor(self) -> WordDropCompressor:
             loaded.wait(5)
             return WordDropCompressor()
 
     sieve = SlowLoad(SieveConfig(scoring_budget_ms=50, guard=False), gate=ScriptedGate(apply()))
-    plan, _ = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
     assert plan.reason == "warming" and sieve.stats.warming == 1 and sieve.stats.errors == 0
     loaded.set()
     for _ in range(100):
-        plan, _ = sieve.prepare(_req())
+        plan = sieve.prepare(_req())
         if plan.reason != "warming":
             break
         time.sleep(0.02)
@@ -239,7 +244,7 @@ def test_guard_uses_gate_config_threshold(tmp_path: Path) -> None:
     gate = _gate(tmp_path, guard_threshold=0.95)
     comp = WordDropCompressor(similarity_value=0.9)
     sieve = Sieve(SieveConfig(verify=False, ratio=0.5), compressor=comp, gate=gate)
-    plan, _ = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
     assert plan.reason == "guard" and plan.similarity == 0.9
     assert sieve.stats.guard_skips == 1
 
@@ -251,7 +256,8 @@ def test_shadow_screening_passes_then_applies(tmp_path: Path) -> None:
     actions = []
     with task("capital"):
         for _ in range(30):
-            plan, sent = sieve.prepare(_req())
+            plan = sieve.prepare(_req())
+            sent = plan.sent
             actions.append(plan.decision.action if plan.decision else None)
             if plan.decision and plan.decision.action == Action.APPLY:
                 break
@@ -268,10 +274,12 @@ def test_shadow_screening_passes_then_applies(tmp_path: Path) -> None:
 
 def test_failing_task_never_compresses(tmp_path: Path) -> None:
     gate = _gate(tmp_path)
-    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    cfg = SieveConfig(guard=False, metric="exact")
+    sieve = Sieve(cfg, compressor=WordDropCompressor(), gate=gate)
     with task("fragile"):
         for _ in range(15):
-            plan, sent = sieve.prepare(_req())
+            plan = sieve.prepare(_req())
+            sent = plan.sent
             assert not plan.is_compressed and sent.prompt == _req().prompt
             sieve.observe(plan, _by_length(_req().prompt), send_variant=_by_length)
             assert sieve.flush(5)
@@ -289,7 +297,7 @@ async def test_async_prepare_and_observe(tmp_path: Path) -> None:
 
     plan: Plan | None = None
     for _ in range(30):
-        plan, _ = await sieve.aprepare(_req())
+        plan = await sieve.aprepare(_req())
         if plan.is_compressed:
             break
         await sieve.aobserve(plan, TargetOutput("Paris"), send_variant=send)
@@ -300,7 +308,7 @@ async def test_async_prepare_and_observe(tmp_path: Path) -> None:
 def test_monitor_and_usage_reconciliation() -> None:
     gate = ScriptedGate(apply(0.5, monitor=True))
     sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
-    plan, _ = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
     assert plan.comparison == "monitor"
     sent_prompts: list[Prompt] = []
 
@@ -322,7 +330,7 @@ def test_monitor_and_usage_reconciliation() -> None:
 def test_stream_shadow_sends_both_variants() -> None:
     gate = ScriptedGate(shadow(0.5))
     sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
-    plan, _ = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
     seen: list[Prompt] = []
 
     def send(prompt: Prompt) -> TargetOutput:
@@ -337,7 +345,7 @@ def test_stream_shadow_sends_both_variants() -> None:
 def test_abandoned_shadow_hands_the_slot_back() -> None:
     gate = ScriptedGate(shadow(0.5))
     sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
-    plan, _ = sieve.prepare(_req())
+    plan = sieve.prepare(_req())
     sieve.observe(plan, TargetOutput("x"), send_variant=None)
     assert gate.records == [(plan.key, 0.5, None)]
 
@@ -352,6 +360,6 @@ def test_background_comparisons_see_the_task(tmp_path: Path) -> None:
         return TargetOutput("x")
 
     with task("ctx"):
-        plan, _ = sieve.prepare(_req())
+        plan = sieve.prepare(_req())
         sieve.observe(plan, TargetOutput("x"), send_variant=send)
     assert sieve.flush(5) and seen == ["ctx"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -22,11 +22,8 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
-from promptsieve.fidelity import TargetOutput
-from promptsieve.prompt import Message
-from promptsieve.sieve import Plan, Prompt, Request, Sieve
+from promptsieve import Call, Plan, Prompt, Request, Sieve, TargetOutput
 from promptsieve_langchain._convert import (
-    Unsupported,
     model_name,
     prompt_tokens,
     rebuild_messages,
@@ -94,21 +91,26 @@ class SieveChatModel(BaseChatModel):
         self._resolve.warm()
         return sieve
 
-    def _live(
-        self, messages: list[BaseMessage], neutral: tuple[Message, ...], plan: Plan
-    ) -> list[BaseMessage]:
-        if plan.sent is plan.request:
-            return messages
-        try:
-            return rebuild_messages(messages, neutral, plan.sent.prompt)
-        except Unsupported as exc:  # fail open
-            log.warning("promptsieve: compressed messages did not fit (%s); sending originals", exc)
-            return messages
+    async def _asieve(self) -> Sieve:
+        sieve = self._resolve()
+        await asyncio.to_thread(self._resolve.warm)
+        return sieve
 
-    def _sender(
-        self, messages: list[BaseMessage], neutral: tuple[Message, ...], stop: Any, kwargs: Any
-    ) -> Callable[[Prompt], TargetOutput]:
+    def _call(
+        self, sieve: Sieve, messages: list[BaseMessage], send: Any
+    ) -> Call[list[BaseMessage]]:
+        neutral = to_neutral(messages)
+        return sieve.call(
+            Request(neutral, self.model_name, _ENDPOINT),
+            self.task,
+            original=messages,
+            rebuild=lambda prompt: rebuild_messages(messages, neutral, prompt),
+            send_variant=send,
+        )
+
+    def _sender(self, messages: list[BaseMessage], stop: Any, kwargs: Any) -> Any:
         kw = {k: v for k, v in kwargs.items() if k != "stream"}
+        neutral = to_neutral(messages)
 
         def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
@@ -116,10 +118,9 @@ class SieveChatModel(BaseChatModel):
 
         return send
 
-    def _asender(
-        self, messages: list[BaseMessage], neutral: tuple[Message, ...], stop: Any, kwargs: Any
-    ) -> Callable[[Prompt], Awaitable[TargetOutput]]:
+    def _asender(self, messages: list[BaseMessage], stop: Any, kwargs: Any) -> Any:
         kw = {k: v for k, v in kwargs.items() if k != "stream"}
+        neutral = to_neutral(messages)
 
         async def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
@@ -152,25 +153,13 @@ class SieveChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sieve = self._sieve()
-        neutral = to_neutral(messages)
-        plan, _ = sieve.prepare(Request(neutral, self.model_name, _ENDPOINT), self.task)
         child = child_callbacks(run_manager)
-        self._event(plan, child)
-        live = self._live(messages, neutral, plan)
-        try:
-            result = self.llm.generate([live], stop=stop, callbacks=child, **kwargs)
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        generations = cast(list[ChatGeneration], result.generations[0])
-        msg = generations[0].message if generations else None
-        sieve.observe(
-            plan,
-            target_output(msg) if msg is not None else None,
-            usage_prompt_tokens=prompt_tokens(msg),
-            send_variant=self._sender(messages, neutral, stop, kwargs),
-        )
+        send = self._sender(messages, stop, kwargs)
+        with self._call(self._sieve(), messages, send) as call:
+            self._event(call.plan, child)
+            result = self.llm.generate([call.payload], stop=stop, callbacks=child, **kwargs)
+            generations = cast(list[ChatGeneration], result.generations[0])
+            call.read(_read_message, generations)
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     async def _agenerate(
@@ -180,32 +169,19 @@ class SieveChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        sieve = self._resolve()
-        await asyncio.to_thread(self._resolve.warm)
-        neutral = to_neutral(messages)
-        request = Request(neutral, self.model_name, _ENDPOINT)
-        plan, _ = await sieve.aprepare(request, self.task)
         child = child_callbacks(run_manager, is_async=True)
-        await self._aevent(plan, child)
-        live = self._live(messages, neutral, plan)
-        try:
-            result = await self.llm.agenerate([live], stop=stop, callbacks=child, **kwargs)
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        generations = cast(list[ChatGeneration], result.generations[0])
-        msg = generations[0].message if generations else None
-        await sieve.aobserve(
-            plan,
-            target_output(msg) if msg is not None else None,
-            usage_prompt_tokens=prompt_tokens(msg),
-            send_variant=self._asender(messages, neutral, stop, kwargs),
-        )
+        send = self._asender(messages, stop, kwargs)
+        async with self._call(await self._asieve(), messages, send) as call:
+            await self._aevent(call.plan, child)
+            result = await self.llm.agenerate([call.payload], stop=stop, callbacks=child, **kwargs)
+            generations = cast(list[ChatGeneration], result.generations[0])
+            call.read(_read_message, generations)
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     # -- stream ---------------------------------------------------------------------------
     # BaseChatModel reports each chunk to the callbacks itself; the wrapped model's own
-    # stream runs without them so that every token is reported once.
+    # stream runs without them so that every token is reported once. A caller that stops
+    # reading (GeneratorExit) leaves the call normally: both variants are compared.
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -213,25 +189,14 @@ class SieveChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        sieve = self._sieve()
-        neutral = to_neutral(messages)
-        plan, _ = sieve.prepare(Request(neutral, self.model_name, _ENDPOINT), self.task)
-        self._event(plan, child_callbacks(run_manager))
-        live = self._live(messages, neutral, plan)
-        send = self._sender(messages, neutral, stop, kwargs)
-        final: BaseMessageChunk | None = None
-        try:
-            for chunk in self.llm.stream(live, {"callbacks": []}, stop=stop, **kwargs):
+        send = self._sender(messages, stop, kwargs)
+        with self._call(self._sieve(), messages, send) as call:
+            self._event(call.plan, child_callbacks(run_manager))
+            final: BaseMessageChunk | None = None
+            for chunk in self.llm.stream(call.payload, {"callbacks": []}, stop=stop, **kwargs):
                 final = chunk if final is None else final + chunk
                 yield ChatGenerationChunk(message=chunk)
-        except GeneratorExit:  # the caller stopped reading: compare both in the background
-            sieve.observe(plan, None, send_variant=send)
-            raise
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        output = target_output(final) if final is not None else None
-        sieve.observe(plan, output, usage_prompt_tokens=prompt_tokens(final), send_variant=send)
+            call.read(_read_final, final)
 
     async def _astream(
         self,
@@ -240,29 +205,16 @@ class SieveChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        sieve = self._resolve()
-        await asyncio.to_thread(self._resolve.warm)
-        neutral = to_neutral(messages)
-        request = Request(neutral, self.model_name, _ENDPOINT)
-        plan, _ = await sieve.aprepare(request, self.task)
-        await self._aevent(plan, child_callbacks(run_manager, is_async=True))
-        live = self._live(messages, neutral, plan)
-        send = self._asender(messages, neutral, stop, kwargs)
-        final: BaseMessageChunk | None = None
-        try:
-            async for chunk in self.llm.astream(live, {"callbacks": []}, stop=stop, **kwargs):
+        send = self._asender(messages, stop, kwargs)
+        async with self._call(await self._asieve(), messages, send) as call:
+            await self._aevent(call.plan, child_callbacks(run_manager, is_async=True))
+            final: BaseMessageChunk | None = None
+            async for chunk in self.llm.astream(
+                call.payload, {"callbacks": []}, stop=stop, **kwargs
+            ):
                 final = chunk if final is None else final + chunk
                 yield ChatGenerationChunk(message=chunk)
-        except GeneratorExit:  # the caller stopped reading: compare both in the background
-            await sieve.aobserve(plan, None, send_variant=send)
-            raise
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        output = target_output(final) if final is not None else None
-        await sieve.aobserve(
-            plan, output, usage_prompt_tokens=prompt_tokens(final), send_variant=send
-        )
+            call.read(_read_final, final)
 
     # -- tools ----------------------------------------------------------------------------
     def bind_tools(
@@ -302,3 +254,14 @@ def wrap_chat_model(
     every call without screening. ``sieve`` defaults to :func:`default_sieve`.
     """
     return SieveChatModel(llm=llm, sieve=sieve, task=task, verify=verify, ratio=ratio)
+
+
+def _read_message(generations: list[ChatGeneration]) -> tuple[TargetOutput | None, int | None]:
+    msg = generations[0].message if generations else None
+    return _read_final(msg)
+
+
+def _read_final(msg: BaseMessage | None) -> tuple[TargetOutput | None, int | None]:
+    if msg is None:
+        return None, None
+    return target_output(msg), prompt_tokens(msg)

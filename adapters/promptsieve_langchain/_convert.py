@@ -26,16 +26,8 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 
-from promptsieve.fidelity import TargetOutput
-from promptsieve.prompt import (
-    COMPRESSIBLE_ROLES,
-    Message,
-    OpaquePart,
-    Part,
-    TextPart,
-    rewrite_problem,
-)
-from promptsieve.sieve import Prompt
+from promptsieve import Message, OpaquePart, Prompt, TargetOutput, TextPart, UnsupportedRequest
+from promptsieve.prompt import COMPRESSIBLE_ROLES, Part, rewrite_problem
 
 __all__ = [
     "Converted",
@@ -49,8 +41,8 @@ __all__ = [
 Kind = Literal["str", "string_value", "chat_value", "messages"]
 
 
-class Unsupported(Exception):
-    """A compressed prompt that does not fit the original's shape (never sent)."""
+#: A compressed prompt that does not fit the original's shape (never sent).
+Unsupported = UnsupportedRequest
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_cu
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, PrivateAttr
 
-from promptsieve.sieve import Plan, Request, Sieve
+from promptsieve import Call, Plan, Prompt, Request, Sieve, UnsupportedRequest
 from promptsieve_langchain._convert import model_name
-from promptsieve_langchain._sieves import EVENT, release, resolve, with_question
+from promptsieve_langchain._sieves import EVENT, resolve, with_question
 from promptsieve_langchain._sieves import check_settings as _check
 
 __all__ = ["SieveDocumentCompressor"]
@@ -68,19 +68,13 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
             return []
         sieve = self._resolve()
         self._resolve.warm()
-        plans: list[Plan] = []
-        out: list[Document] = []
+        calls: list[Call[Document]] = []
         with with_question(query or None):
             for doc in documents:
-                plan, sent = sieve.prepare(self._request(doc), self.task)
-                release(sieve, plan)
-                plans.append(plan)
-                out.append(_document(doc, plan, sent.prompt))
-        try:
-            dispatch_custom_event(EVENT, _event(plans, self.task), config={"callbacks": callbacks})
-        except Exception as exc:
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        return out
+                with self._call(sieve, doc) as call:  # nothing to compare: no target here
+                    calls.append(call)
+        self._dispatch([c.plan for c in calls], callbacks)
+        return [_document(c) for c in calls]
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
@@ -91,32 +85,40 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
         await asyncio.to_thread(self._resolve.warm)
         with with_question(query or None):
             # gather() copies the context into each task, the question with it.
-            results = await asyncio.gather(
-                *(sieve.aprepare(self._request(doc), self.task) for doc in documents)
-            )
-        plans = [plan for plan, _ in results]
-        if any(p.comparison == "shadow" for p in plans):
-            await asyncio.to_thread(_release_all, sieve, plans)
-        out = [_document(d, p, s.prompt) for d, (p, s) in zip(documents, results, strict=True)]
+            calls = await asyncio.gather(*(self._acompress(sieve, doc) for doc in documents))
+        plans = [c.plan for c in calls]
         try:
             await adispatch_custom_event(
                 EVENT, _event(plans, self.task), config={"callbacks": callbacks}
             )
         except Exception as exc:
             log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        return out
+        return [_document(c) for c in calls]
 
-    def _request(self, doc: Document) -> Request:
-        return Request(doc.page_content, self.target_model, _ENDPOINT)
+    async def _acompress(self, sieve: Sieve, doc: Document) -> Call[Document]:
+        async with self._call(sieve, doc) as call:
+            return call
+
+    def _call(self, sieve: Sieve, doc: Document) -> Call[Document]:
+        def rebuild(prompt: Prompt) -> Document:
+            if not isinstance(prompt, str):
+                raise UnsupportedRequest("a document stays a string")
+            return doc.model_copy(update={"page_content": prompt})
+
+        request = Request(doc.page_content, self.target_model, _ENDPOINT)
+        return sieve.call(request, self.task, original=doc, rebuild=rebuild)
+
+    def _dispatch(self, plans: Sequence[Plan], callbacks: Callbacks | None) -> None:
+        try:
+            dispatch_custom_event(EVENT, _event(plans, self.task), config={"callbacks": callbacks})
+        except Exception as exc:
+            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
 
 
-def _release_all(sieve: Sieve, plans: Sequence[Plan]) -> None:
-    for plan in plans:
-        release(sieve, plan)
-
-
-def _document(doc: Document, plan: Plan, prompt: Any) -> Document:
-    if plan.sent is plan.request or not isinstance(prompt, str):
+def _document(call: Call[Document]) -> Document:
+    """The compressed document, with token counts in ``metadata["promptsieve"]``."""
+    doc, plan = call.payload, call.plan
+    if not plan.is_compressed:
         return doc
     meta = {
         **doc.metadata,
@@ -126,7 +128,7 @@ def _document(doc: Document, plan: Plan, prompt: Any) -> Document:
             "ratio": plan.ratio,
         },
     }
-    return doc.model_copy(update={"page_content": prompt, "metadata": meta})
+    return doc.model_copy(update={"metadata": meta})
 
 
 def _event(plans: Sequence[Plan], task: str | None) -> dict[str, Any]:

@@ -17,11 +17,8 @@ from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_cu
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
-from promptsieve.fidelity import TargetOutput
-from promptsieve.prompt import Message
-from promptsieve.sieve import Plan, Prompt, Request, Sieve
+from promptsieve import Call, Prompt, Request, Sieve, TargetOutput
 from promptsieve_langchain._convert import (
-    Unsupported,
     model_name,
     prompt_tokens,
     rebuild_messages,
@@ -54,50 +51,38 @@ class SieveMiddleware(AgentMiddleware):
     def effective_sieve(self) -> Sieve:
         return self._resolve()
 
-    def _prepared(
-        self, sieve: Sieve, request: ModelRequest, plan: Plan, neutral: tuple[Message, ...]
-    ) -> ModelRequest:
-        if plan.sent is plan.request:
-            return request
-        try:
-            new = rebuild_messages(_all_messages(request), neutral, plan.sent.prompt)
-        except Unsupported as exc:
-            log.warning("promptsieve: compressed messages did not fit (%s); sending originals", exc)
-            return request
+    def _call(self, sieve: Sieve, request: ModelRequest, send: Any) -> Call[ModelRequest]:
+        messages = _all_messages(request)
+        neutral = to_neutral(messages)
         skip = 1 if request.system_message is not None else 0
-        return request.override(messages=cast(Any, new[skip:]))
+
+        def rebuild(prompt: Prompt) -> ModelRequest:
+            new = rebuild_messages(messages, neutral, prompt)
+            return request.override(messages=cast(Any, new[skip:]))
+
+        req = Request(neutral, model_name(request.model), "agent")
+        return sieve.call(req, self.task, original=request, rebuild=rebuild, send_variant=send)
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> Any:
         sieve = self._resolve()
         self._resolve.warm()
+        model = _bound_model(request)
         messages = _all_messages(request)
         neutral = to_neutral(messages)
-        req = Request(neutral, model_name(request.model), "agent")
-        plan, _ = sieve.prepare(req, self.task)
-        try:
-            dispatch_custom_event(EVENT, event_data(plan, component="middleware"))
-        except Exception as exc:
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        try:
-            response = handler(self._prepared(sieve, request, plan, neutral))
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        msg = _ai_message(response)
-        model = _bound_model(request)
 
         def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
             return target_output(model.invoke(msgs, COMPARISON_CONFIG))
 
-        sieve.observe(
-            plan,
-            target_output(msg) if msg is not None else None,
-            usage_prompt_tokens=prompt_tokens(msg),
-            send_variant=send,
-        )
+        with self._call(sieve, request, send) as call:
+            try:
+                dispatch_custom_event(EVENT, event_data(call.plan, component="middleware"))
+            except Exception as exc:
+                log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+            response = handler(call.payload)
+            call.read(_read, response)
         return response
 
     async def awrap_model_call(
@@ -105,33 +90,29 @@ class SieveMiddleware(AgentMiddleware):
     ) -> Any:
         sieve = self._resolve()
         await asyncio.to_thread(self._resolve.warm)
+        model = _bound_model(request)
         messages = _all_messages(request)
         neutral = to_neutral(messages)
-        req = Request(neutral, model_name(request.model), "agent")
-        plan, _ = await sieve.aprepare(req, self.task)
-        try:
-            await adispatch_custom_event(EVENT, event_data(plan, component="middleware"))
-        except Exception as exc:
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        try:
-            response = await handler(self._prepared(sieve, request, plan, neutral))
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        msg = _ai_message(response)
-        model = _bound_model(request)
 
         async def send(prompt: Prompt) -> TargetOutput:
             msgs = rebuild_messages(messages, neutral, prompt)
             return target_output(await model.ainvoke(msgs, COMPARISON_CONFIG))
 
-        await sieve.aobserve(
-            plan,
-            target_output(msg) if msg is not None else None,
-            usage_prompt_tokens=prompt_tokens(msg),
-            send_variant=send,
-        )
+        async with self._call(sieve, request, send) as call:
+            try:
+                await adispatch_custom_event(EVENT, event_data(call.plan, component="middleware"))
+            except Exception as exc:
+                log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+            response = await handler(call.payload)
+            call.read(_read, response)
         return response
+
+
+def _read(response: Any) -> tuple[TargetOutput | None, int | None]:
+    msg = _ai_message(response)
+    if msg is None:
+        return None, None
+    return target_output(msg), prompt_tokens(msg)
 
 
 def _all_messages(request: ModelRequest) -> list[BaseMessage]:

@@ -20,16 +20,14 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, PrivateAttr
 
-from promptsieve.fidelity import TargetOutput
-from promptsieve.sieve import Plan, Prompt, Request, Sieve
+from promptsieve import Call, Prompt, Request, Sieve, TargetOutput
 from promptsieve_langchain._convert import (
     Converted,
-    Unsupported,
     convert_input,
     model_name,
     target_output,
 )
-from promptsieve_langchain._sieves import COMPARISON_CONFIG, EVENT, event_data, release, resolve
+from promptsieve_langchain._sieves import COMPARISON_CONFIG, EVENT, event_data, resolve
 from promptsieve_langchain._sieves import check_settings as _check
 
 __all__ = ["CompressMessages", "compress_messages"]
@@ -76,6 +74,8 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
         return self._resolve()
 
     # -- sync -----------------------------------------------------------------------------
+    # The step never sees the model's answer: leaving the call compares both variants
+    # through ``target`` (when it is a model), or frees the shadow slot (when not).
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> LanguageModelInput:
@@ -87,21 +87,25 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
             return value
         sieve = self._resolve()
         self._resolve.warm()
-        plan, sent = sieve.prepare(Request(conv.prompt, self.target_model, "langchain"), self.task)
-        out = _rebuilt(conv, plan, sent.prompt)
-        if plan.comparison is not None and isinstance(self.target, BaseLanguageModel):
-            sieve.observe(plan, None, send_variant=self._sender(conv))
-        else:
-            release(sieve, plan)
-        try:
-            child = patch_config(config, callbacks=run_manager.get_child())
-            dispatch_custom_event(EVENT, event_data(plan, component="runnable"), config=child)
-        except Exception as exc:  # reporting must never fail the chain
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        return out
+        with self._call(sieve, conv, self._sender(conv)) as call:
+            try:
+                child = patch_config(config, callbacks=run_manager.get_child())
+                dispatch_custom_event(EVENT, event_data(call.plan, component="runnable"),
+                                      config=child)  # fmt: skip
+            except Exception as exc:  # reporting must never fail the chain
+                log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+        return call.payload
+
+    def _call(self, sieve: Sieve, conv: Converted, send: Any) -> Call[LanguageModelInput]:
+        request = Request(conv.prompt, self.target_model, "langchain")
+        return sieve.call(
+            request, self.task, original=conv.original, rebuild=conv.rebuild, send_variant=send
+        )
 
     def _sender(self, conv: Converted) -> Any:
-        target: BaseLanguageModel[Any] = self.target
+        target = self.target
+        if not isinstance(target, BaseLanguageModel):
+            return None
 
         def send(prompt: Prompt) -> TargetOutput:
             return target_output(target.invoke(conv.rebuild(prompt), COMPARISON_CONFIG))
@@ -122,42 +126,26 @@ class CompressMessages(RunnableSerializable[LanguageModelInput, LanguageModelInp
             return value
         sieve = self._resolve()
         await asyncio.to_thread(self._resolve.warm)
-        request = Request(conv.prompt, self.target_model, "langchain")
-        plan, sent = await sieve.aprepare(request, self.task)
-        out = _rebuilt(conv, plan, sent.prompt)
-        if plan.comparison is not None and isinstance(self.target, BaseLanguageModel):
-            await sieve.aobserve(plan, None, send_variant=self._asender(conv))
-        elif plan.comparison == "shadow":
-            await asyncio.to_thread(release, sieve, plan)
-        try:
-            child = patch_config(config, callbacks=run_manager.get_child())
-            await adispatch_custom_event(
-                EVENT, event_data(plan, component="runnable"), config=child
-            )
-        except Exception as exc:
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        return out
+        async with self._call(sieve, conv, self._asender(conv)) as call:
+            try:
+                child = patch_config(config, callbacks=run_manager.get_child())
+                await adispatch_custom_event(
+                    EVENT, event_data(call.plan, component="runnable"), config=child
+                )
+            except Exception as exc:
+                log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+        return call.payload
 
     def _asender(self, conv: Converted) -> Any:
-        target: BaseLanguageModel[Any] = self.target
+        target = self.target
+        if not isinstance(target, BaseLanguageModel):
+            return None
 
         async def send(prompt: Prompt) -> TargetOutput:
             result = await target.ainvoke(conv.rebuild(prompt), COMPARISON_CONFIG)
             return target_output(result)
 
         return send
-
-
-def _rebuilt(conv: Converted, plan: Plan, prompt: Prompt) -> LanguageModelInput:
-    if plan.sent is plan.request:
-        return conv.original
-    try:
-        return conv.rebuild(prompt)
-    except Unsupported as exc:  # fail open: the original goes on
-        log.warning(
-            "promptsieve: compressed prompt did not fit the input (%s); sending it as is", exc
-        )
-        return conv.original
 
 
 def compress_messages(

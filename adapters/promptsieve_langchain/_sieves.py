@@ -17,15 +17,13 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from promptsieve._errors import ConfigError
-from promptsieve.sieve import Plan, Prompt, Sieve, SieveConfig
+from promptsieve import ConfigError, Plan, Sieve, SieveConfig
 
 __all__ = [
     "COMPARISON_CONFIG",
     "EVENT",
     "default_sieve",
     "event_data",
-    "release",
     "resolve",
     "with_question",
 ]
@@ -174,16 +172,6 @@ class with_question:  # lowercase: used like a function
         _QUESTION.reset(self._token)
 
 
-def release(sieve: Sieve, plan: Plan) -> None:
-    """Give back a shadow slot that no comparison will fill (no target to compare on).
-
-    The gate counts shadow decisions in flight against its screening budget;
-    ``Sieve.abandon`` frees the slot at once.
-    """
-    if plan.comparison == "shadow":
-        sieve.abandon(plan)
-
-
 def event_data(plan: Plan, *, component: str) -> dict[str, Any]:
     """The custom event's payload: counts and decisions, never prompt text."""
     decision = plan.decision
@@ -198,11 +186,6 @@ def event_data(plan: Plan, *, component: str) -> dict[str, Any]:
         "tokens_after": plan.tokens_after,
         "tokens_saved": plan.tokens_before - plan.tokens_after,
     }
-
-
-def changed(plan: Plan) -> Prompt | None:
-    """The prompt to send when it differs from the original, else None."""
-    return plan.sent.prompt if plan.sent is not plan.request else None
 
 
 def child_callbacks(run_manager: Any, *, is_async: bool = False) -> Any:

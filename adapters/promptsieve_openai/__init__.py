@@ -16,7 +16,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("openai", "openai") from exc
 
-from promptsieve.sieve import Sieve
+from promptsieve import Sieve
 from promptsieve_openai._wrap import patch, sieve_of, unpatch
 
 __all__ = ["sieve_of", "unwrap_openai", "wrap_openai"]

@@ -18,14 +18,9 @@ from typing import Any
 
 from openai import AsyncOpenAI, OpenAI
 
-from promptsieve.fidelity import TargetOutput
-from promptsieve.sieve import Plan, Prompt, Sieve
-from promptsieve_openai._convert import (
-    Converted,
-    background_kwargs,
-    convert,
-    read_response,
-)
+from promptsieve import Call, Prompt, Sieve, TargetOutput
+from promptsieve.convert import OpenAIRequest, from_openai
+from promptsieve_openai._convert import background_kwargs, read_response
 
 _ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
@@ -117,32 +112,16 @@ def _patch_copy(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) ->
 def _sync_create(endpoint: str, original: Callable[..., Any], state: _State) -> Callable[..., Any]:
     @functools.wraps(original)
     def create(*args: Any, **kwargs: Any) -> Any:
-        sieve = state.sieve
-        conv = _convert(sieve, endpoint, args, kwargs)
+        conv = _convert(state.sieve, endpoint, args, kwargs)
         if conv is None:
             return original(*args, **kwargs)
-        plan, _ = sieve.prepare(conv.request, state.task)
-        plan, send_kwargs = _outgoing(sieve, plan, conv)
-        try:
-            result = original(**send_kwargs)  # the target's own errors reach the caller
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        try:
-            output, usage = read_response(result)
 
-            def send_variant(prompt: Prompt) -> TargetOutput:
-                resp = original(**background_kwargs(endpoint, conv.rebuild(prompt)))
-                return _require_output(read_response(resp)[0])
+        def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(original(**background_kwargs(endpoint, conv.rebuild(prompt))))
 
-            sieve.observe(
-                plan,
-                output,
-                usage_prompt_tokens=usage,
-                send_variant=send_variant if conv.comparable else None,
-            )
-        except Exception as exc:  # never let bookkeeping fail a call that succeeded
-            _bookkeeping_failed(sieve, exc)
+        with _call(state, conv, send_variant) as call:
+            result = original(**call.payload)  # the target's own errors reach the caller
+            call.read(read_response, result)
         return result
 
     return create
@@ -151,64 +130,45 @@ def _sync_create(endpoint: str, original: Callable[..., Any], state: _State) -> 
 def _async_create(endpoint: str, original: Callable[..., Any], state: _State) -> Callable[..., Any]:
     @functools.wraps(original)
     async def create(*args: Any, **kwargs: Any) -> Any:
-        sieve = state.sieve
-        conv = _convert(sieve, endpoint, args, kwargs)
+        conv = _convert(state.sieve, endpoint, args, kwargs)
         if conv is None:
             return await original(*args, **kwargs)
-        plan, _ = await sieve.aprepare(conv.request, state.task)
-        plan, send_kwargs = _outgoing(sieve, plan, conv)
-        try:
-            result = await original(**send_kwargs)
-        except BaseException:
-            sieve.abandon(plan)
-            raise
-        try:
-            output, usage = read_response(result)
 
-            async def send_variant(prompt: Prompt) -> TargetOutput:
-                resp = await original(**background_kwargs(endpoint, conv.rebuild(prompt)))
-                return _require_output(read_response(resp)[0])
+        async def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(await original(**background_kwargs(endpoint, conv.rebuild(prompt))))
 
-            await sieve.aobserve(
-                plan,
-                output,
-                usage_prompt_tokens=usage,
-                send_variant=send_variant if conv.comparable else None,
-            )
-        except Exception as exc:
-            _bookkeeping_failed(sieve, exc)
+        async with _call(state, conv, send_variant) as call:
+            result = await original(**call.payload)
+            call.read(read_response, result)
         return result
 
     return create
 
 
+def _call(state: _State, conv: OpenAIRequest, send_variant: Any) -> Call[dict[str, Any]]:
+    return state.sieve.call(
+        conv.request,
+        state.task,
+        original=conv.body,
+        rebuild=conv.rebuild,
+        send_variant=send_variant if conv.comparable else None,
+    )
+
+
 def _convert(
     sieve: Sieve, endpoint: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Converted | None:
+) -> OpenAIRequest | None:
     if args:  # the SDK's create is keyword-only; let it raise its own TypeError
         return None
     try:
-        return convert(endpoint, kwargs)
+        return from_openai(endpoint, kwargs)
     except Exception as exc:
-        _bookkeeping_failed(sieve, exc)
+        sieve.report_error(exc, "the OpenAI adapter")
         return None
 
 
-def _outgoing(sieve: Sieve, plan: Plan, conv: Converted) -> tuple[Plan, dict[str, Any]]:
-    if not plan.is_compressed:
-        return plan, conv.kwargs
-    try:
-        return plan, conv.rebuild(plan.sent.prompt)
-    except Exception as exc:  # Unsupported or a bug: the original goes out
-        sieve.report_error(exc, "rebuilding the request")
-        return sieve.revert(plan), conv.kwargs
-
-
-def _require_output(output: TargetOutput | None) -> TargetOutput:
+def _output(response: Any) -> TargetOutput:
+    output = read_response(response)[0]
     if output is None:
         raise TypeError("the target's response carried no readable output")
     return output
-
-
-def _bookkeeping_failed(sieve: Sieve, exc: BaseException) -> None:
-    sieve.report_error(exc, "the OpenAI adapter")

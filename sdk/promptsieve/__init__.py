@@ -12,12 +12,12 @@ from promptsieve._context import current_task, task
 from promptsieve._errors import (
     ConfigError,
     PromptSieveError,
-    ScoringError,
-    ScoringTimeout,
     StoreError,
     TargetError,
+    UnsupportedRequest,
 )
 from promptsieve.compressor import Compression, Compressor, CompressorConfig
+from promptsieve.convert import OpenAIRequest, from_openai
 from promptsieve.fidelity import (
     Action,
     Decision,
@@ -39,7 +39,7 @@ from promptsieve.fidelity import (
     load_samples,
     screen,
 )
-from promptsieve.prompt import Message, OpaquePart, Span, TextPart
+from promptsieve.prompt import Message, OpaquePart, Prompt, Request, Span, TextPart
 from promptsieve.proxy import (
     AttributionConfig,
     AttributionScorer,
@@ -49,7 +49,17 @@ from promptsieve.proxy import (
     TokenScores,
 )
 from promptsieve.segment import SegmentConfig
-from promptsieve.sieve import Plan, Request, Sieve, SieveConfig, SieveStats
+from promptsieve.sieve import (
+    Call,
+    Comparison,
+    CompressorLike,
+    GateLike,
+    Plan,
+    Reason,
+    Sieve,
+    SieveConfig,
+    SieveStats,
+)
 from promptsieve.tokens import TokenCounter, count_tokens
 
 if TYPE_CHECKING:
@@ -61,28 +71,33 @@ __all__ = [
     "Action",
     "AttributionConfig",
     "AttributionScorer",
+    "Call",
+    "Comparison",
     "Compression",
     "Compressor",
     "CompressorConfig",
+    "CompressorLike",
     "ConfigError",
     "Decision",
     "Gate",
     "GateConfig",
+    "GateLike",
     "HTTPTarget",
     "LocalTarget",
     "LocalTargetConfig",
     "Message",
     "OpaquePart",
+    "OpenAIRequest",
     "Plan",
+    "Prompt",
     "PromptSieveError",
     "Proxy",
     "ProxyConfig",
+    "Reason",
     "RedisStore",
     "Request",
     "SQLiteStore",
     "Scorer",
-    "ScoringError",
-    "ScoringTimeout",
     "ScreenConfig",
     "ScreenResult",
     "SegmentConfig",
@@ -97,6 +112,7 @@ __all__ = [
     "TextPart",
     "TokenCounter",
     "TokenScores",
+    "UnsupportedRequest",
     "Verdict",
     "VerdictKey",
     "VerdictState",
@@ -105,6 +121,7 @@ __all__ = [
     "auto_metric",
     "count_tokens",
     "current_task",
+    "from_openai",
     "get_metric",
     "load_samples",
     "screen",

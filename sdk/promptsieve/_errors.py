@@ -1,7 +1,16 @@
 """One exception tree, rooted at :class:`PromptSieveError`.
 
-Configuration mistakes raise loudly at construction; on the request path these are
-caught and the original prompt goes through (fail open).
+::
+
+    PromptSieveError
+    ├── ConfigError (also ValueError)        bad settings or a missing extra, at construction
+    ├── StoreError                           the verdict store is unreachable or corrupt
+    ├── TargetError                          the target failed while screening offline
+    └── UnsupportedRequest (also ValueError) a request shape no converter can rebuild
+
+Configuration mistakes raise loudly at construction; on the request path every error is
+caught, counted in ``SieveStats.errors`` and the original prompt goes through (fail open).
+Scoring timeouts are not raised either: they are counted (``SieveStats.timeouts``).
 """
 
 from __future__ import annotations
@@ -9,8 +18,6 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "PromptSieveError",
-    "ScoringError",
-    "ScoringTimeout",
     "StoreError",
     "TargetError",
     "UnsupportedRequest",
@@ -23,14 +30,6 @@ class PromptSieveError(Exception):
 
 class ConfigError(PromptSieveError, ValueError):
     """Wrong configuration or a missing optional dependency (the message says what to install)."""
-
-
-class ScoringError(PromptSieveError):
-    """The proxy could not score a prompt."""
-
-
-class ScoringTimeout(ScoringError, TimeoutError):
-    """Scoring exceeded its time budget."""
 
 
 class StoreError(PromptSieveError):

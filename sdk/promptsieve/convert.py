@@ -181,9 +181,7 @@ def message_from_openai(m: Any) -> Message:
     return Message(role, (OpaquePart(content),) if content is not None else ())
 
 
-def _rebuilt_items(
-    originals: list[Any], neutral: Sequence[Message], prompt: Prompt
-) -> list[Any]:
+def _rebuilt_items(originals: list[Any], neutral: Sequence[Message], prompt: Prompt) -> list[Any]:
     """Original message objects with only compressible text parts replaced."""
     if isinstance(prompt, str) or len(prompt) != len(neutral):
         raise UnsupportedRequest("message count changed")

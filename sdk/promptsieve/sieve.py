@@ -1,40 +1,53 @@
 """The sieve: what every adapter calls around one request to the target.
 
-``prepare`` asks the gate what to do for the request's task and, only where a verdict has
-passed (or the caller opted out of verification), compresses the prompt within a time
-budget. ``observe`` records the outcome and, for shadow and monitor decisions, sends the
-other variant to the target in the background through a callable the adapter supplies,
+An adapter wraps each request in ``with sieve.call(request, task, ...) as call:`` (or
+``async with``). Entering asks the gate what to do for the request's task and, only where a
+verdict has passed (or the caller opted out of verification), compresses the prompt within
+a time budget; ``call.payload`` is what to send. Leaving records the outcome and, for
+shadow and monitor decisions, sends the other variant to the target in the background,
 compares the two outputs and feeds the sequential test. The request path fails open:
 whatever goes wrong inside, the original prompt goes out.
+
+How a request travels, and which module holds what: ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import contextlib
 import contextvars
-import hashlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Literal, TypeVar
 
-from promptsieve._context import current_task
-from promptsieve._errors import ConfigError
-from promptsieve.fidelity import Action, Decision, GateConfig, TargetOutput, VerdictKey, guard_ok
-from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, TextPart
-from promptsieve.tokens import TokenCounter
-
-if TYPE_CHECKING:
-    from promptsieve.compressor import CompressorConfig
+from promptsieve._call import Call
+from promptsieve._lifecycle import (
+    AsyncSend,
+    Job,
+    SyncSend,
+    adrive,
+    compare_flow,
+    drive,
+    prepare_flow,
+)
+from promptsieve._plan import Comparison, Plan, Reason, Variant
+from promptsieve._sieve_config import CompressorLike, GateLike, SieveConfig
+from promptsieve._sieve_stats import SieveStats
+from promptsieve._threads import DOOR_WAIT_S, ComputeDoor, DaemonPool, register
+from promptsieve.fidelity import GateConfig, TargetOutput, VerdictKey, guard_ok, verdict_key
+from promptsieve.prompt import COMPRESSIBLE_ROLES, Prompt, Request
 
 __all__ = [
+    "Call",
+    "Comparison",
+    "CompressorLike",
+    "GateLike",
     "Plan",
     "Prompt",
+    "Reason",
     "Request",
     "Sieve",
     "SieveConfig",
@@ -43,222 +56,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A neutral prompt: a bare string (completions) or chat messages.
-Prompt = str | tuple[Message, ...]
-Comparison = Literal["shadow", "monitor"]
-_T = TypeVar("_T")
-
-
-class CompressorLike(Protocol):
-    """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
-
-    ``compress`` returns an object with ``prompt`` and ``changed``; a ``similarity``
-    attribute (float) on it spares the instance guard the :meth:`similarity` call.
-    """
-
-    @property
-    def fingerprint(self) -> str: ...
-    def compress(self, prompt: Any, *, ratio: float | None = ...) -> Any: ...
-    def similarity(self, a: str, b: str) -> float: ...
-
-
-class GateLike(Protocol):
-    """What the sieve needs from a gate (``promptsieve.fidelity.Gate`` fits)."""
-
-    def decide(self, key: VerdictKey) -> Decision: ...
-    def record(self, key: VerdictKey, ratio: float, agreed: bool | None) -> None: ...
-
-
-@dataclass(frozen=True)
-class SieveConfig:
-    """How the sieve decides; wrong values raise :class:`ConfigError` at construction."""
-
-    #: False = explicit opt-out of screening: compress every request at ``ratio``.
-    verify: bool = True
-    #: The fixed ratio used when ``verify`` is False (required then).
-    ratio: float | None = None
-    #: Task name used when neither ``promptsieve.task(...)`` nor the adapter names one;
-    #: None derives it from target model + system prompt + compressor settings.
-    task: str | None = None
-    #: Passed to ``Gate(store, gate)`` when the sieve builds its own gate (ratio ladder, τ, δ).
-    gate: GateConfig | None = None
-    #: SQLite file of the default verdict store (None: the store's own default path).
-    store_path: str | None = None
-    #: Passed to ``Compressor(compressor)`` when the sieve builds its own compressor.
-    compressor: CompressorConfig | None = None
-    #: Agreement metric: "exact", "numeric", "choice", "json", "tool_calls", "f1:0.8",
-    #: "cosine:0.9", a callable, or None to pick one from the original output's shape.
-    metric: str | Callable[[TargetOutput, TargetOutput], bool] | None = None
-    #: Instance guard: keep the original when the proxy's cosine between original and
-    #: compressed text falls below the threshold (no target call is spent on it).
-    guard: bool = True
-    #: None: the gate config's ``guard_threshold`` (0.8 by default).
-    guard_threshold: float | None = None
-    #: Scoring time budget per request; past it the original goes out.
-    scoring_budget_ms: float = 500.0
-    #: Threads that score prompts (the caller waits at most the budget for one).
-    scoring_workers: int = 2
-    #: Threads that send shadow/monitor comparisons to the target.
-    max_background: int = 2
-    #: Comparisons waiting or running beyond which new ones are skipped (call budget).
-    max_pending: int = 8
-
-    def __post_init__(self) -> None:
-        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
-            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
-        if not self.verify and self.ratio is None:
-            raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
-        if self.guard_threshold is not None and not -1.0 <= self.guard_threshold <= 1.0:
-            raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
-        if self.scoring_budget_ms <= 0:
-            raise ConfigError("scoring_budget_ms must be positive")
-        for name in ("scoring_workers", "max_background", "max_pending"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.task is not None and not self.task.strip():
-            raise ConfigError("task must be a non-empty string")
-
-    def settings_key(self) -> str:
-        """Sieve settings that change what a verdict means (part of the verdict key).
-
-        Only the test's meaning counts (metric, guard, τ, δ, the ladder): rates, budgets and
-        TTLs do not, so ``promptsieve screen --store`` and a live sieve agree on the key.
-        """
-        metric = self.metric
-        if callable(metric):
-            metric = f"{getattr(metric, '__module__', '')}.{getattr(metric, '__qualname__', '')}"
-        gate = self.gate or GateConfig()
-        threshold = gate.guard_threshold if self.guard_threshold is None else self.guard_threshold
-        raw = repr((metric, self.guard, threshold, gate.tau, gate.delta, tuple(gate.ratios)))
-        return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request in neutral form: the prompt and the target model it goes to."""
-
-    prompt: Prompt
-    model: str
-    #: Which API it came through ("chat", "completions", "responses"); part of derived names.
-    endpoint: str = "chat"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What ``prepare`` decided for one request, and what ``observe`` still owes it."""
-
-    request: Request  # the original
-    sent: Request  # what goes to the target (``request`` unless compressed)
-    task: str | None
-    key: VerdictKey | None
-    decision: Decision | None
-    #: Why the request goes out as it does: "applied", "bypass", "shadow", "guard",
-    #: "unchanged", "nothing", "warming", "timeout", "error".
-    reason: str
-    #: Background comparison due after the live call (None: none).
-    comparison: Comparison | None = None
-    #: The ratio compressed at (apply) or under test (shadow).
-    ratio: float | None = None
-    #: Estimated prompt tokens (target model's tokenizer) of the original and of what was sent.
-    tokens_before: int = 0
-    tokens_after: int = 0
-    #: Proxy cosine between original and compressed (when the guard ran).
-    similarity: float | None = None
-    #: Set when the verdict was APPLY: the compressed prompt (also ``sent.prompt``).
-    compressed: Prompt | None = None
-
-    @property
-    def is_compressed(self) -> bool:
-        return self.compressed is not None and self.sent is not self.request
-
-
-class SieveStats:
-    """Thread-safe counters; ``snapshot()`` returns a plain dict for logs and dashboards."""
-
-    _FIELDS = (
-        "requests",
-        "compressed",
-        "guard_skips",
-        "errors",
-        "timeouts",
-        "warming",
-        "tokens_before",
-        "tokens_after",
-        "usage_reports",
-        "prompt_tokens_reported",
-        "screening_calls",
-        "comparisons",
-        "agreements",
-        "disagreements",
-        "comparison_errors",
-        "comparisons_skipped",
-    )
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = dict.fromkeys(self._FIELDS, 0)
-        self._decisions: dict[str, int] = {a.value: 0 for a in Action}
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, n in counts.items():
-                self._counts[name] = self._counts.get(name, 0) + n
-
-    def decided(self, action: Action) -> None:
-        with self._lock:
-            self._decisions[action.value] = self._decisions.get(action.value, 0) + 1
-
-    def __getattr__(self, name: str) -> int:
-        counts = self.__dict__.get("_counts")
-        if counts is not None and name in counts:
-            return counts[name]
-        raise AttributeError(name)
-
-    @property
-    def tokens_saved(self) -> int:
-        with self._lock:
-            return self._counts["tokens_before"] - self._counts["tokens_after"]
-
-    @property
-    def decisions(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._decisions)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            out: dict[str, Any] = dict(self._counts)
-            out["decisions"] = dict(self._decisions)
-        out["tokens_saved"] = out["tokens_before"] - out["tokens_after"]
-        return out
-
-
-@dataclass
-class _Pending:
-    """A plan that still needs a compression before it can go out."""
-
-    request: Request
-    task: str
-    key: VerdictKey | None
-    decision: Decision
-    ratio: float
-    tokens_before: int
-    count: Callable[[str], int]
-
-
-@dataclass(frozen=True)
-class _Variant:
-    prompt: Prompt | None  # None: not usable (guard, unchanged)
-    reason: str
-    similarity: float | None = None
+_P = TypeVar("_P")
+Outcome = Literal["dropped", "target_failed", "abandoned"]
 
 
 class Sieve:
     """Decides per request whether to compress, and runs shadow/monitor comparisons.
 
-    One instance serves many threads and event loops; build it once and share it.
-    Defaults (``Compressor()``, ``Gate(SQLiteStore())``) are built on first use, the
-    compressor on a scoring thread so that loading the proxy never blocks a request past
-    the scoring budget (call :meth:`warmup` to load it up front).
+    One instance serves many threads and event loops; build it once and share it. Defaults
+    (``Compressor(config.compressor)``, ``Gate(SQLiteStore(config.store_path), config.gate)``)
+    are built on first use, the compressor on a scoring thread so that loading the proxy
+    never blocks a request past the scoring budget (:meth:`warmup` loads it up front).
+
+    Close it with :meth:`close` / :meth:`aclose`, or use it as a (async) context manager;
+    a sieve still open at interpreter exit is closed then (bounded by
+    ``config.drain_timeout_s``), and a forked child re-creates its threads.
+    Raises :class:`~promptsieve.ConfigError` only from :class:`SieveConfig`.
     """
 
     def __init__(
@@ -272,20 +85,27 @@ class Sieve:
         self.stats = SieveStats()
         self._compressor = compressor
         self._gate = gate
-        self._lock = threading.Lock()
-        self._build_lock = threading.Lock()
-        self._scoring = _DaemonPool("promptsieve-score", self.config.scoring_workers)
-        self._background = _DaemonPool("promptsieve-compare", self.config.max_background)
-        self._compressor_future: cf.Future[CompressorLike] | None = None
         self._metric: Callable[[TargetOutput, TargetOutput], bool] | None = None
         self._metric_resolved = False
-        self._pending: set[cf.Future[None]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
+        self._closed = False
+        self._start_threads()
+        register(self)
 
-    # -- defaults -------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        """Locks, pools and bookkeeping (again in a forked child, where none survive)."""
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self.scoring = DaemonPool("promptsieve-score", self.config.scoring_workers)
+        self._background = DaemonPool("promptsieve-compare", self.config.max_background)
+        self._loading: cf.Future[CompressorLike] | None = None
+        self._jobs: set[Job] = set()
+        self._door = ComputeDoor()
+
+    # -- the parts ------------------------------------------------------------------------
     @property
     def gate(self) -> GateLike:
+        """The gate (``Gate(SQLiteStore(config.store_path), config.gate)`` unless given)."""
         if self._gate is None:
             with self._lock:
                 if self._gate is None:
@@ -303,8 +123,20 @@ class Sieve:
                     self._compressor = self._build_compressor()
         return self._compressor
 
+    @property
+    def loaded_compressor(self) -> CompressorLike | None:
+        """The compressor if it is ready, else None (never loads)."""
+        return self._compressor
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def warmup(self) -> None:
-        """Build the defaults and load the proxy now rather than on the first requests."""
+        """Build the defaults and load the proxy now rather than on the first requests.
+
+        Raises what loading raises (``ConfigError`` for a missing extra or a bad export).
+        """
         _ = self.compressor.fingerprint
         if self.config.verify:
             _ = self.gate
@@ -312,177 +144,59 @@ class Sieve:
     def _build_compressor(self) -> CompressorLike:
         from promptsieve.compressor import Compressor
 
-        c = Compressor(self.config.compressor)
-        _ = c.fingerprint  # loads the proxy
+        with self._door:  # loading opens onnxruntime sessions
+            c = Compressor(self.config.compressor)
+            _ = c.fingerprint  # loads the proxy
         return c
 
-    def _ready_compressor(self, wait: float) -> CompressorLike | None:
-        """The compressor, or None while it is still loading after ``wait`` seconds."""
-        if self._compressor is not None:
-            return self._compressor
+    def load_compressor(self) -> cf.Future[CompressorLike]:
+        """A future of the compressor, built once on a scoring thread."""
         with self._lock:
-            if self._compressor_future is None:
-                self._compressor_future = self._scoring.submit(lambda: self.compressor)
-            fut = self._compressor_future
-        try:
-            c = fut.result(timeout=wait)
-        except cf.TimeoutError:
-            return None
-        except Exception:
-            with self._lock:  # let a later request try again
-                if self._compressor_future is fut:
-                    self._compressor_future = None
-            raise
-        self._compressor = c
-        return c
+            fut = self._loading
+            if fut is None or (fut.done() and fut.exception() is not None):  # retry a failure
+                fut = self._loading = self.scoring.submit(lambda: self.compressor)
+        return fut
 
-    def _metric_fn(self) -> Callable[[TargetOutput, TargetOutput], bool] | None:
-        if not self._metric_resolved:
-            from promptsieve.fidelity import get_metric
+    def verdict_key(self, task: str, model: str) -> VerdictKey:
+        """The key under which the gate keeps ``task``'s verdict for target ``model``
+        (:func:`promptsieve.fidelity.verdict_key` with this sieve's settings).
 
-            embed = getattr(getattr(self._compressor, "proxy", None), "embed", None)
-            self._metric = get_metric(self.config.metric, embed=embed)
-            self._metric_resolved = True
-        return self._metric
-
-    # -- prepare --------------------------------------------------------------------------
-    @property
-    def _budget_s(self) -> float:
-        return self.config.scoring_budget_ms / 1000.0
-
-    def prepare(self, request: Request, task: str | None = None) -> tuple[Plan, Request]:
-        """Decide for one request; returns the plan and the request to send.
-
-        ``task`` is the adapter's default; ``with promptsieve.task(...)`` overrides it.
-        Never raises: on any internal error or a blown scoring budget the original goes out.
+        Loads the compressor if need be (its fingerprint is part of the key). Raises
+        ConfigError for an empty task or model.
         """
-        t0 = time.perf_counter()
-        try:
-            step = self._begin(request, task, deadline=t0 + self._budget_s)
-            if step is None:  # not reached: with a deadline _begin never defers
-                step = self._warming(request)
-            if isinstance(step, Plan):
-                return step, step.sent
-            fut = self._scoring.submit(
-                contextvars.copy_context().run, self._variant, request.prompt, step.ratio
-            )
-            remaining = max(0.0, t0 + self._budget_s - time.perf_counter())
-            try:
-                variant = fut.result(timeout=remaining)
-            except cf.TimeoutError:
-                fut.cancel()
-                plan = self._timed_out(request, step)
-            else:
-                plan = self._finish(step, variant)
-        except Exception as exc:
-            plan = self._failed(request, exc)
-        return plan, plan.sent
+        cfg = self.config
+        return verdict_key(
+            task,
+            model,
+            self.compressor.fingerprint,
+            cfg.gate,
+            metric=cfg.metric,
+            guard=cfg.guard,
+            guard_threshold=cfg.guard_threshold,
+        )
 
-    async def aprepare(self, request: Request, task: str | None = None) -> tuple[Plan, Request]:
-        """:meth:`prepare` for event loops: scoring runs on a thread, the loop stays free."""
-        t0 = time.perf_counter()
-        try:
-            step = self._begin(request, task, deadline=None)
-            if step is None:  # compressor still loading: wait for it without blocking
-                step = await self._await_compressor(request, task, t0)
-            if isinstance(step, Plan):
-                return step, step.sent
-            fut = self._scoring.submit(
-                contextvars.copy_context().run, self._variant, request.prompt, step.ratio
-            )
-            remaining = max(0.0, t0 + self._budget_s - time.perf_counter())
-            try:
-                variant = await asyncio.wait_for(asyncio.wrap_future(fut), remaining)
-            except asyncio.TimeoutError:
-                fut.cancel()
-                plan = self._timed_out(request, step)
-            else:
-                plan = self._finish(step, variant)
-        except Exception as exc:
-            plan = self._failed(request, exc)
-        return plan, plan.sent
+    def variant(self, prompt: Prompt, ratio: float) -> Variant:
+        """Compress ``prompt`` at ``ratio`` and run the instance guard (blocking, CPU).
 
-    async def _await_compressor(
-        self, request: Request, task: str | None, t0: float
-    ) -> Plan | _Pending:
-        self._ready_compressor(0.0)  # starts the build
-        fut = self._compressor_future
-        if fut is not None and self._compressor is None:
-            remaining = max(0.0, t0 + self._budget_s - time.perf_counter())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), remaining)
-        step = self._begin(request, task, deadline=time.perf_counter(), counted=True)
-        if step is None:
-            return self._warming(request)
-        return step
-
-    def _begin(
-        self,
-        request: Request,
-        task: str | None,
-        *,
-        deadline: float | None,
-        counted: bool = False,
-    ) -> Plan | _Pending | None:
-        """Everything before scoring. ``deadline=None`` returns None while the compressor
-        is loading (async callers wait for it themselves); otherwise it waits until then."""
-        if not counted:
-            self.stats.add(requests=1)
-        count = TokenCounter.for_model(request.model)
-        before = _count_prompt(request.prompt, count)
-        name = current_task() or task or self.config.task
-
-        if not _has_compressible_text(request.prompt):
-            self.stats.add(tokens_before=before, tokens_after=before)
-            return Plan(request, request, name, None, None, "nothing", tokens_before=before,
-                        tokens_after=before)  # fmt: skip
-
-        key: VerdictKey | None = None
-        if self.config.verify:
-            if deadline is None:
-                compressor = self._ready_compressor(0.0)
-                if compressor is None:
-                    return None
-            else:
-                compressor = self._ready_compressor(max(0.0, deadline - time.perf_counter()))
-                if compressor is None:
-                    self.stats.add(tokens_before=before, tokens_after=before)
-                    return self._warming(request, counted_tokens=True, tokens=before)
-            if name is None:
-                name = _derived_task(request, compressor.fingerprint)
-            key = self.verdict_key(name, request.model)
-            decision = self.gate.decide(key)
-        else:
-            assert self.config.ratio is not None
-            decision = Decision(Action.APPLY, ratio=self.config.ratio)
-        self.stats.decided(decision.action)
-
-        if decision.action == Action.APPLY and decision.ratio is not None:
-            return _Pending(request, name or "", key, decision, decision.ratio, before, count)
-        self.stats.add(tokens_before=before, tokens_after=before)
-        if decision.action == Action.SHADOW and decision.ratio is not None:
-            return Plan(request, request, name, key, decision, "shadow", "shadow",
-                        decision.ratio, before, before)  # fmt: skip
-        return Plan(request, request, name, key, decision, "bypass", None, decision.ratio,
-                    before, before)  # fmt: skip
-
-    def _variant(self, prompt: Prompt, ratio: float) -> _Variant:
-        """Compress at ``ratio`` and run the instance guard (on a scoring thread)."""
+        Raises what the compressor raises, and ``SieveClosed`` once the sieve is closed.
+        """
         compressor = self.compressor
-        comp = compressor.compress(prompt, ratio=ratio)
+        with self._door:
+            comp = compressor.compress(prompt, ratio=ratio)
         if not comp.changed:
-            return _Variant(None, "unchanged")
+            return Variant(None, "unchanged")
         new: Prompt = comp.prompt
         threshold = self._guard_threshold()
         if threshold is None:
-            return _Variant(new, "applied")
+            return Variant(new, "applied")
         # from the scoring pass when the compression carries it; else embed both texts
         sim = getattr(comp, "similarity", None)
         if sim is None:
-            sim = float(compressor.similarity(_guard_text(prompt), _guard_text(new)))
+            with self._door:
+                sim = float(compressor.similarity(_guard_text(prompt), _guard_text(new)))
         if not guard_ok(sim, threshold):
-            return _Variant(None, "guard", sim)
-        return _Variant(new, "applied", sim)
+            return Variant(None, "guard", sim)
+        return Variant(new, "applied", sim)
 
     def _guard_threshold(self) -> float | None:
         if not self.config.guard:
@@ -493,61 +207,88 @@ class Sieve:
         threshold = getattr(cfg, "guard_threshold", None)
         return float(threshold) if threshold is not None else GateConfig().guard_threshold
 
-    def _finish(self, step: _Pending, variant: _Variant) -> Plan:
-        req = step.request
-        if variant.prompt is None:
-            if variant.reason == "guard":
-                self.stats.add(guard_skips=1)
-            self.stats.add(tokens_before=step.tokens_before, tokens_after=step.tokens_before)
-            return Plan(req, req, step.task, step.key, step.decision, variant.reason, None,
-                        step.ratio, step.tokens_before, step.tokens_before,
-                        variant.similarity)  # fmt: skip
-        sent = Request(variant.prompt, req.model, req.endpoint)
-        after = _count_prompt(variant.prompt, step.count)
-        self.stats.add(compressed=1, tokens_before=step.tokens_before, tokens_after=after)
-        comparison: Comparison | None = "monitor" if step.decision.monitor else None
-        return Plan(req, sent, step.task, step.key, step.decision, "applied", comparison,
-                    step.ratio, step.tokens_before, after, variant.similarity,
-                    variant.prompt)  # fmt: skip
+    def _metric_fn(self) -> Callable[[TargetOutput, TargetOutput], bool] | None:
+        if not self._metric_resolved:
+            from promptsieve.fidelity import get_metric
 
-    def _timed_out(self, request: Request, step: _Pending) -> Plan:
-        self.stats.add(errors=1, timeouts=1)
-        self.stats.add(tokens_before=step.tokens_before, tokens_after=step.tokens_before)
-        self._warn_once(
-            "timeout",
-            "promptsieve: scoring exceeded its %.0f ms budget; sending the original prompt",
-            self.config.scoring_budget_ms,
-        )
-        return Plan(request, request, step.task, step.key, step.decision, "timeout",
-                    ratio=step.ratio, tokens_before=step.tokens_before,
-                    tokens_after=step.tokens_before)  # fmt: skip
+            embed = getattr(getattr(self._compressor, "proxy", None), "embed", None)
+            self._metric = get_metric(self.config.metric, embed=embed)
+            self._metric_resolved = True
+        return self._metric
 
-    def _warming(self, request: Request, *, counted_tokens: bool = False, tokens: int = 0) -> Plan:
-        self.stats.add(warming=1)
-        if not counted_tokens:
-            tokens = _count_prompt(request.prompt, TokenCounter.for_model(request.model))
-            self.stats.add(tokens_before=tokens, tokens_after=tokens)
-        self._warn_once(
-            "warming",
-            "promptsieve: the proxy is still loading; sending original prompts until it is "
-            "ready (call Sieve.warmup() to load it up front)",
-            level=logging.INFO,
-        )
-        return Plan(request, request, None, None, None, "warming", tokens_before=tokens,
-                    tokens_after=tokens)  # fmt: skip
+    # -- one request ----------------------------------------------------------------------
+    def call(
+        self,
+        request: Request,
+        task: str | None = None,
+        *,
+        original: _P,
+        rebuild: Callable[[Prompt], _P],
+        send_variant: SyncSend | AsyncSend | None = None,
+    ) -> Call[_P]:
+        """The lifecycle of one request, for adapters: ``with sieve.call(...) as call:``.
 
-    def _failed(self, request: Request, exc: BaseException) -> Plan:
-        self.stats.add(errors=1)
-        self._warn_once(
-            f"error:{type(exc).__name__}",
-            "promptsieve: %s in prepare; sending the original prompt",
-            type(exc).__name__,
-            exc_info=exc,
-        )
-        return Plan(request, request, None, None, None, "error")
+        ``original`` is the adapter's own request (kwargs, messages, ...); ``rebuild(prompt)``
+        turns a neutral prompt into the same kind (raising, e.g. ``UnsupportedRequest``,
+        when it does not fit: the original then goes out). ``send_variant(prompt)`` sends
+        a neutral prompt to the target the way the live call did, without streaming and
+        without the sieve (an ``async def`` for ``async with``); None: no comparison.
+        ``task`` is the adapter's default task name (``with promptsieve.task(...)`` wins).
+        Never raises; see :class:`Call`.
+        """
+        return Call(self, request, task, original, rebuild, send_variant)
+
+    def prepare(self, request: Request, task: str | None = None) -> Plan:
+        """Decide for one request and compress it if so; returns the :class:`Plan`.
+
+        ``task`` is the adapter's default; ``with promptsieve.task(...)`` overrides it.
+        Blocks at most ``config.scoring_budget_ms`` on scoring. Never raises: on any
+        internal error or a blown budget the plan sends the original.
+        """
+        return drive(prepare_flow(self, request, task))
+
+    async def aprepare(self, request: Request, task: str | None = None) -> Plan:
+        """:meth:`prepare` for event loops: scoring and the store run on threads."""
+        return await adrive(prepare_flow(self, request, task), self.scoring)
+
+    def observe(
+        self,
+        plan: Plan,
+        output: TargetOutput | None,
+        *,
+        usage_prompt_tokens: int | None = None,
+        send_variant: SyncSend | None = None,
+    ) -> None:
+        """Record the live call's outcome; start the comparison the plan owes on a thread.
+
+        ``output`` None: the live response could not be read (a stream), so both variants
+        are sent. ``usage_prompt_tokens``: the server's prompt-token count. Returns at
+        once; never raises. Adapters use :meth:`call`, which calls this.
+        """
+        job = self._job(plan, usage_prompt_tokens, send_variant)
+        if job is None or send_variant is None:
+            return
+        flow = compare_flow(self, job, output)
+        fut = self._background.submit(contextvars.copy_context().run, drive, flow, send_variant)
+        self._started(job, fut)
+
+    async def aobserve(
+        self,
+        plan: Plan,
+        output: TargetOutput | None,
+        *,
+        usage_prompt_tokens: int | None = None,
+        send_variant: AsyncSend | None = None,
+    ) -> None:
+        """:meth:`observe` for event loops: the comparison runs as an asyncio task."""
+        job = self._job(plan, usage_prompt_tokens, send_variant)
+        if job is None or send_variant is None:
+            return
+        flow = compare_flow(self, job, output)
+        self._started(job, asyncio.ensure_future(adrive(flow, self.scoring, send_variant)))
 
     def revert(self, plan: Plan) -> Plan:
-        """The plan with its compression undone (an adapter could not apply it)."""
+        """The plan with its compression undone (the adapter could not apply it)."""
         if not plan.is_compressed:
             return plan
         self.stats.add(compressed=-1, tokens_after=plan.tokens_before - plan.tokens_after)
@@ -560,96 +301,64 @@ class Sieve:
             compressed=None,
         )
 
+    def abandon(self, plan: Plan) -> None:
+        """The plan's comparison will not happen (the live call failed, no target, ...):
+        free the gate's shadow slot at once. Never raises."""
+        if plan.comparison != "shadow" or plan.key is None or plan.ratio is None:
+            return
+        try:
+            self.gate.record(plan.key, plan.ratio, None)
+        except Exception as exc:
+            self.report_error(exc, "freeing a shadow slot")
+
     def report_error(self, exc: BaseException, where: str) -> None:
-        """Count an adapter-side internal error and log it once (type only, no prompt)."""
+        """Count an internal error absorbed on the request path; log its type once
+        (never its message, which may quote the prompt)."""
         self.stats.add(errors=1)
         self._warn_once(
             f"{where}:{type(exc).__name__}",
             "promptsieve: %s in %s; the request goes out unchanged",
             type(exc).__name__,
             where,
-            exc_info=exc,
         )
+        log.debug("promptsieve: details", exc_info=exc)
 
-    def _warn_once(
-        self,
-        kind: str,
-        msg: str,
-        *args: object,
-        level: int = logging.WARNING,
-        exc_info: BaseException | None = None,
-    ) -> None:
+    # -- background comparisons -----------------------------------------------------------
+    def _job(self, plan: Plan, prompt_tokens: int | None, send: object) -> Job | None:
+        """Count usage; reserve a slot for the plan's comparison (None: none will run)."""
+        try:
+            self._usage(plan, prompt_tokens)
+            if plan.comparison is None or plan.key is None:
+                return None
+            job = Job(plan)
+            if self._closed:
+                self.settle(job, "abandoned")
+                return None
+            if send is None:
+                self.abandon(plan)
+                return None
+            with self._lock:
+                full = len(self._jobs) >= self.config.max_pending
+                if not full:
+                    self._jobs.add(job)
+            if full:
+                self.stats.add(comparisons_skipped=1)
+                self.abandon(plan)
+                return None
+            return job
+        except Exception as exc:
+            self.report_error(exc, "observe")
+            return None
+
+    def _started(self, job: Job, runner: cf.Future[None] | asyncio.Task[None]) -> None:
+        job.runner = runner
+        runner.add_done_callback(lambda _r: self._finished(job))
+
+    def _finished(self, job: Job) -> None:
         with self._lock:
-            first = kind not in self._warned
-            self._warned.add(kind)
-        # Exception text can quote the prompt, so only the type is logged at WARNING.
-        log.log(level if first else logging.DEBUG, msg, *args)
-        if exc_info is not None:
-            log.debug("promptsieve: details", exc_info=exc_info)
-
-    # -- observe --------------------------------------------------------------------------
-    def observe(
-        self,
-        plan: Plan,
-        output: TargetOutput | None,
-        *,
-        usage_prompt_tokens: int | None = None,
-        send_variant: Callable[[Prompt], TargetOutput] | None = None,
-    ) -> None:
-        """Record the live call's outcome; schedule the comparison the plan owes.
-
-        ``output`` is None when the live response could not be read (a stream); then both
-        variants are sent in the background. ``send_variant`` sends a neutral prompt to the
-        target the way the live call did, without streaming and without the sieve. Returns
-        at once; the comparison runs on a background thread. Never raises.
-        """
-        try:
-            self._usage(plan, usage_prompt_tokens)
-            if plan.comparison is None or plan.key is None:
-                return
-            if send_variant is None or not self._reserve():
-                self.abandon(plan)
-                return
-            ctx = contextvars.copy_context()
-            fut = self._background.submit(ctx.run, self._compare, plan, output, send_variant)
-            with self._lock:
-                self._pending.add(fut)
-            fut.add_done_callback(self._release)
-        except Exception as exc:
-            self._observe_failed(exc)
-
-    async def aobserve(
-        self,
-        plan: Plan,
-        output: TargetOutput | None,
-        *,
-        usage_prompt_tokens: int | None = None,
-        send_variant: Callable[[Prompt], Awaitable[TargetOutput]] | None = None,
-    ) -> None:
-        """:meth:`observe` for event loops: the comparison runs as an asyncio task."""
-        try:
-            self._usage(plan, usage_prompt_tokens)
-            if plan.comparison is None or plan.key is None:
-                return
-            if send_variant is None or not self._reserve():
-                self.abandon(plan)
-                return
-            t = asyncio.get_running_loop().create_task(self._acompare(plan, output, send_variant))
-            with self._lock:
-                self._tasks.add(t)
-            t.add_done_callback(self._release_task)
-        except Exception as exc:
-            self._observe_failed(exc)
-
-    def abandon(self, plan: Plan) -> None:
-        """The plan's comparison will not happen (the live call failed, no slot, ...):
-        tell the gate, so the shadow slot it reserved is free again. Never raises."""
-        if plan.comparison != "shadow" or plan.key is None or plan.ratio is None:
-            return
-        try:
-            self.gate.record(plan.key, plan.ratio, None)
-        except Exception as exc:
-            self._observe_failed(exc)
+            self._jobs.discard(job)
+        if not job.settled:  # cancelled (a loop closed under it) or died: counted once
+            self.settle(job, "abandoned")
 
     def _usage(self, plan: Plan, prompt_tokens: int | None) -> None:
         if prompt_tokens is None:
@@ -664,154 +373,71 @@ class Sieve:
             tokens_after=delta,
         )
 
-    def _reserve(self) -> bool:
-        with self._lock:
-            busy = len(self._pending) + len(self._tasks)
-        if busy >= self.config.max_pending:
-            self.stats.add(comparisons_skipped=1)
-            return False
-        return True
-
-    def _release(self, fut: cf.Future[None]) -> None:
-        with self._lock:
-            self._pending.discard(fut)
-
-    def _release_task(self, t: asyncio.Task[None]) -> None:
-        with self._lock:
-            self._tasks.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            self._observe_failed(t.exception() or RuntimeError())
-
-    def _observe_failed(self, exc: BaseException) -> None:
-        self.stats.add(errors=1)
-        self._warn_once(
-            f"observe:{type(exc).__name__}",
-            "promptsieve: %s while recording a comparison",
-            type(exc).__name__,
-            exc_info=exc,
-        )
-
-    def _compare(
-        self,
-        plan: Plan,
-        output: TargetOutput | None,
-        send: Callable[[Prompt], TargetOutput],
-    ) -> None:
-        try:
-            pair = self._variants(plan)
-            if pair is None:
-                self.abandon(plan)
-                return
-            original, compressed, live_is_original = pair
-            try:
-                if live_is_original:
-                    orig_out = output if output is not None else self._send(send, original)
-                    comp_out = self._send(send, compressed)
-                else:
-                    comp_out = output if output is not None else self._send(send, compressed)
-                    orig_out = self._send(send, original)
-            except Exception as exc:
-                self._target_failed(plan, exc)
-                return
-            self._record(plan, orig_out, comp_out)
-        except Exception as exc:
-            self._observe_failed(exc)
-
-    async def _acompare(
-        self,
-        plan: Plan,
-        output: TargetOutput | None,
-        send: Callable[[Prompt], Awaitable[TargetOutput]],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        try:
-            pair = await asyncio.wrap_future(self._scoring.submit(ctx.run, self._variants, plan))
-        except Exception:
-            self.abandon(plan)
-            raise
-        if pair is None:
-            await loop.run_in_executor(None, ctx.run, self.abandon, plan)
+    def settle(self, job: Job, outcome: Outcome, *, error: BaseException | None = None) -> None:
+        """Settle a comparison that records nothing: free its shadow slot, count it."""
+        if not job.settle():
             return
-        original, compressed, live_is_original = pair
-        try:
-            if live_is_original:
-                orig_out = output if output is not None else await self._asend(send, original)
-                comp_out = await self._asend(send, compressed)
-            else:
-                comp_out = output if output is not None else await self._asend(send, compressed)
-                orig_out = await self._asend(send, original)
-        except Exception as exc:
-            self._target_failed(plan, exc)
-            return
-        # The store may touch disk or the network: keep it off the loop.
-        await loop.run_in_executor(None, ctx.run, self._record, plan, orig_out, comp_out)
+        if outcome == "abandoned":
+            self.stats.add(comparisons_abandoned=1)
+        elif outcome == "target_failed":
+            self.stats.add(comparison_errors=1)
+            self._warn_once(
+                f"target:{type(error).__name__}",
+                "promptsieve: the target failed a background comparison (%s); not counted",
+                type(error).__name__,
+            )
+        self.abandon(job.plan)
 
-    def _variants(self, plan: Plan) -> tuple[Prompt, Prompt, bool] | None:
-        """(original, compressed, whether the live call sent the original)."""
-        if plan.comparison == "monitor":
-            assert plan.compressed is not None
-            return plan.request.prompt, plan.compressed, False
-        assert plan.ratio is not None
-        variant = self._variant(plan.request.prompt, plan.ratio)
-        if variant.prompt is None:
-            # Apply would send the original here too, so there is nothing to test.
-            if variant.reason == "guard":
-                self.stats.add(guard_skips=1)
-            return None
-        return plan.request.prompt, variant.prompt, True
+    def record(self, job: Job, original: TargetOutput, compressed: TargetOutput) -> None:
+        """Compare the two outputs under the metric and record the result with the gate."""
+        plan = job.plan
+        metric = self._metric_fn()
+        if metric is None:
+            from promptsieve.fidelity import auto_metric
 
-    def _send(self, send: Callable[[Prompt], TargetOutput], prompt: Prompt) -> TargetOutput:
-        self.stats.add(screening_calls=1)
-        return send(prompt)
-
-    async def _asend(
-        self, send: Callable[[Prompt], Awaitable[TargetOutput]], prompt: Prompt
-    ) -> TargetOutput:
-        self.stats.add(screening_calls=1)
-        return await send(prompt)
-
-    def _target_failed(self, plan: Plan, exc: BaseException) -> None:
-        self.stats.add(comparison_errors=1)
-        self._warn_once(
-            f"target:{type(exc).__name__}",
-            "promptsieve: the target failed a background comparison (%s); not counted",
-            type(exc).__name__,
-        )
-        assert plan.key is not None and plan.ratio is not None
-        self.gate.record(plan.key, plan.ratio, None)
-
-    def _record(self, plan: Plan, original: TargetOutput, compressed: TargetOutput) -> None:
-        try:
-            metric = self._metric_fn()
-            if metric is None:
-                from promptsieve.fidelity import auto_metric
-
-                metric = auto_metric(original)
+            metric = auto_metric(original)
+        with self._door:  # an embedding metric runs the proxy
             agreed = bool(metric(original, compressed))
-        except Exception:
-            self.abandon(plan)
-            raise
+        if not job.settle():
+            return
         self.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))
         assert plan.key is not None and plan.ratio is not None
         self.gate.record(plan.key, plan.ratio, agreed)
 
-    # -- lifecycle ------------------------------------------------------------------------
-    def verdict_key(self, task: str, model: str) -> VerdictKey:
-        """The key under which the gate keeps ``task``'s verdict for target ``model``."""
-        return VerdictKey(
-            task=task,
-            target_model=model,
-            proxy_fingerprint=self.compressor.fingerprint,
-            settings=self.config.settings_key(),
+    # -- logging ---------------------------------------------------------------------------
+    def warn_warming(self) -> None:
+        self._warn_once(
+            "warming",
+            "promptsieve: the proxy is still loading; sending original prompts until it is "
+            "ready (call Sieve.warmup() to load it up front)",
+            level=logging.INFO,
         )
 
+    def warn_timeout(self) -> None:
+        self._warn_once(
+            "timeout",
+            "promptsieve: scoring exceeded its %.0f ms budget; sending the original prompt",
+            self.config.scoring_budget_ms,
+        )
+
+    def _warn_once(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
+        with self._lock:
+            first = kind not in self._warned
+            self._warned.add(kind)
+        log.log(level if first else logging.DEBUG, msg, *args)
+
+    # -- waiting and closing --------------------------------------------------------------
+    def _runners(self) -> list[cf.Future[None] | asyncio.Task[None]]:
+        with self._lock:
+            return [j.runner for j in self._jobs if j.runner is not None]
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for background comparisons started by sync clients; True if all finished."""
+        """Wait up to ``timeout`` seconds (None: until done) for comparisons started by sync
+        clients; True if none is left. Each is bounded by the target client's own timeout,
+        and a forked child never waits for its parent's."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._lock:
-                pending = list(self._pending)
+            pending = [r for r in self._runners() if isinstance(r, cf.Future)]
             if not pending:
                 return True
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -823,8 +449,7 @@ class Sieve:
         """Wait for comparisons started by async clients (and sync ones); True if all done."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._lock:
-                tasks = list(self._tasks)
+            tasks = [r for r in self._runners() if isinstance(r, asyncio.Task)]
             if not tasks:
                 break
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -834,60 +459,55 @@ class Sieve:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await asyncio.get_running_loop().run_in_executor(None, self.flush, left)
 
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the sieve: later requests go out unchanged and start no comparison.
 
-class _DaemonPool:
-    """A small thread pool of daemon threads: a stuck target call never blocks exit."""
-
-    def __init__(self, name: str, workers: int) -> None:
-        self._name = name
-        self._workers = workers
-        self._queue: queue.SimpleQueue[tuple[cf.Future[Any], Callable[[], Any]]] = (
-            queue.SimpleQueue()
-        )
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., _T], *args: Any) -> cf.Future[_T]:
-        fut: cf.Future[_T] = cf.Future()
-        self._queue.put((fut, lambda: fn(*args)))
-        self._grow()
-        return fut
-
-    def _grow(self) -> None:
+        Waits up to ``timeout`` seconds (default ``config.drain_timeout_s``) for in-flight
+        comparisons; the rest are abandoned, their shadow slots freed, and counted in
+        ``stats.comparisons_abandoned``. Then waits until no thread of this sieve is inside
+        the proxy (onnxruntime). True when every comparison finished. Idempotent; never
+        raises. Runs for every sieve still open at interpreter exit.
+        """
+        timeout = self.config.drain_timeout_s if timeout is None else max(0.0, timeout)
+        self._closed = True
+        finished = self.flush(timeout)
         with self._lock:
-            if len(self._threads) < self._workers:
-                t = threading.Thread(
-                    target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(t)
-                t.start()
+            left = list(self._jobs)
+        for job in left:
+            self.settle(job, "abandoned")
+        if not self._door.shut(DOOR_WAIT_S):
+            log.warning("promptsieve: a scoring pass did not end within %.0f s", DOOR_WAIT_S)
+        return finished and not left
 
-    def _run(self) -> None:
-        while True:
-            fut, fn = self._queue.get()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """:meth:`close` for event loops: the loop's comparison tasks get the drain first."""
+        timeout = self.config.drain_timeout_s if timeout is None else max(0.0, timeout)
+        self._closed = True
+        t0 = time.monotonic()
+        drained = await self.aflush(timeout)
+        left = max(0.0, timeout - (time.monotonic() - t0))
+        closed = await asyncio.get_running_loop().run_in_executor(None, self.close, left)
+        return drained and closed
 
+    def __enter__(self) -> Sieve:
+        return self
 
-def _count_prompt(prompt: Prompt, count: Callable[[str], int]) -> int:
-    if isinstance(prompt, str):
-        return count(prompt)
-    return sum(count(p.text) for m in prompt for p in m.parts if isinstance(p, TextPart))
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
+    async def __aenter__(self) -> Sieve:
+        return self
 
-def _has_compressible_text(prompt: Prompt) -> bool:
-    if isinstance(prompt, str):
-        return bool(prompt.strip())
-    return any(
-        isinstance(p, TextPart) and not p.protected and p.text.strip()
-        for m in prompt
-        if m.role in COMPRESSIBLE_ROLES
-        for p in m.parts
-    )
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _close_at_exit(self, timeout: float) -> None:
+        self.close(min(timeout, self.config.drain_timeout_s))
+
+    def _after_fork(self) -> None:
+        """In a forked child: none of the parent's threads exist; start them afresh."""
+        self._start_threads()
+        self.stats._after_fork()
 
 
 def _guard_text(prompt: Prompt) -> str:
@@ -895,12 +515,3 @@ def _guard_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n\n".join(m.content for m in prompt if m.role in COMPRESSIBLE_ROLES)
-
-
-def _derived_task(request: Request, fingerprint: str) -> str:
-    """Default task name: target model + system prompt + compressor settings + endpoint."""
-    system = ""
-    if not isinstance(request.prompt, str):
-        system = "\n".join(m.content for m in request.prompt if m.role in ("system", "developer"))
-    raw = "\x1f".join((request.endpoint, request.model, system, fingerprint))
-    return "auto-" + hashlib.sha256(raw.encode()).hexdigest()[:12]

@@ -1,0 +1,128 @@
+"""The adapter-facing call: one request's lifecycle, so that no adapter can get it wrong.
+
+::
+
+    with sieve.call(request, task, original=kwargs, rebuild=conv.rebuild,
+                    send_variant=send) as call:
+        result = client_method(**call.payload)       # the target's errors reach the caller
+        call.read(read_response, result)             # or call.observe(output, usage)
+    # leaving: comparison started (shadow/monitor), or the shadow slot freed on failure
+
+Entering prepares the request (the gate's decision, compression within the budget) and
+rebuilds the adapter's request from the compressed prompt; when the rebuild fails the
+plan is reverted (counted, the original goes out, no monitor comparison compares the
+original with itself). Leaving normally, or by ``GeneratorExit`` (a stream closed early),
+starts the comparison the plan owes; leaving by any other exception frees the shadow slot.
+Nothing here raises: bookkeeping faults are counted and logged by type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from promptsieve._plan import Plan
+from promptsieve.fidelity import TargetOutput
+from promptsieve.prompt import Prompt, Request
+
+if TYPE_CHECKING:
+    from promptsieve.sieve import Sieve
+
+__all__ = ["Call"]
+
+_P = TypeVar("_P")
+
+
+class Call(Generic[_P]):
+    """One request through the sieve; build it with :meth:`Sieve.call`.
+
+    ``plan`` (after entering): the decision. ``payload``: what the adapter sends — its
+    ``original`` request, or ``rebuild(compressed prompt)``.
+    """
+
+    def __init__(
+        self,
+        sieve: Sieve,
+        request: Request,
+        task: str | None,
+        original: _P,
+        rebuild: Callable[[Prompt], _P],
+        send_variant: Any,
+    ) -> None:
+        self.sieve = sieve
+        self.request = request
+        self.task = task
+        self.payload: _P = original
+        self.plan: Plan = Plan.unchanged(request, "error")
+        self._rebuild = rebuild
+        self._send = send_variant
+        self._output: TargetOutput | None = None
+        self._usage: int | None = None
+
+    # -- entering -------------------------------------------------------------------------
+    def __enter__(self) -> Call[_P]:
+        self._apply(self.sieve.prepare(self.request, self.task))
+        return self
+
+    async def __aenter__(self) -> Call[_P]:
+        self._apply(await self.sieve.aprepare(self.request, self.task))
+        return self
+
+    def _apply(self, plan: Plan) -> None:
+        if plan.is_compressed:
+            try:
+                self.payload = self._rebuild(plan.sent.prompt)
+            except Exception as exc:  # UnsupportedRequest or a bug: the original goes out
+                self.sieve.report_error(exc, "rebuilding the request")
+                plan = self.sieve.revert(plan)
+        self.plan = plan
+
+    # -- the live result ------------------------------------------------------------------
+    def observe(self, output: TargetOutput | None, usage_prompt_tokens: int | None = None) -> None:
+        """The live call's output (None: unreadable, e.g. a stream) and the server's
+        prompt-token count, if it reported one."""
+        self._output = output
+        self._usage = usage_prompt_tokens
+
+    def read(
+        self, reader: Callable[[Any], tuple[TargetOutput | None, int | None]], result: Any
+    ) -> None:
+        """:meth:`observe` with ``reader(result) -> (output, usage)``; a reader fault is
+        counted and the output taken as unreadable."""
+        try:
+            output, usage = reader(result)
+        except Exception as exc:
+            self.sieve.report_error(exc, "reading the response")
+            output, usage = None, None
+        self.observe(output, usage)
+
+    # -- leaving --------------------------------------------------------------------------
+    def _live_failed(self, exc_type: type[BaseException] | None) -> bool:
+        """True when the live call failed: its shadow slot is freed, nothing is compared."""
+        if exc_type is None or issubclass(exc_type, GeneratorExit):
+            return False
+        self.sieve.abandon(self.plan)
+        return True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._live_failed(exc_type):
+            self.sieve.observe(
+                self.plan, self._output, usage_prompt_tokens=self._usage, send_variant=self._send
+            )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._live_failed(exc_type):
+            await self.sieve.aobserve(
+                self.plan, self._output, usage_prompt_tokens=self._usage, send_variant=self._send
+            )

@@ -1,0 +1,113 @@
+"""How a :class:`~promptsieve.Sieve` is configured, and what it needs from its parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from promptsieve._errors import ConfigError
+from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
+
+if TYPE_CHECKING:
+    from promptsieve.compressor import CompressorConfig
+
+__all__ = ["CompressorLike", "GateLike", "SieveConfig"]
+
+
+class CompressorLike(Protocol):
+    """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
+
+    ``compress`` returns an object with ``prompt`` and ``changed``; a ``similarity``
+    attribute (float) on it spares the instance guard the :meth:`similarity` call.
+    """
+
+    @property
+    def fingerprint(self) -> str: ...
+    def compress(self, prompt: Any, *, ratio: float | None = ...) -> Any: ...
+    def similarity(self, a: str, b: str) -> float: ...
+
+
+class GateLike(Protocol):
+    """What the sieve needs from a gate (``promptsieve.fidelity.Gate`` fits)."""
+
+    def decide(self, key: VerdictKey) -> Decision: ...
+    def record(self, key: VerdictKey, ratio: float, agreed: bool | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class SieveConfig:
+    """How the sieve decides; wrong values raise :class:`ConfigError` at construction."""
+
+    #: False = explicit opt-out of screening: compress every request at ``ratio``.
+    verify: bool = True
+    #: The fixed ratio used when ``verify`` is False (required then).
+    ratio: float | None = None
+    #: Task name used when neither ``promptsieve.task(...)`` nor the adapter names one;
+    #: None derives it from target model + system prompt + compressor settings.
+    task: str | None = None
+    #: Passed to ``Gate(store, gate)`` when the sieve builds its own gate (ratio ladder, τ, δ).
+    gate: GateConfig | None = None
+    #: SQLite file of the default verdict store (None: the store's own default path).
+    store_path: str | None = None
+    #: Passed to ``Compressor(compressor)`` when the sieve builds its own compressor.
+    compressor: CompressorConfig | None = None
+    #: Agreement metric: "exact", "numeric", "choice", "json", "tool_calls", "f1:0.8",
+    #: "cosine:0.9", a callable, or None to pick one from the original output's shape.
+    metric: str | Callable[[TargetOutput, TargetOutput], bool] | None = None
+    #: Instance guard: keep the original when the proxy's cosine between original and
+    #: compressed text falls below the threshold (no target call is spent on it).
+    guard: bool = True
+    #: None: the gate config's ``guard_threshold`` (0.8 by default).
+    guard_threshold: float | None = None
+    #: Scoring time budget per request; past it the original goes out.
+    scoring_budget_ms: float = 500.0
+    #: Threads that score prompts (the caller waits at most the budget for one).
+    scoring_workers: int = 2
+    #: Threads that send shadow/monitor comparisons to the target.
+    max_background: int = 2
+    #: Comparisons waiting or running beyond which new ones are skipped (call budget).
+    max_pending: int = 8
+    #: At :meth:`Sieve.close` and at interpreter exit: seconds to wait for in-flight
+    #: comparisons before abandoning them (counted in ``comparisons_abandoned``).
+    drain_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if not self.verify and self.ratio is None:
+            raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
+        if self.guard_threshold is not None and not -1.0 <= self.guard_threshold <= 1.0:
+            raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
+        if self.scoring_budget_ms <= 0:
+            raise ConfigError("scoring_budget_ms must be positive")
+        for name in ("scoring_workers", "max_background", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.drain_timeout_s < 0:
+            raise ConfigError("drain_timeout_s must be >= 0 seconds")
+        if self.task is not None and not self.task.strip():
+            raise ConfigError("task must be a non-empty string")
+        from promptsieve.fidelity import get_metric, metric_name
+
+        metric_name(self.metric)  # a name or a callable
+        if isinstance(self.metric, str) and self.metric.partition(":")[0] not in (
+            "cosine",  # needs the proxy's embedding, checked when the proxy is loaded
+            "judge",
+        ):
+            get_metric(self.metric)  # an unknown name or a bad threshold raises ConfigError
+
+    def settings_key(self) -> str:
+        """Sieve settings that change what a verdict means (part of the verdict key).
+
+        Only the test's meaning counts (metric, guard, τ, δ, the ladder): rates, budgets and
+        TTLs do not, so ``promptsieve screen --store`` and a live sieve agree on the key.
+        """
+        from promptsieve.fidelity.keys import settings_key
+
+        return settings_key(
+            self.gate,
+            metric=self.metric,
+            guard=self.guard,
+            guard_threshold=self.guard_threshold,
+        )

@@ -1,0 +1,179 @@
+"""The sieve's threads: daemon pools, the door in front of the proxy, exit and fork hooks.
+
+Three process-level facts shape this module:
+
+* **Exit.** Comparison threads are daemon threads so that a target call that hangs never
+  blocks exit. A daemon thread that is still inside onnxruntime while the interpreter
+  finalises aborts the process (``terminate called without an active exception``, exit
+  status 134). So every live sieve is closed by an :mod:`atexit` hook: in-flight
+  comparisons get a bounded drain, the rest are abandoned (and counted), and the sieve's
+  :class:`ComputeDoor` is shut and waited on, so no thread is inside the proxy by the time
+  the interpreter tears down.
+* **Fork.** A forked child inherits the pools' bookkeeping but none of their threads, and
+  locks that may have been held mid-fork. :func:`os.register_at_fork` re-creates them in
+  the child (``after_in_child``), so the child compresses and screens as the parent did.
+* **Daemon pools.** :class:`DaemonPool` is a small pool of daemon threads (the standard
+  ``ThreadPoolExecutor`` joins its threads at exit, which a stuck target call would hang).
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from promptsieve._errors import PromptSieveError
+
+__all__ = ["ComputeDoor", "DaemonPool", "SieveClosed", "register"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Total seconds the exit hook waits for comparisons of all sieves before abandoning them.
+#: (Each sieve's own ``SieveConfig.drain_timeout_s`` caps its share.)
+EXIT_DRAIN_S = 10.0
+#: Seconds to wait for threads already inside the proxy once the door is shut. A scoring
+#: pass is bounded (windows of ≤ 512 tokens), so this is reached only if onnxruntime hangs.
+DOOR_WAIT_S = 60.0
+
+
+class SieveClosed(PromptSieveError):
+    """The sieve was closed (or the process is exiting): nothing new is started."""
+
+
+class ComputeDoor:
+    """Counts threads inside the compressor (onnxruntime); once shut, none enters.
+
+    ``with door:`` around every call into the proxy. :meth:`shut` makes later entries raise
+    :class:`SieveClosed` and waits until the threads inside have left.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._shut = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            if self._shut:
+                raise SieveClosed("the sieve is closed")
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._inside -= 1
+            if self._inside == 0:
+                self._cond.notify_all()
+
+    @property
+    def inside(self) -> int:
+        with self._cond:
+            return self._inside
+
+    def shut(self, timeout: float | None) -> bool:
+        """Refuse new entries; wait up to ``timeout`` s for the inside to empty (True if so)."""
+        with self._cond:
+            self._shut = True
+            return self._cond.wait_for(lambda: self._inside == 0, timeout)
+
+
+class DaemonPool:
+    """A small pool of daemon threads: a stuck target call never blocks exit."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self._name = name
+        self._workers = workers
+        self._reset()
+
+    def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[cf.Future[Any], Callable[[], Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> cf.Future[_T]:
+        fut: cf.Future[_T] = cf.Future()
+        self._queue.put((fut, lambda: fn(*args)))
+        self._grow()
+        return fut
+
+    def _grow(self) -> None:
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) < self._workers:
+                t = threading.Thread(
+                    target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+
+    def _run(self) -> None:
+        while True:
+            fut, fn = self._queue.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def after_fork(self) -> None:
+        """In a forked child: none of the parent's threads exist; start from scratch.
+
+        Work queued in the parent is dropped with the old queue: its futures belong to the
+        parent's bookkeeping, which the owner resets too.
+        """
+        self._reset()
+
+
+class _Closable(Protocol):
+    def _close_at_exit(self, timeout: float) -> None: ...
+    def _after_fork(self) -> None: ...
+
+
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def register(obj: _Closable) -> None:
+    """Close ``obj`` at interpreter exit and reset it in forked children."""
+    with _LIVE_LOCK:
+        _LIVE.add(obj)
+
+
+def _live() -> list[_Closable]:
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
+def _close_all_at_exit() -> None:
+    deadline = time.monotonic() + EXIT_DRAIN_S
+    for obj in _live():
+        try:
+            obj._close_at_exit(max(0.0, deadline - time.monotonic()))
+        except Exception:  # never fail the user's exit
+            log.debug("promptsieve: closing at exit failed", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()  # it may have been held by another thread at fork time
+    for obj in list(_LIVE):
+        try:
+            obj._after_fork()
+        except Exception:
+            log.debug("promptsieve: resetting after fork failed", exc_info=True)
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

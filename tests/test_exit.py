@@ -1,0 +1,50 @@
+"""A process that used the wrapped client exits cleanly (issue #14.1).
+
+The child (``_exit_child.py``) is a user's batch script: 40 ``chat.completions.create``
+calls through ``wrap_openai(OpenAI(...))`` for one task while screening is in progress
+(shadow comparisons on the real ONNX proxy against a scripted target on 127.0.0.1), then
+"done" and return. Before the fix it died with SIGABRT (exit status 134) on every run:
+daemon comparison threads were still inside onnxruntime while the interpreter finalised.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).with_name("_exit_child.py")
+
+
+def _run(mode: str, cache_root: Path, n: int = 40, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CHILD), str(n), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(cache_root), **env},
+    )
+
+
+@pytest.mark.parametrize("mode", ["plain", "async"])
+def test_exits_with_status_0_while_screening(mode: str, cache_root: Path, proxy: object) -> None:
+    # ``proxy`` exports the ONNX graph once into cache_root/proxy, which the child reuses.
+    proc = _run(mode, cache_root)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "done" in proc.stdout
+    assert "terminate called" not in proc.stderr
+
+
+def test_exit_drain_is_bounded_and_counts_what_it_abandons(cache_root: Path, proxy: object) -> None:
+    """A target that answers comparisons only after 60 s: exit comes after the drain."""
+    t0 = time.monotonic()
+    proc = _run("plain", cache_root, n=12, EXIT_SLOW_TARGET="1", EXIT_DRAIN_S="0.5")
+    assert time.monotonic() - t0 < 50  # not the 60 s the target would take
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("closed abandoned="), proc.stdout[-500:]
+    assert int(last.split("=")[1]) >= 1

@@ -1,0 +1,355 @@
+"""Every lifecycle scenario through both drivers, with the same assertions.
+
+One request goes through ``with sieve.call(...)`` (the sync driver: comparisons on the
+sieve's threads) or ``async with sieve.call(...)`` (the async driver: comparisons as
+asyncio tasks). What the target receives, what the gate is told and what the stats count
+must be the same either way. The gate is a scripted one that records every report, so a
+shadow slot that is never handed back (``record(key, ratio, None)``) shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from _sieve_helpers import ScriptedGate, WordDropCompressor, apply, long_text, shadow
+from promptsieve import (
+    Call,
+    Message,
+    Plan,
+    Prompt,
+    Request,
+    Sieve,
+    SieveConfig,
+    TargetOutput,
+    UnsupportedRequest,
+)
+from promptsieve.fidelity import Action, Decision
+
+MODEL = "gpt-4o-mini"
+DRIVERS = ("sync", "async")
+
+
+def _req() -> Request:
+    return Request((Message.text("system", "Be brief."), Message.text("user", long_text(3))), MODEL)
+
+
+@dataclass
+class Target:
+    """A target that answers ``answer`` (or fails), recording what it was sent."""
+
+    answer: str = "Paris"
+    fail: bool = False
+    block: threading.Event | None = None
+    seen: list[Prompt] = field(default_factory=list)
+
+    def send(self, prompt: Prompt) -> TargetOutput:
+        self.seen.append(prompt)
+        if self.block is not None:
+            self.block.wait(10)
+        if self.fail:
+            raise ConnectionError("target down")
+        return TargetOutput(self.answer)
+
+    async def asend(self, prompt: Prompt) -> TargetOutput:
+        self.seen.append(prompt)
+        if self.block is not None:
+            await asyncio.to_thread(self.block.wait, 10)
+        if self.fail:
+            raise ConnectionError("target down")
+        return TargetOutput(self.answer)
+
+
+Live = Callable[[Prompt], TargetOutput | None]
+
+
+def _identity(prompt: Prompt) -> Prompt:
+    return prompt
+
+
+def run(
+    driver: str,
+    sieve: Sieve,
+    target: Target,
+    *,
+    live: Live | None = None,
+    rebuild: Callable[[Prompt], Any] = _identity,
+    comparable: bool = True,
+    flush: bool = True,
+) -> Call[Any]:
+    """One request through ``sieve.call`` with the given driver; returns the call."""
+    req = _req()
+    live = live or (lambda payload: TargetOutput(target.answer))
+    if driver == "sync":
+        send: Any = target.send if comparable else None
+        try:
+            with sieve.call(
+                req, "t", original=req.prompt, rebuild=rebuild, send_variant=send
+            ) as call:
+                call.observe(live(call.payload))
+        finally:
+            if flush:
+                assert sieve.flush(5)
+        return call
+
+    async def go() -> Call[Any]:
+        asend: Any = target.asend if comparable else None
+        try:
+            async with sieve.call(
+                req, "t", original=req.prompt, rebuild=rebuild, send_variant=asend
+            ) as call:
+                call.observe(live(call.payload))
+        finally:  # the loop stays up until the comparison task is done
+            if flush:
+                assert await sieve.aflush(5)
+        return call
+
+    return asyncio.run(go())
+
+
+def _sieve(decision: Decision, **kw: Any) -> tuple[Sieve, ScriptedGate]:
+    gate = ScriptedGate(decision)
+    comp = kw.pop("compressor", None) or WordDropCompressor()
+    cfg = SieveConfig(**{"guard": False, **kw})
+    return Sieve(cfg, compressor=comp, gate=gate), gate
+
+
+def _slots(gate: ScriptedGate) -> list[bool | None]:
+    return [agreed for _key, _ratio, agreed in gate.records]
+
+
+# -- scenarios -------------------------------------------------------------------------------
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_bypass_sends_the_original_and_reports_nothing(driver: str) -> None:
+    sieve, gate = _sieve(Decision(Action.BYPASS))
+    target = Target()
+    call = run(driver, sieve, target)
+    assert call.plan.reason == "bypass" and call.payload == _req().prompt
+    assert target.seen == [] and gate.records == []
+    assert sieve.stats.requests == 1 and sieve.stats.decisions["bypass"] == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_shadow_compares_the_compressed_variant(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+    call = run(driver, sieve, target)
+    assert call.plan.reason == "shadow" and call.payload == _req().prompt
+    assert len(target.seen) == 1 and target.seen[0] != _req().prompt  # the compressed one
+    assert _slots(gate) == [True]
+    s = sieve.stats
+    assert (s.comparisons, s.agreements, s.screening_calls) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_shadow_slot_is_freed_when_the_background_compression_fails(driver: str) -> None:
+    """#13.1: the sync twin kept the slot taken (600 s against the screening budget)."""
+    sieve, gate = _sieve(shadow(0.5), compressor=WordDropCompressor(fail=True))
+    target = Target()
+    run(driver, sieve, target)
+    assert target.seen == []
+    assert _slots(gate) == [None]  # the slot was handed back, once
+    assert sieve.stats.errors == 1 and sieve.stats.comparisons == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_shadow_target_failure_frees_the_slot_and_is_counted(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target(fail=True)
+    run(driver, sieve, target, live=lambda p: TargetOutput("Paris"))
+    assert len(target.seen) == 1 and _slots(gate) == [None]
+    assert sieve.stats.comparison_errors == 1 and sieve.stats.comparisons == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_shadow_refused_by_the_guard_spends_no_target_call(driver: str) -> None:
+    sieve, gate = _sieve(
+        shadow(0.5), guard=True, guard_threshold=0.9,
+        compressor=WordDropCompressor(similarity_value=0.1),
+    )  # fmt: skip
+    target = Target()
+    run(driver, sieve, target)
+    assert target.seen == [] and _slots(gate) == [None]
+    assert sieve.stats.guard_skips == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_apply_with_monitor_sends_the_original_in_the_background(driver: str) -> None:
+    sieve, gate = _sieve(apply(0.5, monitor=True))
+    target = Target()
+    call = run(driver, sieve, target)
+    assert call.plan.reason == "applied" and call.payload != _req().prompt
+    assert call.payload == call.plan.compressed
+    assert target.seen == [_req().prompt] and _slots(gate) == [True]
+    assert sieve.stats.compressed == 1 and sieve.stats.tokens_saved > 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rebuild_failure_reverts_and_never_compares_original_with_itself(driver: str) -> None:
+    """#13.2: a plan left "applied" made a later monitor record "agreed" for identical
+    prompts, silently corrupting the verdict."""
+
+    def rebuild(prompt: Prompt) -> Any:
+        raise UnsupportedRequest("does not fit")
+
+    sieve, gate = _sieve(apply(0.5, monitor=True))
+    target = Target()
+    call = run(driver, sieve, target, rebuild=rebuild)
+    assert call.payload == _req().prompt and call.plan.reason == "error"
+    assert not call.plan.is_compressed and call.plan.comparison is None
+    assert target.seen == [] and gate.records == []
+    s = sieve.stats
+    assert (s.compressed, s.errors, s.tokens_saved) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_scoring_timeout_sends_the_original(driver: str) -> None:
+    slow = WordDropCompressor(delay=0.5)
+    sieve, _gate = _sieve(apply(0.5), scoring_budget_ms=30, compressor=slow)
+    t0 = time.perf_counter()
+    call = run(driver, sieve, Target())
+    assert time.perf_counter() - t0 < 0.4
+    assert call.plan.reason == "timeout" and call.payload == _req().prompt
+    assert sieve.stats.timeouts == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_live_failure_frees_the_slot_and_reaches_the_caller(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+
+    def live(payload: Prompt) -> TargetOutput:
+        raise TimeoutError("the live call failed")
+
+    with pytest.raises(TimeoutError, match="live call failed"):
+        run(driver, sieve, target, live=live)
+    assert target.seen == [] and _slots(gate) == [None]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_stream_closed_early_compares_both_variants(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+
+    def live(payload: Prompt) -> TargetOutput:
+        raise GeneratorExit  # the caller stopped reading the stream
+
+    with pytest.raises(GeneratorExit):
+        run(driver, sieve, target, live=live)
+    assert len(target.seen) == 2 and target.seen[0] == _req().prompt
+    assert _slots(gate) == [True]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unreadable_live_output_compares_both_variants(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+    run(driver, sieve, target, live=lambda p: None)
+    assert len(target.seen) == 2 and _slots(gate) == [True]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_no_sender_frees_the_slot(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+    run(driver, sieve, target, comparable=False)
+    assert target.seen == [] and _slots(gate) == [None]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_full_queue_skips_and_frees_the_slot(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5), max_pending=1)
+    target = Target(block=threading.Event())
+    if driver == "sync":
+        run(driver, sieve, target, flush=False)
+        run(driver, sieve, target, flush=False)
+        target.block.set()  # type: ignore[union-attr]
+        assert sieve.flush(5)
+    else:
+
+        async def two() -> None:
+            req = _req()
+            for _ in range(2):
+                async with sieve.call(
+                    req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
+                ) as call:
+                    call.observe(TargetOutput("Paris"))
+            target.block.set()  # type: ignore[union-attr]
+            assert await sieve.aflush(5)
+
+        asyncio.run(two())
+    assert sieve.stats.comparisons_skipped == 1
+    assert sorted(_slots(gate), key=str) == [None, True]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_closed_sieve_sends_originals_and_starts_nothing(driver: str) -> None:
+    sieve, gate = _sieve(apply(0.5, monitor=True))
+    assert sieve.close() is True
+    target = Target()
+    call = run(driver, sieve, target)
+    assert call.plan.reason == "closed" and call.payload == _req().prompt
+    assert target.seen == [] and gate.keys == []
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_close_abandons_what_does_not_drain_and_counts_it(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target(block=threading.Event())
+    if driver == "sync":
+        run(driver, sieve, target, flush=False)
+        t0 = time.perf_counter()
+        assert sieve.close(timeout=0.2) is False
+    else:
+
+        async def go() -> tuple[bool, float]:
+            req = _req()
+            async with sieve.call(
+                req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
+            ) as call:
+                call.observe(TargetOutput("Paris"))
+            t0 = time.perf_counter()
+            closed = await sieve.aclose(timeout=0.2)
+            target.block.set()  # type: ignore[union-attr]  # lets asyncio.run's executor end
+            return closed, time.perf_counter() - t0
+
+        closed, took = asyncio.run(go())
+        assert closed is False and took < 2.0
+    if driver == "sync":
+        assert time.perf_counter() - t0 < 2.0  # bounded by the drain timeout
+    assert sieve.stats.comparisons_abandoned == 1 and _slots(gate) == [None]
+    target.block.set()  # type: ignore[union-attr]
+    time.sleep(0.1)
+    assert _slots(gate) == [None] and sieve.stats.comparisons == 0  # settled once only
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_context_manager_closes(driver: str) -> None:
+    sieve, _gate = _sieve(Decision(Action.BYPASS))
+    if driver == "sync":
+        with sieve as s:
+            assert s is sieve and not sieve.closed
+    else:
+
+        async def go() -> None:
+            async with sieve as s:
+                assert s is sieve
+
+        asyncio.run(go())
+    assert sieve.closed
+
+
+def test_plan_reason_is_a_literal_and_prepare_returns_the_plan() -> None:
+    import typing
+
+    from promptsieve import Reason
+
+    sieve, _gate = _sieve(apply(0.5))
+    plan = sieve.prepare(_req())
+    assert isinstance(plan, Plan) and plan.reason in typing.get_args(Reason)
