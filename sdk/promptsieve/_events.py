@@ -14,11 +14,19 @@ background thread or task, with the caller's context variables copied in).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["ComparisonEvent", "RequestEvent", "SieveObserver", "notify"]
+__all__ = [
+    "ComparisonEvent",
+    "RequestEvent",
+    "SieveObserver",
+    "comparison_event",
+    "notify",
+    "request_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +109,66 @@ def notify(observers: Iterable[SieveObserver], event: RequestEvent | ComparisonE
             _warned.add(kind)
             log.log(level, "promptsieve: observer %s raised %s; ignored", *kind.split(":"))
             log.debug("promptsieve: details", exc_info=exc)
+
+
+# -- building events from a plan (what the sieve calls) ---------------------------------------
+_IMPLIED_STATE = {"apply": "passed", "shadow": "screening"}
+
+
+def request_event(plan: Any, usage_prompt_tokens: int | None = None) -> RequestEvent:
+    """The :class:`RequestEvent` of a plan after its live call (``Plan`` from the sieve).
+
+    With a server-reported prompt-token count, ``tokens_after`` is that count and
+    ``tokens_before`` moves by the same difference (the saving stays the estimated one), as
+    in the sieve's stats.
+    """
+    decision = plan.decision.action.value if plan.decision is not None else None
+    before, after = int(plan.tokens_before), int(plan.tokens_after)
+    if usage_prompt_tokens is not None:
+        delta = int(usage_prompt_tokens) - after
+        before, after = before + delta, after + delta
+    state = _IMPLIED_STATE.get(decision or "") if plan.key is not None else None
+    return RequestEvent(
+        task=plan.task,
+        target_model=plan.request.model,
+        endpoint=plan.request.endpoint,
+        decision=decision,
+        reason=str(plan.reason),
+        ratio=plan.ratio,
+        tokens_before=before,
+        tokens_after=after,
+        input_tokens=None if usage_prompt_tokens is None else int(usage_prompt_tokens),
+        verdict_state=state,
+        time=time.time(),
+    )
+
+
+def comparison_event(
+    plan: Any, agreed: bool | None, *, live_read: bool, verdict_state: str | None = None
+) -> ComparisonEvent:
+    """The :class:`ComparisonEvent` of a plan's finished comparison.
+
+    ``live_read``: the live call's output was used (one extra call); False when it could not
+    be read (a stream) and both variants were sent. Screening tokens are the extra calls'
+    prompt tokens: the original's count, and for a compressed shadow variant the estimate
+    ``tokens_before × ratio`` (its exact count is known only for monitored requests).
+    """
+    before, after = int(plan.tokens_before), int(plan.tokens_after)
+    if plan.comparison == "monitor":
+        compressed, extra_is_original = after, True
+    else:
+        compressed, extra_is_original = round(before * (plan.ratio or 1.0)), False
+    tokens = before if extra_is_original else compressed
+    if not live_read:
+        tokens = before + compressed
+    return ComparisonEvent(
+        task=plan.task,
+        target_model=plan.request.model,
+        kind=plan.comparison or "shadow",
+        ratio=plan.ratio,
+        agreed=agreed,
+        screening_calls=1 if live_read else 2,
+        screening_tokens=tokens,
+        verdict_state=verdict_state,
+        time=time.time(),
+    )
