@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -150,37 +151,47 @@ def screen_command(
     raise typer.Exit(code)
 
 
-@app.command()
-def demo(
-    requests: Annotated[int, typer.Option(help="live requests at most")] = 60,
-    after_pass: Annotated[int, typer.Option(help="compressed requests after a pass")] = 10,
-    ratio: Annotated[float, typer.Option(callback=_ratio, help="ratio to screen")] = 0.7,
-    tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.6,
-    delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
-) -> None:
-    """Start the local target, wrap an OpenAI client, screen a task, print the savings."""
-    from promptsieve._demo import DemoConfig, run_demo
+# -- optional subcommands ----------------------------------------------------------------------
+#: Subcommands that need an optional extra, imported only when run:
+#: name -> ("module:function", extra, help). ``function(argv)`` parses its own options
+#: (``--help`` included). Add a subcommand with one line here.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": (
+        "promptsieve_openai._demo:main",
+        "openai,local",
+        "Start the local target, wrap an OpenAI client, screen a task, print the savings.",
+    ),
+    "bench": (
+        "promptsieve_bench.run:main",
+        "bench,local",
+        "Benchmark token savings at verified fidelity (options: promptsieve bench --help).",
+    ),
+}
 
-    run_demo(
-        DemoConfig(requests=requests, after_pass=after_pass, ratio=ratio, tau=tau, delta=delta),
-        echo=typer.echo,
+
+def _add_lazy(name: str, target: str, extra: str, help_text: str) -> None:
+    @app.command(
+        name,
+        help=help_text,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
     )
+    def run(ctx: typer.Context) -> None:
+        module, _, attr = target.partition(":")
+        try:
+            function = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            typer.echo(
+                f"Error: 'promptsieve {name}' needs the {extra} extra ({exc.name} is missing): "
+                f"pip install 'promptsieve[{extra}]'",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
+        function(list(ctx.args))
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench(ctx: typer.Context) -> None:
-    """Benchmark token savings at verified fidelity (options: promptsieve bench --help)."""
-    try:  # the benchmark package ships with promptsieve; its dependencies are the extra
-        from promptsieve_bench.run import main as bench_main
-    except ImportError as exc:
-        raise typer.BadParameter(
-            f"the benchmark needs its extra ({exc.name} is missing): "
-            "pip install 'promptsieve[bench,local]'"
-        ) from exc
-    bench_main(list(ctx.args))
+for _name, (_target, _extra, _help) in LAZY_COMMANDS.items():
+    _add_lazy(_name, _target, _extra, _help)
 
 
 # Subcommands that live in their own modules (one line each).

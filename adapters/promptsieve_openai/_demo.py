@@ -1,5 +1,8 @@
 """The one-command demo: local target → wrapped OpenAI client → screening → savings table.
 
+``promptsieve demo`` runs :func:`main` (the CLI loads it lazily: it needs the ``openai`` and
+``local`` extras, which the core does not).
+
 The task is needle-in-a-haystack retrieval over real text that ships with Python (pydoc
 topics): a task on which the small local target answers stably, so screening can pass and
 the compressed requests can show what they save. Nothing here is faked: every answer comes
@@ -15,11 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from promptsieve.compressor import CompressorConfig
-from promptsieve.fidelity import GateConfig, VerdictState
-from promptsieve.sieve import Sieve, SieveConfig
+import typer
+
+from promptsieve import CompressorConfig, GateConfig, Sieve, SieveConfig, VerdictState
 
 #: List price used for the money column (USD per million input tokens); an assumption.
 PRICE_PER_MTOK = 2.50
@@ -91,8 +94,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     """Run the whole demo; returns the figures it printed."""
     from openai import OpenAI
 
-    from promptsieve._context import task
-    from promptsieve.local import LocalTarget
+    from promptsieve import LocalTarget, task
     from promptsieve_openai import wrap_openai
 
     workdir = Path(tempfile.mkdtemp(prefix="promptsieve-demo-"))
@@ -149,7 +151,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
             row.tokens_sent += resp.usage.prompt_tokens if resp.usage else 0
             row.tokens_original += _count_on_server(target.base_url, prompt)
             row.correct += gold in resp.choices[0].text
-            verdict = sieve.gate.verdict(key)  # type: ignore[attr-defined]
+            verdict = sieve.gate.verdict(key)
             state = verdict.state if verdict else VerdictState.UNSCREENED
             if applied:
                 sent_after += 1
@@ -210,3 +212,25 @@ def _table(rows: list[_Row], stats: dict[str, Any], elapsed: float) -> str:
         f"wall time: {elapsed:.0f} s",
     ]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``promptsieve demo [OPTIONS]``: parse ``argv`` and run the demo."""
+
+    def demo(
+        requests: Annotated[int, typer.Option(help="live requests at most")] = 60,
+        after_pass: Annotated[int, typer.Option(help="compressed requests after a pass")] = 10,
+        ratio: Annotated[float, typer.Option(help="ratio to screen, in (0, 1]")] = 0.7,
+        tau: Annotated[float, typer.Option(help="agreement rate that must be exceeded")] = 0.6,
+        delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
+    ) -> None:
+        """Start the local target, wrap an OpenAI client, screen a task, print the savings."""
+        if not 0 < ratio <= 1:
+            raise typer.BadParameter(f"ratio must be in (0, 1], got {ratio}")
+        cfg = DemoConfig(requests=requests, after_pass=after_pass, ratio=ratio, tau=tau,
+                         delta=delta)  # fmt: skip
+        run_demo(cfg, echo=typer.echo)
+
+    app = typer.Typer(add_completion=False)
+    app.command()(demo)
+    app(args=argv, prog_name="promptsieve demo")
