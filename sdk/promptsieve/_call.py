@@ -19,7 +19,6 @@ Nothing here raises: bookkeeping faults are counted and logged by type.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from promptsieve._plan import Plan
@@ -98,31 +97,20 @@ class Call(Generic[_P]):
         self.observe(output, usage)
 
     # -- leaving --------------------------------------------------------------------------
-    def _live_failed(self, exc_type: type[BaseException] | None) -> bool:
-        """True when the live call failed: its shadow slot is freed, nothing is compared."""
+    # Leaving normally, or by GeneratorExit (a stream closed early), starts the comparison;
+    # any other exception means the live call failed: its shadow slot is freed.
+    def _compare(self, exc_type: type[BaseException] | None) -> bool:
         if exc_type is None or issubclass(exc_type, GeneratorExit):
-            return False
+            return True
         self.sieve.abandon(self.plan)
-        return True
+        return False
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._live_failed(exc_type):
-            self.sieve.observe(
-                self.plan, self._output, usage_prompt_tokens=self._usage, send_variant=self._send
-            )
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._compare(exc_type):
+            self.sieve.observe(self.plan, self._output, usage_prompt_tokens=self._usage,
+                               send_variant=self._send)  # fmt: skip
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._live_failed(exc_type):
-            await self.sieve.aobserve(
-                self.plan, self._output, usage_prompt_tokens=self._usage, send_variant=self._send
-            )
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._compare(exc_type):
+            await self.sieve.aobserve(self.plan, self._output, usage_prompt_tokens=self._usage,
+                                      send_variant=self._send)  # fmt: skip

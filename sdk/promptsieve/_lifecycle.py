@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from promptsieve._context import current_task
 from promptsieve._plan import Plan, Variant
@@ -87,53 +87,65 @@ AsyncSend = Callable[[Prompt], Awaitable[TargetOutput]]
 
 
 # -- drivers ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Outcome:
+    """What the last effect produced: a value, or the exception to throw into the flow."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+def _resume(flow: Flow[_T], last: _Outcome) -> Effect | _Done[_T]:
+    try:
+        return flow.throw(last.error) if last.error is not None else flow.send(last.value)
+    except StopIteration as stop:
+        return _Done(stop.value)
+
+
+@dataclass(frozen=True)
+class _Done(Generic[_T]):
+    value: _T
+
+
 def drive(flow: Flow[_T], send: SyncSend | None = None) -> _T:
     """Run ``flow`` on this thread: every effect is carried out here, blocking."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
+    step = _resume(flow, _Outcome())
+    while not isinstance(step, _Done):
         try:
-            effect = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        result, error = None, None
-        try:
-            if isinstance(effect, Wait):
-                result = effect.future.result(effect.timeout)
-            elif isinstance(effect, Send):
+            if isinstance(step, Wait):
+                last = _Outcome(step.future.result(step.timeout))
+            elif isinstance(step, Send):
                 assert send is not None
-                result = send(effect.prompt)
+                last = _Outcome(send(step.prompt))
             else:
-                result = effect.fn()
+                last = _Outcome(step.fn())
         except Exception as exc:
-            error = exc
+            last = _Outcome(error=exc)
+        step = _resume(flow, last)
+    return step.value
 
 
 async def adrive(flow: Flow[_T], pool: DaemonPool, send: AsyncSend | None = None) -> _T:
     """Run ``flow`` on the running loop: CPU and blocking work go to threads."""
     loop = asyncio.get_running_loop()
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        result, error = None, None
+    step = _resume(flow, _Outcome())
+    while not isinstance(step, _Done):
         ctx = contextvars.copy_context()
         try:
-            if isinstance(effect, Wait):
-                fut = asyncio.shield(asyncio.wrap_future(effect.future))
-                result = await asyncio.wait_for(fut, effect.timeout)
-            elif isinstance(effect, Send):
+            if isinstance(step, Wait):
+                fut = asyncio.shield(asyncio.wrap_future(step.future))
+                last = _Outcome(await asyncio.wait_for(fut, step.timeout))
+            elif isinstance(step, Send):
                 assert send is not None
-                result = await send(effect.prompt)
-            elif isinstance(effect, Compute):
-                result = await asyncio.wrap_future(pool.submit(ctx.run, effect.fn))
+                last = _Outcome(await send(step.prompt))
+            elif isinstance(step, Compute):
+                last = _Outcome(await asyncio.wrap_future(pool.submit(ctx.run, step.fn)))
             else:
-                result = await loop.run_in_executor(None, ctx.run, effect.fn)
+                last = _Outcome(await loop.run_in_executor(None, ctx.run, step.fn))
         except Exception as exc:
-            error = exc
+            last = _Outcome(error=exc)
+        step = _resume(flow, last)
+    return step.value
 
 
 # -- prepare ---------------------------------------------------------------------------------
@@ -229,6 +241,8 @@ class Job:
         self.plan = plan
         #: What runs it: a thread's future (sync) or an asyncio task.
         self.runner: cf.Future[None] | asyncio.Task[None] | None = None
+        #: Target calls this comparison has spent (for the sieve's observers).
+        self.calls = 0
         self._lock = threading.Lock()
         self._settled = False
 
@@ -292,6 +306,7 @@ def _send(sieve: Sieve, job: Job, prompt: Prompt) -> Flow[TargetOutput]:
     if job.settled:
         raise _Settled
     sieve.stats.add(screening_calls=1)
+    job.calls += 1
     out: TargetOutput = yield Send(prompt)
     return out
 
