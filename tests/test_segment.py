@@ -73,6 +73,40 @@ PROTECTED = [
     ('Send {"a": [1, 2, {"b": null}]} back', '{"a": [1, 2, {"b": null}]}'),
     ("Pick [1, 2, 3] now", "[1, 2, 3]"),
     ("Answer (B) is right", "(B)"),
+    # numbers glued to letters of any script; CJK numbers with the words around them
+    ("Вес 25кг всего", "25кг"),
+    ("Цена 1500руб сегодня", "1500руб"),
+    ("订单超过7天不能退款", "超过7天"),
+    ("会议于10時30分に開催", "于10時30分"),
+    ("It is H2O and 3rd place", "H2O"),
+    # identifiers with letter-only or symbol-separated parts
+    ("Invoice INV/2024/00042 is due", "INV/2024/00042"),
+    ("Ticket ORD-77-A is open", "ORD-77-A"),
+    ("Postcode AB12 CDE here", "AB12 CDE"),
+    ("Postcode SW1A 1AA here", "SW1A 1AA"),
+    ("Id abcdefab-cdef-4abc-8def-abcdefabcdef ok", "abcdefab-cdef-4abc-8def-abcdefabcdef"),
+    ("Pay to GB82 WEST 1234 5698 7654 32 today", "GB82 WEST 1234 5698 7654 32"),
+    ("Logo data:image/png;base64,iVBOR+w0K/Gg== inline", "data:image/png;base64,iVBOR+w0K/Gg=="),
+    ("Key sk_live_4eC39HqLyjWDarjtT1zdp7dc here", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("Token aGVsbG8+d29ybGQvMTIzNDU2Nzg5MA== here", "aGVsbG8+d29ybGQvMTIzNDU2Nzg5MA=="),
+    ("Start <|im_start|>user now", "<|im_start|>"),
+    ("End </s> here and <br/> too", "</s>"),
+    ("Wrap [INST] here", "[INST]"),
+    # unfenced code and config lines, inline SQL
+    (
+        "Fix:\nreturn sum(i.price for i in items if i.active)\nok",
+        "return sum(i.price for i in items if i.active)",
+    ),
+    ("Query SELECT a, b FROM t WHERE x = 1; now", "SELECT a, b FROM t WHERE x = 1;"),
+    ("Hi\nconst cfg = {host: 'x', port: 80};\nbye", "const cfg = {host: 'x', port: 80};"),
+    ("Send {a: 1, 'b': [2, 3]} back", "{a: 1, 'b': [2, 3]}"),
+    # quotes: any length, typographic marks
+    ('He said "' + "word " * 60 + 'end" ok', '"' + "word " * 60 + 'end"'),
+    ("Sagte „Guten Tag“ dann", "„Guten Tag“"),
+    ("Il dit « bonjour à tous » puis", "« bonjour à tous »"),
+    ("彼は「明日来ます」と言った", "「明日来ます」"),
+    ("She wrote ‘see you soon’ then", "‘see you soon’"),
+    ("Er schrieb ‚bis bald‘ dann", "‚bis bald‘"),
 ]
 
 
@@ -81,6 +115,55 @@ def test_protected_region_is_one_unit(text: str, region: str) -> None:
     seg = segment(text)
     _check_invariants(seg)
     assert region in _unit_texts(seg, protected=True)
+
+
+TABLE = "| a | b |\n|---|:-:|\n| 1 | x y |\n|  | z |"
+BLOCKS = {
+    "table": TABLE,
+    "python": "def f(items):\n    total = 0\n    # sum them\n    return total",
+    "traceback": (
+        'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\nKeyError: 3'
+    ),
+    "yaml": "server:\n  host: localhost\n  ports:\n    - 80\n    - 443",
+    "csv": "name,age,city\nBob,42,Paris\nAlice,37,Rome",
+    "tsv": "name\tage\nBob\t42",
+    "ini": "[db]\nhost = localhost\nport = 5432",
+    "sql": "SELECT name\nFROM users\nWHERE id = 3\nORDER BY name;",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_code_config_and_table_lines_are_protected_whole(kind: str) -> None:
+    text = f"Some words before it.\n{BLOCKS[kind]}\nSome words after it."
+    seg = segment(text)
+    _check_invariants(seg)
+    prot = _unit_texts(seg, protected=True)
+    for line in BLOCKS[kind].splitlines():
+        assert line.strip() in prot, (kind, line)
+    assert {"Some", "words", "before"} <= set(_unit_texts(seg, protected=False))
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "Thanks.",
+        "return the book to the library tomorrow",
+        "Note: the meeting moved to the big room.",
+        "Q: What is the capital of France?\nA: Paris is the capital.",
+        "Question: Who wrote it?\nAnswer: Nobody knows for sure.",
+        "The cat (very fat) sat on the mat; the dog did not.",
+        "I like apples, pears, and plums, but not grapes.\n"
+        "She likes figs, dates, and kiwis, not limes.",
+        "Options:\n(A) red\n(B) blue",
+        "Let me know if you need anything else.",
+        "We met at the cafe. It was nice (really) and warm: about right.",
+    ],
+)
+def test_prose_is_not_taken_for_code(prose: str) -> None:
+    seg = segment(prose, SegmentConfig(protect_question=False))
+    words = regex.findall(r"\p{L}{4,}+(?!:)", prose)  # "Note:" labels are protected
+    plain = set(_unit_texts(seg, protected=False))
+    assert sum(w in plain for w in words) >= 0.8 * len(words), _unit_texts(seg, protected=True)
 
 
 def test_fenced_code_and_multiline_json() -> None:

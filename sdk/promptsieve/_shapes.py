@@ -42,7 +42,7 @@ _PY_STMT_KW = re.compile(
     r"|print)\b"
 )
 _SQL = re.compile(
-    r"^(?:SELECT\b.*\bFROM\b|SELECT\b.*[,*]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM"
+    r"^(?:SELECT\s+(?:DISTINCT\s+)?[\w*\"`(]|(?:AND|OR)\s+\S+\s*(?:=|<|>|IN\b|IS\b|LIKE\b)|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM"
     r"|CREATE\s+(?:TABLE|INDEX|VIEW|UNIQUE|DATABASE|SCHEMA)|ALTER\s+TABLE|DROP\s+(?:TABLE|INDEX|VIEW)"
     r"|WITH\s+\w+\s+AS\s*\(|FROM\s+[\w.\"`]+|WHERE\s+\S+\s*(?:=|<|>|IN\b|IS\b|LIKE\b)"
     r"|(?:LEFT|RIGHT|INNER|OUTER|FULL|CROSS)?\s*JOIN\s+\S+\s+(?:ON|USING)\b|GROUP\s+BY|ORDER\s+BY"
@@ -62,6 +62,7 @@ _C_LIKE = re.compile(
     r"|^(?:const|let|var|function|public|private|protected|static|fn|func|using|import"
     r"|export|interface|type|struct|enum|impl|namespace|template)\s+[\w.$]+\s*[=({<:]"
 )
+_MAX_CODE_LINE = 400  # longer lines are parsed as Python only inside a code-like run
 _CODE_PUNCT = re.compile(r"[(){}\[\]=;<>]|->|::|&&|\|\|")
 # -- config
 _YAML_KEY = re.compile(r"^[ \t]*(?:- +)?([\"']?[A-Za-z_$][\w.$/-]*[\"']?)[ \t]*:(?:[ \t]+(.*))?$")
@@ -101,7 +102,7 @@ def _kind(line: str) -> str:
         return "code"
     if _C_LIKE.search(s) and _CODE_PUNCT.search(s[:-1]) and not _prose_end(s):
         return "code"
-    if _PY_CANDIDATE.search(s) and _python_line(s):
+    if len(s) <= _MAX_CODE_LINE and _PY_CANDIDATE.search(s) and _python_line(s):
         return "code"
     return ""
 
@@ -205,8 +206,11 @@ def _csv_cells(line: str, delim: str) -> int:
         return 0
     if sum(len(c) for c in cells) / len(cells) > 24:
         return 0
-    if sum(1 for c in cells if len(c.split()) > 4) > len(cells) // 2:
-        return 0  # clauses, not cells
+    if any(c.count("(") != c.count(")") or c.count("[") != c.count("]") for c in cells):
+        return 0  # a bracket spans cells: an enumeration inside a sentence
+    wordy = sum(1 for c in cells if len(c.split()) > 2)
+    if wordy * 3 > len(cells) or (wordy and line.rstrip()[-1:] in ".!?"):
+        return 0  # clauses of a sentence, not cells
     return len(cells)
 
 

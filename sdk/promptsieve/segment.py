@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -199,17 +200,27 @@ _NUMBER = (
 )
 # Letters and digits of scripts written with spaces ("W"), and those written without ("NS").
 _NS_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc\u3005"
-_W = r"[[\w\p{M}]--[" + _NS_CLASS + r"]]"
+
 _QUOTE_BODY = r"(?:[^{close}\n]|\r?\n(?![ \t]*\r?\n))*?"  # any length, inside one paragraph
 
 
-def _quoted(open_: str, close: str, before: str = "", after: str = "") -> str:
-    body = _QUOTE_BODY.format(close=regex.escape(close))
-    return f"{before}{regex.escape(open_)}(?=\\S){body}(?<=\\S){regex.escape(close)}{after}"
+def _quoted(open_: str, close: str, before: str = "", after: str = "", behind: str = "") -> str:
+    """A quotation of any length inside one paragraph; ``behind`` is a lookbehind placed after
+    the opening mark, so that the pattern starts with a literal (fast scan)."""
+    body = _QUOTE_BODY.format(close=re.escape(close))
+    q0, q1 = re.escape(open_), re.escape(close)
+    return f"{before}{q0}{behind}(?=\\S){body}(?<=\\S){q1}{after}"
+
+
+def _compile(pattern: str, flags: int) -> re.Pattern[str] | regex.Pattern[str]:
+    """``re`` where it can (faster), ``regex`` for Unicode properties and set operations."""
+    if "\\p{" in pattern or "[[" in pattern:
+        return regex.compile(pattern, flags | regex.V1)
+    return re.compile(pattern, flags)
 
 
 _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
-    regex.compile(p, flags | regex.V1)
+    _compile(p, flags)
     for p, flags in (
         # URLs (trailing punctuation trimmed afterwards), data URLs and e-mail addresses
         (r"\b(?:(?:https?|ftp|file)://|www\.)[^\s<>\"'`]+", 0),
@@ -230,14 +241,10 @@ _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
         # numbers, versions; numbers glued to letters of any script
         (_NUMBER, 0),
         (r"(?<![\w.])v?\d+(?:\.\d+){1,3}(?:-[0-9A-Za-z.]+)?(?![\w])", 0),
-        (rf"(?<!{_W})(?={_W}*\d)(?={_W}*\p{{L}}){_W}+(?!{_W})", 0),
-        (rf"\d+(?:[.,:/]\d+)*(?:[{_NS_CLASS}]\d+(?:[.,:/]\d+)*)*[{_NS_CLASS}]?", 0),
         # identifiers: snake_case, camelCase, PascalCase with inner capitals
         (r"(?<!\w)(?=\w*_)(?=\w*[A-Za-z])[A-Za-z0-9_]+(?!\w)", 0),
         (r"(?<!\w)[a-z]+[A-Z][A-Za-z0-9]*(?!\w)", 0),
         (r"(?<!\w)(?:[A-Z][a-z0-9]+[A-Z]|[A-Z]{2,}[a-z])[A-Za-z0-9]*(?!\w)", 0),
-        # ids with symbol-separated parts and a digit somewhere (INV/2024/00042, ABC-123-X)
-        (rf"(?<![{_W}/#-])(?=[{_W}/#:._-]*\d){_W}+(?:[/#:._-]{_W}+)+(?![{_W}/#-])", 0),
         # upper-case groups with a letters+digits group (AB12 CDE, GB82 WEST 1234 5698 76)
         (
             r"(?<![\w-])(?=(?:[A-Z0-9]+[ \t\u00a0])*[A-Z0-9]*(?:[A-Z]\d|\d[A-Z]))"
@@ -247,7 +254,6 @@ _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
         # UUIDs (letters-only hex blocks too), hex, base64 and key-like runs
         (r"(?<![\w-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![\w-])", 0),
         (r"(?<!\w)(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}(?!\w)", 0),
-        (r"(?<![\w+/=-])(?=[\w+/=-]*[\d+/])(?=[\w+/=-]*[A-Za-z])[\w+/-]{20,}={0,2}(?![\w+/=-])", 0),
         # an SQL statement inside a sentence (upper-case keywords), to its ";" or line end
         (
             r"\b(?:SELECT\b[^;\n]*?\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b"
@@ -264,8 +270,8 @@ _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
         (r"(?<![\w/.])[\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]{1,8}(?!\w)", 0),
         # inline code; quoted strings of any length inside a paragraph, ASCII and typographic
         (r"(?<!`)(`{1,3})(?!`)[^\n]+?(?<!`)\1(?!`)", 0),
-        (_quoted('"', '"', r"(?<![\w\"])", r"(?!\w)"), 0),
-        (_quoted("'", "'", r"(?<![\w'])", r"(?!\w)"), 0),
+        (_quoted('"', '"', "", r"(?!\w)", r'(?<![\w"]")'), 0),
+        (_quoted("'", "'", "", r"(?!\w)", r"(?<![\w']')"), 0),
         (_quoted("“", "”") + "|" + _quoted("„", "“") + "|" + _quoted("„", "”"), 0),
         (_quoted("‘", "’", "", r"(?!\w)") + "|" + _quoted("‚", "‘"), 0),
         (r"«[ \u00a0\u202f]?" + _QUOTE_BODY.format(close="»") + "»", 0),
@@ -275,6 +281,60 @@ _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
         (r"\((?:[A-Za-z]|[ivx]{1,4}|\d{1,2})\)", 0),
     )
 )
+_KEYLIKE = re.compile(r"(?<![\w+/=-])[\w+/-]{20,}={0,2}(?![\w+/=-])")
+_KEYLIKE_NEEDS = (re.compile(r"[\d+/]"), re.compile(r"[A-Za-z]"))
+_DIGITS = re.compile(r"\d+")
+_NUMBER_RUN = re.compile(r"\d+(?:[.,:/]\d+)*")
+_ID_SEPARATORS = "/#:._-"
+
+
+def _digit_words(text: str) -> list[Range]:
+    """Words holding a digit and a letter in any script (``25кг``, ``H2O``, ``3rd``), ids of
+    parts joined by ``/#:._-`` with a digit somewhere (``INV/2024/00042``, ``ORD-77-A``), and
+    numbers glued to a no-space script with the words on both sides (``超过7天``, ``10時30分``;
+    ``_snap`` grows them to whole ICU words). Walks out from each digit run, so prose without
+    digits costs one regex scan."""
+    spans: list[Range] = []
+    covered = 0
+    n = len(text)
+    for m in _NUMBER_RUN.finditer(text):
+        a, b = m.start(), m.end()
+        if (a > 0 and _NOSPACE.match(text[a - 1])) or (b < n and _NOSPACE.match(text[b])):
+            while b + 1 < n and _NOSPACE.match(text[b]) and text[b + 1].isdigit():
+                nxt = _NUMBER_RUN.match(text, b + 1)
+                assert nxt is not None
+                b = nxt.end()
+            a -= a > 0 and bool(_NOSPACE.match(text[a - 1]))
+            b += b < n and bool(_NOSPACE.match(text[b]))
+            spans.append((a, b))
+    for m in _DIGITS.finditer(text):
+        if m.start() < covered:
+            continue
+        a, b = m.start(), m.end()
+        while a > 0 and _is_w(text[a - 1]):
+            a -= 1
+        while b < n and _is_w(text[b]):
+            b += 1
+        a2, b2 = a, b
+        while a2 > 1 and text[a2 - 1] in _ID_SEPARATORS and _is_w(text[a2 - 2]):
+            a2 -= 1
+            while a2 > 0 and _is_w(text[a2 - 1]):
+                a2 -= 1
+        while b2 + 1 < n and text[b2] in _ID_SEPARATORS and _is_w(text[b2 + 1]):
+            b2 += 1
+            while b2 < n and _is_w(text[b2]):
+                b2 += 1
+        if (a2, b2) != (a, b) or any(c.isalpha() for c in text[a:b]):
+            spans.append((a2, b2))
+        covered = b2
+    return spans
+
+
+def _is_w(c: str) -> bool:
+    """A letter, digit, mark or underscore of a script written with spaces."""
+    return (c.isalnum() or c == "_" or unicodedata.category(c)[0] == "M") and not _NOSPACE.match(c)
+
+
 _URL_TRAIL = ".,;:!?'\"”’)]}>"
 _FENCE_OPEN = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*$", re.MULTILINE)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -286,6 +346,10 @@ def _protected_spans(text: str) -> list[Range]:
     spans = _fences(text)
     spans += _json_spans(text)
     spans += line_spans(text)
+    spans += _digit_words(text)
+    for m in _KEYLIKE.finditer(text):
+        if all(need.search(m.group()) for need in _KEYLIKE_NEEDS):
+            spans.append(m.span())
     for pat in _PATTERNS:
         for m in pat.finditer(text):
             start, end = m.span()
