@@ -16,6 +16,7 @@ from promptsieve._errors import (
     TargetError,
     UnsupportedRequest,
 )
+from promptsieve._events import ComparisonEvent, RequestEvent, SieveObserver
 from promptsieve.compressor import Compression, Compressor, CompressorConfig
 from promptsieve.convert import OpenAIRequest, from_openai
 from promptsieve.fidelity import (
@@ -48,6 +49,7 @@ from promptsieve.proxy import (
     Scorer,
     TokenScores,
 )
+from promptsieve.savings import SavingsLedger
 from promptsieve.segment import SegmentConfig
 from promptsieve.sieve import (
     Call,
@@ -73,6 +75,7 @@ __all__ = [
     "AttributionScorer",
     "Call",
     "Comparison",
+    "ComparisonEvent",
     "Compression",
     "Compressor",
     "CompressorConfig",
@@ -96,7 +99,9 @@ __all__ = [
     "Reason",
     "RedisStore",
     "Request",
+    "RequestEvent",
     "SQLiteStore",
+    "SavingsLedger",
     "Scorer",
     "ScreenConfig",
     "ScreenResult",
@@ -104,6 +109,7 @@ __all__ = [
     "SequentialTest",
     "Sieve",
     "SieveConfig",
+    "SieveObserver",
     "SieveStats",
     "Span",
     "StoreError",

@@ -144,22 +144,25 @@ def request_event(plan: Any, usage_prompt_tokens: int | None = None) -> RequestE
 
 
 def comparison_event(
-    plan: Any, agreed: bool | None, *, live_read: bool, verdict_state: str | None = None
+    plan: Any, agreed: bool | None, *, calls: int, verdict_state: str | None = None
 ) -> ComparisonEvent:
     """The :class:`ComparisonEvent` of a plan's finished comparison.
 
-    ``live_read``: the live call's output was used (one extra call); False when it could not
-    be read (a stream) and both variants were sent. Screening tokens are the extra calls'
-    prompt tokens: the original's count, and for a compressed shadow variant the estimate
-    ``tokens_before × ratio`` (its exact count is known only for monitored requests).
+    ``calls``: target calls the comparison spent: 1 when the live call's output was used,
+    2 when it could not be read (a stream) and both variants were sent. Screening tokens are
+    those calls' prompt tokens: the original's count, and for a compressed shadow variant
+    the estimate ``tokens_before × ratio`` (its exact count is known only when monitoring).
     """
+    live_read = calls <= 1
     before, after = int(plan.tokens_before), int(plan.tokens_after)
     if plan.comparison == "monitor":
         compressed, extra_is_original = after, True
     else:
         compressed, extra_is_original = round(before * (plan.ratio or 1.0)), False
     tokens = before if extra_is_original else compressed
-    if not live_read:
+    if calls == 0:
+        tokens = 0
+    elif not live_read:
         tokens = before + compressed
     return ComparisonEvent(
         task=plan.task,
@@ -167,7 +170,7 @@ def comparison_event(
         kind=plan.comparison or "shadow",
         ratio=plan.ratio,
         agreed=agreed,
-        screening_calls=1 if live_read else 2,
+        screening_calls=calls,
         screening_tokens=tokens,
         verdict_state=verdict_state,
         time=time.time(),

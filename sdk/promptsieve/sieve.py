@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Literal, TypeVar
 
 from promptsieve._call import Call
+from promptsieve._events import SieveObserver, comparison_event, notify, request_event
 from promptsieve._lifecycle import (
     AsyncSend,
     Job,
@@ -89,8 +90,37 @@ class Sieve:
         self._metric_resolved = False
         self._warned: set[str] = set()
         self._closed = False
+        #: Told of every request and comparison (counts only): see :meth:`add_observer`.
+        self.observers: list[SieveObserver] = []
         self._start_threads()
         register(self)
+
+    def add_observer(self, observer: SieveObserver) -> SieveObserver:
+        """Tell ``observer`` of every request and comparison from now on; returns it.
+
+        Observers (``promptsieve.otel.OTelObserver``, ``promptsieve.savings.SavingsLedger``,
+        your own :class:`~promptsieve.SieveObserver`) get counts and decisions, never prompt
+        text; one that raises is logged once and ignored.
+        """
+        self.observers.append(observer)
+        return observer
+
+    def _notify_request(self, plan: Plan, prompt_tokens: int | None) -> None:
+        if self.observers:
+            notify(self.observers, request_event(plan, prompt_tokens))
+
+    def _notify_comparison(self, job: Job, agreed: bool | None) -> None:
+        if not self.observers:
+            return
+        state = None
+        read = getattr(self.gate, "verdict", None)  # Gate has it; a GateLike may not
+        try:
+            verdict = read(job.plan.key) if read is not None and job.plan.key else None
+            state = str(verdict.state.value) if verdict is not None else None
+        except Exception:  # a store outage: the state stays unknown
+            state = None
+        notify(self.observers, comparison_event(job.plan, agreed, calls=job.calls,
+                                                verdict_state=state))  # fmt: skip
 
     def _start_threads(self) -> None:
         """Locks, pools and bookkeeping (again in a forked child, where none survive)."""
@@ -328,6 +358,7 @@ class Sieve:
         """Count usage; reserve a slot for the plan's comparison (None: none will run)."""
         try:
             self._usage(plan, prompt_tokens)
+            self._notify_request(plan, prompt_tokens)
             if plan.comparison is None or plan.key is None:
                 return None
             job = Job(plan)
@@ -387,6 +418,8 @@ class Sieve:
                 type(error).__name__,
             )
         self.abandon(job.plan)
+        if outcome == "target_failed":
+            self._notify_comparison(job, None)
 
     def record(self, job: Job, original: TargetOutput, compressed: TargetOutput) -> None:
         """Compare the two outputs under the metric and record the result with the gate."""
@@ -403,6 +436,7 @@ class Sieve:
         self.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))
         assert plan.key is not None and plan.ratio is not None
         self.gate.record(plan.key, plan.ratio, agreed)
+        self._notify_comparison(job, agreed)
 
     # -- logging ---------------------------------------------------------------------------
     def warn_warming(self) -> None:
