@@ -1,0 +1,271 @@
+"""Fakes for your own tests, as ``httpx`` ships ``MockTransport``.
+
+* :class:`ScriptedTarget` — an OpenAI-compatible target without a network: plug
+  :meth:`ScriptedTarget.transport` into an ``httpx`` client (``OpenAI(http_client=...)``), or
+  pass the target itself where promptsieve wants one (``screen(..., target=...)``, a sieve's
+  ``send_variant``). It answers from a script and records every request body.
+* :class:`FixedVerdictStore` — a verdict store whose every task is already passed (or
+  failed, or unscreened), so a test decides what the sieve does without screening first.
+
+::
+
+    import httpx, openai, promptsieve
+    from promptsieve.testing import FixedVerdictStore, ScriptedTarget
+    from promptsieve_openai import wrap_openai
+
+    target = ScriptedTarget("Paris")
+    sieve = promptsieve.Sieve(gate=promptsieve.Gate(FixedVerdictStore.passed(0.5)))
+    client = wrap_openai(openai.OpenAI(base_url="http://target.test/v1", api_key="x",
+                                       http_client=httpx.Client(transport=target.transport())),
+                         sieve)
+    client.chat.completions.create(model="m", messages=[...])
+    assert target.bodies[0]["messages"]           # what went over the wire (compressed)
+
+Nothing here is used by promptsieve itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from promptsieve.fidelity import (
+    Counts,
+    TargetOutput,
+    Verdict,
+    VerdictKey,
+    VerdictState,
+)
+from promptsieve.fidelity.store import Pairs, StoredVerdict
+from promptsieve.prompt import Prompt, TextPart
+
+__all__ = ["FixedVerdictStore", "ScriptedTarget"]
+
+#: ``answer(body) -> text``: the reply to one request body (an OpenAI-shaped dict).
+Answer = Callable[[Mapping[str, Any]], str]
+
+
+class ScriptedTarget:
+    """A target that answers ``answer`` (a fixed text, or ``answer(body) -> text``).
+
+    Records each request body in :attr:`bodies` (thread-safe). Responses are well-formed
+    ``chat.completion``, ``text_completion`` and ``response`` objects whose
+    ``usage`` counts the prompt's whitespace-separated words as its tokens.
+    """
+
+    def __init__(self, answer: str | Answer = "ok", *, model: str = "scripted") -> None:
+        self._answer: Answer = (lambda body: answer) if isinstance(answer, str) else answer
+        self.model = model
+        self._lock = threading.Lock()
+        self._bodies: list[dict[str, Any]] = []
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """Every request body received so far, oldest first."""
+        with self._lock:
+            return list(self._bodies)
+
+    # -- as an HTTP server (httpx transport) ----------------------------------------------
+    def transport(self) -> httpx.MockTransport:
+        """An ``httpx`` transport answering ``POST .../chat/completions``, ``.../completions``
+        and ``.../responses``; for sync and async clients alike."""
+        return httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body = json.loads(request.content or b"{}")
+        except ValueError:
+            return httpx.Response(400, json={"error": {"message": "body is not JSON"}})
+        path = request.url.path.rstrip("/")
+        for suffix, build in (
+            ("/chat/completions", _chat),
+            ("/completions", _completion),
+            ("/responses", _response),
+        ):
+            if path.endswith(suffix):
+                text = self._reply(body)
+                return httpx.Response(200, json=build(text, body, self.model))
+        return httpx.Response(404, json={"error": {"message": f"no route {path}"}})
+
+    def _reply(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            self._bodies.append(body)
+        return self._answer(body)
+
+    # -- as promptsieve's targets ---------------------------------------------------------
+    def complete(self, body: Mapping[str, Any]) -> TargetOutput:
+        """``fidelity.Target``: one request body in, its output out (offline screening)."""
+        return TargetOutput(self._reply(dict(body)))
+
+    def send(self, prompt: Prompt) -> TargetOutput:
+        """A sieve's ``send_variant``: a neutral prompt in, the scripted output out."""
+        return self.complete(_neutral_body(prompt, self.model))
+
+    async def asend(self, prompt: Prompt) -> TargetOutput:
+        """:meth:`send` for ``async with sieve.call(...)``."""
+        return self.send(prompt)
+
+
+def _neutral_body(prompt: Prompt, model: str) -> dict[str, Any]:
+    if isinstance(prompt, str):
+        return {"model": model, "prompt": prompt}
+    msgs = [
+        {"role": m.role, "content": "".join(p.text for p in m.parts if isinstance(p, TextPart))}
+        for m in prompt
+    ]
+    return {"model": model, "messages": msgs}
+
+
+def _words(body: Mapping[str, Any]) -> int:
+    texts: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, str):
+            texts.append(x)
+        elif isinstance(x, Mapping):
+            for k in ("content", "text", "input", "instructions", "prompt"):
+                walk(x.get(k))
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(dict(body))
+    return sum(len(t.split()) for t in texts)
+
+
+def _usage(body: Mapping[str, Any], text: str) -> dict[str, int]:
+    prompt, completion = _words(body), len(text.split())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _chat(text: str, body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model", model)),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(body, text),
+    }
+
+
+def _completion(text: str, body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    return {
+        "id": "cmpl-scripted",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": str(body.get("model", model)),
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+        "usage": _usage(body, text),
+    }
+
+
+def _response(text: str, body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    usage = _usage(body, text)
+    return {
+        "id": "resp-scripted",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": str(body.get("model", model)),
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg-scripted",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            "total_tokens": usage["total_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+class FixedVerdictStore:
+    """A :class:`~promptsieve.fidelity.VerdictStore` in memory with one verdict for every key.
+
+    Build it with :meth:`passed`, :meth:`failed` or :meth:`screening`; pass it to
+    ``Gate(store)``. The verdict never changes: writes are ignored and recorded comparisons
+    are counted in :attr:`recorded` (``(task, ratio, agreed)``) so a test can see them.
+    """
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self.recorded: list[tuple[str, float, bool]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def passed(cls, ratio: float) -> FixedVerdictStore:
+        """Every task passed at ``ratio`` (share of compressible tokens kept, in (0, 1])."""
+        return cls(Verdict(VerdictState.PASSED, ratio=ratio, testing=ratio, generation=1))
+
+    @classmethod
+    def failed(cls) -> FixedVerdictStore:
+        """Every task failed screening: nothing is compressed."""
+        return cls(Verdict(VerdictState.FAILED, generation=1))
+
+    @classmethod
+    def screening(cls, ratio: float) -> FixedVerdictStore:
+        """Every task under screening at ``ratio``: originals go out, shadows are compared."""
+        return cls(Verdict(VerdictState.SCREENING, testing=ratio, generation=1))
+
+    def get(self, key: VerdictKey) -> Verdict | None:
+        return self.verdict
+
+    def put(self, key: VerdictKey, verdict: Verdict, *, expected_version: int | None) -> bool:
+        return False
+
+    def record(
+        self, key: VerdictKey, generation: int, ratio: float, agreed: bool, *, monitor: bool = False
+    ) -> Counts:
+        with self._lock:
+            self.recorded.append((key.task, ratio, agreed))
+            n = sum(1 for t, r, _a in self.recorded if t == key.task and r == ratio)
+            agree = sum(1 for t, r, a in self.recorded if t == key.task and r == ratio and a)
+        return Counts(n, agree)
+
+    def record_pair(
+        self,
+        key: VerdictKey,
+        generation: int,
+        ratio: float,
+        original_correct: bool,
+        compressed_correct: bool,
+    ) -> Pairs:
+        return Pairs()
+
+    def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
+        return Counts()
+
+    def verdicts(self) -> list[StoredVerdict]:
+        return []
+
+    def delete(self, key: VerdictKey) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,95 @@
+"""``promptsieve.testing``: the fakes users get for their own tests, used as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from _sieve_helpers import long_text
+from promptsieve import (
+    Compressor,
+    CompressorConfig,
+    Gate,
+    GateConfig,
+    ProxyConfig,
+    Sieve,
+    SieveConfig,
+)
+from promptsieve.testing import FixedVerdictStore, ScriptedTarget
+from promptsieve_openai import wrap_openai
+
+
+#: A budget a cold CI runner meets (the default 500 ms is for warm servers).
+SLOW_CI = SieveConfig(scoring_budget_ms=30_000)
+
+
+@pytest.fixture(scope="module")
+def compressor(proxy_cache_dir: Path, proxy: object) -> Compressor:
+    return Compressor(CompressorConfig(proxy=ProxyConfig(cache_dir=proxy_cache_dir)))
+
+
+def _messages() -> list[Any]:
+    return [{"role": "user", "content": long_text(6) + "\nQuestion: what does it cover?"}]
+
+
+def test_passed_store_compresses_through_the_scripted_transport(compressor: Compressor) -> None:
+    target = ScriptedTarget("Paris")
+    store = FixedVerdictStore.passed(0.5)
+    gate = Gate(store, GateConfig(monitor_rate=0.0))
+    sieve = Sieve(SLOW_CI, compressor=compressor, gate=gate)
+    http = httpx.Client(transport=target.transport())
+    client = wrap_openai(OpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve)
+    out = client.chat.completions.create(model="m", messages=_messages())
+    assert out.choices[0].message.content == "Paris"
+    sent = target.bodies[0]["messages"][0]["content"]
+    assert len(sent) < len(_messages()[0]["content"])  # it went out compressed
+    assert sieve.stats.compressed == 1 and sieve.stats.usage_reports == 1
+    sieve.close()
+
+
+def test_failed_store_sends_originals_and_async_transport_works(compressor: Compressor) -> None:
+    target = ScriptedTarget(lambda body: f"{len(body['messages'])} messages")
+    sieve = Sieve(SLOW_CI, compressor=compressor, gate=Gate(FixedVerdictStore.failed()))
+
+    async def go() -> str | None:
+        http = httpx.AsyncClient(transport=target.transport())
+        client = wrap_openai(
+            AsyncOpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve
+        )
+        out = await client.chat.completions.create(model="m", messages=_messages())
+        await sieve.aclose()
+        return out.choices[0].message.content
+
+    assert asyncio.run(go()) == "1 messages"
+    assert target.bodies[0]["messages"] == _messages()
+    assert sieve.stats.compressed == 0
+
+
+def test_screening_store_gets_the_shadow_comparison(compressor: Compressor) -> None:
+    target = ScriptedTarget("same answer")
+    store = FixedVerdictStore.screening(0.5)
+    sieve = Sieve(SLOW_CI, compressor=compressor, gate=Gate(store))
+    http = httpx.Client(transport=target.transport())
+    client = wrap_openai(OpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve)
+    client.chat.completions.create(model="m", messages=_messages())
+    assert sieve.flush(30)
+    assert len(target.bodies) == 2  # the live original, then the compressed shadow
+    assert store.recorded and store.recorded[0][1:] == (0.5, True)
+
+
+def test_responses_and_completions_routes() -> None:
+    target = ScriptedTarget("hi")
+    client = OpenAI(
+        base_url="http://t.test/v1",
+        api_key="x",
+        http_client=httpx.Client(transport=target.transport()),
+    )
+    assert client.responses.create(model="m", input="hello there").output_text == "hi"
+    done = client.completions.create(model="m", prompt="one two three")
+    assert done.choices[0].text == "hi" and done.usage is not None
+    assert done.usage.prompt_tokens == 3
