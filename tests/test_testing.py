@@ -23,7 +23,6 @@ from promptsieve import (
 from promptsieve.testing import FixedVerdictStore, ScriptedTarget
 from promptsieve_openai import wrap_openai
 
-
 #: A budget a cold CI runner meets (the default 500 ms is for warm servers).
 SLOW_CI = SieveConfig(scoring_budget_ms=30_000)
 
