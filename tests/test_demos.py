@@ -1,0 +1,304 @@
+"""Demonstration attribution, selection and cleaning (promptsieve.demos) on real components.
+
+The value function here is a real model that CI has: the MiniLM proxy (ONNX). ``v(S)`` is
+the mean cosine between the embedding of ``header + demos(S) + query`` and the embedding of
+the validation answer, so the Shapley code is checked on a non-additive game from a real
+network; the LM proxy path is in ``test_lm_proxy.py`` (runs where the Qwen export exists).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from promptsieve import _shapley
+from promptsieve._errors import ConfigError
+from promptsieve.demos import (
+    DEMOS_VERSION,
+    DemoAttributionConfig,
+    DemoCompressor,
+    DemoFormat,
+    Demonstration,
+    ValidationExample,
+    attribute_demos,
+    clean_demos,
+    demo_ladder,
+    load_demonstrations,
+    load_validation,
+    remove_demos,
+    select_demos,
+)
+from promptsieve.prompt import Message
+
+DEMOS = [
+    Demonstration("What is the capital of France?", "Paris"),
+    Demonstration("Which planet is known as the red planet?", "Mars"),
+    Demonstration("What colour is a ripe banana?", "Yellow"),
+    Demonstration("How many legs does a spider have?", "Eight"),
+    Demonstration("What is the largest ocean on Earth?", "The Pacific Ocean"),
+    Demonstration("Who wrote Romeo and Juliet?", "William Shakespeare"),
+    Demonstration("What is the boiling point of water at sea level?", "100 degrees Celsius"),
+]
+VAL = [
+    ValidationExample("What is the capital of Italy?", "Rome"),
+    ValidationExample("Which planet is the largest in the solar system?", "Jupiter"),
+]
+FMT = DemoFormat(header="Answer the question.\n\n", chat=False)
+
+
+class CosineScorer:
+    """A CoalitionScorer on the MiniLM proxy (a real value function; counts its calls)."""
+
+    def __init__(self, proxy: Any, tag: str = "minilm") -> None:
+        self.proxy = proxy
+        self.tag = tag
+        self.calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.tag}:{self.proxy.fingerprint}"
+
+    def values(
+        self,
+        demos: Sequence[Demonstration],
+        validation: Sequence[ValidationExample],
+        fmt: DemoFormat,
+        coalitions: Sequence[tuple[int, ...]],
+    ) -> np.ndarray:
+        self.calls += 1
+        texts = [fmt.render([demos[i] for i in c], v.input) for c in coalitions for v in validation]
+        answers = self.proxy.embed([v.answer for v in validation])
+        emb = self.proxy.embed(texts).reshape(len(coalitions), len(validation), -1)
+        return np.einsum("cvd,vd->cv", emb, answers).mean(axis=1)
+
+
+@pytest.fixture
+def scorer(proxy: Any) -> CosineScorer:
+    return CosineScorer(proxy)
+
+
+def _table(scorer: CosineScorer, n: int, subsets: list[tuple[int, ...]]) -> dict[Any, float]:
+    vals = scorer.values(DEMOS[:n], VAL, FMT, subsets)
+    return _shapley.as_table(subsets, vals)
+
+
+# ------------------------------------------------------------------------------ Shapley math
+
+
+def test_exact_shapley_axioms_on_a_real_value_function(scorer: CosineScorer) -> None:
+    n = 5
+    table = _table(scorer, n, _shapley.coalitions(n))
+    phi = _shapley.exact_shapley(n, table)
+    # efficiency
+    assert phi.sum() == pytest.approx(table[tuple(range(n))] - table[()], abs=1e-9)
+    # the definition, recomputed by permutations (n! orders) for one player
+    import itertools
+
+    i = 2
+    marg = []
+    for perm in itertools.permutations(range(n)):
+        before = tuple(sorted(perm[: perm.index(i)]))
+        marg.append(table[tuple(sorted((*before, i)))] - table[before])
+    assert phi[i] == pytest.approx(np.mean(marg), abs=1e-9)
+    # the game is not additive (else the test would be trivial)
+    additive = table[()] + sum(table[(k,)] - table[()] for k in range(n))
+    assert abs(additive - table[tuple(range(n))]) > 1e-4
+
+
+def test_kernel_shap_matches_exact_shapley(scorer: CosineScorer) -> None:
+    n = 7
+    table = _table(scorer, n, _shapley.coalitions(n))
+    exact = _shapley.exact_shapley(n, table)
+    # every proper coalition: Kernel SHAP's weighted regression is exact
+    full = _shapley.kernel_shap(n, table, samples=10_000)
+    np.testing.assert_allclose(full, exact, atol=1e-9)
+    # sampled coalitions: an estimate that keeps efficiency exactly and gets closer with
+    # more samples
+    errs = []
+    for samples in (16, 100):
+        need = _shapley.needed(n, "kernel", samples, seed=3)
+        assert len(need) < 2**n
+        est = _shapley.kernel_shap(n, {c: table[c] for c in need}, samples=samples, seed=3)
+        assert est.sum() == pytest.approx(exact.sum(), abs=1e-9)
+        errs.append(float(np.abs(est - exact).max()))
+    print("kernel errors", errs, "scale", float(np.abs(exact).max()))
+    assert errs[1] < errs[0]
+    assert errs[1] < 0.5 * float(np.abs(exact).max())
+
+
+def test_kernel_shap_recovers_an_additive_game_exactly() -> None:
+    w = np.random.default_rng(0).normal(size=14)
+    need = _shapley.needed(14, "kernel", 300, seed=1)
+    est = _shapley.kernel_shap(14, {c: float(w[list(c)].sum()) for c in need}, 300, seed=1)
+    np.testing.assert_allclose(est, w, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- attribution
+
+
+def test_attribution_is_cached_per_proxy_and_version(scorer: CosineScorer, tmp_path: Path) -> None:
+    cfg = DemoAttributionConfig(cache_dir=tmp_path)
+    a = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    assert a.method == "exact" and a.evaluations == 128 and not a.cached
+    assert sum(a.values) == pytest.approx(a.full_value - a.empty_value, abs=1e-9)
+    b = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    assert b.cached and b.values == a.values and scorer.calls == 1
+    # another proxy: never reused
+    other = CosineScorer(scorer.proxy, tag="other")
+    c = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=other)
+    assert not c.cached and other.calls == 1
+    # a cache file from another version under the same key is ignored, then rewritten
+    path = tmp_path / f"{a.key}.json"
+    data = json.loads(path.read_text())
+    data["version"] = DEMOS_VERSION + 1
+    path.write_text(json.dumps(data))
+    d = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    assert not d.cached and scorer.calls == 2
+    assert "Paris" not in path.read_text()  # values and hashes only, never prompt text
+
+
+def test_kernel_method_and_ranking(scorer: CosineScorer, tmp_path: Path) -> None:
+    cfg = DemoAttributionConfig(method="kernel", samples=16, cache=False)
+    a = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    assert a.method == "kernel" and a.evaluations <= 18
+    order = a.ranking()
+    assert sorted(order) == list(range(7))
+    assert [a.values[i] for i in order] == sorted(a.values)
+    kept = a.keep(2)
+    assert len(kept) == 2 and kept == sorted(kept) and set(kept) == set(order[-2:])
+    assert select_demos(DEMOS, a, 2) == [DEMOS[i] for i in kept]
+
+
+def test_fewer_than_two_demonstrations_change_nothing(scorer: CosineScorer) -> None:
+    a = attribute_demos(DEMOS[:1], VAL, fmt=FMT, scorer=scorer)
+    assert a.method == "none" and a.values == (0.0,) and scorer.calls == 0
+    comp = DemoCompressor(DEMOS[:1], [], fmt=FMT, scorer=scorer)
+    prompt = FMT.render(DEMOS[:1], "Q?")
+    out = comp.compress(prompt, ratio=0.25)
+    assert not out.changed and out.prompt == prompt
+    assert demo_ladder(1) == [] and demo_ladder(8) == [6, 4, 2]
+
+
+def test_bad_validation_is_a_clear_error(scorer: CosineScorer) -> None:
+    with pytest.raises(ConfigError, match="at least one validation"):
+        attribute_demos(DEMOS, [], fmt=FMT, scorer=scorer)
+    with pytest.raises(ConfigError, match=r"validation answers \[1\] are empty"):
+        attribute_demos(DEMOS, [VAL[0], ValidationExample("x?", "  ")], fmt=FMT, scorer=scorer)
+
+    class NaNScorer(CosineScorer):
+        def values(self, *a: Any, **k: Any) -> np.ndarray:
+            return np.full(len(a[3]), math.nan)
+
+    with pytest.raises(ConfigError, match="non-finite"):
+        attribute_demos(DEMOS, VAL, fmt=FMT, scorer=NaNScorer(scorer.proxy),
+                        config=DemoAttributionConfig(cache=False))  # fmt: skip
+
+
+def test_clean_drops_negative_demonstrations(scorer: CosineScorer, tmp_path: Path) -> None:
+    bad = Demonstration("Tell me about the stock market crash of 1929 in detail.", "No.")
+    demos = [*DEMOS[:3], bad]
+    rep = clean_demos(demos, VAL, fmt=FMT, scorer=scorer,
+                      config=DemoAttributionConfig(cache_dir=tmp_path))  # fmt: skip
+    vals = rep.attribution.values
+    assert set(rep.removed) == {i for i, v in enumerate(vals) if v < 0}
+    assert set(rep.kept) | set(rep.removed) == set(range(4))
+    js = rep.to_json()
+    assert js["removed"] == list(rep.removed) and len(js["demonstrations"]) == 4
+    assert js["demonstrations"][0]["value"] == min(round(v, 6) for v in vals)
+    page = rep.to_html()
+    assert page.startswith("<!doctype html>") and page.count("<tr") == 5
+    assert rep.cleaned == [demos[i] for i in rep.kept]
+
+
+# --------------------------------------------------------------------------------- parsing
+
+
+def test_load_jsonl_reports_the_bad_line(tmp_path: Path) -> None:
+    good = tmp_path / "d.jsonl"
+    good.write_text('{"input": "a?", "output": "b"}\n\n{"question": "c?", "answer": 3}\n')
+    assert load_demonstrations(good) == [Demonstration("a?", "b"), Demonstration("c?", "3")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a?", "output": "b"}\n{"input": "no output"}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: a demonstration needs"):
+        load_demonstrations(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"input": "a?", "output": "b"}\n{oops\n')
+    with pytest.raises(ConfigError, match=r"broken.jsonl:2: not a JSON object"):
+        load_demonstrations(broken)
+    val = tmp_path / "v.jsonl"
+    val.write_text('{"input": "q?", "answer": "a"}\n["x"]\n')
+    with pytest.raises(ConfigError, match=r"v.jsonl:2: a validation request needs"):
+        load_validation(val)
+
+
+def test_clean_cli_errors_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from promptsieve._clean_cli import clean_command
+
+    app = typer.Typer()
+    app.command()(clean_command)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a?", "output": "b"}\nnot json\n')
+    val = tmp_path / "v.jsonl"
+    val.write_text('{"input": "q?", "answer": "a"}\n')
+    res = CliRunner().invoke(app, [str(bad), "--validation", str(val)])
+    assert res.exit_code == 2
+    assert "bad.jsonl:2" in res.output and "Traceback" not in res.output
+    missing = CliRunner().invoke(app, [str(tmp_path / "nope.jsonl"), "--validation", str(val)])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+# ------------------------------------------------------------------------ removing demos
+
+
+def test_remove_demos_from_text_and_messages() -> None:
+    prompt = FMT.render(DEMOS[:3], "What is 2+2?")
+    out = remove_demos(prompt, DEMOS[:3], [1], FMT)
+    assert out == FMT.render([DEMOS[0], DEMOS[2]], "What is 2+2?")
+    msgs = (
+        Message.text("system", "Be brief."),
+        Message.text("user", DEMOS[0].input),
+        Message.text("assistant", DEMOS[0].output),
+        Message.text("user", DEMOS[1].input),
+        Message.text("assistant", DEMOS[1].output),
+        Message.text("user", "What is 2+2?"),
+    )
+    pairs = remove_demos(msgs, DEMOS[:2], [0], FMT)
+    assert isinstance(pairs, tuple)
+    assert [m.content for m in pairs] == ["Be brief.", DEMOS[1].input, DEMOS[1].output,
+                                          "What is 2+2?"]  # fmt: skip
+    # a prompt without the demonstrations: None (the caller sends it unchanged)
+    assert remove_demos("no demos here", DEMOS[:2], [0], FMT) is None
+
+
+def test_demo_compressor_ladder_and_fail_open(scorer: CosineScorer, tmp_path: Path) -> None:
+    cfg = DemoAttributionConfig(cache_dir=tmp_path)
+    comp = DemoCompressor(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    prompt = FMT.render(DEMOS, "What is the capital of Spain?")
+    assert comp.wait(120) is not None
+    attr = comp.attribution
+    assert attr is not None
+    for ratio, k in ((0.8, 6), (0.5, 4), (0.2, 1)):
+        out = comp.compress(prompt, ratio=ratio)
+        assert out.changed and len(out.kept) == k
+        assert out.prompt == FMT.render([DEMOS[i] for i in attr.keep(k)],
+                                        "What is the capital of Spain?")  # fmt: skip
+    assert not comp.compress("unrelated prompt", ratio=0.5).changed
+
+    class Broken(CosineScorer):
+        def values(self, *a: Any, **k: Any) -> np.ndarray:
+            raise RuntimeError("proxy crashed")
+
+    broken = DemoCompressor(DEMOS, VAL, fmt=FMT, scorer=Broken(scorer.proxy),
+                            config=DemoAttributionConfig(cache=False))  # fmt: skip
+    assert broken.wait(60) is None
+    out = broken.compress(prompt, ratio=0.5)
+    assert not out.changed and out.prompt == prompt
