@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
@@ -41,7 +41,7 @@ def test_passed_store_compresses_through_the_scripted_transport(compressor: Comp
     store = FixedVerdictStore.passed(0.5)
     gate = Gate(store, GateConfig(monitor_rate=0.0))
     sieve = Sieve(SLOW_CI, compressor=compressor, gate=gate)
-    http = httpx.Client(transport=target.transport())
+    http = httpx2.Client(transport=target.transport(httpx2))
     client = wrap_openai(OpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve)
     out = client.chat.completions.create(model="m", messages=_messages())
     assert out.choices[0].message.content == "Paris"
@@ -56,7 +56,7 @@ def test_failed_store_sends_originals_and_async_transport_works(compressor: Comp
     sieve = Sieve(SLOW_CI, compressor=compressor, gate=Gate(FixedVerdictStore.failed()))
 
     async def go() -> str | None:
-        http = httpx.AsyncClient(transport=target.transport())
+        http = httpx2.AsyncClient(transport=target.transport(httpx2))
         client = wrap_openai(
             AsyncOpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve
         )
@@ -73,7 +73,7 @@ def test_screening_store_gets_the_shadow_comparison(compressor: Compressor) -> N
     target = ScriptedTarget("same answer")
     store = FixedVerdictStore.screening(0.5)
     sieve = Sieve(SLOW_CI, compressor=compressor, gate=Gate(store))
-    http = httpx.Client(transport=target.transport())
+    http = httpx2.Client(transport=target.transport(httpx2))
     client = wrap_openai(OpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve)
     client.chat.completions.create(model="m", messages=_messages())
     assert sieve.flush(30)
@@ -86,9 +86,20 @@ def test_responses_and_completions_routes() -> None:
     client = OpenAI(
         base_url="http://t.test/v1",
         api_key="x",
-        http_client=httpx.Client(transport=target.transport()),
+        http_client=httpx2.Client(transport=target.transport(httpx2)),
     )
     assert client.responses.create(model="m", input="hello there").output_text == "hi"
     done = client.completions.create(model="m", prompt="one two three")
     assert done.choices[0].text == "hi" and done.usage is not None
     assert done.usage.prompt_tokens == 3
+
+
+def test_plain_httpx_clients_get_the_same_answers() -> None:
+    import httpx
+
+    target = ScriptedTarget("hello")
+    with httpx.Client(transport=target.transport()) as http:
+        r = http.post("http://t.test/v1/chat/completions", json={"model": "m", "messages": []})
+        assert r.json()["choices"][0]["message"]["content"] == "hello"
+        assert http.post("http://t.test/v1/nothing", json={}).status_code == 404
+        assert http.post("http://t.test/v1/completions", content=b"{").status_code == 400

@@ -9,15 +9,15 @@
 
 ::
 
-    import httpx, openai, promptsieve
+    import httpx2, openai, promptsieve            # openai>=3 builds on httpx2
     from promptsieve.testing import FixedVerdictStore, ScriptedTarget
     from promptsieve_openai import wrap_openai
 
     target = ScriptedTarget("Paris")
     sieve = promptsieve.Sieve(gate=promptsieve.Gate(FixedVerdictStore.passed(0.5)))
+    http = httpx2.Client(transport=target.transport(httpx2))
     client = wrap_openai(openai.OpenAI(base_url="http://target.test/v1", api_key="x",
-                                       http_client=httpx.Client(transport=target.transport())),
-                         sieve)
+                                       http_client=http), sieve)
     client.chat.completions.create(model="m", messages=[...])
     assert target.bodies[0]["messages"]           # what went over the wire (compressed)
 
@@ -71,26 +71,35 @@ class ScriptedTarget:
             return list(self._bodies)
 
     # -- as an HTTP server (httpx transport) ----------------------------------------------
-    def transport(self) -> httpx.MockTransport:
+    def transport(self, httpx_module: Any = None) -> Any:
         """An ``httpx`` transport answering ``POST .../chat/completions``, ``.../completions``
-        and ``.../responses``; for sync and async clients alike."""
-        return httpx.MockTransport(self._handle)
+        and ``.../responses``, for sync and async clients alike.
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+        ``httpx_module``: the httpx-compatible package your SDK's client is built on (default
+        ``httpx``; openai>=3 builds on ``httpx2``: pass ``httpx2`` and use ``httpx2.Client``).
+        """
+        mod = httpx if httpx_module is None else httpx_module
+
+        def handle(request: Any) -> Any:
+            status, payload = self._handle(request.url.path, request.content)
+            return mod.Response(status, json=payload)
+
+        return mod.MockTransport(handle)
+
+    def _handle(self, path: str, content: bytes) -> tuple[int, dict[str, Any]]:
         try:
-            body = json.loads(request.content or b"{}")
+            body = json.loads(content or b"{}")
         except ValueError:
-            return httpx.Response(400, json={"error": {"message": "body is not JSON"}})
-        path = request.url.path.rstrip("/")
+            return 400, {"error": {"message": "body is not JSON"}}
+        path = path.rstrip("/")
         for suffix, build in (
             ("/chat/completions", _chat),
             ("/completions", _completion),
             ("/responses", _response),
         ):
             if path.endswith(suffix):
-                text = self._reply(body)
-                return httpx.Response(200, json=build(text, body, self.model))
-        return httpx.Response(404, json={"error": {"message": f"no route {path}"}})
+                return 200, build(self._reply(body), body, self.model)
+        return 404, {"error": {"message": f"no route {path}"}}
 
     def _reply(self, body: dict[str, Any]) -> str:
         with self._lock:
