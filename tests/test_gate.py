@@ -165,3 +165,122 @@ def test_config_validation_and_guard() -> None:
         with pytest.raises(ConfigError):
             GateConfig(**bad)  # type: ignore[arg-type]
     assert guard_ok(0.9, 0.8) and not guard_ok(0.7, 0.8)
+
+
+# -- labelled mode, noise floor, e-values, e-BH ---------------------------------------------
+
+
+def test_labelled_mode_walks_the_ladder_on_pairs(tmp_path: Path) -> None:
+    """Compression that helps passes in labelled mode (agreement would fail it)."""
+    clock = Clock()
+    gate = _gate(tmp_path, clock, mode="labelled", rho=0.9, monitor_rate=0.5, budget=300)
+    i = 0
+    while True:
+        d = gate.decide(KEY)
+        if d.action is not Action.SHADOW:
+            break
+        assert d.ratio is not None
+        i += 1
+        if d.ratio == 0.3:  # the aggressive rung breaks every right answer
+            gate.record_pair(KEY, d.ratio, True, False)
+        else:  # original right 60 %, compressed right whenever the original was, plus gains
+            gate.record_pair(KEY, d.ratio, i % 5 < 3, i % 5 < 4)
+        gate.record(KEY, d.ratio, False)  # agreement results are not counted in this mode
+    v = gate.verdict(KEY)
+    assert v is not None and v.state is VerdictState.PASSED and v.ratio == 0.5
+    assert v.pairs_at(0.8).n > 0 and v.counts_at(0.8).n == 0
+    assert v.e_value is not None and v.e_value >= 20
+    d = gate.decide(KEY)
+    assert d.action is Action.APPLY and d.ratio == 0.5 and not d.monitor  # no label to monitor
+    # a judge failure (None) is not counted
+    gate2 = _gate(tmp_path / "b", clock, mode="labelled")
+    gate2.decide(KEY)
+    gate2.record_pair(KEY, 0.8, True, None)
+    v2 = gate2.verdict(KEY)
+    assert v2 is not None and v2.pairs_at(0.8).n == 0
+
+
+def test_e_value_is_recorded_per_verdict(tmp_path: Path) -> None:
+    clock = Clock()
+    gate = _gate(tmp_path, clock, monitor_rate=0.0)
+    _drive(gate, lambda r: r >= 0.5)
+    v = gate.verdict(KEY)
+    assert v is not None and v.state is VerdictState.PASSED
+    # the smallest over the two rungs that passed: each crossed 1/delta at its 30th agreement
+    state = gate.evaluate(v.counts_at(0.8))
+    assert v.e_value is not None and 20 <= v.e_value <= state.e_value
+    failed = _gate(tmp_path / "f", clock)
+    _drive(failed, lambda r: False)
+    fv = failed.verdict(KEY)
+    assert fv is not None and fv.state is VerdictState.FAILED and fv.e_value is not None
+    assert fv.e_value < 1
+
+
+def test_noise_decisions_and_floor_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    gate = _gate(tmp_path, clock, noise_rate=0.25)
+    noise = shadow = 0
+    for i in range(200):
+        d = gate.decide(KEY)
+        if d.action is not Action.SHADOW:
+            continue
+        assert d.ratio is not None
+        if d.noise:
+            noise += 1
+            gate.record_noise(KEY, i % 3 == 0)  # the target agrees with itself 1/3 of the time
+        else:
+            shadow += 1
+            gate.record(KEY, d.ratio, i % 10 != 0)  # stays undecided for a while
+    assert noise > 0 and shadow > 0 and 0.1 < noise / (noise + shadow) < 0.45
+    floor = gate.noise_floor(KEY)
+    assert floor is not None and floor.n == noise and floor.upper < 0.9 and floor.tau_above_floor
+    assert sum("noise floor" in r.getMessage() for r in caplog.records) == 1  # warned once
+    assert gate.config.tau == 0.9  # never lowered
+    assert gate.noise_floor(VerdictKey("other", "m", "p", "s")) is None
+
+
+def test_fdr_mode_applies_only_e_bh_discoveries(tmp_path: Path) -> None:
+    """Two tasks pass alone; with fdr_q, only those e-BH discovers across the store apply."""
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "v.sqlite3")
+    cfg = GateConfig(ratios=(0.8,), seed=0, monitor_rate=0.0, fdr_q=0.05)
+    gate = Gate(store, cfg, clock=clock)
+    keys = [VerdictKey(f"t{i}", "m", "p", "s") for i in range(4)]
+    for k, good in zip(keys, (True, True, False, False), strict=True):
+        for _ in range(200):
+            d = gate.decide(k)
+            if d.action is not Action.SHADOW:
+                break
+            gate.record(k, 0.8, good)
+    states = [store.get(k).state for k in keys]  # type: ignore[union-attr]
+    assert states == [VerdictState.PASSED] * 2 + [VerdictState.FAILED] * 2
+    # K = 4 tasks, 2 passed with e ~ 1/delta = 20 < K / (q * 2) = 40: e-BH holds them back
+    clock.now += 31  # the gate recomputes e-BH over the store at most every 30 s
+    assert [gate.decide(k).action for k in keys[:2]] == [Action.BYPASS] * 2
+    plain = Gate(store, GateConfig(ratios=(0.8,), monitor_rate=0.0), clock=clock)
+    assert plain.decide(keys[0]).action is Action.APPLY
+    # with strong evidence (a large e-value) the task is discovered
+    v = store.get(keys[0])
+    assert v is not None
+    assert store.put(keys[0], v.replace(e_value=1e6), expected_version=v.version)
+    fresh = Gate(store, cfg, clock=clock)
+    assert fresh.decide(keys[0]).action is Action.APPLY
+    assert fresh.decide(keys[1]).action is Action.BYPASS
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"mode": "labelled", "epsilon": 0.7}, r"epsilon must be in \[0.0, 0.5\]"),
+        ({"mode": "labelled", "rho": 0.2}, r"rho must be in \[0.5, 1.0\]"),
+        ({"epsilon": 0.05}, "margins of mode='labelled'"),
+        ({"mode": "nope"}, "mode must be"),
+        ({"noise_rate": 1.0}, "noise_rate"),
+        ({"fdr_q": 0.0}, "fdr_q"),
+    ],
+)
+def test_new_settings_are_validated(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        GateConfig(**kw)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import pytest
 from promptsieve import StoreError
 from promptsieve.fidelity import (
     Counts,
+    Pairs,
     RedisStore,
     SQLiteStore,
     Verdict,
@@ -126,6 +127,36 @@ def test_record_counts_per_ratio_generation_and_monitor(store: VerdictStore) -> 
     assert got is not None and got.generation == 2 and got.counts_at(0.8) == Counts()
 
 
+def test_labelled_pairs_noise_counts_and_e_values(store: VerdictStore) -> None:
+    """Labelled cells per ratio, noise-floor counts and the verdict's e-value round-trip."""
+    store.put(KEY, _screening(), expected_version=None)
+    assert store.record_pair(KEY, 1, 0.8, True, True) == Pairs(1, 0, 0, 0)
+    assert store.record_pair(KEY, 1, 0.8, True, False) == Pairs(1, 1, 0, 0)
+    assert store.record_pair(KEY, 1, 0.8, False, True) == Pairs(1, 1, 1, 0)
+    assert store.record_pair(KEY, 1, 0.5, False, False) == Pairs(0, 0, 0, 1)
+    assert store.record_noise(KEY, 1, True) == Counts(1, 1)
+    assert store.record_noise(KEY, 1, False) == Counts(2, 1)
+    store.record(KEY, 1, 0.8, True)  # agreement counts live beside the pairs
+    got = store.get(KEY)
+    assert got is not None
+    assert got.pairs_at(0.8) == Pairs(1, 1, 1, 0) and got.pairs_at(0.5) == Pairs(0, 0, 0, 1)
+    assert got.noise == Counts(2, 1) and got.counts_at(0.8) == Counts(1, 1)
+    passed = got.replace(state=VerdictState.PASSED, ratio=0.8, e_value=float("inf"))
+    assert store.put(KEY, passed, expected_version=got.version)
+    got = store.get(KEY)
+    assert got is not None and got.e_value == 1e300  # JSON has no infinity: capped
+    listed = store.verdicts()
+    assert [(v.digest, v.task, v.target_model) for v in listed] == [
+        (KEY.digest, KEY.task, KEY.target_model)
+    ]
+    assert listed[0].verdict.state is VerdictState.PASSED and listed[0].verdict.e_value == 1e300
+    assert "SECRET" not in listed[0].settings_digest and len(listed[0].settings_digest) == 16
+    # a new generation starts the pairs and the noise floor from zero
+    assert store.put(KEY, _screening(generation=2), expected_version=got.version)
+    got = store.get(KEY)
+    assert got is not None and got.pairs_at(0.8) == Pairs() and got.noise == Counts()
+
+
 def test_key_fields_invalidate(store: VerdictStore) -> None:
     store.put(KEY, _screening(), expected_version=None)
     for other in (
@@ -186,16 +217,26 @@ def test_outages_raise_store_error(tmp_path: Path) -> None:
 def _hammer_sqlite(store: SQLiteStore, worker: int) -> None:
     for i in range(CALLS):  # inherited store object: the child must open its own connection
         store.record(KEY, 1, 0.8, (i + worker) % 3 != 0)
+        store.record_pair(KEY, 1, 0.8, i % 2 == 0, (i + worker) % 3 != 0)
 
 
 def _hammer_redis(url: str, prefix: str, worker: int) -> None:
     store = RedisStore(url, prefix=prefix)
     for i in range(CALLS):
         store.record(KEY, 1, 0.8, (i + worker) % 3 != 0)
+        store.record_pair(KEY, 1, 0.8, i % 2 == 0, (i + worker) % 3 != 0)
 
 
 def _expected_agree() -> int:
     return sum((i + w) % 3 != 0 for w in range(PROCS) for i in range(CALLS))
+
+
+def _expected_pairs() -> Pairs:
+    pairs = Pairs()
+    for w in range(PROCS):
+        for i in range(CALLS):
+            pairs = pairs.add(i % 2 == 0, (i + w) % 3 != 0)
+    return pairs
 
 
 def _run(target, args_of) -> None:  # type: ignore[no-untyped-def]
@@ -215,6 +256,7 @@ def test_sqlite_concurrent_processes_lose_no_counts(tmp_path: Path) -> None:
     _run(_hammer_sqlite, lambda w: (store, w))
     got = store.get(KEY)
     assert got is not None and got.counts_at(0.8) == Counts(PROCS * CALLS, _expected_agree())
+    assert got.pairs_at(0.8) == _expected_pairs()
 
 
 def test_redis_concurrent_processes_lose_no_counts(redis_url: str) -> None:
@@ -224,6 +266,7 @@ def test_redis_concurrent_processes_lose_no_counts(redis_url: str) -> None:
     _run(_hammer_redis, lambda w: (redis_url, prefix, w))
     got = store.get(KEY)
     assert got is not None and got.counts_at(0.8) == Counts(PROCS * CALLS, _expected_agree())
+    assert got.pairs_at(0.8) == _expected_pairs()
 
 
 def test_sqlite_threads_share_one_store(tmp_path: Path) -> None:
