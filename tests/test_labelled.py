@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from benchmarks.screening_sim import labelled_times, sample_cells
+
 from promptsieve import ConfigError
 from promptsieve.fidelity import NonInferiorityTest, Outcome, Pairs, check_margin
 
