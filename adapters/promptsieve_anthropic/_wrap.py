@@ -1,0 +1,203 @@
+"""Patching an Anthropic client's ``messages.create`` and ``messages.stream`` in place.
+
+The patched methods are instance attributes of the client's cached ``messages`` resource,
+so the class and every other client stay as they were. ``messages.stream(...)`` posts by
+itself, so it is patched too: it returns the SDK's own ``MessageStreamManager`` (or the async
+one) whose request goes through the sieve when the ``with`` block is entered.
+``with_raw_response``/``with_streaming_response`` wrap the bound methods when first accessed
+and are cached: cached ones are dropped so they are rebuilt around the patched methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from anthropic import Anthropic, AsyncAnthropic
+from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
+
+from promptsieve import Call, Prompt, Sieve, TargetOutput
+from promptsieve_anthropic._convert import (
+    AnthropicRequest,
+    background_kwargs,
+    from_anthropic,
+    read_message,
+)
+
+_ORIGINAL = "__promptsieve_original__"
+_STATE = "_promptsieve_state"
+_CACHED = ("with_raw_response", "with_streaming_response")
+_METHODS = ("create", "stream")
+
+
+class _State:
+    def __init__(self, sieve: Sieve, task: str | None) -> None:
+        self.sieve = sieve
+        self.task = task
+
+
+def patch(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) -> None:
+    is_async = isinstance(client, AsyncAnthropic)
+    state = _State(sieve, task)
+    setattr(client, _STATE, state)
+    resource = client.messages
+    create = _original(resource.create)
+    stream = _original(resource.stream)
+    new_create = (_async_create if is_async else _sync_create)(create, state)
+    new_stream = (_async_stream if is_async else _sync_stream)(create, stream, state)
+    for name, orig, new in (("create", create, new_create), ("stream", stream, new_stream)):
+        setattr(new, _ORIGINAL, orig)
+        setattr(resource, name, new)
+    _drop_cached(resource)
+    _patch_copy(client, sieve, task)
+
+
+def unpatch(client: Anthropic | AsyncAnthropic) -> None:
+    resource = client.messages
+    for name in _METHODS:
+        vars(resource).pop(name, None)
+    _drop_cached(resource)
+    for name in ("copy", "with_options", _STATE):
+        if name in vars(client):
+            delattr(client, name)
+
+
+def sieve_of(client: object) -> Sieve | None:
+    state = getattr(client, _STATE, None)
+    return state.sieve if isinstance(state, _State) else None
+
+
+def _original(method: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(method, _ORIGINAL, method)  # re-wrapping never stacks two sieves
+
+
+def _drop_cached(resource: object) -> None:
+    for name in _CACHED:
+        vars(resource).pop(name, None)
+
+
+def _patch_copy(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) -> None:
+    copy = type(client).copy.__get__(client, type(client))
+
+    @functools.wraps(copy)
+    def wrapped_copy(*args: Any, **kwargs: Any) -> Any:
+        new = copy(*args, **kwargs)
+        patch(new, sieve, task)
+        return new
+
+    client.copy = wrapped_copy  # type: ignore[method-assign]
+    client.with_options = wrapped_copy  # type: ignore[method-assign]
+
+
+# -- the patched methods -------------------------------------------------------------------
+def _convert(
+    sieve: Sieve, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AnthropicRequest | None:
+    if args:  # the SDK's methods are keyword-only; let it raise its own TypeError
+        return None
+    try:
+        return from_anthropic(kwargs)
+    except Exception as exc:
+        sieve.report_error(exc, "the Anthropic adapter")
+        return None
+
+
+def _call(state: _State, conv: AnthropicRequest, send_variant: Any) -> Call[dict[str, Any]]:
+    return state.sieve.call(
+        conv.request,
+        state.task,
+        original=conv.body,
+        rebuild=conv.rebuild,
+        send_variant=send_variant if conv.comparable else None,
+    )
+
+
+def _output(response: Any) -> TargetOutput:
+    output = read_message(response)[0]
+    if output is None:
+        raise TypeError("the target's response carried no readable output")
+    return output
+
+
+def _sync_create(create: Callable[..., Any], state: _State) -> Callable[..., Any]:
+    @functools.wraps(create)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        conv = _convert(state.sieve, args, kwargs)
+        if conv is None:
+            return create(*args, **kwargs)
+
+        def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(create(**background_kwargs(conv.rebuild(prompt))))
+
+        with _call(state, conv, send_variant) as call:
+            result = create(**call.payload)  # the target's own errors reach the caller
+            call.read(read_message, result)
+        return result
+
+    return patched
+
+
+def _async_create(create: Callable[..., Any], state: _State) -> Callable[..., Any]:
+    @functools.wraps(create)
+    async def patched(*args: Any, **kwargs: Any) -> Any:
+        conv = _convert(state.sieve, args, kwargs)
+        if conv is None:
+            return await create(*args, **kwargs)
+
+        async def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(await create(**background_kwargs(conv.rebuild(prompt))))
+
+        async with _call(state, conv, send_variant) as call:
+            result = await create(**call.payload)
+            call.read(read_message, result)
+        return result
+
+    return patched
+
+
+def _streamable(kwargs: dict[str, Any]) -> bool:
+    """``stream()`` options that ``create(stream=True)`` takes as they are."""
+    return "output_format" not in kwargs and "stream" not in kwargs
+
+
+def _sync_stream(
+    create: Callable[..., Any], stream: Callable[..., Any], state: _State
+) -> Callable[..., Any]:
+    @functools.wraps(stream)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        conv = _convert(state.sieve, args, kwargs) if _streamable(kwargs) else None
+        if conv is None:
+            return stream(*args, **kwargs)
+
+        def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(create(**background_kwargs(conv.rebuild(prompt))))
+
+        def api_request() -> Any:  # run by the manager's __enter__, as the SDK's own
+            with _call(state, conv, send_variant) as call:
+                return create(**call.payload, stream=True)
+
+        return MessageStreamManager(api_request, output_format=kwargs.get("output_format"))
+
+    return patched
+
+
+def _async_stream(
+    create: Callable[..., Any], stream: Callable[..., Any], state: _State
+) -> Callable[..., Any]:
+    @functools.wraps(stream)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        conv = _convert(state.sieve, args, kwargs) if _streamable(kwargs) else None
+        if conv is None:
+            return stream(*args, **kwargs)
+
+        async def send_variant(prompt: Prompt) -> TargetOutput:
+            return _output(await create(**background_kwargs(conv.rebuild(prompt))))
+
+        async def api_request() -> Any:  # awaited by the manager's __aenter__
+            async with _call(state, conv, send_variant) as call:
+                return await create(**call.payload, stream=True)
+
+        return AsyncMessageStreamManager(api_request())
+
+    return patched
