@@ -1,0 +1,42 @@
+"""A sieve used in a parent process keeps working in forked children (issue #14.2).
+
+With gunicorn ``--preload`` or a forking pool, the sieve is built and used in the parent and
+then forked. Before the fix, each child's calls waited the whole scoring budget and sent the
+original, shadow comparisons never ran, ``flush(5)`` was False and ``flush()`` hung: the
+pools counted threads that do not exist after a fork. ``_fork_child.py`` runs the pattern
+with the real proxy and a real SQLite store; this test reads its report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).with_name("_fork_child.py")
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def test_forked_workers_compress_and_screen_as_the_parent(cache_root: Path, proxy: object) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(CHILD)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(cache_root)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    children = [r for r in rows if r["who"] == "child"]
+    assert len(children) == 2, proc.stdout
+    for row in children:
+        assert "error" not in row, row
+        assert row["reason"] == "applied", row  # compressed, not "timeout"
+        assert row["flush5"] is True and row["flush_none_s"] < 1.0, row
+        assert row["comparisons"] >= 6, row  # the parent's 3 (inherited counts) + its own 3
+    assert rows[-1] == {"who": "parent-after", "child_status": [0, 0]}
