@@ -196,7 +196,7 @@ _DAY = r"\d{1,2}"
 _NUMBER = (
     r"(?<![\w.])[-+\u2212]?(?:[$€£¥₹]" + r"[ \u00a0]?)?"
     r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    r"(?:[eE][-+]?\d+)?(?:/\d+)?(?:[ \u00a0]?%|[A-Za-z]{1,3})?(?![\w])"
+    r"(?:[eE][-+]?\d+)?(?:/\d+)?(?:[ \u00a0]?[%‰]|[A-Za-z]{1,3}|[$€£¥₹₽₩₪₫฿¢])?(?![\w])"
 )
 # Letters and digits of scripts written with spaces ("W"), and those written without ("NS").
 _NS_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc\u3005"
