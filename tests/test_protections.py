@@ -229,3 +229,15 @@ def test_lone_surrogates_raise_config_error(comp: Compressor, prompt: object) ->
     with pytest.raises(ConfigError, match="not valid Unicode") as info:
         comp.compress(prompt, ratio=0.5)
     assert "surrogate" in str(info.value) and "fine text" not in str(info.value)
+
+
+@pytest.mark.parametrize("data", [b"ab\xffcd", b"caf\xc3", b"\xed\xa0\xbd surrogate bytes"])
+def test_cli_compress_stdin_with_invalid_bytes_gets_a_clean_message(data: bytes) -> None:
+    from typer.testing import CliRunner
+
+    from promptsieve.cli import app
+
+    result = CliRunner().invoke(app, ["compress", "-"], input=data)
+    assert result.exit_code == 2
+    assert "stdin is not UTF-8 text" in result.output and "iconv" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, UnicodeError)

@@ -22,15 +22,18 @@ app = typer.Typer(
 
 
 def _read_text(path: Path) -> str:
+    """The file's (or stdin's, for '-') bytes decoded as UTF-8; a clear error otherwise."""
+    stdin = str(path) == "-"
     try:
-        data = path.read_bytes()
+        data = sys.stdin.buffer.read() if stdin else path.read_bytes()
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise typer.BadParameter(
-            f"{path} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            f"{'stdin' if stdin else path} is not UTF-8 text "
+            f"(byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "convert it first, e.g. iconv -t UTF-8"
         ) from exc
 
@@ -56,7 +59,7 @@ def compress(
     """Compress a prompt file and print the shorter prompt."""
     from promptsieve.compressor import Compressor, CompressorConfig
 
-    text = sys.stdin.read() if str(file) == "-" else _read_text(file)
+    text = _read_text(file)
     comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
     result = comp.compress(text, ratio=ratio, question=question)
     if as_json:
