@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from anthropic import Anthropic, AsyncAnthropic
+from anthropic import NOT_GIVEN, Anthropic, AsyncAnthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
 
 from promptsieve import Call, Prompt, Sieve, TargetOutput
@@ -177,7 +177,7 @@ def _sync_stream(
             with _call(state, conv, send_variant) as call:
                 return create(**call.payload, stream=True)
 
-        return MessageStreamManager(api_request, output_format=kwargs.get("output_format"))
+        return MessageStreamManager(api_request, output_format=NOT_GIVEN)
 
     return patched
 

@@ -37,7 +37,12 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 __all__ = ["OTelObserver"]
 
 _SCOPE = "promptsieve"
-_OPERATION = {"chat": "chat", "responses": "chat", "completions": "text_completion"}
+_OPERATION = {
+    "chat": "chat",
+    "responses": "chat",
+    "messages": "chat",
+    "completions": "text_completion",
+}
 
 
 def _version() -> str:
