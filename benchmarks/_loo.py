@@ -1,0 +1,233 @@
+"""The target's own leave-one-out sentence attribution (the paper's "oracle explanation").
+
+For a prompt made of sentences, the local target (llama.cpp, in-process, the GGUF's own chat
+template, one user message) first answers the whole prompt greedily; then, for every
+sentence, the log-probability of *that* answer is measured with the sentence removed. A
+sentence's attribution is the drop ``log p(answer | prompt) − log p(answer | prompt ∖ s)``:
+how much the target needed it for the answer it gives.
+
+Cost control: variants are evaluated against the KV cache of the previous one, so each
+re-evaluates only from the removed sentence on (longest common token prefix); logits are
+computed only at the answer's positions. Results are cached as JSON lines under
+``benchmarks/.cache/loo-<model>.jsonl`` keyed by the prompt pieces, so interrupted runs
+resume. Calls and evaluated tokens are counted for the cost comparison.
+
+The ``Liu et al. 2025`` protocol (arXiv 2505.12509, "Revitalizing Black-Box
+Interpretability") compares a proxy's explanation with this oracle's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LeaveOneOut", "LooResult", "cached_result", "render"]
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = Path("benchmarks/.cache")
+MAX_ANSWER_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class LooResult:
+    """``drops[i]``: log p(answer | full) − log p(answer | without sentence i) (nats)."""
+
+    answer: str
+    logp_full: float
+    drops: tuple[float, ...]
+    calls: int  # target evaluations (1 generation + one per sentence)
+    tokens: int  # prompt tokens evaluated (after KV-cache reuse)
+    tokens_no_cache: int  # what the same calls evaluate without reuse
+    seconds: float
+
+
+def render(docs: Sequence[Sequence[str]], question_block: str, drop: int | None = None) -> str:
+    """Documents as the benchmark renders them (``Document [i]`` + text), without sentence
+    ``drop`` (a flat index over all documents' sentences), then the question block."""
+    out: list[str] = []
+    k = 0
+    for i, sents in enumerate(docs):
+        kept = []
+        for s in sents:
+            if k != drop:
+                kept.append(s)
+            k += 1
+        out.append(f"Document [{i + 1}]\n{' '.join(kept)}\n\n")
+    return "".join(out) + question_block
+
+
+class LeaveOneOut:
+    """Leave-one-out attribution on an embedded local target (see module docstring)."""
+
+    def __init__(self, model: str = "qwen2.5-coder-0.5b-instruct", n_ctx: int = 4096) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from promptsieve.local import gguf_path
+
+        self.model = model
+        threads = int(os.environ.get("LOO_THREADS", "0")) or (os.cpu_count() or 2)
+        self.llm = Llama(
+            model_path=str(gguf_path(model)),
+            n_ctx=n_ctx,
+            n_batch=256,
+            n_ubatch=256,
+            n_threads=threads,
+            verbose=False,
+        )
+        meta = self.llm.metadata
+        eos = self.llm.token_eos()
+        self._eos_ids = {eos}
+        for name in ("<|im_end|>", "<|endoftext|>"):
+            ids = self.llm.tokenize(name.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                self._eos_ids.add(ids[0])
+        self._fmt = Jinja2ChatFormatter(
+            template=meta["tokenizer.chat_template"],
+            eos_token=self.llm.detokenize([eos]).decode(errors="ignore"),
+            bos_token="",
+        )
+        self._cached: list[int] = []  # tokens currently in the KV cache
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        self._path = CACHE_DIR / f"loo-{model}.jsonl"
+        self._memo: dict[str, dict[str, Any]] = {}
+        if self._path.is_file():
+            for line in self._path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self._memo[row["key"]] = row["result"]
+                except (ValueError, KeyError):
+                    continue
+
+    # -- prompt -> tokens ---------------------------------------------------------------------
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        text = self._fmt(messages=[{"role": "user", "content": prompt}]).prompt
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _eval(self, tokens: list[int], want: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
+        """Evaluate ``tokens`` reusing the KV cache; log-softmax rows at positions ``want``."""
+        llm = self.llm
+        lcp = 0
+        for a, b in zip(self._cached, tokens, strict=False):
+            if a != b:
+                break
+            lcp += 1
+        lcp = min(lcp, len(tokens) - 1)  # always evaluate at least the last token
+        want_set = {p for p in want}
+        lcp = min([lcp, *want_set])  # positions we need logits for must be re-evaluated
+        llm._ctx.kv_cache_seq_rm(-1, lcp, -1)
+        rows: dict[int, np.ndarray] = {}
+        n_vocab = llm.n_vocab()
+        for i in range(lcp, len(tokens), 256):
+            batch = tokens[i : i + 256]
+            llm._batch.set_batch(batch=batch, n_past=i, logits_all=False)
+            flagged = [j for j in range(len(batch)) if i + j in want_set]
+            for j in range(len(batch)):
+                llm._batch.batch.logits[j] = (i + j) in want_set
+            llm._ctx.decode(llm._batch)
+            for j in flagged:
+                ptr = llm._ctx.get_logits_ith(j)
+                row = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+                m = row.max()
+                rows[i + j] = row - (m + np.log(np.exp(row - m).sum()))
+        self._cached = list(tokens)
+        return rows, len(tokens) - lcp
+
+    def _generate(self, prompt_tokens: list[int]) -> tuple[list[int], int]:
+        toks = list(prompt_tokens)
+        out: list[int] = []
+        evaluated = 0
+        for _ in range(MAX_ANSWER_TOKENS):
+            rows, n = self._eval(toks, [len(toks) - 1])
+            evaluated += n
+            nxt = int(np.argmax(rows[len(toks) - 1]))
+            if nxt in self._eos_ids:
+                break
+            out.append(nxt)
+            toks.append(nxt)
+        return out, evaluated
+
+    def _answer_logp(self, prompt_tokens: list[int], answer: list[int]) -> tuple[float, int]:
+        toks = prompt_tokens + answer
+        start = len(prompt_tokens)
+        want = list(range(start - 1, len(toks) - 1))
+        rows, n = self._eval(toks, want)
+        return float(sum(rows[p][toks[p + 1]] for p in want)), n
+
+    # -- public -------------------------------------------------------------------------------
+    def attribute(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult:
+        """Leave-one-out drops for every sentence of ``docs`` (flat order)."""
+        key = _key(self.model, docs, question_block)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return LooResult(**{**hit, "drops": tuple(hit["drops"])})
+        t0 = time.perf_counter()
+        full = self._prompt_tokens(render(docs, question_block))
+        answer, n_gen = self._generate(full)
+        if not answer:
+            answer = [self._eos_ids.__iter__().__next__()]
+        logp_full, n0 = self._answer_logp(full, answer)
+        tokens = n_gen + n0
+        no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
+        n_sent = sum(len(d) for d in docs)
+        drops = []
+        for i in reversed(range(n_sent)):  # later sentences first: shortest re-evaluations
+            var = self._prompt_tokens(render(docs, question_block, drop=i))
+            lp, n = self._answer_logp(var, answer)
+            tokens += n
+            no_cache += len(var) + len(answer)
+            drops.append(logp_full - lp)
+        drops.reverse()
+        res = LooResult(
+            answer=self.llm.detokenize(answer).decode("utf-8", errors="replace").strip(),
+            logp_full=logp_full,
+            drops=tuple(float(d) for d in drops),
+            calls=1 + n_sent,
+            tokens=tokens,
+            tokens_no_cache=no_cache,
+            seconds=time.perf_counter() - t0,
+        )
+        row = asdict(res)
+        self._memo[key] = row
+        with self._path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "result": row}) + "\n")
+        return res
+
+    def answer(self, prompt: str) -> str:
+        """The target's greedy answer to ``prompt`` (one user message), stripped."""
+        out, _ = self._generate(self._prompt_tokens(prompt))
+        return self.llm.detokenize(out).decode("utf-8", errors="replace").strip()
+
+
+def _key(model: str, docs: Sequence[Sequence[str]], question_block: str) -> str:
+    blob = json.dumps([model, [list(d) for d in docs], question_block]).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def cached_result(
+    model: str, docs: Sequence[Sequence[str]], question_block: str
+) -> LooResult | None:
+    """A cached leave-one-out result, or None (never loads the target)."""
+    path = CACHE_DIR / f"loo-{model}.jsonl"
+    if not path.is_file():
+        return None
+    key = _key(model, docs, question_block)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("key") == key:
+            r = row["result"]
+            return LooResult(**{**r, "drops": tuple(r["drops"])})
+    return None

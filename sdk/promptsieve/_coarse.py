@@ -1,0 +1,152 @@
+"""The coarse-to-fine compression step: score every part, allocate one budget, cut, reorder.
+
+Called by :class:`promptsieve.compressor.Compressor` when ``CompressorConfig.coarse_to_fine``
+is on. Parts holding few-shot demonstrations are not handled here: they keep the
+demonstration-level path (whole demonstrations by their mean score, then words), which the
+benchmark shows is what few-shot, GSM8K and needle prompts need.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from promptsieve._allocate import WORD, PartScores, plan, prune_in_order
+from promptsieve._passages import structure
+from promptsieve.proxy import Scorer, TokenScores
+from promptsieve.prune import Budget, PruneResult
+from promptsieve.segment import Segmentation
+
+__all__ = ["CoarseResult", "coarse_prune", "score_part"]
+
+log = logging.getLogger(__name__)
+
+_BLANK_RUN = re.compile(r"\n[ \t]*\r?\n\s*")
+
+
+@dataclass(frozen=True)
+class CoarseResult:
+    """One part after the coarse-to-fine cut."""
+
+    result: PruneResult
+    scores: PartScores
+    token_scores: TokenScores
+    #: per unit: "" (kept), "passage", "sentence" or "word" — what it was dropped as
+    dropped_as: tuple[str, ...]
+
+
+def score_part(
+    seg: Segmentation, scorer: Scorer, question: str | None, language: str
+) -> tuple[PartScores, TokenScores]:
+    """Token scores of one part pooled to units, sentences and passages.
+
+    Sentence relevance uses the scorer's own ``pool`` when it has one (the relevance scorer's
+    learned mean/max pooling), else the mean token score. A passage scores as its best
+    sentence, so one answer-bearing sentence keeps its passage ahead of distractors.
+    """
+    st = structure(seg, language)
+    spans = [(u.start, u.end) for u in seg.units]
+    ts = scorer.score(seg.text, question=question, units=spans)
+    units = np.asarray(ts.unit_scores(spans), dtype=np.float64)
+    pool: Callable[[TokenScores, Sequence[tuple[int, int]]], np.ndarray] | None = getattr(
+        scorer, "pool", None
+    )
+    if pool is not None:
+        sents = np.asarray(pool(ts, list(st.sentences)), dtype=np.float64)
+    else:
+        sents = np.asarray(ts.unit_scores(list(st.sentences)), dtype=np.float64)
+    passages = np.full(len(st.passages), -np.inf)
+    if len(sents):
+        np.maximum.at(passages, st.passage_of, sents)
+    floor = float(sents.min()) if len(sents) else 0.0
+    passages = np.where(np.isfinite(passages), passages, floor)
+    return PartScores(seg, st, units, sents, passages), ts
+
+
+def coarse_prune(
+    scored: Sequence[tuple[PartScores, TokenScores]],
+    budget: Budget,
+    count: Callable[[str], int],
+    *,
+    passage_weight: float,
+    word_thinning: bool,
+    reorder: bool,
+) -> list[CoarseResult]:
+    """Allocate ``budget`` over the scored parts and cut each (see :mod:`_allocate`)."""
+    parts = [ps for ps, _ in scored]
+    pl = plan(parts, budget, count, passage_weight=passage_weight, word_thinning=word_thinning)
+    out: list[CoarseResult] = []
+    for k, (ps, ts) in enumerate(scored):
+        b = pl.budgets[k]
+        if b is None:
+            idx = tuple(range(len(ps.seg.units)))
+            n = count(ps.seg.text)
+            res = PruneResult(ps.seg.text, idx, (), n, n, 0, 0)
+        else:
+            res = prune_in_order(ps.seg, pl.orders[k], b, count)
+        stage_of: dict[int, str] = {}
+        for item, stage in zip(pl.orders[k], pl.stages[k], strict=True):
+            for i in item:
+                stage_of.setdefault(i, stage)
+        gone = set(res.dropped)
+        dropped_as = tuple(
+            stage_of.get(i, WORD) if i in gone else "" for i in range(len(ps.seg.units))
+        )
+        if reorder and res.dropped:
+            res = _reorder(ps, res, gone)
+        out.append(CoarseResult(res, ps, ts, dropped_as))
+    return out
+
+
+def _reorder(ps: PartScores, res: PruneResult, gone: set[int]) -> PruneResult:
+    """Kept passages most relevant first (LongLLMLingua's document reordering).
+
+    Only passages before the one holding the final question move; that one and any after it
+    keep their place. Skipped (logged) if the output's blank-line blocks do not match the
+    kept passages one to one.
+    """
+    st, seg = ps.struct, ps.seg
+    has = st.sentence_of >= 0
+    unit_passage = np.full(len(seg.units), -1, dtype=np.int64)
+    unit_passage[has] = st.passage_of[st.sentence_of[has]]
+    kept_idx = np.array([i for i in range(len(seg.units)) if i not in gone], dtype=np.int64)
+    kept_set = {int(j) for j in unit_passage[kept_idx] if j >= 0} if len(kept_idx) else set()
+    kept_passages = sorted(kept_set)
+    text = res.text
+    seps = list(_BLANK_RUN.finditer(text.strip()))
+    body = text.strip()
+    blocks = _BLANK_RUN.split(body)
+    if len(blocks) != len(kept_passages) or len(blocks) < 2:
+        log.debug(
+            "reorder skipped: %d blocks for %d kept passages", len(blocks), len(kept_passages)
+        )
+        return res
+    fixed = len(blocks)
+    if seg.question is not None:
+        for pos, j in enumerate(kept_passages):
+            a, b = st.passages[j]
+            if seg.question[0] < b and seg.question[1] > a:
+                fixed = pos
+                break
+    movable = sorted(
+        range(fixed), key=lambda pos: (-float(ps.passage_scores[kept_passages[pos]]), pos)
+    )
+    new_blocks = [blocks[pos] for pos in movable] + blocks[fixed:]
+    glue = [m.group() for m in seps]
+    lead = text[: len(text) - len(text.lstrip())]
+    trail = text[len(text.rstrip()) :]
+    joined = new_blocks[0] + "".join(g + b for g, b in zip(glue, new_blocks[1:], strict=True))
+    new_text = lead + joined + trail
+    return PruneResult(
+        new_text,
+        res.kept,
+        res.dropped,
+        res.tokens_before,
+        res.tokens_after,
+        res.compressible_before,
+        res.compressible_after,
+    )

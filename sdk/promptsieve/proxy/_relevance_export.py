@@ -1,0 +1,119 @@
+"""Export the relevance graph (truncated encoder + relevance head) to a cached ONNX file.
+
+Torch-free except :func:`export_relevance_onnx`, which only a cache miss calls. Cached next to
+the other graphs in folder ``relevance-<fingerprint>`` (the fingerprint covers the encoder
+weights, the head file's bytes, its depth, the export settings and the graph version), with
+the same atomic writes and export lock as :mod:`promptsieve.proxy._export`.
+
+Graph contract (inputs int64 ``(b, s)``: ``input_ids``, ``attention_mask``,
+``token_type_ids``; dynamic ``batch``/``seq``)::
+
+    relevance_logits  (b, s)       float32  per-token relevance (see _relevance_head)
+    token_states      (b, s, 384)  float32  the truncated encoder's states (instance guard)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptsieve._errors import ConfigError
+from promptsieve.proxy._export import (
+    INPUT_NAMES,
+    ExportSettings,
+    _ensure,
+    _file_digest,
+    _hidden,
+    _import_export_deps,
+    _onnx_export,
+    read_head_metadata,
+    truncated_encoder,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "RELEVANCE_EXPORT_VERSION",
+    "RELEVANCE_OUTPUT_NAMES",
+    "ensure_relevance_export",
+    "export_relevance_onnx",
+    "relevance_fingerprint",
+    "relevance_metadata",
+]
+
+RELEVANCE_EXPORT_VERSION = 1
+RELEVANCE_OUTPUT_NAMES = ("relevance_logits", "token_states")
+_FORMAT = "promptsieve-relevance/1"
+_WEIGHTS_FILE = "model.safetensors"
+
+
+def relevance_metadata(head: Path) -> dict[str, str]:
+    """The head file's metadata (architecture, depth, pooling), checked; torch-free."""
+    meta = read_head_metadata(head)
+    if meta.get("format") != _FORMAT or "layers" not in meta:
+        raise ConfigError(f"{head} is not a promptsieve relevance head (format {_FORMAT})")
+    return meta
+
+
+def relevance_fingerprint(model_dir: Path, head: Path, settings: ExportSettings) -> str:
+    """sha256 over encoder weights, head bytes and depth, settings and graph version."""
+    weights = model_dir / _WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"proxy weights not found: {weights}")
+    parts = {
+        "kind": "relevance",
+        "weights": _file_digest(weights),
+        "head": _file_digest(head),
+        "layers": int(relevance_metadata(head)["layers"]),
+        "settings": asdict(settings),
+        "export_version": RELEVANCE_EXPORT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _relevance_module(bert: nn.Module, head: nn.Module) -> nn.Module:
+    torch, _ = _import_export_deps()
+
+    class RelevanceGraph(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.head = head
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            h = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
+            return self.head(h, attention_mask, token_type_ids).to(h.dtype), h
+
+    return RelevanceGraph().eval()
+
+
+def export_relevance_onnx(
+    model_dir: Path, out_path: Path, head: Path, *, settings: ExportSettings | None = None
+) -> None:
+    """Export the truncated encoder + the relevance head in ``head`` to ``out_path``."""
+    from promptsieve.proxy._relevance_head import load_relevance_head
+
+    settings = settings or ExportSettings()
+    head_mod = load_relevance_head(head)
+    graph = _relevance_module(truncated_encoder(model_dir, head_mod.layers), head_mod)
+    axes = {n: {0: "batch", 1: "seq"} for n in (*INPUT_NAMES, *RELEVANCE_OUTPUT_NAMES)}
+    _onnx_export(graph, out_path, RELEVANCE_OUTPUT_NAMES, axes, settings)
+
+
+def ensure_relevance_export(
+    model_dir: Path, cache_dir: Path, head: Path, settings: ExportSettings
+) -> tuple[Path, str, bool]:
+    """``(folder, fingerprint, exported)`` of the relevance graph, exporting on a cache miss."""
+    fp = relevance_fingerprint(model_dir, head, settings)
+
+    def export(out: Path) -> None:
+        export_relevance_onnx(model_dir, out, head, settings=settings)
+
+    folder, exported = _ensure(
+        cache_dir / f"relevance-{fp}", fp, model_dir, settings, export, RELEVANCE_EXPORT_VERSION
+    )
+    return folder, fp, exported
