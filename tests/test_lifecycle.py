@@ -47,10 +47,12 @@ class Target:
     answer: str = "Paris"
     fail: bool = False
     block: threading.Event | None = None
+    delay: float = 0.0
     seen: list[Prompt] = field(default_factory=list)
 
     def send(self, prompt: Prompt) -> TargetOutput:
         self.seen.append(prompt)
+        time.sleep(self.delay)
         if self.block is not None:
             self.block.wait(10)
         if self.fail:
@@ -59,6 +61,7 @@ class Target:
 
     async def asend(self, prompt: Prompt) -> TargetOutput:
         self.seen.append(prompt)
+        await asyncio.sleep(self.delay)
         if self.block is not None:
             await asyncio.to_thread(self.block.wait, 10)
         if self.fail:
@@ -264,7 +267,7 @@ def test_no_sender_frees_the_slot(driver: str) -> None:
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_full_queue_skips_and_frees_the_slot(driver: str) -> None:
-    sieve, gate = _sieve(shadow(0.5), max_pending=1)
+    sieve, gate = _sieve(shadow(0.5), max_pending=1, backpressure="skip")
     target = Target(block=threading.Event())
     if driver == "sync":
         run(driver, sieve, target, flush=False)
@@ -284,6 +287,68 @@ def test_full_queue_skips_and_frees_the_slot(driver: str) -> None:
             assert await sieve.aflush(5)
 
         asyncio.run(two())
+    assert sieve.stats.comparisons_skipped == 1
+    assert sorted(_slots(gate), key=str) == [None, True]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_backpressure_wait_paces_the_caller_and_skips_nothing(driver: str) -> None:
+    """#14.3: with every slot taken, the live call waits for one instead of skipping."""
+    sieve, gate = _sieve(shadow(0.5), max_pending=1, backpressure_wait_ms=5000)
+    target = Target(delay=0.2)
+    t0 = time.perf_counter()
+    if driver == "sync":
+        for _ in range(3):
+            run(driver, sieve, target, flush=False)
+        waited = time.perf_counter() - t0
+        assert sieve.flush(5)
+    else:
+
+        async def three() -> float:
+            req = _req()
+            for _ in range(3):
+                async with sieve.call(
+                    req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
+                ) as call:
+                    call.observe(TargetOutput("Paris"))
+            waited = time.perf_counter() - t0
+            assert await sieve.aflush(5)
+            return waited
+
+        waited = asyncio.run(three())
+    assert sieve.stats.comparisons_skipped == 0 and _slots(gate) == [True, True, True]
+    assert waited >= 0.35  # the 2nd and 3rd calls each waited for the one before
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_backpressure_wait_is_bounded_then_skips(driver: str) -> None:
+    sieve, gate = _sieve(shadow(0.5), max_pending=1, backpressure_wait_ms=50)
+    target = Target(block=threading.Event())
+    if driver == "sync":
+        run(driver, sieve, target, flush=False)
+        t0 = time.perf_counter()
+        run(driver, sieve, target, flush=False)
+        waited = time.perf_counter() - t0
+        target.block.set()  # type: ignore[union-attr]
+        assert sieve.flush(5)
+    else:
+
+        async def two() -> float:
+            req = _req()
+            t0 = 0.0
+            for i in range(2):
+                t0 = time.perf_counter()
+                async with sieve.call(
+                    req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
+                ) as call:
+                    call.observe(TargetOutput("Paris"))
+            waited = time.perf_counter() - t0
+            target.block.set()  # type: ignore[union-attr]
+            assert await sieve.aflush(5)
+            return waited
+
+        waited = asyncio.run(two())
+    assert 0.04 <= waited < 1.0
     assert sieve.stats.comparisons_skipped == 1
     assert sorted(_slots(gate), key=str) == [None, True]
 

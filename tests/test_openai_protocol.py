@@ -460,7 +460,7 @@ def test_comparison_budget_skips_when_busy(server: ScriptedServer) -> None:
     )
     gate = ScriptedGate(shadow(0.5))
     sieve = Sieve(
-        SieveConfig(guard=False, max_background=1, max_pending=1),
+        SieveConfig(guard=False, max_background=1, max_pending=1, backpressure="skip"),
         compressor=WordDropCompressor(),
         gate=gate,
     )

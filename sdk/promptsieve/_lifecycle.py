@@ -280,7 +280,7 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
             variant: Variant = yield Compute(lambda: sieve.variant(prompt, ratio))
             if variant.prompt is None:  # apply would send the original too: nothing to test
                 sieve.stats.add(guard_skips=int(variant.reason == "guard"))
-                yield Blocking(lambda: sieve.settle(job, "dropped"))
+                yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
                 return
             original, compressed, live_is_original = prompt, variant.prompt, True
         try:
@@ -291,15 +291,15 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
             return
         except Exception as exc:
             error = exc
-            yield Blocking(lambda: sieve.settle(job, "target_failed", error=error))
+            yield Blocking(lambda: sieve.comparisons.settle(job, "target_failed", error=error))
             return
         orig_out, comp_out = (live, other) if live_is_original else (other, live)
-        yield Blocking(lambda: sieve.record(job, orig_out, comp_out))
+        yield Blocking(lambda: sieve.comparisons.record(job, orig_out, comp_out))
     except SieveClosed:
-        yield Blocking(lambda: sieve.settle(job, "abandoned"))
+        yield Blocking(lambda: sieve.comparisons.settle(job, "abandoned"))
     except Exception as exc:
         sieve.report_error(exc, "a background comparison")
-        yield Blocking(lambda: sieve.settle(job, "dropped"))
+        yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
 
 
 def _send(sieve: Sieve, job: Job, prompt: Prompt) -> Flow[TargetOutput]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
@@ -66,8 +66,14 @@ class SieveConfig:
     scoring_workers: int = 2
     #: Threads that send shadow/monitor comparisons to the target.
     max_background: int = 2
-    #: Comparisons waiting or running beyond which new ones are skipped (call budget).
+    #: Comparisons queued or running at most (memory and target calls in flight).
     max_pending: int = 8
+    #: When ``max_pending`` comparisons are already queued: "wait" holds the live call up to
+    #: ``backpressure_wait_ms`` for a slot (screening keeps pace with the traffic; latency is
+    #: added only while screening, under load); "skip" drops the comparison at once. Skips
+    #: are counted (``SieveStats.comparisons_skipped``) and logged. See docs/architecture.md.
+    backpressure: Literal["wait", "skip"] = "wait"
+    backpressure_wait_ms: float = 1000.0
     #: At :meth:`Sieve.close` and at interpreter exit: seconds to wait for in-flight
     #: comparisons before abandoning them (counted in ``comparisons_abandoned``).
     drain_timeout_s: float = 5.0
@@ -84,6 +90,10 @@ class SieveConfig:
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.backpressure not in ("wait", "skip"):
+            raise ConfigError(f"backpressure must be 'wait' or 'skip', got {self.backpressure!r}")
+        if self.backpressure_wait_ms < 0:
+            raise ConfigError("backpressure_wait_ms must be >= 0")
         if self.drain_timeout_s < 0:
             raise ConfigError("drain_timeout_s must be >= 0 seconds")
         if self.task is not None and not self.task.strip():

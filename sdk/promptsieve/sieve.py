@@ -21,10 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from promptsieve._call import Call
-from promptsieve._events import SieveObserver, comparison_event, notify, request_event
+from promptsieve._comparisons import Comparisons
+from promptsieve._events import SieveObserver, notify, request_event
 from promptsieve._lifecycle import (
     AsyncSend,
     Job,
@@ -58,7 +59,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _P = TypeVar("_P")
-Outcome = Literal["dropped", "target_failed", "abandoned"]
 
 
 class Sieve:
@@ -109,19 +109,6 @@ class Sieve:
         if self.observers:
             notify(self.observers, request_event(plan, prompt_tokens))
 
-    def _notify_comparison(self, job: Job, agreed: bool | None) -> None:
-        if not self.observers:
-            return
-        state = None
-        read = getattr(self.gate, "verdict", None)  # Gate has it; a GateLike may not
-        try:
-            verdict = read(job.plan.key) if read is not None and job.plan.key else None
-            state = str(verdict.state.value) if verdict is not None else None
-        except Exception:  # a store outage: the state stays unknown
-            state = None
-        notify(self.observers, comparison_event(job.plan, agreed, calls=job.calls,
-                                                verdict_state=state))  # fmt: skip
-
     def _start_threads(self) -> None:
         """Locks, pools and bookkeeping (again in a forked child, where none survive)."""
         self._lock = threading.Lock()
@@ -129,8 +116,8 @@ class Sieve:
         self.scoring = DaemonPool("promptsieve-score", self.config.scoring_workers)
         self._background = DaemonPool("promptsieve-compare", self.config.max_background)
         self._loading: cf.Future[CompressorLike] | None = None
-        self._jobs: set[Job] = set()
         self._door = ComputeDoor()
+        self.comparisons = Comparisons(self)
 
     # -- the parts ------------------------------------------------------------------------
     @property
@@ -295,12 +282,14 @@ class Sieve:
         are sent. ``usage_prompt_tokens``: the server's prompt-token count. Returns at
         once; never raises. Adapters use :meth:`call`, which calls this.
         """
+        if self.comparisons.must_wait(plan, send_variant):
+            self.comparisons.wait_for_slot()
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
         flow = compare_flow(self, job, output)
         fut = self._background.submit(contextvars.copy_context().run, drive, flow, send_variant)
-        self._started(job, fut)
+        self.comparisons.started(job, fut)
 
     async def aobserve(
         self,
@@ -311,11 +300,14 @@ class Sieve:
         send_variant: AsyncSend | None = None,
     ) -> None:
         """:meth:`observe` for event loops: the comparison runs as an asyncio task."""
+        if self.comparisons.must_wait(plan, send_variant):  # off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.comparisons.wait_for_slot)
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
         flow = compare_flow(self, job, output)
-        self._started(job, asyncio.ensure_future(adrive(flow, self.scoring, send_variant)))
+        runner = asyncio.ensure_future(adrive(flow, self.scoring, send_variant))
+        self.comparisons.started(job, runner)
 
     def revert(self, plan: Plan) -> Plan:
         """The plan with its compression undone (the adapter could not apply it)."""
@@ -345,7 +337,7 @@ class Sieve:
         """Count an internal error absorbed on the request path; log its type once
         (never its message, which may quote the prompt)."""
         self.stats.add(errors=1)
-        self._warn_once(
+        self.warn_once(
             f"{where}:{type(exc).__name__}",
             "promptsieve: %s in %s; the request goes out unchanged",
             type(exc).__name__,
@@ -355,41 +347,14 @@ class Sieve:
 
     # -- background comparisons -----------------------------------------------------------
     def _job(self, plan: Plan, prompt_tokens: int | None, send: object) -> Job | None:
-        """Count usage; reserve a slot for the plan's comparison (None: none will run)."""
+        """Count usage, tell observers; reserve a slot for the plan's comparison."""
         try:
             self._usage(plan, prompt_tokens)
             self._notify_request(plan, prompt_tokens)
-            if plan.comparison is None or plan.key is None:
-                return None
-            job = Job(plan)
-            if self._closed:
-                self.settle(job, "abandoned")
-                return None
-            if send is None:
-                self.abandon(plan)
-                return None
-            with self._lock:
-                full = len(self._jobs) >= self.config.max_pending
-                if not full:
-                    self._jobs.add(job)
-            if full:
-                self.stats.add(comparisons_skipped=1)
-                self.abandon(plan)
-                return None
-            return job
+            return self.comparisons.reserve(plan, send)
         except Exception as exc:
             self.report_error(exc, "observe")
             return None
-
-    def _started(self, job: Job, runner: cf.Future[None] | asyncio.Task[None]) -> None:
-        job.runner = runner
-        runner.add_done_callback(lambda _r: self._finished(job))
-
-    def _finished(self, job: Job) -> None:
-        with self._lock:
-            self._jobs.discard(job)
-        if not job.settled:  # cancelled (a loop closed under it) or died: counted once
-            self.settle(job, "abandoned")
 
     def _usage(self, plan: Plan, prompt_tokens: int | None) -> None:
         if prompt_tokens is None:
@@ -404,43 +369,19 @@ class Sieve:
             tokens_after=delta,
         )
 
-    def settle(self, job: Job, outcome: Outcome, *, error: BaseException | None = None) -> None:
-        """Settle a comparison that records nothing: free its shadow slot, count it."""
-        if not job.settle():
-            return
-        if outcome == "abandoned":
-            self.stats.add(comparisons_abandoned=1)
-        elif outcome == "target_failed":
-            self.stats.add(comparison_errors=1)
-            self._warn_once(
-                f"target:{type(error).__name__}",
-                "promptsieve: the target failed a background comparison (%s); not counted",
-                type(error).__name__,
-            )
-        self.abandon(job.plan)
-        if outcome == "target_failed":
-            self._notify_comparison(job, None)
-
-    def record(self, job: Job, original: TargetOutput, compressed: TargetOutput) -> None:
-        """Compare the two outputs under the metric and record the result with the gate."""
-        plan = job.plan
+    def agree(self, original: TargetOutput, compressed: TargetOutput) -> bool:
+        """Whether the two outputs agree under the configured metric (or ``auto_metric``)."""
         metric = self._metric_fn()
         if metric is None:
             from promptsieve.fidelity import auto_metric
 
             metric = auto_metric(original)
         with self._door:  # an embedding metric runs the proxy
-            agreed = bool(metric(original, compressed))
-        if not job.settle():
-            return
-        self.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))
-        assert plan.key is not None and plan.ratio is not None
-        self.gate.record(plan.key, plan.ratio, agreed)
-        self._notify_comparison(job, agreed)
+            return bool(metric(original, compressed))
 
     # -- logging ---------------------------------------------------------------------------
     def warn_warming(self) -> None:
-        self._warn_once(
+        self.warn_once(
             "warming",
             "promptsieve: the proxy is still loading; sending original prompts until it is "
             "ready (call Sieve.warmup() to load it up front)",
@@ -448,50 +389,28 @@ class Sieve:
         )
 
     def warn_timeout(self) -> None:
-        self._warn_once(
+        self.warn_once(
             "timeout",
             "promptsieve: scoring exceeded its %.0f ms budget; sending the original prompt",
             self.config.scoring_budget_ms,
         )
 
-    def _warn_once(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
+    def warn_once(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
         with self._lock:
             first = kind not in self._warned
             self._warned.add(kind)
         log.log(level if first else logging.DEBUG, msg, *args)
 
     # -- waiting and closing --------------------------------------------------------------
-    def _runners(self) -> list[cf.Future[None] | asyncio.Task[None]]:
-        with self._lock:
-            return [j.runner for j in self._jobs if j.runner is not None]
-
     def flush(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds (None: until done) for comparisons started by sync
         clients; True if none is left. Each is bounded by the target client's own timeout,
         and a forked child never waits for its parent's."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            pending = [r for r in self._runners() if isinstance(r, cf.Future)]
-            if not pending:
-                return True
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _, not_done = cf.wait(pending, timeout=left)
-            if not_done and deadline is not None and time.monotonic() >= deadline:
-                return False
+        return self.comparisons.flush(timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait for comparisons started by async clients (and sync ones); True if all done."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            tasks = [r for r in self._runners() if isinstance(r, asyncio.Task)]
-            if not tasks:
-                break
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _, not_done = await asyncio.wait(tasks, timeout=left)
-            if not_done and deadline is not None and time.monotonic() >= deadline:
-                return False
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return await asyncio.get_running_loop().run_in_executor(None, self.flush, left)
+        return await self.comparisons.aflush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop the sieve: later requests go out unchanged and start no comparison.
@@ -505,10 +424,9 @@ class Sieve:
         timeout = self.config.drain_timeout_s if timeout is None else max(0.0, timeout)
         self._closed = True
         finished = self.flush(timeout)
-        with self._lock:
-            left = list(self._jobs)
+        left = self.comparisons.left()
         for job in left:
-            self.settle(job, "abandoned")
+            self.comparisons.settle(job, "abandoned")
         if not self._door.shut(DOOR_WAIT_S):
             log.warning("promptsieve: a scoring pass did not end within %.0f s", DOOR_WAIT_S)
         return finished and not left

@@ -1,0 +1,200 @@
+"""The sieve's background comparisons: slots, back-pressure, settling, recording, waiting.
+
+A plan that owes a comparison (shadow or monitor) becomes a :class:`~promptsieve._lifecycle.Job`
+once a slot is free: at most ``SieveConfig.max_pending`` are queued or running. When all are
+taken, the back-pressure policy decides (``SieveConfig.backpressure``):
+
+* ``"wait"`` (default): the live call waits up to ``backpressure_wait_ms`` for a slot. While a
+  task is screening and traffic outruns the comparisons (each costs one compression and one
+  target call), the caller is paced to what screening can absorb, so the test gets its
+  comparisons and the verdict comes within a small multiple of the test's minimum number of
+  comparisons. It costs latency only while screening, only under load, and never more than
+  the wait.
+* ``"skip"``: the comparison is dropped at once (no added latency; screening may fall far
+  behind a fast stream of requests).
+
+Either way a comparison that does not start is counted in ``SieveStats.comparisons_skipped``,
+logged (a warning the first time, then every 100th at INFO), and its shadow slot in the gate
+is handed back. Every job settles exactly once: recorded, target failed, nothing to compare,
+or abandoned (close, exit, cancellation: ``SieveStats.comparisons_abandoned``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Literal
+
+from promptsieve._events import comparison_event, notify
+from promptsieve._lifecycle import Job
+from promptsieve._plan import Plan
+from promptsieve.fidelity import TargetOutput
+
+if TYPE_CHECKING:
+    from promptsieve.sieve import Sieve
+
+__all__ = ["Comparisons", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+#: How a comparison that records nothing ended.
+Outcome = Literal["dropped", "target_failed", "abandoned"]
+Runner = cf.Future[None] | asyncio.Task[None]
+
+
+class Comparisons:
+    """One sieve's jobs. Thread-safe; re-created in a forked child."""
+
+    def __init__(self, sieve: Sieve) -> None:
+        self._sieve = sieve
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._jobs: set[Job] = set()
+
+    # -- starting -------------------------------------------------------------------------
+    def must_wait(self, plan: Plan, send: object) -> bool:
+        """Whether the live call should wait for a slot (back-pressure "wait", all taken)."""
+        cfg = self._sieve.config
+        if plan.comparison is None or send is None or cfg.backpressure != "wait":
+            return False
+        with self._lock:
+            return len(self._jobs) >= cfg.max_pending
+
+    def wait_for_slot(self) -> None:
+        """Block up to ``backpressure_wait_ms`` until fewer than ``max_pending`` run."""
+        cfg = self._sieve.config
+        with self._freed:
+            self._freed.wait_for(
+                lambda: len(self._jobs) < cfg.max_pending, cfg.backpressure_wait_ms / 1000.0
+            )
+
+    def reserve(self, plan: Plan, send: object) -> Job | None:
+        """A job for the plan's comparison, or None when none will run (its slot freed)."""
+        sieve = self._sieve
+        if plan.comparison is None or plan.key is None:
+            return None
+        job = Job(plan)
+        if sieve.closed:
+            self.settle(job, "abandoned")
+            return None
+        if send is None:
+            sieve.abandon(plan)
+            return None
+        with self._lock:
+            full = len(self._jobs) >= sieve.config.max_pending
+            if not full:
+                self._jobs.add(job)
+        if full:
+            self._skipped(plan)
+            return None
+        return job
+
+    def _skipped(self, plan: Plan) -> None:
+        sieve = self._sieve
+        sieve.stats.add(comparisons_skipped=1)
+        n = sieve.stats.comparisons_skipped
+        cfg = sieve.config
+        if n == 1 or n % 100 == 0:
+            log.log(
+                logging.WARNING if n == 1 else logging.INFO,
+                "promptsieve: %d comparison(s) skipped: %d already queued (max_pending) and "
+                "backpressure=%r; screening needs them to reach a verdict",
+                n,
+                cfg.max_pending,
+                cfg.backpressure,
+            )
+        sieve.abandon(plan)
+
+    def started(self, job: Job, runner: Runner) -> None:
+        job.runner = runner
+        runner.add_done_callback(lambda _r: self._finished(job))
+
+    def _finished(self, job: Job) -> None:
+        with self._freed:
+            self._jobs.discard(job)
+            self._freed.notify_all()
+        if not job.settled:  # cancelled (a loop closed under it) or died: counted once
+            self.settle(job, "abandoned")
+
+    # -- settling -------------------------------------------------------------------------
+    def settle(self, job: Job, outcome: Outcome, *, error: BaseException | None = None) -> None:
+        """Settle a comparison that records nothing: free its shadow slot, count it."""
+        if not job.settle():
+            return
+        sieve = self._sieve
+        if outcome == "abandoned":
+            sieve.stats.add(comparisons_abandoned=1)
+        elif outcome == "target_failed":
+            sieve.stats.add(comparison_errors=1)
+            sieve.warn_once(
+                f"target:{type(error).__name__}",
+                "promptsieve: the target failed a background comparison (%s); not counted",
+                type(error).__name__,
+            )
+        sieve.abandon(job.plan)
+        if outcome == "target_failed":
+            self._notify(job, None)
+
+    def record(self, job: Job, original: TargetOutput, compressed: TargetOutput) -> None:
+        """Compare the two outputs under the metric and record the result with the gate."""
+        sieve = self._sieve
+        plan = job.plan
+        agreed = sieve.agree(original, compressed)
+        if not job.settle():
+            return
+        sieve.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))
+        assert plan.key is not None and plan.ratio is not None
+        sieve.gate.record(plan.key, plan.ratio, agreed)
+        self._notify(job, agreed)
+
+    def _notify(self, job: Job, agreed: bool | None) -> None:
+        sieve = self._sieve
+        if not sieve.observers:
+            return
+        state = None
+        read = getattr(sieve.gate, "verdict", None)  # Gate has it; a GateLike may not
+        try:
+            verdict = read(job.plan.key) if read is not None and job.plan.key else None
+            state = str(verdict.state.value) if verdict is not None else None
+        except Exception:  # a store outage: the state stays unknown
+            state = None
+        notify(sieve.observers, comparison_event(job.plan, agreed, calls=job.calls,
+                                                 verdict_state=state))  # fmt: skip
+
+    # -- waiting and closing --------------------------------------------------------------
+    def runners(self) -> list[Runner]:
+        with self._lock:
+            return [j.runner for j in self._jobs if j.runner is not None]
+
+    def left(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs)
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait for the thread-run comparisons; True if none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pending = [r for r in self.runners() if isinstance(r, cf.Future)]
+            if not pending:
+                return True
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _, not_done = cf.wait(pending, timeout=left)
+            if not_done and deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    async def aflush(self, timeout: float | None) -> bool:
+        """Wait for this loop's comparison tasks, then the threads'; True if all done."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            tasks = [r for r in self.runners() if isinstance(r, asyncio.Task)]
+            if not tasks:
+                break
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _, not_done = await asyncio.wait(tasks, timeout=left)
+            if not_done and deadline is not None and time.monotonic() >= deadline:
+                return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, left)
