@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from promptsieve_langchain._chat_model import SieveChatModel, wrap_chat_model
 from promptsieve_langchain._documents import SieveDocumentCompressor
+from promptsieve_langchain._example_selector import SieveExampleSelector
 from promptsieve_langchain._runnable import CompressMessages, compress_messages
 from promptsieve_langchain._sieves import EVENT, default_sieve
 
@@ -29,6 +30,7 @@ __all__ = [
     "CompressMessages",
     "SieveChatModel",
     "SieveDocumentCompressor",
+    "SieveExampleSelector",
     "SieveMiddleware",
     "compress_messages",
     "default_sieve",
