@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 from promptsieve import ConfigError, TargetError
 from promptsieve.fidelity import (
     HTTPTarget,
+    JudgeError,
     Outcome,
     ScreenConfig,
     SQLiteStore,
+    TargetOutput,
     VerdictKey,
     VerdictState,
     load_samples,
@@ -58,6 +60,12 @@ class _Model(BaseHTTPRequestHandler):
             self.server.requests.append((self.path, dict(self.headers), body))
             self.server.seen[text] += 1
             attempt = self.server.seen[text]
+        if "Same final answer?" in text and chat:  # a judge call: compare the two answers
+            a = text.split("Answer A: ")[1].split("\n")[0].strip()
+            b = text.split("Answer B: ")[1].split("\n")[0].strip()
+            reply = "maybe" if "none" in (a, b) else ("yes" if a == b else "no")
+            msg = {"role": "assistant", "content": reply}
+            return self._send(200, {"choices": [{"index": 0, "message": msg}]})
         if "DEAD" in text or ("FLAKY" in text and attempt == 1):
             return self._send(500, {"error": {"message": "overloaded"}})
         if "SLOW" in text:
@@ -373,3 +381,157 @@ def test_cli_screen_store_seeds_a_live_sieve(
     assert other.gate.decide(other.verdict_key("colors", "scripted")).action is not Action.APPLY
     res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x.db"), "--metric", "nope"])
     assert res.exit_code == 2 and not (tmp_path / "x.db").exists()
+
+
+# -- labelled mode, judges, noise floor -----------------------------------------------------
+
+
+def labelled_samples(n: int, seed: int = 5) -> list[dict[str, Any]]:
+    out = []
+    for s in make_samples(n, seed=seed):
+        text = s["messages"][1]["content"]
+        out.append({**s, "gold": majority_color(text)})
+    return out
+
+
+def test_labelled_screening_with_gold(server: _Server) -> None:
+    samples = labelled_samples(45)
+    cfg = ScreenConfig(mode="labelled", rho=0.9, budget=45, ratios=(0.5, 0.05))
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("colors", samples, target, cfg, compress=drop_words)
+    r05, r005 = result.ratios
+    assert r05.decision is Outcome.PASS and r05.n == 34 and r05.original_correct == 34
+    assert r005.decision is Outcome.FAIL and r005.agree < r005.original_correct
+    assert result.passed and result.ratio == 0.5 and result.mode == "labelled"
+    assert result.e_value is not None and result.e_value >= 20
+    # the gold field never reaches the target
+    assert all("gold" not in body for _, _, body in server.requests)
+
+
+def test_labelled_samples_need_gold_and_sane_margins(server: _Server, tmp_path: Path) -> None:
+    samples = labelled_samples(3)
+    del samples[1]["gold"]
+    with HTTPTarget(url(server), "scripted") as target:
+        with pytest.raises(ConfigError, match="sample 1: no 'gold' field"):
+            screen("c", samples, target, ScreenConfig(mode="labelled"), compress=drop_words)
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(json.dumps(s) for s in samples) + "\n")
+    with pytest.raises(ConfigError, match=r"s.jsonl:2: no 'gold' field"):
+        load_samples(path, gold_field="gold")
+    assert len(load_samples(path)) == 3  # agreement mode does not need it
+    with pytest.raises(ConfigError, match=r"epsilon must be in \[0.0, 0.5\]"):
+        ScreenConfig(mode="labelled", epsilon=0.9)
+    with pytest.raises(ConfigError, match=r"rho must be in \[0.5, 1.0\]"):
+        ScreenConfig(mode="labelled", rho=0.1)
+
+
+def test_a_judge_that_raises_or_hangs_is_not_counted(server: _Server) -> None:
+    samples = labelled_samples(40)
+    calls: Counter[str] = Counter()
+
+    def judge(sample: Any, out: Any) -> bool:
+        doc = sample["messages"][1]["content"].split(":")[0]
+        calls[doc] += 1
+        if doc == "Document 1":
+            raise RuntimeError("judge model down")
+        if doc == "Document 2":
+            time.sleep(2.0)  # past the timeout
+        return bool(out.text.strip() == sample["gold"])
+
+    cfg = ScreenConfig(mode="labelled", rho=0.9, budget=40, ratios=(0.5,), judge_timeout_s=0.5)
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("colors", samples, target, cfg, compress=drop_words, judge=judge)
+    rung = result.ratios[0]
+    assert rung.skipped == 2 and rung.n == 34 and rung.decision is Outcome.PASS
+    assert calls["Document 1"] == 1 and calls["Document 2"] == 1  # no compressed call spent
+
+
+def test_target_as_judge_metric(server: _Server) -> None:
+    from promptsieve.fidelity import TargetJudge, target_judge
+    from promptsieve.fidelity.target import prompt_body
+
+    with HTTPTarget(url(server), "scripted") as target:
+        judge = target_judge(lambda p: target.complete(prompt_body(p, 3)))
+        T = TargetOutput
+        assert judge(T("red"), T("The colour is red."))  # settled without a call
+        assert judge.calls == 0 and judge.shortcuts == 1
+        assert not judge(T("red"), T("blue"))
+        assert judge.calls == 1 and judge.prompt_tokens > 0
+        with pytest.raises(JudgeError):
+            judge(T("none"), T("blue"))  # the judge answers "maybe"
+        before = len(server.requests)
+        cfg = ScreenConfig(metric="judge", budget=40, ratios=(0.05,))
+        result = screen(
+            "colors", make_samples(40), target, cfg, compress=drop_words, judge_metric=judge
+        )
+    assert isinstance(judge, TargetJudge)
+    assert result.judge_calls == judge.calls - 2 > 1  # two judge calls were made above
+    assert result.calls == len(server.requests) - before  # judge calls priced in
+    assert result.ratios[0].decision is Outcome.FAIL
+
+
+def test_screen_measures_the_noise_floor(server: _Server, tmp_path: Path) -> None:
+    samples = make_samples(35)
+    for s in samples:  # passages that the variant may reorder, and prose it may reflow
+        s["messages"][1]["content"] = (
+            "Document 1: " + s["messages"][1]["content"] + "\n\nDocument 2: grey stone."
+        )
+    store = SQLiteStore(tmp_path / "v.sqlite3")
+    key = VerdictKey("colors", "scripted", "proxy", "settings")
+    cfg = ScreenConfig(ratios=(0.8,), budget=35, noise_samples=10)
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("colors", samples, target, cfg, compress=drop_words, store=store, key=key)
+    assert result.noise is not None and result.noise.n == 10 and result.noise.agree == 10
+    assert not result.noise.tau_above_floor and result.passed
+    from promptsieve.fidelity import Gate
+
+    floor = Gate(store).noise_floor(key)
+    assert floor is not None and (floor.agree, floor.n) == (10, 10)
+    v = store.get(key)
+    assert v is not None and v.e_value is not None and v.e_value >= 20
+
+
+def test_cli_labelled_and_noise(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from promptsieve.cli import app
+
+    cli_mod = importlib.import_module("promptsieve.fidelity._screen_cli")
+    monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: (drop_words, "fp"))
+    samples = tmp_path / "gold.jsonl"
+    samples.write_text("\n".join(json.dumps(s) for s in labelled_samples(40)) + "\n")
+    base = ["screen", "--task", "colors", "--base-url", url(server), "--model", "scripted",
+            "--ratios", "0.5", "--budget", "40"]  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "--samples",
+            str(samples),
+            "--mode",
+            "labelled",
+            "--rho",
+            "0.9",
+            "--noise",
+            "5",
+        ],  # fmt: skip
+    )
+    assert res.exit_code == 0, res.output
+    assert "accuracy 34/34 compressed vs 34/34 original" in res.output
+    assert "acc(compressed) <= 0.9 x acc(original)" in res.output
+    assert "noise floor: 5/5" in res.output and "e-value:" in res.output
+    res = CliRunner().invoke(
+        app, [*base, "--samples", str(samples), "--mode", "labelled", "--epsilon", "0.8"]
+    )
+    assert res.exit_code == 2 and "epsilon must be in [0.0, 0.5]" in res.output
+    nogold = tmp_path / "nogold.jsonl"
+    nogold.write_text("\n".join(json.dumps(s) for s in make_samples(3)) + "\n")
+    res = CliRunner().invoke(app, [*base, "--samples", str(nogold), "--mode", "labelled"])
+    assert res.exit_code == 2 and "nogold.jsonl:1: no 'gold' field" in res.output
+    res = CliRunner().invoke(
+        app, [*base, "--samples", str(samples), "--mode", "labelled", "--json"]
+    )
+    report = json.loads(res.output)
+    assert report["mode"] == "labelled" and report["ratios"][0]["original_correct"] == 40

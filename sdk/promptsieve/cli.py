@@ -111,47 +111,10 @@ def explain(
         typer.echo(f"{scores.scores[i]:+.4f}  {scores.text[s:e]!r}")
 
 
-@app.command("screen")
-def screen_command(
-    task: Annotated[str, typer.Option(help="task name the verdict is for")],
-    samples: Annotated[Path, typer.Option(help="JSONL file, one OpenAI request body per line")],
-    base_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL of the target")],
-    model: Annotated[str, typer.Option(help="target model name")],
-    tau: Annotated[float, typer.Option(help="required agreement rate")] = 0.9,
-    delta: Annotated[float, typer.Option(help="allowed false-pass probability")] = 0.05,
-    budget: Annotated[int, typer.Option(help="samples tried per ratio")] = 100,
-    ratios: Annotated[str, typer.Option(help="ladder, conservative first")] = "0.8,0.65,0.5,0.35",
-    metric: Annotated[str | None, typer.Option(help="exact|numeric|json|f1:0.8|...")] = None,
-    temperature: Annotated[float, typer.Option(help="sampling temperature forced on calls")] = 0.0,
-    timeout: Annotated[float, typer.Option(help="seconds per target call")] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="save the verdict for live traffic: a SQLite path, 'default', or redis://URL"
-        ),
-    ] = None,
-) -> None:
-    """Screen a task offline against a target (API key from $OPENAI_API_KEY)."""
-    from promptsieve.fidelity.screen import run_cli
+# `promptsieve screen`: its options and glue live beside offline screening.
+from promptsieve.fidelity._screen_cli import screen_command  # noqa: E402
 
-    code = run_cli(
-        task,
-        samples,
-        base_url,
-        model,
-        tau=tau,
-        delta=delta,
-        budget=budget,
-        ratios=ratios,
-        metric=metric,
-        temperature=temperature,
-        timeout=timeout,
-        as_json=as_json,
-        store=store,
-        echo=typer.echo,
-    )
-    raise typer.Exit(code)
+app.command("screen")(screen_command)
 
 
 # -- optional subcommands ----------------------------------------------------------------------

@@ -352,6 +352,7 @@ def screen(
         judge = gold_judge(cfg.metric, cfg.gold_field)
     bodies = [split_gold(s, cfg.gold_field if labelled else None)[0] for s in raw]
     run = _Run(cfg, raw, bodies, _Caller(target, cfg.retries), compress, metric, judge)
+    judge_before = int(getattr(judge_metric, "calls", 0))
     noise = _measure_noise(run) if cfg.noise_samples else None
     if noise is not None and noise.tau_above_floor and not labelled:
         log.warning("task %r: %s", task, noise.warning())
@@ -367,7 +368,7 @@ def screen(
         best = rung
         passed_e = rung.e_value if passed_e is None else min(passed_e, rung.e_value)
     shown = best if best is not None else rungs[0]
-    judge_calls = int(getattr(judge_metric, "calls", 0))
+    judge_calls = int(getattr(judge_metric, "calls", 0)) - judge_before
     result = ScreenResult(
         task=task,
         verdict=VerdictState.PASSED if best is not None else VerdictState.FAILED,
