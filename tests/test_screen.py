@@ -411,9 +411,11 @@ def test_labelled_screening_with_gold(server: _Server) -> None:
 def test_labelled_samples_need_gold_and_sane_margins(server: _Server, tmp_path: Path) -> None:
     samples = labelled_samples(3)
     del samples[1]["gold"]
-    with HTTPTarget(url(server), "scripted") as target:
-        with pytest.raises(ConfigError, match="sample 1: no 'gold' field"):
-            screen("c", samples, target, ScreenConfig(mode="labelled"), compress=drop_words)
+    with (
+        HTTPTarget(url(server), "scripted") as target,
+        pytest.raises(ConfigError, match="sample 1: no 'gold' field"),
+    ):
+        screen("c", samples, target, ScreenConfig(mode="labelled"), compress=drop_words)
     path = tmp_path / "s.jsonl"
     path.write_text("\n".join(json.dumps(s) for s in samples) + "\n")
     with pytest.raises(ConfigError, match=r"s.jsonl:2: no 'gold' field"):
@@ -516,7 +518,7 @@ def test_cli_labelled_and_noise(
             "0.9",
             "--noise",
             "5",
-        ],  # fmt: skip
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "accuracy 34/34 compressed vs 34/34 original" in res.output
