@@ -336,7 +336,7 @@ def test_backpressure_wait_is_bounded_then_skips(driver: str) -> None:
         async def two() -> float:
             req = _req()
             t0 = 0.0
-            for i in range(2):
+            for _ in range(2):
                 t0 = time.perf_counter()
                 async with sieve.call(
                     req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
