@@ -98,3 +98,10 @@ def clean_command(
         f"coalitions, {a.seconds:.1f} s{', cached' if a.cached else ''})",
         err=True,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``promptsieve clean`` as the CLI's lazy subcommand table calls it: ``main(argv)``."""
+    app = typer.Typer(add_completion=False)
+    app.command()(clean_command)
+    app(argv, prog_name="promptsieve clean")

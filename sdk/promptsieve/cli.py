@@ -132,6 +132,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "bench,local",
         "Benchmark token savings at verified fidelity (options: promptsieve bench --help).",
     ),
+    "clean": ("promptsieve._clean_cli:main", "cpu", "Drop negatively attributed demonstrations."),
 }
 
 
