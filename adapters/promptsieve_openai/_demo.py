@@ -22,7 +22,15 @@ from typing import Annotated, Any
 
 import typer
 
-from promptsieve import CompressorConfig, GateConfig, Sieve, SieveConfig, VerdictState
+from promptsieve import (
+    CompressorConfig,
+    Gate,
+    GateConfig,
+    Sieve,
+    SieveConfig,
+    SQLiteStore,
+    VerdictState,
+)
 
 #: List price used for the money column (USD per million input tokens); an assumption.
 PRICE_PER_MTOK = 2.50
@@ -98,17 +106,18 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     from promptsieve_openai import wrap_openai
 
     workdir = Path(tempfile.mkdtemp(prefix="promptsieve-demo-"))
-    gate = GateConfig(tau=config.tau, delta=config.delta, ratios=(config.ratio,), budget=60)
+    gate_cfg = GateConfig(tau=config.tau, delta=config.delta, ratios=(config.ratio,), budget=60)
+    gate = Gate(SQLiteStore(workdir / "verdicts.sqlite3"), gate_cfg)
     sieve = Sieve(
         SieveConfig(
-            gate=gate,
-            store_path=str(workdir / "verdicts.sqlite3"),
+            gate=gate_cfg,
             metric="numeric",
             # sentence-level pruning: the 270M target stays stable on it (word-level pruning
             # by the head scorer changes too many of its answers to pass screening)
             compressor=CompressorConfig(scorer="sentence"),
             scoring_budget_ms=5000,
-        )
+        ),
+        gate=gate,
     )
     echo("1/5 loading the proxy (exports it to ONNX on first use)...")
     sieve.warmup()
@@ -151,7 +160,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
             row.tokens_sent += resp.usage.prompt_tokens if resp.usage else 0
             row.tokens_original += _count_on_server(target.base_url, prompt)
             row.correct += gold in resp.choices[0].text
-            verdict = sieve.gate.verdict(key)
+            verdict = gate.verdict(key)
             state = verdict.state if verdict else VerdictState.UNSCREENED
             if applied:
                 sent_after += 1
