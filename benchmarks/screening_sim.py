@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from scipy.stats import binomtest
 from scipy.stats import t as student_t
 
+from benchmarks.screening_calls import exact_pass_cdf
 from promptsieve.fidelity.ebh import e_bh
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import SequentialTest
@@ -278,6 +279,7 @@ def run_all(runs: int, seed: int, ebh_reps: int) -> dict[str, Any]:
             }
         boundary[f"labelled {mode}"] = rows
     res["boundary"] = boundary
+    res["exact_agreement_boundary"] = exact_boundary()
     # 3. labelled calls to pass
     helps = (6 / 16, 2 / 16, 4 / 16, 4 / 16)  # the issue's 16 multi-document QA questions
     same = (0.6, 0.0, 0.0, 0.4)
@@ -296,6 +298,14 @@ def run_all(runs: int, seed: int, ebh_reps: int) -> dict[str, Any]:
     # 4. e-BH
     res["ebh"] = [ebh_simulation(ebh_reps, seed + 1, budget=b) for b in (100, 300)]
     return res
+
+
+def exact_boundary(horizons: Sequence[int] = (50, 100, 300, 1000)) -> dict[str, float]:
+    """Agreement mode at p = tau, without Monte-Carlo error: P(the pass boundary is crossed
+    within n looks), by dynamic programming over the counts (fail stops ignored, so an upper
+    bound on the false-pass rate at budget n)."""
+    cdf = exact_pass_cdf(SequentialTest(TAU, DELTA, budget=None), TAU, max(horizons))
+    return {f"within {n}": float(cdf[n]) for n in horizons}
 
 
 def _rate(k: int, n: int) -> dict[str, float]:
@@ -332,6 +342,11 @@ def render(res: dict[str, Any]) -> str:
     for mode, laws in res["boundary"].items():
         for law, r in laws.items():
             lines.append(f"| {mode} | {law} | {_fmt(r['budget 100'])} | {_fmt(r['ever (300)'])} |")
+    exact = res.get("exact_agreement_boundary")
+    if exact:
+        lines += ["", "Agreement mode at p = tau, exact (dynamic programming, no sampling "
+                  "error; fail stops ignored): P(pass boundary crossed) "
+                  + ", ".join(f"{k} looks: {v:.4f}" for k, v in exact.items())]  # fmt: skip
     lines += ["", "## Labelled mode: pairs to pass", ""]
     lines += ["| scenario | pass within 100 | median pairs | pass within 300 | median pairs |",
               "|---|---|---|---|---|"]  # fmt: skip
