@@ -229,14 +229,17 @@ class Gate:
     def record_noise(self, key: VerdictKey, agreed: bool | None) -> None:
         """One noise-floor comparison (original vs. a meaning-preserving variant of itself).
 
-        None = target error, not counted. Logs a warning (once per task) when the floor's
+        Reports a ``Decision(noise=True)`` and frees its shadow slot (as :meth:`record`
+        with None does when the comparison is abandoned). None = target error, not counted. Logs a warning (once per task) when the floor's
         upper bound falls below tau. Never raises.
         """
         try:
-            if agreed is None:
-                return
             v = self.store.get(key)
             if v is None:
+                return
+            if v.state is VerdictState.SCREENING and v.testing is not None:
+                self._settle(key, v.generation, v.testing)
+            if agreed is None:
                 return
             counts = self.store.record_noise(key, v.generation, agreed)
             self._check_floor(key, counts)
@@ -334,11 +337,10 @@ class Gate:
             return BYPASS  # enough comparisons on the way; wait for their results
         if not self._sample(self.config.shadow_rate):
             return BYPASS
-        if self.config.noise_rate > 0 and self._sample(self.config.noise_rate):
-            return Decision(Action.SHADOW, ratio, noise=True)
-        with self._lock:
+        noise = self.config.noise_rate > 0 and self._sample(self.config.noise_rate)
+        with self._lock:  # a noise comparison holds a slot too (record_noise or record frees it)
             self._in_flight.setdefault(slot, []).append(now)
-        return Decision(Action.SHADOW, ratio)
+        return Decision(Action.SHADOW, ratio, noise=noise)
 
     def _settle(self, key: VerdictKey, generation: int, ratio: float) -> None:
         slot = (key.digest, generation, ratio)
