@@ -230,8 +230,9 @@ class Gate:
         """One noise-floor comparison (original vs. a meaning-preserving variant of itself).
 
         Reports a ``Decision(noise=True)`` and frees its shadow slot (as :meth:`record`
-        with None does when the comparison is abandoned). None = target error, not counted. Logs a warning (once per task) when the floor's
-        upper bound falls below tau. Never raises.
+        with None does when the comparison is abandoned). None = target error, not counted.
+        Logs a warning (once per task) when the floor's upper bound falls below tau. Never
+        raises.
         """
         try:
             v = self.store.get(key)
