@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -244,3 +244,47 @@ def test_lone_surrogates_always_raise_config_error(
 ) -> None:
     with pytest.raises(ConfigError):
         comp.compress(before + surrogate + after, ratio=0.5)
+
+
+# ---------------------------------------------------------------------------- through the wrapper
+
+
+@pytest.fixture(scope="module")
+def wrapped(comp: Compressor) -> Iterator[tuple[Any, Any, Any]]:
+    from openai import OpenAI
+
+    from _scripted_server import ScriptedServer
+    from promptsieve.sieve import Sieve, SieveConfig
+    from promptsieve_openai import wrap_openai
+
+    sieve = Sieve(
+        SieveConfig(verify=False, ratio=0.5, guard=False, scoring_budget_ms=60_000),
+        compressor=comp,
+    )
+    with ScriptedServer() as server:
+        client = wrap_openai(OpenAI(base_url=server.url, api_key="x", max_retries=0), sieve)
+        yield client, server, sieve
+    sieve.close()
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
+@given(prompts())
+def test_wrapped_client_sends_planted_regions_intact(
+    wrapped: tuple[Any, Any, Any], prompt: tuple[str, list[str]]
+) -> None:
+    client, server, sieve = wrapped
+    text, planted = prompt
+    errors = sieve.stats.errors
+    server.clear()
+    out = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": text + "\n\nWhat is the total?"},
+        ],
+    )
+    assert out.choices[0].message.content == "ok"
+    sent = server.bodies("/chat/completions")[0]["messages"]
+    assert sent[0]["content"] == "Answer briefly."
+    _assert_planted(sent[1]["content"], planted)
+    assert sieve.stats.errors == errors  # valid prompts never take the fail-open path
