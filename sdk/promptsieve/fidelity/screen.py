@@ -349,7 +349,7 @@ def screen(
         compress = _default_compress()
     metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
     if labelled and judge is None:
-        judge = gold_judge(cfg.metric, cfg.gold_field)
+        judge = gold_judge(metric, cfg.gold_field)  # the resolved metric ("judge" included)
     bodies = [split_gold(s, cfg.gold_field if labelled else None)[0] for s in raw]
     run = _Run(cfg, raw, bodies, _Caller(target, cfg.retries), compress, metric, judge)
     judge_before = int(getattr(judge_metric, "calls", 0))
