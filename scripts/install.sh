@@ -32,4 +32,4 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   mkdir -p "$WHEELS"
   python -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python>=0.3"
 fi
-python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,anthropic,langchain,redis,report,otel,local,bench,dev]"
+python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,anthropic,litellm,langchain,redis,report,otel,local,bench,dev]"
