@@ -254,7 +254,7 @@ def test_fdr_mode_applies_only_e_bh_discoveries(tmp_path: Path) -> None:
             if d.action is not Action.SHADOW:
                 break
             gate.record(k, 0.8, good)
-    states = [store.get(k).state for k in keys]  # type: ignore[union-attr]
+    states = [store.get(k).state for k in keys]
     assert states == [VerdictState.PASSED] * 2 + [VerdictState.FAILED] * 2
     # K = 4 tasks, 2 passed with e ~ 1/delta = 20 < K / (q * 2) = 40: e-BH holds them back
     clock.now += 31  # the gate recomputes e-BH over the store at most every 30 s
@@ -283,4 +283,30 @@ def test_fdr_mode_applies_only_e_bh_discoveries(tmp_path: Path) -> None:
 )
 def test_new_settings_are_validated(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        GateConfig(**kw)  # type: ignore[arg-type]
+        GateConfig(**kw)
+
+
+def test_fdr_mode_screens_on_until_e_bh_can_discover(tmp_path: Path) -> None:
+    """With fdr_q, a rung that passes alone keeps screening until e >= K/q (K = 4 tasks in the
+    store: 80), so e-BH applies it whatever the other tasks do."""
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "v.sqlite3")
+    cfg = GateConfig(ratios=(0.8,), seed=0, monitor_rate=0.0, fdr_q=0.05)
+    gate = Gate(store, cfg, clock=clock)
+    keys = [VerdictKey(f"t{i}", "m", "p", "s") for i in range(4)]
+    for k in keys:
+        assert gate.decide(k).action is Action.SHADOW  # all four tasks are in the store
+    used = []
+    for k, good in zip(keys, (True, True, False, False), strict=True):
+        n = 0
+        while gate.decide(k).action is Action.SHADOW:
+            gate.record(k, 0.8, good)
+            n += 1
+        used.append(n)
+    v = [store.get(k) for k in keys]
+    assert [x.state for x in v if x] == [VerdictState.PASSED] * 2 + [VerdictState.FAILED] * 2
+    assert all(x is not None and x.e_value is not None and x.e_value >= 80 for x in v[:2])
+    assert used[0] > 30  # more than a plain pass needs (30), fewer than the budget
+    assert used[0] < 100
+    clock.now += 31
+    assert [gate.decide(k).action for k in keys] == [Action.APPLY] * 2 + [Action.BYPASS] * 2

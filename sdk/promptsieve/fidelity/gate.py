@@ -31,7 +31,10 @@ above what the floor allows. Tau is never lowered.
 
 Error control across tasks (``fdr_q``): a passed verdict is applied only while its task is
 among the e-BH discoveries at level ``fdr_q`` over the e-values of every verdict in the store
-(:mod:`promptsieve.fidelity.ebh`), which bounds the expected share of wrongly passed tasks.
+(:mod:`promptsieve.fidelity.ebh`), which bounds the expected share of wrongly passed tasks. So
+that e-BH has evidence to work with, a rung that passes alone keeps screening until its e-value
+reaches K/q (K: verdicts in the store; such a task is discovered whatever the others do) or
+its budget is spent, and the verdict records the e-value it stopped at.
 
 The gate fails open: a store outage or any internal error means BYPASS (send the original).
 """
@@ -169,6 +172,8 @@ class Gate:
         # shadow comparisons dispatched by this process and not yet recorded (slot -> times)
         self._in_flight: dict[tuple[str, int, float], list[float]] = {}
         self._warned = False
+        #: Store operations that failed (StoreError) and were absorbed: each counted once.
+        self.store_errors = 0
         self._floor_warned: set[str] = set()
         self._screen_test = SequentialTest(self.config.tau, self.config.delta, self.config.budget)
         self._monitor_test = SequentialTest(self.config.tau, self.config.delta, None)
@@ -181,6 +186,7 @@ class Gate:
                 rho=self.config.rho,
             )
         self._ebh_cache: tuple[float, frozenset[str]] | None = None
+        self._tasks_cache: tuple[float, int] | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -283,6 +289,8 @@ class Gate:
     # -- internals ------------------------------------------------------------------------
 
     def _warn_once(self, msg: str, exc: BaseException) -> None:
+        with self._lock:
+            self.store_errors += 1
         if not self._warned:
             self._warned = True
             log.warning(msg, exc)
@@ -393,6 +401,8 @@ class Gate:
         bounds = {"lower": state.lower, "upper": state.upper, "updated_at": now}
         if state.decision is Outcome.CONTINUE:
             return
+        if state.decision is Outcome.PASS and self._screens_on(state, now):
+            return  # fdr mode: more evidence first (e >= K/q, or the budget)
         ladder = self.config.ratios
         # the verdict's e-value: the smallest over the rungs that passed (see fidelity.ebh)
         passed_e = state.e_value if v.e_value is None else min(v.e_value, state.e_value)
@@ -445,6 +455,18 @@ class Gate:
         if floor.tau_above_floor and key.digest not in self._floor_warned:
             self._floor_warned.add(key.digest)
             log.warning("task %r: %s", key.task, floor.warning())
+
+    def _screens_on(self, state: TestState, now: float) -> bool:
+        """fdr mode: keep screening a rung that passed alone until its e-value reaches K/q
+        (then e-BH discovers it whatever the other tasks do) or its budget is spent."""
+        q = self.config.fdr_q
+        if q is None or state.n >= self.config.budget:
+            return False
+        cached = self._tasks_cache
+        if cached is None or now - cached[0] > _EBH_REFRESH_S:
+            cached = (now, max(1, len(self.store.verdicts())))
+            self._tasks_cache = cached
+        return state.e_value < cached[1] / q
 
     def _discovered(self, key: VerdictKey, now: float) -> bool:
         """Is ``key`` among the store's e-BH discoveries? (recomputed at most every 30 s)"""
