@@ -8,8 +8,8 @@ and appends the item's question verbatim, so methods differ only in what they ke
 * ``truncate`` — keep the head and the tail of the context;
 * ``selfinfo`` — Selective Context / LLMLingua-1 style: drop the words with the lowest
   self-information under the target's own ``echo`` log-probabilities;
-* ``attribution`` / ``head`` / ``sentence`` — the project's scorers through
-  ``promptsieve.Compressor``.
+* ``attribution`` / ``head`` / ``sentence`` / ``relevance`` — the project's scorers through
+  ``promptsieve.Compressor`` (``relevance``: the coarse-to-fine budget).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from .data import BenchItem
-from .target import CallCache, LogprobSource, TokenLogprobs
+from .target import CallCache, LogprobSource, TokenLogprobs, token_starts
 
 __all__ = [
     "CachedMethod",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 COUNT_MODEL = "gpt-4o"
-ProjectScorer = Literal["head", "attribution", "sentence"]
+ProjectScorer = Literal["head", "attribution", "sentence", "relevance"]
 _WORD = re.compile(r"\S+")
 
 
@@ -216,7 +216,7 @@ def word_self_information(
     """Σ −log p of the tokens overlapping each span; the unscored first token counts high."""
     starts = np.asarray(lp.offsets, dtype=np.int64)
     if len(starts) != len(lp.tokens) or np.any(np.diff(starts) < 0) or starts[-1] > len(text):
-        starts = _token_starts(text, lp.tokens)
+        starts = token_starts(text, lp.tokens)
     vals = np.array([-(x if x is not None else np.nan) for x in lp.logprobs], dtype=float)
     fill = np.nanmax(vals) if np.isfinite(vals).any() else 0.0
     vals = np.where(np.isfinite(vals), vals, fill)
@@ -227,20 +227,6 @@ def word_self_information(
         hi = int(np.searchsorted(starts, e, side="left"))
         out[k] = vals[lo:hi].sum()
     return out
-
-
-def _token_starts(text: str, tokens: Sequence[str]) -> np.ndarray:
-    """Char offsets of tokens in ``text``; tolerant of tokens that split a UTF-8 character."""
-    if "".join(tokens) == text:
-        return np.cumsum([0] + [len(t) for t in tokens[:-1]])
-    starts: list[int] = []
-    cur = 0
-    for t in tokens:
-        piece = t.replace("\ufffd", "")
-        pos = text.find(piece, cur, cur + len(t) + 8) if piece else -1
-        starts.append(pos if pos >= 0 else cur)
-        cur = (pos + len(piece)) if pos >= 0 else min(len(text), cur + len(piece))
-    return np.array(starts)
 
 
 class ProjectMethod(Method):
@@ -337,6 +323,9 @@ def build_methods(
         "attribution": lambda: ProjectMethod("attribution"),
         "head": lambda: ProjectMethod("head"),
         "sentence": lambda: ProjectMethod("sentence"),
+        # the coarse-to-fine compressor (passages, then sentences, then words) on the
+        # relevance scorer, when it is in the installed promptsieve
+        "relevance": lambda: ProjectMethod("relevance"),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

@@ -2,7 +2,7 @@
 
 Works on the plain ``results.json`` structure (``meta``, ``methods``, ``rows``,
 ``screening``, ``prices``), so a report can be regenerated without the target:
-``python -m benchmarks.report benchmarks/results/quick``.
+``python -m benchmarks.report benchmarks/results/standard``.
 """
 
 from __future__ import annotations
@@ -287,6 +287,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("out", type=Path, help="folder holding results.json")
     args = ap.parse_args(argv)
     results = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+    if "suites" in results:  # a BIG-bench suite run (quick/standard/headline)
+        from .suite_report import write_suite_report
+
+        print(write_suite_report(results, args.out))
+        return
     print(write_report(results, args.out))
 
 

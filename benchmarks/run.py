@@ -1,11 +1,18 @@
 """Run the benchmark: methods × keep ratios × items against a real target.
 
-    promptsieve bench --profile quick --out benchmarks/results/quick
-    promptsieve bench --profile full --base-url https://api.openai.com/v1 \\
+    promptsieve bench --profile quick                 # CI: Gemma 3 270M, minutes
+    promptsieve bench --profile standard              # Qwen2.5-Coder-0.5B-Instruct
+    promptsieve bench --profile headline              # Qwen2.5-Coder-1.5B-Instruct, resumable
+    promptsieve bench --profile standard --base-url https://api.openai.com/v1 \\
         --model gpt-4o-mini --out benchmarks/results/gpt-4o-mini   # key from $OPENAI_API_KEY
 
-(``python -m benchmarks.run`` from a checkout is the same.) Without ``--base-url`` the local
-Gemma 3 270M target is started (and stopped) here. Every target call is cached
+``quick``, ``standard`` and ``headline`` run the BIG-bench suites (:mod:`benchmarks.suites`:
+multi-document QA on held-out articles, BBH tasks with BIG-bench's full question sets,
+vitaminc); ``legacy-quick``, ``full`` and ``exhaustive`` are the earlier lm-eval-rotation
+profiles on Gemma 3 270M, kept for the results history.
+
+(``python -m benchmarks.run`` from a checkout is the same.) Without ``--base-url`` the
+profile's embedded target is started (and stopped) here. Every target call is cached
 (``bench/calls.sqlite3`` under promptsieve's cache dir), so an interrupted or repeated run
 only pays for calls it has not made yet. Writes ``results.json``, ``report.md`` and PNG
 plots into ``--out``.
@@ -39,6 +46,8 @@ from .data import (
 )
 from .report import write_report
 from .screening import ScreenPlan, screen_task
+from .suites import PROFILES as SUITE_PROFILES
+from .suites import SuiteProfile, limit, run_suites
 from .target import (
     DEFAULT_CACHE,
     LOCAL_IDENTITY,
@@ -46,6 +55,8 @@ from .target import (
     CompletionTarget,
     LocalLogprobs,
     LogprobSource,
+    local_gguf,
+    local_identity,
     local_target,
 )
 
@@ -99,9 +110,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # CI: a few short prompts of every kind, two ratios, all methods, a loose screening test.
-    "quick": Profile(
-        name="quick",
+    # The former CI profile: a few short prompts of every kind, two ratios, all methods, a
+    # loose screening test.
+    "legacy-quick": Profile(
+        name="legacy-quick",
         ratios=(0.7, 0.4),
         # the attribution scorer needs one proxy pass per unit (minutes per 1k-token prompt
         # on 2 cores): its own tests cover it, the full profile benchmarks it
@@ -372,7 +384,24 @@ def _screen_all(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="promptsieve bench", description="promptsieve bench")
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--profile", choices=sorted({*PROFILES, *SUITE_PROFILES}), default="quick")
+    ap.add_argument(
+        "--target-model",
+        default=None,
+        help="embedded target for the suite profiles (default: the profile's; one of "
+        "gemma-3-270m, qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct)",
+    )
+    ap.add_argument("--n-threads", type=int, default=None, help="llama.cpp threads (local)")
+    ap.add_argument(
+        "--max-items", type=int, default=None, help="cap every suite at N items (prefix-stable)"
+    )
+    ap.add_argument("--suites", default=None, help="comma list of suite names to run")
+    ap.add_argument("--ratios", default=None, help="comma list of keep ratios (suite profiles)")
+    ap.add_argument(
+        "--offline",
+        action="store_true",
+        help="use cached target calls only (rebuild a report from a stopped run)",
+    )
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (default: local)")
     ap.add_argument("--model", default=None, help="model name at --base-url")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
@@ -399,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out = args.out or Path("benchmarks/results") / args.profile
     args.selfinfo_source = args.selfinfo_source or ("echo" if args.base_url else "local")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.profile in SUITE_PROFILES:
+        return _main_suites(ap, args)
     profile = PROFILES[args.profile]
     plan = profile.screen
     if args.screen_tau is not None:
@@ -411,6 +442,120 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ap.error("--screen-tau and --screen-delta must be in (0, 1)")
     results = run(replace(profile, screen=plan), args)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
+    return results
+
+
+def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    profile = SUITE_PROFILES[args.profile]
+    if args.target_model:
+        profile = replace(profile, model=args.target_model)
+    plan = profile.screen
+    if args.screen_tau is not None:
+        plan = replace(plan, tau=args.screen_tau)
+    if args.screen_delta is not None:
+        plan = replace(plan, delta=args.screen_delta)
+    if args.screen_methods:
+        plan = replace(plan, methods=tuple(args.screen_methods.split(",")))
+    if not (0 < plan.tau < 1 and 0 < plan.delta < 1):
+        ap.error("--screen-tau and --screen-delta must be in (0, 1)")
+    profile = replace(profile, screen=plan)
+    if args.methods:
+        profile = replace(profile, methods=tuple(args.methods.split(",")))
+    try:
+        profile = limit(profile, args.max_items, args.suites.split(",") if args.suites else None)
+        if args.ratios:
+            ratios = tuple(float(r) for r in args.ratios.split(","))
+            if not all(0 < r < 1 for r in ratios):
+                raise ValueError("--ratios must be in (0, 1)")
+            profile = replace(profile, ratios=ratios)
+    except ValueError as exc:
+        ap.error(str(exc))
+    from promptsieve import ConfigError
+    from promptsieve.local import EMBEDDED_MODELS
+
+    if not args.base_url and profile.model not in EMBEDDED_MODELS:
+        ap.error(f"--target-model must be one of {sorted(EMBEDDED_MODELS)}")
+    try:
+        results = run_suite_profile(profile, args)
+    except ConfigError as exc:
+        print(f"promptsieve bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
+    return results
+
+
+def run_suite_profile(profile: SuiteProfile, args: argparse.Namespace) -> dict[str, Any]:
+    """Run a suite profile against ``--base-url`` or its embedded target."""
+    from promptsieve.local import EMBEDDED_MODELS, LocalTarget, LocalTargetConfig
+
+    cache = CallCache(None if args.no_cache else args.cache)
+    names = profile.methods
+    meta: dict[str, Any] = {
+        "command": "promptsieve bench " + " ".join(shlex.quote(a) for a in args.argv),
+    }
+    with contextlib.ExitStack() as stack:
+        if args.base_url or args.offline:
+            spec = EMBEDDED_MODELS.get(profile.model)
+            local_model = not args.base_url and spec is not None
+            target = CompletionTarget(
+                args.base_url or "http://offline.invalid/v1",
+                spec.name if local_model and spec else args.model,
+                api_key=os.environ.get(args.api_key_env),
+                cache=cache,
+                identity=local_identity(profile.model) if local_model else None,
+                seed=args.seed,
+                chat=spec.instruct if local_model and spec else True,
+                offline=args.offline,
+            )
+            tok_s = spec.prompt_tok_s if local_model and spec else 500.0
+            label = (
+                f"local llama.cpp ({spec.general_name}, Q4_K_M)"
+                if local_model and spec
+                else args.base_url
+            )
+            meta.update(target=label, model=target.model)
+        else:
+            spec = EMBEDDED_MODELS[profile.model]
+            cfg = LocalTargetConfig(model=profile.model, n_threads=args.n_threads)
+            local = stack.enter_context(LocalTarget.start(cfg))
+            target = CompletionTarget(
+                local.base_url,
+                local.model,
+                cache=cache,
+                identity=local_identity(profile.model),
+                seed=args.seed,
+                chat=spec.instruct,
+            )
+            tok_s = spec.prompt_tok_s
+            meta.update(target=f"local llama.cpp ({spec.general_name}, Q4_K_M)", model=spec.name)
+        logprobs: LogprobSource = target
+        if "selfinfo" in names and not args.base_url and not args.offline:
+            logprobs = LocalLogprobs(
+                local_gguf(profile.model), cache=cache, n_threads=args.n_threads
+            )
+        methods = build_methods(names, logprobs, seed=args.seed, cache=cache)
+        for m in methods:
+            if not m.available:
+                log.warning("method %s unavailable: %s", m.name, m.reason)
+        active = [m for m in methods if m.available]
+        results = run_suites(
+            profile,
+            target,
+            active,
+            out=args.out,
+            meta=meta,
+            tok_s=tok_s,
+            screen=not args.no_screen,
+        )
+        results["methods"] = {m.name: {"ok": m.available, "reason": m.reason} for m in methods}
+    results["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["meta"]["cache_hits"] = cache.hits
+    results["prices"] = json.loads(PRICES.read_text(encoding="utf-8"))
+    (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    from .suite_report import write_suite_report
+
+    write_suite_report(results, args.out)
+    cache.close()
     return results
 
 

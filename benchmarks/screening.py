@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .baselines import Method, count
-from .data import BenchItem, answers_agree, extract_answer
+from .data import BenchItem, Kind
+from .stats import agree, parse_answer
 from .target import CompletionTarget
 
 __all__ = ["ScreenPlan", "economics", "screen_task"]
@@ -68,20 +69,23 @@ def screen_task(
     *,
     max_tokens: int,
     stop: Sequence[str],
+    kind: Kind | None = None,
 ) -> dict[str, Any]:
-    """Screen one task with ``method``; returns a JSON-ready record (see :func:`economics`)."""
+    """Screen one task with ``method``; returns a JSON-ready record (see :func:`economics`).
+
+    Agreement is :func:`benchmarks.stats.agree` on :func:`benchmarks.stats.parse_answer`
+    (the task's own metric: labels for choice tasks, SQuAD answer match for QA).
+    """
     from promptsieve.fidelity import ScreenConfig, screen
 
-    kind = items[0].kind
+    kind = kind or items[0].kind
     by_prompt = {it.prompt: it for it in items}
 
     def compress(body: Mapping[str, Any], ratio: float) -> dict[str, Any]:
         return {**body, "prompt": method.compress(by_prompt[str(body["prompt"])], ratio)}
 
     def metric(original: Any, compressed: Any) -> bool:
-        return answers_agree(
-            extract_answer(kind, original.text), extract_answer(kind, compressed.text)
-        )
+        return agree(kind, parse_answer(kind, original.text), parse_answer(kind, compressed.text))
 
     bodies = [
         {"prompt": it.prompt, "max_tokens": max_tokens, "stop": list(stop), "temperature": 0.0}

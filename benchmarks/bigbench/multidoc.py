@@ -370,7 +370,9 @@ def multidoc_raw(
     """``n`` seeded items of about ``size`` tokens from ``split`` (see the module docstring).
 
     Questions are drawn without replacement; distractors come from other articles of the
-    same split; the gold position is uniform over the slots. Deterministic in the arguments.
+    same split; the gold position is uniform over the slots. Deterministic in the arguments,
+    and prefix-stable: the first k items are the same for every ``n >= k`` (so a larger run
+    reuses a smaller run's cached calls).
     """
     count = count or _count
     pool = passages(split)
@@ -378,7 +380,9 @@ def multidoc_raw(
     rng = random.Random(f"disfl_qa:{split}:{size}:{seed}")
     if n > len(qs):
         raise ValueError(f"{split} has {len(qs)} answerable questions, fewer than n={n}")
-    picks = rng.sample(range(len(qs)), n)
+    order = list(range(len(qs)))
+    rng.shuffle(order)  # a prefix-stable draw: the first n items do not depend on n
+    picks = order[:n]
     out = []
     for j, q_index in enumerate(picks):
         gold, qa = qs[q_index]

@@ -55,7 +55,8 @@ def vitaminc_items(n: int = 100, seed: int = 0) -> list[BenchItem]:
     pool = [i for i in range(len(examples)) if i not in used and _parse(examples[i])]
     rng = random.Random(f"vitaminc:{seed}")
     out = []
-    for i in sorted(rng.sample(pool, n)):
+    rng.shuffle(pool)  # prefix-stable: the first k items do not depend on n
+    for i in pool[:n]:
         parsed = _parse(examples[i])
         assert parsed is not None
         evidence, claim, gold = parsed

@@ -1,0 +1,107 @@
+"""Per-item scoring and the statistics of the report: Wilson intervals, McNemar, answer match.
+
+* **Accuracy against gold.** Multiple-choice and label answers: the extracted answer equals
+  the gold label. Free-text QA: SQuAD's answer normalisation (Rajpurkar et al., 2016) and
+  :func:`promptsieve.fidelity.answer_match` at token-F1 ≥ :data:`QA_F1` (equal after
+  normalisation, or the gold's ≤ 5 tokens appear as a run in an answer of ≤ 30 tokens —
+  lost-in-the-middle's containment rule — or token-F1 ≥ 0.5).
+* **Agreement with the uncompressed answer**, under the same metric as the task's
+  screening (the same function, applied to the two answers).
+* **Intervals.** Wilson 95 % (``scipy.stats.binomtest(k, n).proportion_ci("wilson")``).
+* **Paired test.** McNemar's exact test: a two-sided binomial test on the discordant pairs
+  (``binomtest(b, b + c, 0.5)``), each method against the strongest baseline at the same
+  ratio on the same items.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from scipy.stats import binomtest
+
+from .data import Kind, extract_answer
+
+__all__ = ["QA_F1", "agree", "correct", "mcnemar", "parse_answer", "wilson"]
+
+QA_F1 = 0.5
+_LABEL_WORDS = ("yes", "no", "true", "false", "neither", "valid", "invalid")
+_CHOICE = re.compile(r"\(([A-Ra-r])\)")
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided Wilson interval of ``k``/``n`` (``(nan, nan)`` when ``n == 0``)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """Exact McNemar test of paired outcomes: ``a_only``/``b_only`` discordant counts, ``p``."""
+    if len(a) != len(b):
+        raise ValueError("paired outcomes must have the same length")
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    n = a_only + b_only
+    p = 1.0 if n == 0 else float(binomtest(a_only, n, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p": p}
+
+
+def parse_answer(kind: Kind, text: str) -> str | None:
+    """The answer in a completion, tolerant of chat models' extra words.
+
+    ``direct``: a leading ``(X)`` choice, else a leading yes/no/true/false/neither word, else
+    the first line; ``cot``: lm-eval's "the answer is X" then the same rules on X; ``qa``:
+    the first non-empty line without an "Answer:" prefix. Other kinds as
+    :func:`benchmarks.data.extract_answer`.
+    """
+    if kind == "qa":
+        for line in text.strip().splitlines():
+            line = re.sub(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", "", line, flags=re.I).strip()
+            if line:
+                return line
+        return None
+    if kind in ("direct", "cot"):
+        body = text
+        if kind == "cot":
+            m = re.search(r"the answer is\s*(.*)", text, flags=re.I | re.S)
+            if not m:
+                return None
+            body = m.group(1)
+        line = body.strip().split("\n", 1)[0].strip().strip("*").strip()
+        m = _CHOICE.match(line)
+        if m:
+            return f"({m.group(1).lower()})"
+        word = re.match(r"[A-Za-z]+", line)
+        if word and word.group(0).lower() in _LABEL_WORDS:
+            return word.group(0).lower()
+        m = re.fullmatch(r"([A-Ra-r])[.)]?", line)
+        if m:
+            return f"({m.group(1).lower()})"
+        return extract_answer("direct", line)
+    return extract_answer(kind, text)
+
+
+def _qa_match(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    from promptsieve.fidelity import TargetOutput, answer_match
+
+    return bool(answer_match(QA_F1)(TargetOutput(text=a), TargetOutput(text=b)))
+
+
+def correct(kind: Kind, answer: str | None, gold: str) -> bool:
+    """Accuracy against gold for one item (see the module docstring)."""
+    if kind == "qa":
+        return _qa_match(gold, answer)
+    return answer is not None and answer == gold
+
+
+def agree(kind: Kind, base: str | None, other: str | None) -> bool:
+    """Agreement of two answers under the task's metric; two missing answers do not agree."""
+    if kind == "qa":
+        return _qa_match(base, other)
+    return base is not None and base == other

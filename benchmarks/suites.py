@@ -1,0 +1,486 @@
+"""The BIG-bench suites and the profiles that run them on a capable target.
+
+A *suite* is one task's items (multi-document QA at one size, one BBH task, vitaminc). A
+*profile* names the target (an embedded model of :mod:`promptsieve.local`, or any
+OpenAI-compatible ``--base-url``), the suites with their sizes, the keep ratios, the
+methods, and the screening plan.
+
+For every suite the runner asks the target the uncompressed prompt, then each method's
+compression at each ratio, and a meaning-preserving variant of the uncompressed prompt for
+the noise floor (multi-document QA: the documents in another order; the others: prose
+reflowed, :func:`promptsieve.fidelity.noise.reflow`). Every call goes through the call cache,
+so an interrupted run resumes where it stopped, and ``results.json`` + ``report.md`` are
+rewritten after each suite, so that partial results can be committed as they come.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .baselines import Method, context_ratio, count
+from .data import BenchItem, Kind
+from .screening import ScreenPlan, screen_task
+from .stats import agree, correct, parse_answer
+from .target import CompletionTarget
+
+__all__ = ["PROFILES", "Suite", "SuiteProfile", "run_suites"]
+
+log = logging.getLogger(__name__)
+
+RATIOS = (0.8, 0.5, 0.33, 0.25)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One task's items: ``source`` is ``multidoc`` (``size`` tokens), ``bbh`` (``task``,
+    ``cot``) or ``vitaminc``; ``n`` items, of which the first ``noise`` also get a
+    meaning-preserving variant for the noise floor."""
+
+    source: str
+    n: int
+    noise: int = 0
+    size: int = 1000
+    task: str = ""
+    cot: bool = False
+    split: str = "test"
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        if self.source == "multidoc":
+            return f"multidoc_{self.size // 1000}k"
+        if self.source == "bbh":
+            return f"bbh_{'cot_' if self.cot else ''}{self.task}"
+        return self.source
+
+    @property
+    def kind(self) -> Kind:
+        if self.source == "multidoc":
+            return "qa"
+        return "cot" if self.cot else "direct"
+
+    @property
+    def max_tokens(self) -> int:
+        return {"qa": 24, "direct": 8, "cot": 256}[self.kind]
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return ("\n\n", "Q:") if self.kind == "direct" else ("\n\nQ:",) if self.cot else ()
+
+    def items(self) -> list[BenchItem]:
+        from .bigbench import bbh_task_items, multidoc_items, vitaminc_items
+
+        if self.source == "multidoc":
+            return multidoc_items(self.split, self.size, self.n, self.seed)  # type: ignore[arg-type]
+        if self.source == "bbh":
+            return bbh_task_items(self.task, cot=self.cot, n=self.n, seed=self.seed)
+        if self.source == "vitaminc":
+            return vitaminc_items(self.n, self.seed)
+        raise ValueError(f"unknown suite source {self.source!r}")
+
+    def variant(self, item: BenchItem) -> str:
+        """The noise-floor prompt: same meaning, other layout (never the question)."""
+        rng = random.Random(f"noise:{item.id}")
+        if item.docs:
+            from .bigbench import multidoc_raw
+
+            raw = {m.id: m for m in multidoc_raw(self.split, self.size, self.n, self.seed)}  # type: ignore[arg-type]
+            docs = list(raw[item.id].docs)
+            order = list(range(len(docs)))
+            while len(docs) > 1 and order == sorted(order):
+                rng.shuffle(order)
+            return raw[item.id].render([docs[i] for i in order]).prompt
+        from promptsieve.fidelity.noise import reflow
+
+        return reflow(item.context, width=rng.choice((60, 72, 88))) + item.question
+
+    def chance(self, items: Sequence[BenchItem]) -> float | None:
+        """Accuracy of a uniform guess over the options (None for free-text QA)."""
+        if self.kind == "qa" or not items:
+            return None
+        if self.source == "vitaminc":
+            return 1 / 3
+        options = [max(2, item.question.count("\n(")) for item in items]
+        return sum(1 / k for k in options) / len(options)
+
+
+@dataclass(frozen=True)
+class SuiteProfile:
+    """What one run covers (see the module docstring)."""
+
+    name: str
+    model: str  # embedded target (promptsieve.local.EMBEDDED_MODELS) unless --base-url
+    suites: tuple[Suite, ...]
+    ratios: tuple[float, ...] = RATIOS
+    methods: tuple[str, ...] = ("none", "random", "truncate", "selfinfo", "sentence")
+    screen: ScreenPlan = field(
+        default_factory=lambda: ScreenPlan(methods=("sentence", "truncate"), ladder=RATIOS)
+    )
+    description: str = ""
+
+
+_BBH_STANDARD = (
+    "date_understanding", "disambiguation_qa", "logical_deduction_three_objects",
+    "movie_recommendation", "navigate", "ruin_names", "snarks", "sports_understanding",
+    "temporal_sequences", "tracking_shuffled_objects_three_objects", "causal_judgement",
+    "hyperbaton", "geometric_shapes", "reasoning_about_colored_objects",
+)  # fmt: skip
+
+PROFILES: dict[str, SuiteProfile] = {
+    # CI: Gemma 3 270M (a base model, chance-level), a handful of items per suite: it checks
+    # that the whole pipeline runs, not what the methods are worth.
+    "quick": SuiteProfile(
+        name="quick",
+        model="gemma-3-270m",
+        suites=(
+            Suite("multidoc", n=3, noise=2, size=1000),
+            Suite("bbh", n=3, noise=2, task="sports_understanding"),
+            Suite("vitaminc", n=3, noise=2),
+        ),
+        ratios=(0.5, 0.25),
+        methods=("none", "random", "truncate", "sentence"),
+        screen=ScreenPlan(methods=("truncate",), tau=0.6, delta=0.3, ladder=(0.5, 0.25), budget=3),
+        description="CI smoke run on Gemma 3 270M",
+    ),
+    # The everyday target (Qwen2.5-Coder-0.5B-Instruct), at the sizes of issue #12:
+    # multi-document QA at ~1k tokens on the test articles (100 items), four BBH tasks with
+    # 60 non-exemplar questions each, vitaminc. On a shared 2-core machine this is many hours;
+    # --max-items / --suites / --ratios run a prefix of it (the rest resumes from the cache).
+    "standard": SuiteProfile(
+        name="standard",
+        model="qwen2.5-coder-0.5b-instruct",
+        suites=(
+            Suite("multidoc", n=100, noise=50, size=1000),
+            *(Suite("bbh", n=60, noise=30, task=t) for t in _BBH_STANDARD[:4]),
+            Suite("vitaminc", n=60, noise=30),
+        ),
+        methods=("none", "random", "truncate", "selfinfo", "sentence", "relevance"),
+        screen=ScreenPlan(methods=("relevance", "sentence", "truncate"), ladder=RATIOS),
+        description="Qwen2.5-Coder-0.5B-Instruct",
+    ),
+    # The headline target (Qwen2.5-Coder-1.5B-Instruct): multi-document QA on the test
+    # articles at ~1k and ~2k tokens, 100 items per cell, BBH and vitaminc. Resumable
+    # through the call cache.
+    "headline": SuiteProfile(
+        name="headline",
+        model="qwen2.5-coder-1.5b-instruct",
+        suites=(
+            Suite("multidoc", n=100, noise=50, size=1000),
+            Suite("multidoc", n=100, noise=50, size=2000),
+            *(Suite("bbh", n=60, noise=20, task=t) for t in _BBH_STANDARD[:4]),
+            Suite("vitaminc", n=60, noise=20),
+        ),
+        methods=("none", "random", "truncate", "selfinfo", "sentence", "relevance"),
+        screen=ScreenPlan(methods=("relevance", "sentence", "truncate"), ladder=RATIOS),
+        description="Qwen2.5-Coder-1.5B-Instruct",
+    ),
+}
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _call_row(
+    suite: Suite,
+    item: BenchItem,
+    target: CompletionTarget,
+    prompt: str,
+    common: dict[str, Any],
+) -> tuple[dict[str, Any], str | None]:
+    out = target.complete(prompt, max_tokens=suite.max_tokens, stop=suite.stop)
+    answer = parse_answer(suite.kind, out.text)
+    row = {
+        **common,
+        "tokens_after": count(prompt),
+        "server_tokens_after": out.prompt_tokens,
+        "context_kept": context_ratio(item, prompt),
+        "answer": answer,
+        "correct": correct(suite.kind, answer, item.gold),
+        "target_s": out.latency_s,
+        "cached": out.cached,
+        "error": None,
+    }
+    return row, answer
+
+
+def estimate_seconds(
+    suites: Sequence[tuple[Suite, list[BenchItem]]],
+    n_methods: int,
+    ratios: Sequence[float],
+    tok_s: float,
+    target: CompletionTarget,
+) -> float:
+    """Seconds of prompt processing left (uncached calls only), at ``tok_s`` tokens/s.
+
+    Counts an uncompressed call per item, ``n_methods`` × ratios compressed calls of
+    ratio × context + question tokens, and the noise-floor calls; an item whose
+    uncompressed call is cached is taken as fully cached.
+    """
+    total = 0.0
+    for suite, items in suites:
+        for i, it in enumerate(items):
+            if target.is_cached(it.prompt, max_tokens=suite.max_tokens, stop=suite.stop):
+                continue
+            ctx, q = count(it.context), count(it.question)
+            calls = ctx + q + sum(n_methods * (r * ctx + q) for r in ratios)
+            if i < suite.noise:
+                calls += ctx + q
+            total += calls + 20 * suite.max_tokens  # decoding ~20x slower per token
+    return total / tok_s
+
+
+def limit(profile: SuiteProfile, max_items: int | None, only: Sequence[str] | None) -> SuiteProfile:
+    """``profile`` with each suite capped at ``max_items`` items and only the suites named.
+
+    Items are drawn prefix-stably, so a capped run's calls are reused from the cache when
+    the full profile runs later.
+    """
+    from dataclasses import replace
+
+    suites = profile.suites
+    if only:
+        unknown = set(only) - {s.name for s in suites}
+        if unknown:
+            raise ValueError(f"unknown suites {sorted(unknown)}; {[s.name for s in suites]}")
+        suites = tuple(s for s in suites if s.name in only)
+    if max_items is not None:
+        suites = tuple(
+            replace(s, n=min(s.n, max_items), noise=min(s.noise, max_items)) for s in suites
+        )
+    return replace(profile, suites=suites)
+
+
+def run_suites(
+    profile: SuiteProfile,
+    target: CompletionTarget,
+    methods: Sequence[Method],
+    *,
+    out: Path,
+    meta: dict[str, Any],
+    tok_s: float,
+    screen: bool = True,
+    write: Callable[[dict[str, Any], Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Run every suite of ``profile``; rewrites ``out/results.json`` after each suite.
+
+    Prints the plan and an ETA first (at ``tok_s``, then re-estimated from the first
+    uncached call's measured prompt rate).
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from .suite_report import write_suite_report
+
+    write = write or write_suite_report
+    t0 = time.perf_counter()
+    suites = [(s, s.items()) for s in profile.suites]
+    compressing = [m for m in methods if m.name != "none"]
+    eta = estimate_seconds(suites, len(compressing), profile.ratios, tok_s, target)
+    n_calls = sum(
+        len(items) * (1 + len(compressing) * len(profile.ratios)) + min(s.noise, len(items))
+        for s, items in suites
+    )
+    print(
+        f"{profile.name}: {len(suites)} suites, {n_calls} target calls "
+        f"({sum(len(i) for _, i in suites)} items × {len(compressing)} methods × "
+        f"{len(profile.ratios)} ratios + noise floor) on {target.model}; "
+        f"ETA ≈ {eta / 60:.0f} min of prompt processing at {tok_s:.0f} tok/s "
+        "(cached calls cost nothing; the bars below show the live rate)",
+        file=sys.stderr,
+        flush=True,
+    )
+    results: dict[str, Any] = {
+        "meta": {**meta, "profile": profile.name, "ratios": list(profile.ratios),
+                 "eta_s": eta, "planned_calls": n_calls},
+        "methods": {m.name: {"ok": m.available, "reason": m.reason} for m in methods},
+        "suites": {},
+        "rows": [],
+        "noise": [],
+        "screening": [],
+        "screen_plan": asdict(profile.screen),
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    _calibrate(suites, target, len(compressing), profile.ratios, tok_s)
+    for suite, items in suites:
+        per = 1 + len(compressing) * len(profile.ratios)
+        total = len(items) * per + min(suite.noise, len(items))
+        bar = tqdm(total=total, desc=suite.name, unit="call", file=sys.stderr)
+        rows, noise = _suite_grid(suite, items, compressing, profile.ratios, target, bar)
+        bar.close()
+        results["rows"] += rows
+        results["noise"] += noise
+        results["suites"][suite.name] = {
+            "kind": suite.kind,
+            "items": len(items),
+            "chance": suite.chance(items),
+            "split": suite.split if suite.source == "multidoc" else None,
+            "avg_prompt_tokens": sum(count(i.prompt) for i in items) / max(1, len(items)),
+        }
+        if screen:
+            results["screening"] += _screen_suite(suite, items, methods, profile, target)
+        results["meta"]["runtime_s"] = time.perf_counter() - t0
+        results["meta"]["target_calls"] = target.calls
+        (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        write(results, out)
+    return results
+
+
+def _calibrate(
+    suites: Sequence[tuple[Suite, list[BenchItem]]],
+    target: CompletionTarget,
+    n_methods: int,
+    ratios: Sequence[float],
+    tok_s: float,
+) -> None:
+    """Time the first uncached uncompressed call and print the ETA at the measured rate."""
+    for suite, items in suites:
+        for it in items:
+            if target.offline or target.is_cached(
+                it.prompt, max_tokens=suite.max_tokens, stop=suite.stop
+            ):
+                continue
+            try:
+                out = target.complete(it.prompt, max_tokens=suite.max_tokens, stop=suite.stop)
+            except RuntimeError:
+                return
+            rate = count(it.prompt) / max(out.latency_s, 1e-3)
+            eta = estimate_seconds(suites, n_methods, ratios, rate, target)
+            print(
+                f"measured {rate:.0f} prompt tok/s on one uncached call "
+                f"({count(it.prompt)} tokens in {out.latency_s:.1f} s, registry figure "
+                f"{tok_s:.0f}): ETA ≈ {eta / 60:.0f} min",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+
+
+def _suite_grid(
+    suite: Suite,
+    items: Sequence[BenchItem],
+    methods: Sequence[Method],
+    ratios: Sequence[float],
+    target: CompletionTarget,
+    bar: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    noise: list[dict[str, Any]] = []
+    base: dict[str, str | None] = {}
+    # uncompressed calls first: BBH items share their demonstration prefix (KV cache reuse)
+    for item in items:
+        common = {
+            "suite": suite.name,
+            "task": item.task,
+            "item": item.id,
+            "kind": suite.kind,
+            "gold": item.gold,
+            "method": "none",
+            "ratio": 1.0,
+            "tokens_before": count(item.prompt),
+            "context_tokens": count(item.context),
+            "compress_s": 0.0,
+        }
+        try:
+            row, answer = _call_row(suite, item, target, item.prompt, common)
+        except RuntimeError as exc:
+            log.warning("%s: uncompressed call failed (%s); item skipped", item.id, exc)
+            bar.update(1)
+            continue
+        base[item.id] = answer
+        row["base_answer"] = answer
+        row["agree"] = answer is not None
+        rows.append(row)
+        bar.update(1)
+    for i, item in enumerate(items[: suite.noise]):
+        if item.id not in base:
+            continue
+        try:
+            out = target.complete(suite.variant(item), max_tokens=suite.max_tokens, stop=suite.stop)
+        except RuntimeError as exc:
+            log.warning("%s: noise-floor call failed (%s)", item.id, exc)
+            bar.update(1)
+            continue
+        ans = parse_answer(suite.kind, out.text)
+        noise.append(
+            {
+                "suite": suite.name,
+                "item": item.id,
+                "index": i,
+                "agree": agree(suite.kind, base[item.id], ans),
+                "correct": correct(suite.kind, ans, item.gold),
+            }
+        )
+        bar.update(1)
+    for m in methods:
+        for ratio in ratios:
+            for item in items:
+                if item.id not in base:
+                    bar.update(1)
+                    continue
+                common = {
+                    "suite": suite.name,
+                    "task": item.task,
+                    "item": item.id,
+                    "kind": suite.kind,
+                    "gold": item.gold,
+                    "method": m.name,
+                    "ratio": ratio,
+                    "tokens_before": count(item.prompt),
+                    "context_tokens": count(item.context),
+                    "base_answer": base[item.id],
+                }
+                try:
+                    comp = m.timed(item, ratio)
+                    row, answer = _call_row(suite, item, target, comp.prompt, common)
+                    row["compress_s"] = comp.total_s
+                    row["agree"] = agree(suite.kind, base[item.id], answer)
+                except Exception as exc:  # a broken method or call is a row, not a crash
+                    log.warning("%s %s@%s failed: %s", item.id, m.name, ratio, exc)
+                    row = {**common, "error": f"{type(exc).__name__}: {exc}"}
+                rows.append(row)
+                bar.update(1)
+    return rows, noise
+
+
+def _screen_suite(
+    suite: Suite,
+    items: Sequence[BenchItem],
+    methods: Sequence[Method],
+    profile: SuiteProfile,
+    target: CompletionTarget,
+) -> list[dict[str, Any]]:
+    """Screen-and-apply on the suite's items (the grid's calls: cache hits, no new calls)."""
+    out = []
+    for name in profile.screen.methods:
+        m = next((m for m in methods if m.name == name and m.available), None)
+        if m is None:
+            continue
+        plan = profile.screen
+        if plan.budget < len(items):
+            from dataclasses import replace
+
+            plan = replace(plan, budget=len(items))
+        try:
+            rec = screen_task(
+                items, m, target, plan, max_tokens=suite.max_tokens, stop=suite.stop,
+                kind=suite.kind,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("screening %s with %s failed: %s", suite.name, m.name, exc)
+            continue
+        rec["suite"] = suite.name
+        out.append(rec)
+    return out
+
+
+def _finite(x: float) -> bool:
+    return not (isinstance(x, float) and math.isnan(x))
