@@ -238,11 +238,11 @@ class ProjectMethod(Method):
     counted with tiktoken like the baselines'.
     """
 
-    def __init__(self, scorer: ProjectScorer) -> None:
-        self.name = scorer
+    def __init__(self, scorer: ProjectScorer, *, coarse: bool = False, name: str = "") -> None:
+        self.name = name or scorer
         self._compressor: object | None = None
         try:
-            self._compressor = _make_compressor(scorer)
+            self._compressor = _make_compressor(scorer, coarse=coarse)
             self.fingerprint = str(self._compressor.fingerprint)  # type: ignore[attr-defined]
         except Exception as exc:  # the module or the scorer has not landed yet
             self.available = False
@@ -256,7 +256,7 @@ class ProjectMethod(Method):
         msg = Message(role="user", parts=(TextPart(item.context), TextPart(item.question, True)))
         t0 = time.perf_counter()
         comp = self._compressor.compress(  # type: ignore[attr-defined]
-            [msg], ratio=ratio, question=item.question.strip()
+            [msg], ratio=ratio, question=query(item)
         )
         total = time.perf_counter() - t0
         out = comp.prompt[0].content
@@ -287,14 +287,27 @@ class CachedMethod(Method):
         return out
 
 
-def _make_compressor(scorer: ProjectScorer) -> object:
+def query(item: BenchItem) -> str:
+    """What the scorers rank the context against: the question itself, without the answer
+    cue or the instruction ("Question: X\nAnswer:" → X; "Q: X\nA:" → X)."""
+    q = item.question.strip()
+    m = re.search(r"(?:^|\n)Question: (.*?)\nAnswer:$", q, flags=re.S)
+    if m:
+        return m.group(1).strip()
+    m = re.fullmatch(r"Q: (.*)\nA:", q, flags=re.S)
+    return m.group(1).strip() if m else q
+
+
+def _make_compressor(scorer: ProjectScorer, *, coarse: bool = False) -> object:
     from promptsieve.compressor import Compressor, CompressorConfig
     from promptsieve.segment import SegmentConfig
 
+    extra = {"coarse_to_fine": True} if coarse else {}
     cfg = CompressorConfig(
         scorer=scorer,
         model=COUNT_MODEL,
         segment=SegmentConfig(protect_question=False),
+        **extra,  # type: ignore[arg-type]
     )
     comp = Compressor(cfg)
     actual = comp.scorer.name
@@ -326,6 +339,8 @@ def build_methods(
         # the coarse-to-fine compressor (passages, then sentences, then words) on the
         # relevance scorer, when it is in the installed promptsieve
         "relevance": lambda: ProjectMethod("relevance"),
+        # the coarse-to-fine budget on the sentence scorer (passages, sentences, words)
+        "coarse": lambda: ProjectMethod("sentence", coarse=True, name="coarse"),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

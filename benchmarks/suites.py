@@ -162,8 +162,8 @@ PROFILES: dict[str, SuiteProfile] = {
             *(Suite("bbh", n=60, noise=30, task=t) for t in _BBH_STANDARD[:4]),
             Suite("vitaminc", n=60, noise=30),
         ),
-        methods=("none", "random", "truncate", "selfinfo", "sentence", "relevance"),
-        screen=ScreenPlan(methods=("relevance", "sentence", "truncate"), ladder=RATIOS),
+        methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
+        screen=ScreenPlan(methods=("coarse", "sentence", "truncate"), ladder=RATIOS),
         description="Qwen2.5-Coder-0.5B-Instruct",
     ),
     # The headline target (Qwen2.5-Coder-1.5B-Instruct): multi-document QA on the test
@@ -178,8 +178,8 @@ PROFILES: dict[str, SuiteProfile] = {
             *(Suite("bbh", n=60, noise=20, task=t) for t in _BBH_STANDARD[:4]),
             Suite("vitaminc", n=60, noise=20),
         ),
-        methods=("none", "random", "truncate", "selfinfo", "sentence", "relevance"),
-        screen=ScreenPlan(methods=("relevance", "sentence", "truncate"), ladder=RATIOS),
+        methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
+        screen=ScreenPlan(methods=("coarse", "sentence", "truncate"), ladder=RATIOS),
         description="Qwen2.5-Coder-1.5B-Instruct",
     ),
 }
@@ -238,7 +238,8 @@ def estimate_seconds(
 
 
 def limit(profile: SuiteProfile, max_items: int | None, only: Sequence[str] | None) -> SuiteProfile:
-    """``profile`` with each suite capped at ``max_items`` items and only the suites named.
+    """``profile`` with each suite capped at ``max_items`` items (noise floor: half of them)
+    and only the suites named.
 
     Items are drawn prefix-stably, so a capped run's calls are reused from the cache when
     the full profile runs later.
@@ -253,7 +254,8 @@ def limit(profile: SuiteProfile, max_items: int | None, only: Sequence[str] | No
         suites = tuple(s for s in suites if s.name in only)
     if max_items is not None:
         suites = tuple(
-            replace(s, n=min(s.n, max_items), noise=min(s.noise, max_items)) for s in suites
+            replace(s, n=min(s.n, max_items), noise=min(s.noise, (max_items + 1) // 2))
+            for s in suites
         )
     return replace(profile, suites=suites)
 
