@@ -356,15 +356,16 @@ def default_responder(rec: Recorded) -> Reply:
     """Answer "ok" to everything; usage = the prompt's word count; streams when asked."""
     body = rec.json or {}
     words = prompt_words(body)
-    if rec.path.endswith("/chat/completions"):
+    path = rec.path.split("?", 1)[0]  # beta resources add ?beta=true
+    if path.endswith("/chat/completions"):
         if body.get("stream"):
             return Reply(sse=chat_chunks(["o", "k"]))
         return Reply(json=chat_completion("ok", prompt_tokens=words))
-    if rec.path.endswith("/completions"):
+    if path.endswith("/completions"):
         if body.get("stream"):
             return Reply(sse=completion_chunks([" o", "k"]))
         return Reply(json=completion(" ok", prompt_tokens=words))
-    if rec.path.endswith("/responses"):
+    if path.endswith("/responses"):
         return Reply(json=response_object("ok", input_tokens=words))
     return error(404, f"no such path {rec.path}")
 

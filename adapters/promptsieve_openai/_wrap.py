@@ -25,10 +25,15 @@ from promptsieve_openai._convert import background_kwargs, read_response
 _ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
-_ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+#: Every SDK surface that sends a prompt, as (endpoint, resource path, methods). The
+#: ``stream`` helpers call ``create`` on the same resource; ``with_raw_response`` and
+#: ``with_streaming_response`` wrap these methods (their caches are dropped, below).
+ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("chat", ("chat", "completions"), ("create", "parse")),
+    ("chat", ("beta", "chat", "completions"), ("create", "parse")),
     ("completions", ("completions",), ("create",)),
     ("responses", ("responses",), ("create", "parse")),
+    ("responses", ("beta", "responses"), ("create", "parse")),
 )
 
 
@@ -43,7 +48,7 @@ def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
     state = _State(sieve, task)
     setattr(client, _STATE, state)
     make = _async_create if is_async else _sync_create
-    for endpoint, path, methods in _ENDPOINTS:
+    for endpoint, path, methods in ENDPOINTS:
         resource = _resolve(client, path)
         if resource is None:
             continue
@@ -55,18 +60,18 @@ def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
             patched = make(endpoint, original, state)
             setattr(patched, _ORIGINAL, original)
             setattr(resource, name, patched)
-        _drop_cached(resource)
+        _drop_cached_along(client, path)
     _patch_copy(client, sieve, task)
 
 
 def unpatch(client: OpenAI | AsyncOpenAI) -> None:
-    for _endpoint, path, methods in _ENDPOINTS:
+    for _endpoint, path, methods in ENDPOINTS:
         resource = _resolve(client, path)
         if resource is None:
             continue
         for name in methods:
             vars(resource).pop(name, None)
-        _drop_cached(resource)
+        _drop_cached_along(client, path)
     for name in ("copy", "with_options", _STATE):
         if name in vars(client):
             delattr(client, name)
@@ -90,9 +95,17 @@ def _original(method: Callable[..., Any]) -> Callable[..., Any]:
     return getattr(method, _ORIGINAL, method)  # re-wrapping never stacks two sieves
 
 
-def _drop_cached(resource: object) -> None:
-    for name in _CACHED:
-        vars(resource).pop(name, None)
+def _drop_cached_along(client: object, path: tuple[str, ...]) -> None:
+    """Drop the raw/streaming-response wrappers cached on the client and on every resource
+    down ``path``: touched before wrapping, they hold the unwrapped methods; rebuilt on next
+    access, they wrap the patched ones."""
+    obj: Any = client
+    for name in ("", *path):
+        obj = getattr(obj, name, None) if name else obj
+        if obj is None:
+            return
+        for cached in _CACHED:
+            vars(obj).pop(cached, None)
 
 
 def _patch_copy(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:

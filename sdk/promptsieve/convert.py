@@ -21,9 +21,9 @@ copy with nothing but its text replaced.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from promptsieve._errors import UnsupportedRequest
 from promptsieve.prompt import (
@@ -84,7 +84,7 @@ def from_openai(endpoint: str, body: Mapping[str, Any]) -> OpenAIRequest | None:
 # -- chat.completions ----------------------------------------------------------------------
 def _chat(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
     raw = kwargs.get("messages")
-    if raw is None or isinstance(raw, (str, bytes, Mapping)):
+    if not _items(raw):
         return None
     messages = raw if isinstance(raw, list) else list(raw)  # a generator is read once, here
     kwargs = {**kwargs, "messages": messages}
@@ -125,7 +125,7 @@ def _responses(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
         head = (Message("system", (TextPart(instructions, protected=True),)),)
     if isinstance(raw, str):
         items: list[Any] = [{"role": "user", "content": raw}]
-    elif raw is None or isinstance(raw, (bytes, Mapping)):
+    elif not _items(raw):  # absent (None or an SDK's "not given" sentinel) or not a list
         return None
     else:
         items = raw if isinstance(raw, list) else list(raw)
@@ -145,8 +145,13 @@ def _responses(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
         return {**kwargs, "input": new}
 
     # A conversation gets every item appended server-side: never send a second copy.
-    comparable = kwargs.get("conversation") is None
+    comparable = not isinstance(kwargs.get("conversation"), (str, Mapping))
     return OpenAIRequest(Request(neutral, model, "responses"), kwargs, rebuild, comparable)
+
+
+def _items(raw: Any) -> TypeGuard[Iterable[Any]]:
+    """Whether ``raw`` is a list (or other iterable) of messages/items."""
+    return isinstance(raw, Iterable) and not isinstance(raw, (str, bytes, Mapping))
 
 
 # -- messages ------------------------------------------------------------------------------
