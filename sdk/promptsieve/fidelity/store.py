@@ -420,7 +420,7 @@ class SQLiteStore:
                     ok = True
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             return ok
 
@@ -470,7 +470,7 @@ class SQLiteStore:
                 ).fetchall()
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         found = {slot.rpartition(":")[2]: int(n) for slot, n in rows}
         return Pairs.from_cells(found)
@@ -502,9 +502,13 @@ class SQLiteStore:
         with self._errors():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM counts WHERE id = ?", (key.digest,))
-            conn.execute("DELETE FROM verdicts WHERE id = ?", (key.digest,))
-            conn.execute("COMMIT")
+            try:
+                conn.execute("DELETE FROM counts WHERE id = ?", (key.digest,))
+                conn.execute("DELETE FROM verdicts WHERE id = ?", (key.digest,))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -513,6 +517,14 @@ class SQLiteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._local = threading.local()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends it by itself on some errors
+    (SQLITE_FULL, SQLITE_IOERR), and a second ROLLBACK would hide the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 # -- Redis --------------------------------------------------------------------------------
