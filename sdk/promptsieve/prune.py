@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from promptsieve._errors import ConfigError
 from promptsieve.segment import _NOSPACE, Segmentation
 
 __all__ = ["MIN_TOKENS", "Budget", "PruneResult", "prune"]
@@ -62,11 +63,11 @@ class Budget:
 
     def __post_init__(self) -> None:
         if (self.ratio is None) == (self.target_tokens is None):
-            raise ValueError("Budget needs exactly one of ratio and target_tokens")
+            raise ConfigError("Budget needs exactly one of ratio and target_tokens")
         if self.ratio is not None and not (0.0 < self.ratio <= 1.0):
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio!r}")
+            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
         if self.target_tokens is not None and self.target_tokens <= 0:
-            raise ValueError(f"target_tokens must be > 0, got {self.target_tokens!r}")
+            raise ConfigError(f"target_tokens must be > 0, got {self.target_tokens!r}")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         if bool(self.keep_open) != bool(self.keep_close):
-            raise ValueError("keep_open and keep_close must both be set or both be empty")
+            raise ConfigError("keep_open and keep_close must both be set or both be empty")
         for pattern in self.keep_patterns:
             _compile_user(pattern)
 
@@ -181,7 +181,7 @@ def _compile_user(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"invalid keep_pattern {pattern!r}: {exc}") from exc
+        raise ConfigError(f"invalid keep_pattern {pattern!r}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------- protected regions

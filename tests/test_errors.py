@@ -1,0 +1,60 @@
+"""The error tree (#13.6): one root, ConfigError from every public constructor."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import promptsieve as ps
+
+
+def test_every_exported_exception_is_in_the_tree() -> None:
+    errors = [
+        getattr(ps, n)
+        for n in ps.__all__
+        if inspect.isclass(getattr(ps, n, None)) and issubclass(getattr(ps, n), BaseException)
+    ]
+    assert {e.__name__ for e in errors} == {
+        "ConfigError",
+        "PromptSieveError",
+        "StoreError",
+        "TargetError",
+        "UnsupportedRequest",
+    }
+    assert all(issubclass(e, ps.PromptSieveError) for e in errors)
+    assert not hasattr(ps, "ScoringError") and not hasattr(ps, "ScoringTimeout")  # never raised
+
+
+BAD: list[tuple[str, Callable[[], Any]]] = [
+    ("SieveConfig ratio", lambda: ps.SieveConfig(ratio=2)),
+    ("SieveConfig backpressure", lambda: ps.SieveConfig(backpressure="drop")),  # type: ignore[arg-type]
+    ("SieveConfig metric", lambda: ps.SieveConfig(metric="bogus")),
+    ("SieveConfig drain", lambda: ps.SieveConfig(drain_timeout_s=-1)),
+    ("CompressorConfig ratio", lambda: ps.CompressorConfig(ratio=2)),
+    ("SegmentConfig markers", lambda: ps.SegmentConfig(keep_open="")),
+    ("SegmentConfig pattern", lambda: ps.SegmentConfig(keep_patterns=("(",))),
+    ("SequentialTest tau", lambda: ps.SequentialTest(2.0, 0.05, 10)),
+    ("GateConfig tau", lambda: ps.GateConfig(tau=1.5)),
+    ("ProxyConfig batch", lambda: ps.ProxyConfig(batch_size=0)),
+    ("task name", lambda: ps.task("")),
+]
+
+
+@pytest.mark.parametrize(("what", "build"), BAD, ids=[b[0] for b in BAD])
+def test_bad_configuration_raises_config_error(what: str, build: Callable[[], Any]) -> None:
+    with pytest.raises(ps.ConfigError):
+        build()
+
+
+def test_adapters_raise_config_error_for_bad_arguments() -> None:
+    from promptsieve_openai import wrap_openai
+
+    with pytest.raises(ps.ConfigError, match=r"openai\.OpenAI"):
+        wrap_openai(object())  # type: ignore[type-var]
+    from promptsieve_langchain import compress_messages
+
+    with pytest.raises(ps.ConfigError):
+        compress_messages(ratio=0.5)  # a ratio needs verify=False
