@@ -120,3 +120,20 @@ def test_callable_and_errors() -> None:
 )
 def test_auto_metric_shapes(output: TargetOutput, name: str) -> None:
     assert auto_metric(output).__name__ == name
+
+
+def test_squad_answer_match_for_free_text() -> None:
+    from promptsieve.fidelity import answer_match
+
+    squad = get_metric("squad:0.5")
+    assert squad is not None and squad.__name__ == "squad:0.5"
+    assert squad(T("Chur"), T("The Posterior Rhine turns north near Chur."))
+    assert squad(T("The answer is: the Rhine."), T("rhine"))
+    assert not squad(T("Chur"), T("Zurich"))
+    assert not squad(T("red"), T("It is not red."))  # a negation is not agreement
+    assert not squad(T("Chur"), T(" ".join(["word"] * 40) + " Chur"))  # too long to contain
+    assert squad(T("the river Rhine in Chur"), T("river Rhine near Chur"))  # token-F1 0.75
+    assert not answer_match(0.9)(T("the river Rhine in Chur"), T("river Rhine near Chur"))
+    assert auto_metric(T("Chur"))(T("Chur"), T("Near Chur."))
+    with pytest.raises(ConfigError):
+        answer_match(1.5)

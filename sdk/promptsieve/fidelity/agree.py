@@ -52,6 +52,11 @@ _SHORT_WORDS = 12  # an answer this short is a short free-text answer
 _CONTAIN_SHORT = 5  # a normalised answer of at most this many tokens ...
 _CONTAIN_LONG = 30  # ... may agree with a sentence of at most this many that contains it
 _ANSWER_F1 = 0.5  # token-F1 at which two short answers agree (SQuAD's partial credit)
+#: A sentence that negates ("not red") does not agree with the bare answer ("red") it contains.
+_NEGATIONS = frozenset(
+    "not no never nor neither none cannot isnt arent wasnt werent dont doesnt didnt wont "
+    "cant".split()  # noqa: SIM905
+)
 
 _FINAL_MARK = re.compile(r"####\s*(?P<ans>[^\n]+)")
 _ANSWER_IS = re.compile(
@@ -220,8 +225,9 @@ def answer_match(threshold: float = _ANSWER_F1) -> Metric:
     The extracted final answers (:func:`extract_answer`) agree when, after
     :func:`normalize`, they are equal; or the shorter has at most 5 tokens and appears as a
     whole-token run in the longer one of at most 30 ("Chur" and "The Posterior Rhine turns
-    north near Chur."; the containment rule of lost-in-the-middle/LongLLMLingua QA scoring);
-    or their token-F1 is at least ``threshold``. Raises ConfigError outside [0, 1].
+    north near Chur."; the containment rule of lost-in-the-middle/LongLLMLingua QA scoring)
+    unless the longer one adds a negation ("not red" does not agree with "red"); or their
+    token-F1 is at least ``threshold``. Raises ConfigError outside [0, 1].
     """
     _check_threshold(threshold, "answer")
 
@@ -231,11 +237,13 @@ def answer_match(threshold: float = _ANSWER_F1) -> Metric:
         if a == b:
             return True
         short, long = (a, b) if len(a) <= len(b) else (b, a)
+        negated = any(w in _NEGATIONS for w in long) and not any(w in _NEGATIONS for w in short)
         if (
             short
             and len(short) <= _CONTAIN_SHORT
             and len(long) <= _CONTAIN_LONG
-            and (_contains(short, long))
+            and not negated
+            and _contains(short, long)
         ):
             return True
         return token_f1(" ".join(a), " ".join(b)) >= threshold
