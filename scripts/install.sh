@@ -47,3 +47,11 @@ if [ ! -f "$BIGBENCH/bigbench-1.0.0.tar.gz" ]; then
       || echo "install.sh: could not fetch bigbench==1.0.0; the BIG-bench tests will try again" >&2
   fi
 fi
+
+# The LiteLLM gateway runs in its own environment (litellm[proxy] pins packages the main one
+# must not share), with promptsieve[cpu,redis] and no torch; tests/test_litellm_proxy.py
+# starts it with promptsieve's hook. About 5 minutes the first time, seconds after.
+[ -x .venv-litellm/bin/python ] || python3 -m venv .venv-litellm
+.venv-litellm/bin/python -m pip install -q -U pip
+.venv-litellm/bin/python -m pip install -q "litellm[proxy]>=1.60" -e ".[cpu,redis]" \
+  || echo "install.sh: could not install the LiteLLM proxy; its gateway test will be skipped" >&2

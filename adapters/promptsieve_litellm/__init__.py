@@ -8,8 +8,8 @@ Proxy ``config.yaml``::
 ``proxy_handler`` is built on first access from the environment (:func:`handler_from_env`):
 ``PROMPTSIEVE_STORE`` (``redis://…`` so that every replica shares verdicts, or a SQLite
 path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``, ``PROMPTSIEVE_DELTA``, ``PROMPTSIEVE_RATIOS``
-(comma-separated ladder), and ``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an
-explicit opt-out). SDK::
+(comma-separated ladder), ``PROMPTSIEVE_GUARD=0`` (no instance guard), and
+``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit opt-out). SDK::
 
     import litellm
     from promptsieve_litellm import PromptSieveLiteLLM
@@ -53,9 +53,11 @@ def handler_from_env() -> PromptSieveLiteLLM:
     """
     store_url = os.environ.get("PROMPTSIEVE_STORE", "").strip()
     task = os.environ.get("PROMPTSIEVE_TASK", "").strip() or None
+    guard = os.environ.get("PROMPTSIEVE_GUARD", "1").strip().lower() not in ("0", "false", "no")
     ratio = _float("PROMPTSIEVE_RATIO")
     if ratio is not None:
-        return PromptSieveLiteLLM(Sieve(SieveConfig(verify=False, ratio=ratio)), task=task)
+        fixed = SieveConfig(verify=False, ratio=ratio, guard=guard)
+        return PromptSieveLiteLLM(Sieve(fixed), task=task)
     gate_kw: dict[str, Any] = {}
     for name, key in (("PROMPTSIEVE_TAU", "tau"), ("PROMPTSIEVE_DELTA", "delta")):
         value = _float(name)
@@ -74,7 +76,7 @@ def handler_from_env() -> PromptSieveLiteLLM:
         store: Any = RedisStore(store_url)
     else:
         store = SQLiteStore(store_url or None)
-    sieve = Sieve(SieveConfig(gate=config), gate=Gate(store, config))
+    sieve = Sieve(SieveConfig(gate=config, guard=guard), gate=Gate(store, config))
     return PromptSieveLiteLLM(sieve, task=task)
 
 

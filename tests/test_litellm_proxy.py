@@ -1,0 +1,174 @@
+"""The real LiteLLM proxy process on 127.0.0.1 with promptsieve's hook loaded from its config.
+
+The proxy runs from its own environment (``.venv-litellm``, built by ``scripts/install.sh``
+with ``litellm[proxy]`` and ``promptsieve[cpu,redis]`` — no torch: the proxy graphs come
+from a folder built by ``promptsieve export``). Its upstream is the scripted OpenAI-compatible
+server; verdicts live in a real redis-server. Requests go through the proxy with the OpenAI
+client: the task is screened in shadow (comparisons go out through the proxy's router), it
+passes, and later requests reach the upstream compressed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _scripted_server import ScriptedServer
+from test_store import redis_url  # noqa: F401 - the session's real redis-server fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+LITELLM = Path(os.environ.get("PROMPTSIEVE_LITELLM_PROXY", ROOT / ".venv-litellm/bin/litellm"))
+LONG = " ".join(f"Sentence {i} of the retrieved passage about the harbour and its cranes."
+                for i in range(30))  # fmt: skip
+QUESTION = "Where are the cranes?"
+SYSTEM = "Be brief."
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "glossary",
+            "parameters": {"type": "object", "properties": {"w": {"type": "string"}}},
+        },
+    }
+]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prebuilt(proxy_cache_dir: Path) -> Path:
+    """The proxy graphs, built once with ``promptsieve export`` (this venv has [export])."""
+    from promptsieve.proxy._artifacts import export_all
+
+    export_all(proxy_cache_dir)
+    return proxy_cache_dir
+
+
+@pytest.fixture()
+def gateway(
+    tmp_path: Path,
+    prebuilt: Path,
+    redis_url: str,  # noqa: F811
+) -> Iterator[tuple[str, str, ScriptedServer, Path]]:
+    if not LITELLM.is_file():
+        pytest.skip(f"no LiteLLM proxy at {LITELLM} (scripts/install.sh builds .venv-litellm)")
+    with ScriptedServer() as upstream:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "model_list:\n"
+            "  - model_name: gpt-4o-mini\n"
+            "    litellm_params:\n"
+            "      model: openai/gpt-4o-mini\n"
+            f"      api_base: {upstream.url}\n"
+            "      api_key: sk-upstream\n"
+            "litellm_settings:\n"
+            "  callbacks: promptsieve_litellm.proxy_handler\n"
+        )
+        port, key = _free_port(), "sk-" + secrets.token_hex(24)
+        env = {
+            **os.environ,
+            "LITELLM_MASTER_KEY": key,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PROMPTSIEVE_PROXY_DIR": str(prebuilt),
+            "PROMPTSIEVE_CACHE_DIR": str(tmp_path / "cache"),
+            "PROMPTSIEVE_STORE": redis_url,
+            "PROMPTSIEVE_TASK": f"harbour-{time.monotonic_ns()}",
+            "PROMPTSIEVE_TAU": "0.6",
+            "PROMPTSIEVE_RATIOS": "0.5",
+            "PROMPTSIEVE_GUARD": "0",
+        }
+        env.pop("VIRTUAL_ENV", None)
+        log = tmp_path / "proxy.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [
+                    str(LITELLM),
+                    "--config",
+                    str(config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=tmp_path,
+            )
+        try:
+            _wait_up(port, proc, log)
+            yield f"http://127.0.0.1:{port}/v1", key, upstream, log
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_up(port: int, proc: subprocess.Popen[Any], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("the LiteLLM proxy exited:\n" + log.read_text()[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail("the LiteLLM proxy did not come up:\n" + log.read_text()[-3000:])
+
+
+def _user(body: dict[str, Any]) -> str:
+    return str(body["messages"][1]["content"])
+
+
+def test_gateway_screens_then_compresses(gateway: tuple[str, str, ScriptedServer, Path]) -> None:
+    from openai import OpenAI
+
+    url, key, upstream, log = gateway
+    client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=60)
+    original = f"{LONG}\n\n{QUESTION}"
+    full = len(SYSTEM.split()) + len(original.split())  # the upstream counts words as tokens
+    sent: list[int] = []
+    for _ in range(25):
+        r = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": original}],
+            tools=TOOLS,
+        )
+        assert r.choices[0].message.content == "ok" and r.usage is not None
+        sent.append(r.usage.prompt_tokens)  # what the live request carried
+        if sent[-1] < full:
+            break
+        time.sleep(0.5)  # the success callback and its comparison run after the response
+    text = log.read_text()
+    assert sent[-1] < full, f"no live request was compressed ({sent}):\n" + text[-3000:]
+    assert sent[0] == full  # screening first: the original went out
+    bodies = [b for b in upstream.bodies() if isinstance(b, dict) and b.get("messages")]
+    compressed = [b for b in bodies if _user(b) != original]
+    # shadow comparisons (through the proxy's router) before the live compressed request
+    assert len(compressed) >= 2, f"{len(bodies)} upstream calls, {len(compressed)} compressed"
+    for b in bodies:
+        assert b["messages"][0] == {"role": "system", "content": SYSTEM}
+        assert b["tools"] == TOOLS
+        assert QUESTION in _user(b)
+    assert "Traceback" not in text
