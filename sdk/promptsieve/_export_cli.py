@@ -34,9 +34,13 @@ def export_command(
     from promptsieve.proxy._runtime import ProxyConfig
 
     # The folder being built is not read as a prebuilt one (it may not exist yet).
-    os.environ.pop(PROXY_DIR_ENV, None)
+    saved = os.environ.pop(PROXY_DIR_ENV, None)
     try:
-        config = ProxyConfig(fp16=fp16, scorer_int8=scorer_int8)
+        try:
+            config = ProxyConfig(fp16=fp16, scorer_int8=scorer_int8)
+        finally:
+            if saved is not None:
+                os.environ[PROXY_DIR_ENV] = saved
         names = ", ".join(a.name for a in ARTIFACTS if not only or a.name in only)
         typer.echo(f"building: {names}", err=True)
         done = export_all(out, config, only=only)
