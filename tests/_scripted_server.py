@@ -28,6 +28,7 @@ __all__ = [
     "completion_chunks",
     "error",
     "prompt_words",
+    "response_events",
     "response_object",
 ]
 
@@ -241,7 +242,11 @@ def chat_completion(
     }
 
 
-def chat_chunks(pieces: Sequence[str], model: str = "gpt-4o-mini") -> list[dict[str, Any]]:
+def chat_chunks(
+    pieces: Sequence[str], model: str = "gpt-4o-mini", *, usage: int | None = None
+) -> list[dict[str, Any]]:
+    """Chat chunks; ``usage``: a last chunk with no choices and that many prompt tokens
+    (what ``stream_options={"include_usage": True}`` makes a server send)."""
     out = []
     for i, p in enumerate(pieces):
         delta = {"role": "assistant", "content": p} if i == 0 else {"content": p}
@@ -263,7 +268,38 @@ def chat_chunks(pieces: Sequence[str], model: str = "gpt-4o-mini") -> list[dict[
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
         }
     )
+    if usage is not None:
+        out.append(
+            {
+                "id": "chatcmpl-s",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [],
+                "usage": _usage(usage),
+            }
+        )
     return out
+
+
+def response_events(text: str = "ok", *, input_tokens: int = 10) -> list[dict[str, Any]]:
+    """A Responses API event stream: created, one text delta per character, completed."""
+    final = response_object(text, input_tokens=input_tokens)
+    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant",
+            "content": []}  # fmt: skip
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**final, "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}},
+    ]  # fmt: skip
+    for ch in text:
+        events.append(
+            {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+             "content_index": 0, "delta": ch, "logprobs": []}
+        )  # fmt: skip
+    events.append({"type": "response.completed", "response": final})
+    return [{**e, "sequence_number": i} for i, e in enumerate(events)]
 
 
 def completion(text: str = " ok", *, prompt_tokens: int = 10, model: str = "m") -> dict[str, Any]:
@@ -359,13 +395,16 @@ def default_responder(rec: Recorded) -> Reply:
     path = rec.path.split("?", 1)[0]  # beta resources add ?beta=true
     if path.endswith("/chat/completions"):
         if body.get("stream"):
-            return Reply(sse=chat_chunks(["o", "k"]))
+            with_usage = (body.get("stream_options") or {}).get("include_usage")
+            return Reply(sse=chat_chunks(["o", "k"], usage=words if with_usage else None))
         return Reply(json=chat_completion("ok", prompt_tokens=words))
     if path.endswith("/completions"):
         if body.get("stream"):
             return Reply(sse=completion_chunks([" o", "k"]))
         return Reply(json=completion(" ok", prompt_tokens=words))
     if path.endswith("/responses"):
+        if body.get("stream"):
+            return Reply(sse=response_events("ok", input_tokens=words))
         return Reply(json=response_object("ok", input_tokens=words))
     return error(404, f"no such path {rec.path}")
 

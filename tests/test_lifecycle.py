@@ -410,6 +410,50 @@ def test_context_manager_closes(driver: str) -> None:
     assert sieve.closed
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_deferred_live_output_finishes_once(driver: str) -> None:
+    """A stream read after the block: the comparison starts when it has been read."""
+    sieve, gate = _sieve(shadow(0.5))
+    target = Target()
+    req = _req()
+    if driver == "sync":
+        with sieve.call(
+            req, "t", original=req.prompt, rebuild=_identity, send_variant=target.send
+        ) as call:
+            call.defer()
+        assert target.seen == [] and gate.records == []  # nothing until it is read
+        call.finish(TargetOutput("Paris"), 12)
+        call.finish(None)  # once only
+        call.drop()
+        assert sieve.flush(5)
+    else:
+
+        async def go() -> None:
+            async with sieve.call(
+                req, "t", original=req.prompt, rebuild=_identity, send_variant=target.asend
+            ) as call:
+                call.defer()
+            assert target.seen == [] and gate.records == []
+            await call.afinish(TargetOutput("Paris"), 12)
+            await call.afinish(None)
+            call.drop()
+            assert await sieve.aflush(5)
+
+        asyncio.run(go())
+    assert len(target.seen) == 1 and _slots(gate) == [True]
+    assert sieve.stats.usage_reports == 1 and sieve.stats.prompt_tokens_reported == 12
+
+
+def test_deferred_output_never_read_frees_the_slot() -> None:
+    sieve, gate = _sieve(shadow(0.5))
+    req = _req()
+    with sieve.call(req, "t", original=req.prompt, rebuild=_identity, send_variant=None) as call:
+        call.defer()
+    call.drop()
+    call.drop()
+    assert _slots(gate) == [None]
+
+
 def test_plan_reason_is_a_literal_and_prepare_returns_the_plan() -> None:
     import typing
 

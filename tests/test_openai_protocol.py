@@ -400,7 +400,9 @@ def test_shadow_sends_original_live_and_compressed_in_background(server: Scripte
     assert sieve.stats.screening_calls == 1 and sieve.stats.comparisons == 1
 
 
-def test_shadow_on_a_stream_compares_two_plain_calls(server: ScriptedServer) -> None:
+def test_shadow_on_a_stream_read_to_the_end_uses_the_streamed_answer(
+    server: ScriptedServer,
+) -> None:
     gate = ScriptedGate(shadow(0.5))
     sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
     client = wrap_openai(_client(server), sieve)
@@ -413,11 +415,62 @@ def test_shadow_on_a_stream_compares_two_plain_calls(server: ScriptedServer) -> 
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
     assert sieve.flush(10)
     bodies = server.bodies()
-    assert len(bodies) == 3 and bodies[0]["stream"] is True
-    for b in bodies[1:]:
-        assert "stream" not in b and "stream_options" not in b
+    # the live answer was read from the stream: only the compressed variant goes out again
+    assert len(bodies) == 2 and bodies[0]["stream"] is True
+    assert "stream" not in bodies[1] and "stream_options" not in bodies[1]
+    assert len(bodies[1]["messages"][0]["content"]) < len(long_text(2))
+    assert gate.records[0][2] is True and sieve.stats.screening_calls == 1
+    assert sieve.stats.usage_reports == 1  # from the include_usage chunk
+
+
+def test_shadow_on_a_stream_closed_early_compares_two_plain_calls(server: ScriptedServer) -> None:
+    server.push(Reply(sse=chat_chunks(["o", "k", "!"])))
+    gate = ScriptedGate(shadow(0.5))
+    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    client = wrap_openai(_client(server), sieve)
+    with client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": long_text(2)}], stream=True
+    ) as stream:
+        next(iter(stream))  # read one chunk, then leave: the stream is closed early
+    stream._iterator.close()  # type: ignore[attr-defined]  # what dropping it does, now
+    assert sieve.flush(10)
+    bodies = server.bodies()
+    assert len(bodies) == 3 and all("stream" not in b for b in bodies[1:])
     assert sorted(len(b["messages"][0]["content"]) for b in bodies[1:])[1] == len(long_text(2))
-    assert gate.records[0][2] is True and sieve.stats.screening_calls == 2
+    assert sieve.stats.screening_calls == 2 and gate.records[0][2] is True
+
+
+def test_stream_keeps_its_type_and_reports_usage(server: ScriptedServer) -> None:
+    sieve = _fixed()
+    client = wrap_openai(_client(server), sieve)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": long_text(2)}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert type(stream) is openai.Stream
+    chunks = list(stream)
+    assert chunks[-1].usage is not None and chunks[-1].choices == []  # the caller sees it too
+    words = len(server.bodies()[0]["messages"][0]["content"].split())
+    assert sieve.stats.usage_reports == 1 and sieve.stats.prompt_tokens_reported == words
+    plain = client.completions.create(model="m", prompt=long_text(1), stream=True)
+    assert "".join(c.choices[0].text for c in plain) == " ok"
+    assert sieve.stats.usage_reports == 1  # no usage asked for, none reported
+
+
+async def test_async_responses_stream_reports_usage(server: ScriptedServer) -> None:
+    sieve = _fixed()
+    client = wrap_openai(_aclient(server), sieve)
+    stream = await client.responses.create(model=MODEL, input=long_text(2), stream=True)
+    assert type(stream) is openai.AsyncStream
+    kinds = [event.type async for event in stream]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    words = len(server.bodies()[0]["input"].split())
+    assert sieve.stats.usage_reports == 1 and sieve.stats.prompt_tokens_reported == words
+    async with client.responses.stream(model=MODEL, input=long_text(2)) as s:
+        final = await s.get_final_response()
+    assert final.output_text == "ok" and sieve.stats.usage_reports == 2
 
 
 def test_monitor_sends_original_in_background(server: ScriptedServer) -> None:

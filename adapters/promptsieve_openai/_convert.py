@@ -18,7 +18,7 @@ from openai.types.responses import Response
 
 from promptsieve.fidelity import TargetOutput
 
-__all__ = ["background_kwargs", "read_response"]
+__all__ = ["background_kwargs", "read_response", "responses_output"]
 
 Endpoint = str  # "chat" | "completions" | "responses"
 
@@ -59,7 +59,7 @@ def read_response(result: Any) -> tuple[TargetOutput | None, int | None]:
         text = obj.choices[0].text if obj.choices else ""
         return TargetOutput(text or ""), (obj.usage.prompt_tokens if obj.usage else None)
     if isinstance(obj, Response):
-        return _responses_output(obj), (obj.usage.input_tokens if obj.usage else None)
+        return responses_output(obj), (obj.usage.input_tokens if obj.usage else None)
     return None, None
 
 
@@ -81,7 +81,8 @@ def _chat_output(obj: ChatCompletion) -> TargetOutput:
     return TargetOutput(msg.content or "", tuple(calls))
 
 
-def _responses_output(obj: Response) -> TargetOutput:
+def responses_output(obj: Response) -> TargetOutput:
+    """The output of a Responses API ``Response``: its text and function/custom tool calls."""
     calls: list[tuple[str, str]] = []
     for item in obj.output:
         if item.type == "function_call":

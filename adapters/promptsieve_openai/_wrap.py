@@ -16,11 +16,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
 
 from promptsieve import Call, Prompt, Sieve, TargetOutput
 from promptsieve.convert import OpenAIRequest, from_openai
 from promptsieve_openai._convert import background_kwargs, read_response
+from promptsieve_openai._streams import watch_async_stream, watch_stream
 
 _ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
@@ -134,7 +135,11 @@ def _sync_create(endpoint: str, original: Callable[..., Any], state: _State) -> 
 
         with _call(state, conv, send_variant) as call:
             result = original(**call.payload)  # the target's own errors reach the caller
-            call.read(read_response, result)
+            if isinstance(result, Stream):  # finished when the caller has read it
+                call.defer()
+                watch_stream(result, call.finish, call.drop)
+            else:
+                call.read(read_response, result)
         return result
 
     return create
@@ -152,7 +157,11 @@ def _async_create(endpoint: str, original: Callable[..., Any], state: _State) ->
 
         async with _call(state, conv, send_variant) as call:
             result = await original(**call.payload)
-            call.read(read_response, result)
+            if isinstance(result, AsyncStream):
+                call.defer()
+                watch_async_stream(result, call.afinish, call.drop)
+            else:
+                call.read(read_response, result)
         return result
 
     return create

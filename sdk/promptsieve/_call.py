@@ -18,6 +18,7 @@ Nothing here raises: bookkeeping faults are counted and logged by type.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -58,6 +59,9 @@ class Call(Generic[_P]):
         self._send = send_variant
         self._output: TargetOutput | None = None
         self._usage: int | None = None
+        self._deferred = False
+        self._lock = threading.Lock()
+        self._finished = False
 
     # -- entering -------------------------------------------------------------------------
     def __enter__(self) -> Call[_P]:
@@ -96,10 +100,46 @@ class Call(Generic[_P]):
             output, usage = None, None
         self.observe(output, usage)
 
+    # -- a live output that arrives later (a stream) ---------------------------------------
+    def defer(self) -> None:
+        """The live output arrives after the block (a stream the caller reads later):
+        leaving the block normally does not finish the call; :meth:`finish` /
+        :meth:`afinish` does, or :meth:`drop` when it will never come. Each happens once."""
+        self._deferred = True
+
+    def finish(self, output: TargetOutput | None, usage_prompt_tokens: int | None = None) -> None:
+        """The deferred live output has arrived: start the comparison (on a thread)."""
+        if self._take():
+            self.sieve.observe(self.plan, output, usage_prompt_tokens=usage_prompt_tokens,
+                               send_variant=self._send)  # fmt: skip
+
+    async def afinish(
+        self, output: TargetOutput | None, usage_prompt_tokens: int | None = None
+    ) -> None:
+        """:meth:`finish` for ``async with`` (the comparison runs as an asyncio task)."""
+        if self._take():
+            await self.sieve.aobserve(self.plan, output, usage_prompt_tokens=usage_prompt_tokens,
+                                      send_variant=self._send)  # fmt: skip
+
+    def drop(self) -> None:
+        """The deferred output will never come (a stream dropped unread): free the slot."""
+        if self._take():
+            self.sieve.abandon(self.plan)
+
+    def _take(self) -> bool:
+        with self._lock:
+            first = not self._finished
+            self._finished = True
+            return first
+
     # -- leaving --------------------------------------------------------------------------
     # Leaving normally, or by GeneratorExit (a stream closed early), starts the comparison;
     # any other exception means the live call failed: its shadow slot is freed.
     def _compare(self, exc_type: type[BaseException] | None) -> bool:
+        if self._deferred and exc_type is None:
+            return False  # finish()/afinish()/drop() will
+        if not self._take():
+            return False
         if exc_type is None or issubclass(exc_type, GeneratorExit):
             return True
         self.sieve.abandon(self.plan)
