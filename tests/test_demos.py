@@ -260,3 +260,22 @@ def test_demo_compressor_ladder_and_fail_open(scorer: CosineScorer, tmp_path: Pa
     assert broken.wait(60) is None
     out = broken.compress(prompt, ratio=0.5)
     assert not out.changed and out.prompt == prompt
+
+
+def test_without_lm_proxy_the_head_ranks(
+    proxy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from promptsieve import demos
+    from promptsieve.proxy.lm import LMProxyConfig
+
+    monkeypatch.setattr(demos.HeadDemoScorer, "proxy", property(lambda self: proxy))
+    fake = tmp_path / "absent.gguf"
+    lm = LMProxyConfig(gguf=fake, cache_dir=tmp_path, allow_export=False, download=False)
+    a = attribute_demos(DEMOS, VAL, fmt=FMT, config=DemoAttributionConfig(lm=lm, cache=False))
+    assert a.method == "head" and len(a.values) == len(DEMOS)
+    assert abs(sum(a.values)) < 1e-6  # centred scores, not Shapley values
+    with pytest.raises(ConfigError, match="not found"):
+        attribute_demos(DEMOS, VAL, fmt=FMT,
+                        config=DemoAttributionConfig(lm=lm, fallback=False))  # fmt: skip
+    with pytest.raises(ConfigError, match="not found"):
+        clean_demos(DEMOS, VAL, fmt=FMT, config=DemoAttributionConfig(lm=lm))

@@ -153,6 +153,10 @@ class DemoAttributionConfig:
     "kernel". ``samples``: Kernel SHAP coalitions (the paper uses 1,000 perturbations).
     ``max_validation``: validation requests used (the first ones). ``cache_dir=None``:
     ``<promptsieve cache>/demos``; ``cache=False`` neither reads nor writes it.
+    ``fallback``: when no scorer is given and the LM proxy cannot be loaded (not exported and
+    ``promptsieve[export]`` missing, or its GGUF unavailable), rank with the MiniLM head
+    (:class:`HeadDemoScorer`) instead of raising. ``lm``: the
+    :class:`promptsieve.proxy.lm.LMProxyConfig` of the default scorer (None: its defaults).
     """
 
     method: Literal["auto", "exact", "kernel"] = "auto"
@@ -162,6 +166,8 @@ class DemoAttributionConfig:
     max_validation: int = 8
     cache: bool = True
     cache_dir: Path | None = None
+    fallback: bool = True
+    lm: Any = None
 
     def __post_init__(self) -> None:
         if self.method not in ("auto", "exact", "kernel"):
@@ -564,7 +570,8 @@ def attribute_demos(
         raise ConfigError(
             f"validation answers {empty} are empty: the proxy can only score a non-empty answer"
         )
-    scorer = scorer if scorer is not None else LMDemoScorer()
+    if scorer is None:
+        scorer = _default_scorer(config)
     t0 = time.perf_counter()
     if isinstance(scorer, HeadDemoScorer):
         vals = scorer.scores(demos, validation, fmt)
@@ -614,6 +621,18 @@ def attribute_demos(
         n, method, len(needed), attr.seconds,
     )  # fmt: skip
     return attr
+
+
+def _default_scorer(config: DemoAttributionConfig) -> CoalitionScorer | HeadDemoScorer:
+    lm = LMDemoScorer(config=config.lm)
+    try:
+        _ = lm.lm  # load (or export) now, so that a missing LM proxy is known here
+    except ConfigError as exc:
+        if not config.fallback:
+            raise
+        log.warning("no LM proxy (%s); ranking demonstrations with the MiniLM head", exc)
+        return HeadDemoScorer()
+    return lm
 
 
 def _check_scorable(mat: np.ndarray, validation: Sequence[ValidationExample]) -> None:
@@ -741,6 +760,7 @@ def clean_demos(
     if isinstance(scorer, HeadDemoScorer):
         raise ConfigError("cleaning needs Shapley values from the LM proxy, not the head ranking")
     demos = tuple(demos)
+    config = replace(config or DemoAttributionConfig(), fallback=False)
     attr = attribute_demos(demos, validation, fmt=fmt, config=config, scorer=scorer)
     removed = tuple(attr.negative(margin)) if attr.method != "none" else ()
     kept = tuple(i for i in range(len(demos)) if i not in removed)
