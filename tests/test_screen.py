@@ -537,3 +537,14 @@ def test_cli_labelled_and_noise(
     )
     report = json.loads(res.output)
     assert report["mode"] == "labelled" and report["ratios"][0]["original_correct"] == 40
+
+
+def test_a_compressor_that_raises_skips_the_sample(server: _Server) -> None:
+    def flaky(body: dict[str, Any], ratio: float) -> dict[str, Any]:
+        if "Document 2:" in body["messages"][1]["content"]:
+            raise ValueError("compressor bug")
+        return drop_words(body, ratio)
+
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("c", make_samples(35), target, ScreenConfig(ratios=(0.8,)), compress=flaky)
+    assert result.ratios[0].skipped == 1 and result.ratios[0].n == 30 and result.passed

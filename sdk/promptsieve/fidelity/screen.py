@@ -305,6 +305,16 @@ class _Run:
                 self.originals[i] = out
         return out
 
+    def compressed(self, i: int, ratio: float) -> TargetOutput | None:
+        """The target's answer to sample ``i`` compressed at ``ratio``; None when the
+        compressor or the target failed (the sample is then skipped, not counted)."""
+        try:
+            body = self.compress(self.bodies[i], ratio)
+        except Exception as exc:
+            log.warning("sample %d: compression failed (%s); skipped", i, type(exc).__name__)
+            return None
+        return self.call(body)
+
     def label(self, i: int, out: TargetOutput) -> Any:
         assert self.judge is not None
         return _judged(self.judge, self.samples[i], out, self.cfg.judge_timeout_s)
@@ -416,9 +426,9 @@ def _agreement_ratio(ratio: float, run: _Run) -> RatioResult:
     test = SequentialTest(cfg.tau, cfg.delta, cfg.budget)
     state = test.state
     skipped = 0
-    for i, body in enumerate(run.bodies[: cfg.budget]):
+    for i in range(min(cfg.budget, len(run.bodies))):
         original = run.original(i)
-        compressed = run.call(run.compress(body, ratio)) if original is not None else None
+        compressed = run.compressed(i, ratio) if original is not None else None
         if original is None or compressed is None:
             skipped += 1
             continue
@@ -439,7 +449,7 @@ def _labelled_ratio(ratio: float, run: _Run) -> RatioResult:
     test = NonInferiorityTest(cfg.delta, cfg.budget, epsilon=cfg.epsilon, rho=cfg.rho)
     state = test.state
     skipped = 0
-    for i, body in enumerate(run.bodies[: cfg.budget]):
+    for i in range(min(cfg.budget, len(run.bodies))):
         original = run.original(i)
         if original is None:
             skipped += 1
@@ -447,7 +457,7 @@ def _labelled_ratio(ratio: float, run: _Run) -> RatioResult:
         if i not in run.original_labels:
             run.original_labels[i] = run.label(i, original)
         o_label = run.original_labels[i]
-        compressed = run.call(run.compress(body, ratio)) if o_label is not _NOT_COUNTED else None
+        compressed = run.compressed(i, ratio) if o_label is not _NOT_COUNTED else None
         c_label = run.label(i, compressed) if compressed is not None else _NOT_COUNTED
         if o_label is _NOT_COUNTED or c_label is _NOT_COUNTED:
             skipped += 1
