@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -452,6 +453,30 @@ def test_deferred_output_never_read_frees_the_slot() -> None:
     call.drop()
     call.drop()
     assert _slots(gate) == [None]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_queued_shadow_whose_verdict_moved_on_spends_nothing(driver: str, tmp_path: Path) -> None:
+    """A shadow comparison still queued when the ratio stopped being under test (the verdict
+    passed or failed meanwhile) costs neither a compression nor a target call."""
+    from promptsieve import Gate, GateConfig, SQLiteStore, VerdictState
+
+    gate = Gate(SQLiteStore(tmp_path / "v.db"), GateConfig(ratios=(0.5,), seed=0))
+    comp = WordDropCompressor()
+    sieve = Sieve(SieveConfig(guard=False), compressor=comp, gate=gate)
+    target = Target()
+
+    def move_on(payload: Prompt) -> TargetOutput:
+        key = sieve.verdict_key("t", MODEL)
+        v = gate.verdict(key)
+        assert v is not None and v.state is VerdictState.SCREENING
+        moved = v.replace(state=VerdictState.PASSED, ratio=0.5)
+        assert gate.store.put(key, moved, expected_version=v.version)
+        return TargetOutput("Paris")
+
+    call = run(driver, sieve, target, live=move_on)
+    assert call.plan.reason == "shadow"
+    assert target.seen == [] and comp.calls == 0 and sieve.stats.comparisons == 0
 
 
 def test_plan_reason_is_a_literal_and_prepare_returns_the_plan() -> None:

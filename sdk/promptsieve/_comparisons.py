@@ -108,6 +108,23 @@ class Comparisons:
             )
         sieve.abandon(plan)
 
+    def still_under_test(self, plan: Plan) -> bool:
+        """Whether the shadow plan's ratio is still the one under test (a queued comparison
+        whose verdict has moved on would spend a compression and a target call for nothing).
+        True when the gate cannot tell (a GateLike without ``verdict``, a store outage)."""
+        read = getattr(self._sieve.gate, "verdict", None)
+        if read is None or plan.key is None or plan.ratio is None:
+            return True
+        try:
+            verdict = read(plan.key)
+        except Exception:
+            return True
+        if verdict is None:
+            return True
+        testing = getattr(verdict, "testing", None)
+        state = getattr(getattr(verdict, "state", None), "value", None)
+        return state == "screening" and testing is not None and abs(testing - plan.ratio) < 1e-9
+
     def started(self, job: Job, runner: Runner) -> None:
         job.runner = runner
         runner.add_done_callback(lambda _r: self._finished(job))

@@ -277,6 +277,10 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
         else:
             assert plan.ratio is not None
             prompt, ratio = plan.request.prompt, plan.ratio
+            if not (yield Blocking(lambda: sieve.comparisons.still_under_test(plan))):
+                # queued while the verdict moved on (passed, failed): spend nothing on it
+                yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
+                return
             variant: Variant = yield Compute(lambda: sieve.variant(prompt, ratio))
             if variant.prompt is None:  # apply would send the original too: nothing to test
                 sieve.stats.add(guard_skips=int(variant.reason == "guard"))
