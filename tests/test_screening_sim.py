@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from benchmarks.screening_sim import agreement_times, ebh_simulation, t_interval_times, wilson
 
+from promptsieve import ConfigError
 from promptsieve.fidelity import SequentialTest, e_bh
 
 TAU, DELTA, N = 0.9, 0.05, 50
@@ -48,10 +50,6 @@ def test_e_bh_procedure() -> None:
     assert e_bh(e, 0.05, k_total=40) == set()  # 100 < 40 / 0.05
     assert e_bh({"x": float("inf"), "y": float("nan")}, 0.05) == {"x"}
     assert e_bh({}, 0.05) == set()
-    import pytest
-
-    from promptsieve import ConfigError
-
     with pytest.raises(ConfigError, match="q must be"):
         e_bh(e, 1.5)
     with pytest.raises(ConfigError, match="k_total"):
