@@ -1,0 +1,199 @@
+"""Report for the demonstration benchmarks: ``results/demos/report.md`` from the JSONL records.
+
+- (a) share of demonstrations removed per method (mean over task × repeat, 95 % bootstrap
+  interval), proxy as a share of oracle, and paired comparisons of proxy against random and
+  self-information (Wilcoxon signed-rank over the same draws, ``scipy.stats.wilcoxon``);
+- (b) target accuracy after cleaning (Wilson intervals via ``binomtest().proportion_ci``),
+  McNemar (exact binomial on discordant test questions) for proxy against random deletion
+  and against no cleaning;
+- (c) cost: proxy seconds and tokens against the oracle's target calls and tokens;
+  attribution time for an 8-demonstration task.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest, wilcoxon
+
+RESULTS = Path(__file__).resolve().parent / "results" / "demos"
+METHODS = ("proxy", "oracle", "random", "selfinfo", "head")
+
+
+def _load(name: str) -> list[dict[str, Any]]:
+    p = RESULTS / name
+    if not p.is_file():
+        return []
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+def _boot(x: list[float], seed: int = 0) -> tuple[float, float]:
+    if len(x) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(x)
+    means = arr[rng.integers(0, len(arr), size=(5000, len(arr)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _mcnemar(a: list[int], b: list[int]) -> tuple[int, int, float]:
+    """Discordant counts (a right / b wrong, a wrong / b right) and the exact two-sided p."""
+    n10 = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    n01 = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    p = binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0
+    return n10, n01, float(p)
+
+
+def _paired(a: list[float], b: list[float]) -> str:
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if sum(1 for v in d if v != 0) < 1:
+        return f"n={len(d)}, all ties"
+    try:
+        p = wilcoxon(a, b, zero_method="zsplit").pvalue
+    except ValueError as exc:
+        return f"n={len(d)}: {exc}"
+    wins = sum(1 for v in d if v > 0)
+    losses = sum(1 for v in d if v < 0)
+    return f"n={len(d)}, {wins} wins / {losses} losses, Wilcoxon p = {p:.3g}"
+
+
+def part_a(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(a) no finished draws yet."]
+    methods = [m for m in METHODS if all(m in r["methods"] for r in rows)]
+    tasks = sorted({r["task"] for r in rows})
+    out = [
+        f"### (a) Share of demonstrations removed at ≥ 0.9 × full-prompt accuracy "
+        f"({len(rows)} draws: {len(tasks)} tasks × repeats; target {rows[0]['target']}, "
+        f"{rows[0]['n_demos']} demonstrations, {rows[0]['n_val']} validation requests, "
+        f"{rows[0]['n_test']} test questions per draw)",
+        "",
+        "| task | draws | full acc | zero-shot acc | " + " | ".join(methods) + " |",
+        "|---|---|---|---|" + "---|" * len(methods),
+    ]
+    for t in tasks:
+        rs = [r for r in rows if r["task"] == t]
+        full = np.mean([r["full_acc"] for r in rs])
+        zs = [r["zero_shot_acc"] for r in rs if r.get("zero_shot_acc") is not None]
+        zs_s = f"{np.mean(zs):.2f}" if zs else "–"
+        cells = [f"{np.mean([r['methods'][m]['share'] for r in rs]):.1%}" for m in methods]
+        out.append(f"| {t} | {len(rs)} | {full:.2f} | {zs_s} | " + " | ".join(cells) + " |")
+    means = {m: [r["methods"][m]["share"] for r in rows] for m in methods}
+    cells = []
+    for m in methods:
+        lo, hi = _boot(means[m])
+        cells.append(f"**{np.mean(means[m]):.1%}** [{lo:.0%}, {hi:.0%}]")
+    out.append("| **mean** | " + f"{len(rows)} | | | " + " | ".join(cells) + " |")
+    out.append("")
+    if "proxy" in means and "oracle" in means and np.mean(means["oracle"]) > 0:
+        out.append(
+            f"Proxy share / oracle share: {np.mean(means['proxy']) / np.mean(means['oracle']):.1%}"
+            " (goal ≥ 95 %; the paper: 91.3 %)."
+        )
+    for other in ("random", "selfinfo", "head"):
+        if "proxy" in means and other in means:
+            out.append(f"- proxy vs {other}: {_paired(means['proxy'], means[other])}")
+    out.append("")
+    return out
+
+
+def part_b(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(b) no finished draws yet."]
+    r0 = rows[0]
+    out = [
+        f"### (b) Poisoned demonstrations ({len(rows)} draws of {r0['task']}: {r0['n_demos']} "
+        f"demonstrations, {len(r0['flipped'])} flipped labels, {r0['n_test']} test questions "
+        f"per draw; target {r0['target']}; Kernel SHAP, {r0['samples']} coalitions)",
+        "",
+        "| method | accuracy | 95 % CI | removed (mean) | flipped among removed |",
+        "|---|---|---|---|---|",
+    ]
+    acc: dict[str, list[int]] = {}
+    for m in ("none", "proxy", "oracle", "random"):
+        if not all(m in r["methods"] for r in rows):
+            continue
+        correct = [c for r in rows for c in r["methods"][m]["correct"]]
+        acc[m] = correct
+        lo, hi = _wilson(sum(correct), len(correct))
+        removed = np.mean([len(r["methods"][m].get("removed", [])) for r in rows])
+        fl = sum(r["methods"][m].get("flipped_removed", 0) for r in rows)
+        tot = sum(len(r["methods"][m].get("removed", [])) for r in rows)
+        out.append(f"| {m} | {np.mean(correct):.1%} | [{lo:.0%}, {hi:.0%}] | {removed:.1f} | "
+                   f"{fl}/{tot} |")  # fmt: skip
+    out.append("")
+    if "proxy" in acc and "oracle" in acc and np.mean(acc["oracle"]) > 0:
+        share = np.mean(acc["proxy"]) / np.mean(acc["oracle"])
+        out.append(f"Proxy-cleaned / oracle-cleaned accuracy: {share:.1%} (goal ≥ 98 %).")
+    for other in ("random", "none"):
+        if "proxy" in acc and other in acc:
+            n10, n01, p = _mcnemar(acc["proxy"], acc[other])
+            out.append(f"- proxy vs {other}: McNemar {n10} vs {n01} discordant, exact p = {p:.3g}")
+    out.append("")
+    return out
+
+
+def part_c(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], timing: list[dict[str, Any]]
+) -> list[str]:
+    out = ["### (c) Cost of attribution: proxy vs oracle", ""]
+    rows = []
+    for part, rs in (("a", a), ("b", b)):
+        for r in rs:
+            p, o = r["methods"].get("proxy"), r["methods"].get("oracle")
+            if p and o and not p.get("cached") and not o.get("cached"):
+                rows.append((part, r, p, o))
+    if rows:
+        out += [
+            "| part | draws | proxy s (mean) | proxy tokens | target calls (proxy) | "
+            "oracle target calls | oracle billed prompt tokens | oracle s (mean) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for part in ("a", "b"):
+            rs = [x for x in rows if x[0] == part]
+            if not rs:
+                continue
+            ps = np.mean([x[2]["seconds"] for x in rs])
+            pt = np.mean([x[2].get("proxy_tokens", 0) for x in rs])
+            oc = np.mean([x[3]["target"].get("calls", 0) for x in rs])
+            ot = np.mean([x[3]["target"].get("prompt_tokens", 0) for x in rs])
+            osec = np.mean([x[3]["seconds"] for x in rs])
+            out.append(f"| {part} | {len(rs)} | {ps:.0f} | {pt:.0f} | 0 | {oc:.0f} | {ot:.0f} | "
+                       f"{osec:.0f} |")  # fmt: skip
+        out.append("")
+        out.append("The proxy spends no target call on attribution (0 % of the oracle's); "
+                   "both then share the screening calls of the ladder.")  # fmt: skip
+    else:
+        out.append("No draw with both proxy and oracle computed in this run (both uncached).")
+    for t in timing:
+        out.append(
+            f"- attribution of an 8-demonstration {t['task']} task: {t['seconds']:.0f} s "
+            f"({t['coalitions']} coalitions, {t['proxy_tokens']} proxy tokens, "
+            f"{t['provider']}, int8={t['int8']}, threads={t['threads']}, {t['time']}; "
+            f"loading the proxy {t['load_s']:.0f} s)"
+        )
+    out.append("")
+    return out
+
+
+def main() -> None:
+    a, b, timing = _load("a.jsonl"), _load("b.jsonl"), _load("timing.jsonl")
+    lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]
+    lines += part_a(a) + part_b(b) + part_c(a, b, timing)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

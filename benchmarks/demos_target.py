@@ -1,0 +1,202 @@
+"""The target for the demonstration benchmarks: an embedded Qwen GGUF in llama.cpp, in-process.
+
+One ``llama_cpp.Llama`` serves both what the benchmark asks of the target:
+
+- ``generate``: the greedy reply to a chat prompt (accuracy of the target), and
+- ``score``: the log-probability of an answer after a chat prompt (the *oracle*: the same
+  Shapley procedure as the proxy, run on the target itself, as the paper's "oracle SHAP").
+
+Prompts are laid out with the GGUF's chat template (Qwen's ChatML, default system prompt),
+exactly as llama.cpp's server would. The KV cache is reused across calls: a new prompt only
+feeds the tokens after its longest common prefix with the previous one, so evaluating many
+test questions after the same demonstrations, or coalitions in lexicographic order, costs
+the new tokens only. Every result goes through the benchmark's SQLite call cache
+(:class:`benchmarks.target.CallCache`), so an interrupted run resumes where it stopped.
+
+Cost accounting (:attr:`LlamaTarget.counts`): ``calls`` (what a hosted API would bill as
+requests), ``prompt_tokens`` (what it would bill as input tokens: every call's full prompt)
+and ``computed_tokens`` (what llama.cpp actually fed after prefix reuse).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
+from promptsieve.proxy.lm import chatml
+
+from .target import CallCache
+
+__all__ = ["LlamaTarget", "OracleScorer"]
+
+
+class LlamaTarget:
+    """A Qwen instruct GGUF run in-process (see module docstring)."""
+
+    def __init__(
+        self,
+        model: str = "qwen2.5-coder-1.5b-instruct",
+        *,
+        cache: CallCache | None = None,
+        n_ctx: int = 4096,
+        n_batch: int = 256,
+        n_threads: int | None = None,
+    ) -> None:
+        from llama_cpp import Llama
+
+        from promptsieve.local import gguf_path
+
+        self.model = model
+        self.gguf = str(gguf_path(model))
+        self.identity = f"inproc:{Path(self.gguf).name}"
+        self.cache = cache or CallCache(None)
+        self._n_batch = n_batch
+        self._llm = Llama(
+            model_path=self.gguf,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            logits_all=False,
+            n_threads=n_threads or os.cpu_count() or 2,
+            verbose=False,
+        )
+        self._n_vocab = self._llm.n_vocab()
+        self._cur: list[int] = []  # tokens in the KV cache (sequence 0)
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.seconds = 0.0
+        self._stops = {
+            self._llm.token_eos(),
+            *self._llm.tokenize(b"<|im_end|>", add_bos=False, special=True),
+            *self._llm.tokenize(b"<|endoftext|>", add_bos=False, special=True),
+        }
+
+    def chat_text(self, user: str, system: str | None = None) -> str:
+        opening, closing = chatml(system)
+        return opening + user + closing
+
+    def _tok(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    # -- llama.cpp with prefix reuse ---------------------------------------------------------
+
+    def _feed(self, toks: list[int], logits_from: int) -> np.ndarray:
+        """Make the KV cache hold ``toks``; return log-softmax rows ``(k, vocab)`` predicting
+        the tokens after positions ``logits_from .. len(toks) - 1``."""
+        llm = self._llm
+        p = 0
+        for a, b in zip(self._cur, toks, strict=False):
+            if a != b:
+                break
+            p += 1
+        p = min(p, logits_from, len(toks) - 1)  # positions needing logits are re-fed
+        llm._ctx.kv_cache_seq_rm(0, p, -1)
+        self._cur = self._cur[:p]
+        rows: list[np.ndarray] = []
+        i = p
+        while i < len(toks):
+            batch = toks[i : i + self._n_batch]
+            want = i + len(batch) > logits_from
+            llm._batch.set_batch(batch=batch, n_past=i, logits_all=want)
+            llm._ctx.decode(llm._batch)
+            self.counts["computed_tokens"] += len(batch)
+            if want:
+                raw = np.ctypeslib.as_array(
+                    llm._ctx.get_logits(), shape=(len(batch) * self._n_vocab,)
+                ).reshape(len(batch), self._n_vocab)
+                lo = max(0, logits_from - i)
+                sel = raw[lo:].astype(np.float64)
+                m = sel.max(axis=1, keepdims=True)
+                rows.append(sel - m - np.log(np.exp(sel - m).sum(axis=1, keepdims=True)))
+            self._cur.extend(batch)
+            i += len(batch)
+        return np.concatenate(rows) if rows else np.zeros((0, self._n_vocab))
+
+    def score(self, prompt: str, answer: str) -> float:
+        """log p(answer | prompt) in nats (greedy-free; the target's own probabilities)."""
+        key = CallCache.key(self.identity, "score", {"prompt": prompt, "answer": answer})
+        self.counts["calls"] += 1
+        hit = self.cache.get(key)
+        p_toks = self._tok(prompt)
+        self.counts["prompt_tokens"] += len(p_toks)
+        if hit is not None:
+            return float(hit[0]["logprob"])
+        a_toks = self._tok(answer)
+        t0 = time.perf_counter()
+        with self._lock:
+            lp = self._feed(p_toks + a_toks, len(p_toks) - 1)
+        total = float(sum(lp[j, a_toks[j]] for j in range(len(a_toks))))
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        self.counts["computed_calls"] += 1
+        self.cache.put(key, {"logprob": total}, dt)
+        return total
+
+    def generate(self, prompt: str, max_tokens: int = 12) -> str:
+        """The greedy reply to ``prompt`` (a full chat text), at most ``max_tokens`` tokens."""
+        key = CallCache.key(self.identity, "greedy", {"prompt": prompt, "max": max_tokens})
+        self.counts["calls"] += 1
+        p_toks = self._tok(prompt)
+        self.counts["prompt_tokens"] += len(p_toks)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return str(hit[0]["text"])
+        t0 = time.perf_counter()
+        out: list[int] = []
+        with self._lock:
+            toks = list(p_toks)
+            for _ in range(max_tokens):
+                lp = self._feed(toks, len(toks) - 1)
+                nxt = int(np.argmax(lp[-1]))
+                if nxt in self._stops:
+                    break
+                out.append(nxt)
+                toks.append(nxt)
+        text = self._llm.detokenize(out).decode("utf-8", errors="replace")
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        self.counts["computed_calls"] += 1
+        self.cache.put(key, {"text": text}, dt)
+        return text
+
+
+class OracleScorer:
+    """:class:`promptsieve.demos.CoalitionScorer` on the target itself (the paper's oracle).
+
+    Each coalition × validation request is one target call (a hosted API would bill each);
+    coalitions are visited in lexicographic order so llama.cpp reuses the shared prefix.
+    """
+
+    def __init__(self, target: LlamaTarget) -> None:
+        self.target = target
+
+    @property
+    def fingerprint(self) -> str:
+        return f"oracle:{self.target.identity}"
+
+    def values(
+        self,
+        demos: Sequence[Demonstration],
+        validation: Sequence[ValidationExample],
+        fmt: DemoFormat,
+        coalitions: Sequence[tuple[int, ...]],
+    ) -> np.ndarray:
+        out = np.empty(len(coalitions))
+        for i in sorted(range(len(coalitions)), key=lambda j: coalitions[j]):
+            kept = [demos[k] for k in coalitions[i]]
+            vals = [
+                self.target.score(
+                    self.target.chat_text(fmt.render(kept, v.input), fmt.system),
+                    fmt.render_answer(v.answer),
+                )
+                for v in validation
+            ]
+            out[i] = float(np.mean(vals))
+        return out
