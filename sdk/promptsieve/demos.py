@@ -832,7 +832,8 @@ class DemoCompressor:
     @property
     def fingerprint(self) -> str:
         """Names the demonstration set and the method (part of the sieve's verdict key)."""
-        return f"demos-v{DEMOS_VERSION}-{self._set_hash}-{self.config.resolved_method(2)}"
+        method = self.config.resolved_method(len(self.demos))
+        return f"demos-v{DEMOS_VERSION}-{self._set_hash}-{method}"
 
     @property
     def attribution(self) -> DemoAttribution | None:
