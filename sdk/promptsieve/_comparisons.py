@@ -146,7 +146,7 @@ class Comparisons:
             sieve.stats.add(comparisons_abandoned=1)
         elif outcome == "target_failed":
             sieve.stats.add(comparison_errors=1)
-            sieve.warn_once(
+            sieve._warn_once(
                 f"target:{type(error).__name__}",
                 "promptsieve: the target failed a background comparison (%s); not counted",
                 type(error).__name__,
@@ -159,7 +159,7 @@ class Comparisons:
         """Compare the two outputs under the metric and record the result with the gate."""
         sieve = self._sieve
         plan = job.plan
-        agreed = sieve.agree(original, compressed)
+        agreed = sieve._agree(original, compressed)
         if not job.settle():
             return
         sieve.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))

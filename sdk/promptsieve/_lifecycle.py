@@ -167,13 +167,13 @@ def prepare_flow(sieve: Sieve, request: Request, task: str | None) -> Flow[Plan]
 
         key: VerdictKey | None = None
         if sieve.config.verify:
-            compressor = sieve.loaded_compressor
+            compressor = sieve._loaded_compressor
             if compressor is None:
                 try:
-                    compressor = yield Wait(sieve.load_compressor(), _left(deadline))
+                    compressor = yield Wait(sieve._load_compressor(), _left(deadline))
                 except TimeoutError:
                     stats.add(warming=1, tokens_before=before, tokens_after=before)
-                    sieve.warn_warming()
+                    sieve._warn_warming()
                     return Plan.unchanged(request, "warming", tokens=before)
             if name is None:
                 name = derived_task(request, compressor.fingerprint)
@@ -195,13 +195,13 @@ def prepare_flow(sieve: Sieve, request: Request, task: str | None) -> Flow[Plan]
 
         ratio = decision.ratio
         ctx = contextvars.copy_context()
-        fut = sieve.scoring.submit(ctx.run, sieve.variant, request.prompt, ratio)
+        fut = sieve._scoring.submit(ctx.run, sieve._variant, request.prompt, ratio)
         try:
             variant: Variant = yield Wait(fut, _left(deadline))
         except TimeoutError:
             fut.cancel()
             stats.add(errors=1, timeouts=1, tokens_before=before, tokens_after=before)
-            sieve.warn_timeout()
+            sieve._warn_timeout()
             return Plan.unchanged(request, "timeout", tokens=before, ratio=ratio, **common)
         if variant.prompt is None:
             stats.add(guard_skips=int(variant.reason == "guard"))
@@ -277,14 +277,14 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
         else:
             assert plan.ratio is not None
             prompt, ratio = plan.request.prompt, plan.ratio
-            if not (yield Blocking(lambda: sieve.comparisons.still_under_test(plan))):
+            if not (yield Blocking(lambda: sieve._comparisons.still_under_test(plan))):
                 # queued while the verdict moved on (passed, failed): spend nothing on it
-                yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
+                yield Blocking(lambda: sieve._comparisons.settle(job, "dropped"))
                 return
-            variant: Variant = yield Compute(lambda: sieve.variant(prompt, ratio))
+            variant: Variant = yield Compute(lambda: sieve._variant(prompt, ratio))
             if variant.prompt is None:  # apply would send the original too: nothing to test
                 sieve.stats.add(guard_skips=int(variant.reason == "guard"))
-                yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
+                yield Blocking(lambda: sieve._comparisons.settle(job, "dropped"))
                 return
             original, compressed, live_is_original = prompt, variant.prompt, True
         try:
@@ -295,15 +295,15 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
             return
         except Exception as exc:
             error = exc
-            yield Blocking(lambda: sieve.comparisons.settle(job, "target_failed", error=error))
+            yield Blocking(lambda: sieve._comparisons.settle(job, "target_failed", error=error))
             return
         orig_out, comp_out = (live, other) if live_is_original else (other, live)
-        yield Blocking(lambda: sieve.comparisons.record(job, orig_out, comp_out))
+        yield Blocking(lambda: sieve._comparisons.record(job, orig_out, comp_out))
     except SieveClosed:
-        yield Blocking(lambda: sieve.comparisons.settle(job, "abandoned"))
+        yield Blocking(lambda: sieve._comparisons.settle(job, "abandoned"))
     except Exception as exc:
         sieve.report_error(exc, "a background comparison")
-        yield Blocking(lambda: sieve.comparisons.settle(job, "dropped"))
+        yield Blocking(lambda: sieve._comparisons.settle(job, "dropped"))
 
 
 def _send(sieve: Sieve, job: Job, prompt: Prompt) -> Flow[TargetOutput]:

@@ -113,11 +113,11 @@ class Sieve:
         """Locks, pools and bookkeeping (again in a forked child, where none survive)."""
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self.scoring = DaemonPool("promptsieve-score", self.config.scoring_workers)
+        self._scoring = DaemonPool("promptsieve-score", self.config.scoring_workers)
         self._background = DaemonPool("promptsieve-compare", self.config.max_background)
         self._loading: cf.Future[CompressorLike] | None = None
         self._door = ComputeDoor()
-        self.comparisons = Comparisons(self)
+        self._comparisons = Comparisons(self)
 
     # -- the parts ------------------------------------------------------------------------
     @property
@@ -141,7 +141,7 @@ class Sieve:
         return self._compressor
 
     @property
-    def loaded_compressor(self) -> CompressorLike | None:
+    def _loaded_compressor(self) -> CompressorLike | None:
         """The compressor if it is ready, else None (never loads)."""
         return self._compressor
 
@@ -166,12 +166,12 @@ class Sieve:
             _ = c.fingerprint  # loads the proxy
         return c
 
-    def load_compressor(self) -> cf.Future[CompressorLike]:
+    def _load_compressor(self) -> cf.Future[CompressorLike]:
         """A future of the compressor, built once on a scoring thread."""
         with self._lock:
             fut = self._loading
             if fut is None or (fut.done() and fut.exception() is not None):  # retry a failure
-                fut = self._loading = self.scoring.submit(lambda: self.compressor)
+                fut = self._loading = self._scoring.submit(lambda: self.compressor)
         return fut
 
     def verdict_key(self, task: str, model: str) -> VerdictKey:
@@ -192,7 +192,7 @@ class Sieve:
             guard_threshold=cfg.guard_threshold,
         )
 
-    def variant(self, prompt: Prompt, ratio: float) -> Variant:
+    def _variant(self, prompt: Prompt, ratio: float) -> Variant:
         """Compress ``prompt`` at ``ratio`` and run the instance guard (blocking, CPU).
 
         Raises what the compressor raises, and ``SieveClosed`` once the sieve is closed.
@@ -266,7 +266,7 @@ class Sieve:
 
     async def aprepare(self, request: Request, task: str | None = None) -> Plan:
         """:meth:`prepare` for event loops: scoring and the store run on threads."""
-        return await adrive(prepare_flow(self, request, task), self.scoring)
+        return await adrive(prepare_flow(self, request, task), self._scoring)
 
     def observe(
         self,
@@ -282,14 +282,14 @@ class Sieve:
         are sent. ``usage_prompt_tokens``: the server's prompt-token count. Returns at
         once; never raises. Adapters use :meth:`call`, which calls this.
         """
-        if self.comparisons.must_wait(plan, send_variant):
-            self.comparisons.wait_for_slot()
+        if self._comparisons.must_wait(plan, send_variant):
+            self._comparisons.wait_for_slot()
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
         flow = compare_flow(self, job, output)
         fut = self._background.submit(contextvars.copy_context().run, drive, flow, send_variant)
-        self.comparisons.started(job, fut)
+        self._comparisons.started(job, fut)
 
     async def aobserve(
         self,
@@ -300,14 +300,14 @@ class Sieve:
         send_variant: AsyncSend | None = None,
     ) -> None:
         """:meth:`observe` for event loops: the comparison runs as an asyncio task."""
-        if self.comparisons.must_wait(plan, send_variant):  # off the loop
-            await asyncio.get_running_loop().run_in_executor(None, self.comparisons.wait_for_slot)
+        if self._comparisons.must_wait(plan, send_variant):  # off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self._comparisons.wait_for_slot)
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
         flow = compare_flow(self, job, output)
-        runner = asyncio.ensure_future(adrive(flow, self.scoring, send_variant))
-        self.comparisons.started(job, runner)
+        runner = asyncio.ensure_future(adrive(flow, self._scoring, send_variant))
+        self._comparisons.started(job, runner)
 
     def revert(self, plan: Plan) -> Plan:
         """The plan with its compression undone (the adapter could not apply it)."""
@@ -337,7 +337,7 @@ class Sieve:
         """Count an internal error absorbed on the request path; log its type once
         (never its message, which may quote the prompt)."""
         self.stats.add(errors=1)
-        self.warn_once(
+        self._warn_once(
             f"{where}:{type(exc).__name__}",
             "promptsieve: %s in %s; the request goes out unchanged",
             type(exc).__name__,
@@ -351,7 +351,7 @@ class Sieve:
         try:
             self._usage(plan, prompt_tokens)
             self._notify_request(plan, prompt_tokens)
-            return self.comparisons.reserve(plan, send)
+            return self._comparisons.reserve(plan, send)
         except Exception as exc:
             self.report_error(exc, "observe")
             return None
@@ -369,7 +369,7 @@ class Sieve:
             tokens_after=delta,
         )
 
-    def agree(self, original: TargetOutput, compressed: TargetOutput) -> bool:
+    def _agree(self, original: TargetOutput, compressed: TargetOutput) -> bool:
         """Whether the two outputs agree under the configured metric (or ``auto_metric``)."""
         metric = self._metric_fn()
         if metric is None:
@@ -380,22 +380,22 @@ class Sieve:
             return bool(metric(original, compressed))
 
     # -- logging ---------------------------------------------------------------------------
-    def warn_warming(self) -> None:
-        self.warn_once(
+    def _warn_warming(self) -> None:
+        self._warn_once(
             "warming",
             "promptsieve: the proxy is still loading; sending original prompts until it is "
             "ready (call Sieve.warmup() to load it up front)",
             level=logging.INFO,
         )
 
-    def warn_timeout(self) -> None:
-        self.warn_once(
+    def _warn_timeout(self) -> None:
+        self._warn_once(
             "timeout",
             "promptsieve: scoring exceeded its %.0f ms budget; sending the original prompt",
             self.config.scoring_budget_ms,
         )
 
-    def warn_once(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
+    def _warn_once(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
         with self._lock:
             first = kind not in self._warned
             self._warned.add(kind)
@@ -406,11 +406,11 @@ class Sieve:
         """Wait up to ``timeout`` seconds (None: until done) for comparisons started by sync
         clients; True if none is left. Each is bounded by the target client's own timeout,
         and a forked child never waits for its parent's."""
-        return self.comparisons.flush(timeout)
+        return self._comparisons.flush(timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait for comparisons started by async clients (and sync ones); True if all done."""
-        return await self.comparisons.aflush(timeout)
+        return await self._comparisons.aflush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop the sieve: later requests go out unchanged and start no comparison.
@@ -424,9 +424,9 @@ class Sieve:
         timeout = self.config.drain_timeout_s if timeout is None else max(0.0, timeout)
         self._closed = True
         finished = self.flush(timeout)
-        left = self.comparisons.left()
+        left = self._comparisons.left()
         for job in left:
-            self.comparisons.settle(job, "abandoned")
+            self._comparisons.settle(job, "abandoned")
         if not self._door.shut(DOOR_WAIT_S):
             log.warning("promptsieve: a scoring pass did not end within %.0f s", DOOR_WAIT_S)
         return finished and not left
