@@ -1,8 +1,10 @@
 """promptsieve for the OpenAI Python SDK: ``client = wrap_openai(OpenAI())``.
 
-The client stays the same object and type; ``chat.completions.create``/``parse``,
-``completions.create`` and ``responses.create``/``parse`` (sync and async) go through a
-:class:`promptsieve.sieve.Sieve`, which compresses only for tasks whose verdict passed.
+The client stays the same object and type; ``chat.completions.create``/``parse`` (and the
+``stream`` helper), ``beta.chat.completions.*``, ``completions.create`` and
+``responses.create``/``parse``/``stream``, ``beta.responses.create`` (sync and async, raw and
+streaming responses included) go through a :class:`promptsieve.Sieve` (``sieve.call``), which
+compresses only for tasks whose verdict passed. Surfaces not covered are listed in the README.
 """
 
 from __future__ import annotations
