@@ -54,10 +54,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 HEAD = "head"
+RELEVANCE = "relevance"  # the question-aware relevance scorer (issue 16), one question per run
 SMALL = "llmlingua2-small"
 LARGE = "llmlingua2-large"
 METHODS: dict[str, str] = {
     HEAD: "promptsieve head scorer (ONNX MiniLM-L6 + head)",
+    RELEVANCE: "promptsieve relevance scorer (ONNX MiniLM-L6 layers + relevance head, question)",
     SMALL: "LLMLingua-2 small (mBERT-base token classifier, torch)",
     LARGE: "LLMLingua-2 large (XLM-R-large token classifier, torch)",
 }
@@ -254,6 +256,18 @@ def _head_runner(job: _Job) -> tuple[Callable[[str], int], dict[str, Any]]:
     proxy.scorer_session  # noqa: B018 - load (or export, in the prepare step) the scorer graph
     head_scorer = getattr(proxy_pkg, "HeadScorer", None)
     run: Callable[[str], int]
+    if job.method in (RELEVANCE, "prepare-head"):
+        from promptsieve.proxy.relevance import RelevanceScorer
+
+        rel = RelevanceScorer(proxy)  # exports its graph in the prepare step
+        question = "Which of the documents above says when the language feature was added?"
+        if job.method == RELEVANCE:
+
+            def run(text: str) -> int:
+                return len(rel.score(text, question=question).scores)
+
+            info = {"impl": "RelevanceScorer.score (+ question)", "provider": proxy.provider}
+            return run, {**info, "fingerprint": rel.graph_fingerprint}
     if head_scorer is not None:
         scorer = head_scorer(proxy)
 
@@ -344,14 +358,14 @@ def _rss_mb() -> float:
 
 def _measure(job: _Job) -> dict[str, Any]:
     """Load the method, warm it up on one batch, then time ``job.repeats`` full runs."""
-    if job.method != HEAD:
+    if job.method not in (HEAD, RELEVANCE):
         import torch
 
         torch.set_num_threads(job.threads)
     warm_tokens = min(job.tokens, job.batch_size * (job.window - 2))
     timed: Callable[[], int]
     warm: Callable[[], int]
-    if job.method == HEAD:
+    if job.method in (HEAD, RELEVANCE):
         run_text, info = _head_runner(job)
         tok = _proxy_tokenizer()
         text, warm_text = _text_of_tokens(job.tokens, tok), _text_of_tokens(warm_tokens, tok)
@@ -575,7 +589,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                 cache_dir=cache_dir,
             )
 
-        if HEAD in cfg.methods:  # export/cache outside the measured processes
+        if HEAD in cfg.methods or RELEVANCE in cfg.methods:  # export outside measured runs
             prep = _spawn(job("prepare-head", 0, 0), cfg.timeout_s)
             if "error" in prep:
                 raise RuntimeError(f"preparing the head scorer failed: {prep['error']}")
@@ -624,6 +638,7 @@ def _parse_ints(s: str) -> tuple[int, ...]:
 
 def _parse_methods(s: str) -> tuple[str, ...]:
     aliases = {"head": HEAD, "small": SMALL, "large": LARGE, SMALL: SMALL, LARGE: LARGE}
+    aliases[RELEVANCE] = RELEVANCE
     try:
         return tuple(aliases[x.strip()] for x in s.split(",") if x.strip())
     except KeyError as exc:

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from promptsieve._report_cli import report_command
 from promptsieve._export_cli import export_command
+from promptsieve._report_cli import report_command
 
 app = typer.Typer(
     name="promptsieve",
@@ -89,22 +89,28 @@ def explain(
     question: Annotated[
         str | None, typer.Option(help="the question the prompt must answer")
     ] = None,
-    scorer: Annotated[str, typer.Option(help="head | attribution | sentence")] = "head",
+    scorer: Annotated[
+        str, typer.Option(help="head | attribution | sentence | relevance")
+    ] = "relevance",
+    ratio: Annotated[
+        float, typer.Option(help="keep ratio whose decisions the heat map shows", callback=_ratio)
+    ] = 0.5,
     html: Annotated[Path | None, typer.Option(help="write an HTML heat map here")] = None,
 ) -> None:
-    """Show which tokens the proxy finds important (a heat map with --html)."""
-    from promptsieve._heatmap import render_html
+    """Show what the proxy finds important; --html: passage, sentence and token decisions."""
+    from promptsieve._heatmap import render_decisions_html
     from promptsieve.compressor import Compressor, CompressorConfig
 
-    if scorer not in ("head", "attribution", "sentence"):
-        raise typer.BadParameter("scorer must be 'head', 'attribution' or 'sentence'")
+    if scorer not in ("head", "attribution", "sentence", "relevance"):
+        raise typer.BadParameter("scorer must be 'head', 'attribution', 'sentence' or 'relevance'")
     text = _read_text(file)
     comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
-    scores = comp.explain(text, question=question)
     if html is not None:
-        html.write_text(render_html(scores, title=file.name), encoding="utf-8")
+        expl = comp.explain_decisions(text, question=question, ratio=ratio)
+        html.write_text(render_decisions_html(expl, title=file.name), encoding="utf-8")
         typer.echo(f"wrote {html}")
         return
+    scores = comp.explain(text, question=question)
     order = scores.scores.argsort()[::-1][:20]
     for i in order:
         s, e = scores.offsets[i]
@@ -162,8 +168,8 @@ for _name, (_target, _extra, _help) in LAZY_COMMANDS.items():
 
 
 # Subcommands that live in their own modules (one line each).
-app.command("report")(report_command)
 app.command("export")(export_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -10,12 +10,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, overload
 
 import numpy as np
 
+from promptsieve._allocate import PartScores
+from promptsieve._coarse import coarse_prune, score_part
 from promptsieve._errors import ConfigError
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
 from promptsieve.proxy import (
@@ -27,15 +29,17 @@ from promptsieve.proxy import (
     SentenceScorer,
     TokenScores,
 )
+from promptsieve.proxy.relevance import RelevanceScorer
 from promptsieve.prune import Budget, PruneResult, prune
 from promptsieve.segment import Segmentation, SegmentConfig, check_text, segment
 from promptsieve.tokens import TokenCounter
 
-__all__ = ["Compression", "Compressor", "CompressorConfig"]
+__all__ = ["Compression", "Compressor", "CompressorConfig", "Decision", "Explanation"]
 
 log = logging.getLogger(__name__)
 
-ScorerName = Literal["head", "attribution", "sentence"]
+ScorerName = Literal["head", "attribution", "sentence", "relevance"]
+_SCORERS = ("head", "attribution", "sentence", "relevance")
 
 _MIN_RATIO = 1e-3  # the smallest share of compressible tokens a target_tokens budget asks for
 _FIT_TOLERANCE = 0.02  # target_tokens: stop refining within 2 % (the promise is ±5 %)
@@ -55,21 +59,47 @@ class CompressorConfig:
     roles: frozenset[str] = COMPRESSIBLE_ROLES
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    #: Coarse-to-fine budget (``promptsieve._allocate``): whole passages, then sentences, then
+    #: words inside kept sentences. ``None``: on for the ``relevance`` scorer, off otherwise.
+    #: Parts holding few-shot demonstrations keep the demonstration-level path either way.
+    coarse_to_fine: bool | None = None
+    #: Sentence key = sentence score + ``passage_weight`` x its passage's score.
+    passage_weight: float = 0.5
+    #: Thin words inside the least relevant kept sentence to meet the budget exactly; off:
+    #: whole sentences only (the budget is then met to a sentence, not within 5 %).
+    word_thinning: bool = True
+    #: Put kept passages most relevant first, as LongLLMLingua does (off: order can matter).
+    reorder: bool = False
+    #: Language code for sentence boundaries (sentencex; CJK full stops work under any code).
+    language: str = "en"
 
     def __post_init__(self) -> None:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ConfigError(f"sentence_weight must be in [0, 1], got {self.sentence_weight!r}")
-        if self.scorer not in ("head", "attribution", "sentence"):
+        if self.scorer not in _SCORERS:
+            raise ConfigError(f"scorer must be one of {_SCORERS}, not {self.scorer!r}")
+        if not 0.0 <= self.passage_weight <= 10.0:
+            raise ConfigError(f"passage_weight must be in [0, 10], got {self.passage_weight!r}")
+        if not self.language or not self.language.replace("-", "").isalnum():
             raise ConfigError(
-                f"scorer must be 'head', 'attribution' or 'sentence', not {self.scorer!r}"
+                f"language must be a language code such as 'en', not {self.language!r}"
             )
 
     def settings_key(self) -> str:
         """What besides the proxy decides the output (the ratio is a verdict's own field)."""
-        return repr(
-            (self.scorer, self.model, self.sentence_weight, sorted(self.roles), self.segment)
-        )
+        base = (self.scorer, self.model, self.sentence_weight, sorted(self.roles), self.segment)
+        if not self.coarse:
+            return repr(base)
+        coarse = (self.passage_weight, self.word_thinning, self.reorder, self.language)
+        return repr((*base, "coarse", coarse))
+
+    @property
+    def coarse(self) -> bool:
+        """Whether the coarse-to-fine budget is on (see ``coarse_to_fine``)."""
+        if self.coarse_to_fine is not None:
+            return self.coarse_to_fine
+        return self.scorer == "relevance"
 
 
 @dataclass(frozen=True)
@@ -89,6 +119,9 @@ class Compression:
     #: uses it instead of embedding both texts again. ``None`` when the scorer has no states
     #: (attribution) or nothing changed.
     similarity: float | None = None
+    #: Units dropped per decision of the coarse-to-fine budget: ``{"passage": n,
+    #: "sentence": n, "word": n, "demo": n}`` (units, not tokens); empty on the word path.
+    decisions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -102,6 +135,32 @@ class Compression:
     @property
     def changed(self) -> bool:
         return bool(self.dropped)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One passage, sentence or word of an explained text: ``[start, end)`` characters, its
+    relevance score, and ``status``: ``"kept"``, ``"thinned"`` (a kept sentence or passage
+    that lost words), or what it was dropped as (``"passage"``, ``"sentence"``, ``"word"``,
+    ``"demo"``)."""
+
+    start: int
+    end: int
+    score: float
+    status: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """:meth:`Compressor.explain_decisions`: the decisions at every level for one text."""
+
+    text: str
+    question: str | None
+    ratio: float
+    token_scores: TokenScores
+    passages: tuple[Decision, ...]
+    sentences: tuple[Decision, ...]
+    words: tuple[Decision, ...]
 
 
 @dataclass(frozen=True)
@@ -204,6 +263,10 @@ class Compressor:
 
         tokens_before = sum(self._count(m.content) for m in messages)
         ratio_eff = self._effective_ratio(budget, parts, tokens_before)
+        if self.config.coarse and ratio_eff < 1.0:
+            return self._compress_coarse(
+                messages, was_str, parts, budget, ratio_eff, tokens_before, (t0, t_seg)
+            )
         t_score = 0.0
         scored: list[tuple[_Part, np.ndarray, TokenScores]] = []
         for p in parts:
@@ -264,6 +327,107 @@ class Compressor:
             similarity=_pooled_cosine(pooled) if dropped else None,
         )
 
+    def _compress_coarse(
+        self,
+        messages: Sequence[Message],
+        was_str: bool,
+        parts: Sequence[_Part],
+        budget: Budget,
+        ratio_eff: float,
+        tokens_before: int,
+        clock: tuple[float, float],
+    ) -> Compression:
+        """The coarse-to-fine path (``promptsieve._allocate``); demo parts keep theirs."""
+        t0, t_seg = clock
+        cfg = self.config
+        live = [p for p in parts if any(not u.protected for u in p.seg.units)]
+        demo_parts = [p for p in live if p.seg.demos]
+        plain = [p for p in live if not p.seg.demos]
+        if budget.ratio is not None or demo_parts:
+            plain_budget = Budget(ratio=budget.ratio if budget.ratio is not None else ratio_eff)
+        else:  # whole-prompt target: what the plain parts may keep besides everything else
+            assert budget.target_tokens is not None
+            sizes = sum(self._count(p.seg.text) for p in plain)
+            other = max(0, tokens_before - sizes)
+            plain_budget = Budget(target_tokens=max(1, budget.target_tokens - other))
+        t_score = 0.0
+        entries: list[tuple[_Part, np.ndarray, TokenScores, PruneResult, tuple[str, ...]]] = []
+        if plain:
+            scored = []
+            for p in plain:
+                ts = time.perf_counter()
+                scored.append(score_part(p.seg, self.scorer, p.question, cfg.language))
+                t_score += time.perf_counter() - ts
+            results = coarse_prune(
+                scored,
+                plain_budget,
+                self._count,
+                passage_weight=cfg.passage_weight,
+                word_thinning=cfg.word_thinning,
+                reorder=cfg.reorder,
+            )
+            for p, r in zip(plain, results, strict=True):
+                entries.append((p, r.scores.unit_scores, r.token_scores, r.result, r.dropped_as))
+        for p in demo_parts:  # the demonstration-level path
+            ts = time.perf_counter()
+            scores, token_scores = self._unit_scores(p.seg, p.question)
+            t_score += time.perf_counter() - ts
+            res = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
+            gone = set(res.dropped)
+            kinds = tuple(
+                ("demo" if u.demo is not None else "word") if i in gone else ""
+                for i, u in enumerate(p.seg.units)
+            )
+            entries.append((p, scores, token_scores, res, kinds))
+        new_texts: dict[tuple[int, int], str] = {}
+        kept: list[Span] = []
+        dropped: list[Span] = []
+        pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
+        decisions: dict[str, int] = {}
+        for p, scores, token_scores, res, kinds in entries:
+            units = p.seg.units
+            new_texts[(p.message, p.part)] = res.text
+            if res.dropped:
+                pooled.append(
+                    token_scores.pooled_states([(units[i].start, units[i].end) for i in res.kept])
+                )
+            for i, u in enumerate(units):
+                was_dropped = bool(kinds[i])
+                kind = kinds[i] if was_dropped else ("demo" if u.demo is not None else "word")
+                if was_dropped:
+                    decisions[kind] = decisions.get(kind, 0) + 1
+                (dropped if was_dropped else kept).append(
+                    Span(
+                        message=p.message,
+                        part=p.part,
+                        start=u.start,
+                        end=u.end,
+                        text=p.seg.text[u.start : u.end],
+                        score=float(scores[i]),
+                        kind="sentence" if kind == "passage" else kind,  # type: ignore[arg-type]
+                    )
+                )
+        t_prune = time.perf_counter()
+        out_messages = _rebuild(messages, new_texts)
+        tokens_after = sum(self._count(m.content) for m in out_messages)
+        return Compression(
+            prompt=out_messages[0].content if was_str else out_messages,
+            text="\n\n".join(m.content for m in out_messages),
+            tokens_before=tokens_before,
+            tokens_after=tokens_after,
+            kept=tuple(kept),
+            dropped=tuple(dropped),
+            timings={
+                "segment": t_seg - t0,
+                "score": t_score,
+                "prune": t_prune - t_seg - t_score,
+                "total": time.perf_counter() - t0,
+            },
+            scorer=self.scorer.name,
+            similarity=_pooled_cosine(pooled) if dropped else None,
+            decisions=decisions,
+        )
+
     def explain(
         self, text: str, *, question: str | None = None, scorer: ScorerName | None = None
     ) -> TokenScores:
@@ -275,6 +439,59 @@ class Compressor:
         if question is None and seg.question is not None:
             question = seg.text[seg.question[0] : seg.question[1]]
         return sc.score(seg.text, question=question, units=[(u.start, u.end) for u in seg.units])
+
+    def explain_decisions(
+        self,
+        text: str,
+        *,
+        question: str | None = None,
+        ratio: float | None = None,
+        scorer: ScorerName | None = None,
+    ) -> Explanation:
+        """What compressing ``text`` at ``ratio`` decides, at every level (the HTML heat map).
+
+        Passages, sentences and words with their scores and whether each was kept or what it
+        was dropped as (``"passage"``, ``"sentence"``, ``"word"``, ``"demo"``). The coarse path
+        is used when ``CompressorConfig.coarse_to_fine`` is on (or ``scorer="relevance"``) and
+        the text holds no demonstrations; otherwise the word path's decisions are shown.
+        """
+        ratio = self.config.ratio if ratio is None else ratio
+        Budget(ratio=ratio)  # validates
+        sc = self.scorer if scorer in (None, self.config.scorer) else None
+        if sc is None:
+            sc = _make_scorer(scorer or self.config.scorer, self.proxy)
+        seg = segment(text, self.config.segment)
+        if question is None and seg.question is not None:
+            question = seg.text[seg.question[0] : seg.question[1]]
+        coarse = (
+            self.config.coarse if scorer in (None, self.config.scorer) else scorer == "relevance"
+        )
+        ps, ts = score_part(seg, sc, question, self.config.language)
+        droppable = any(not u.protected for u in seg.units)
+        if coarse and not seg.demos and droppable:
+            (res,) = coarse_prune(
+                [(ps, ts)],
+                Budget(ratio=ratio),
+                self._count,
+                passage_weight=self.config.passage_weight,
+                word_thinning=self.config.word_thinning,
+                reorder=False,
+            )
+            unit_scores, dropped_as = ps.unit_scores, res.dropped_as
+        else:
+            unit_scores = _blend_sentences(
+                ts.unit_scores([(u.start, u.end) for u in seg.units]),
+                seg,
+                self.config.sentence_weight,
+            )
+            gone: set[int] = set()
+            if droppable and ratio < 1.0:
+                gone = set(prune(seg, unit_scores, Budget(ratio=ratio), self._count).dropped)
+            dropped_as = tuple(
+                ("demo" if u.demo is not None else "word") if i in gone else ""
+                for i, u in enumerate(seg.units)
+            )
+        return _explanation(seg.text, question, ts, ratio, ps, unit_scores, dropped_as)
 
     # -- helpers ---------------------------------------------------------------------------
     def _segment(self, messages: Sequence[Message], question: str | None) -> list[_Part]:
@@ -408,4 +625,46 @@ def _make_scorer(name: str, proxy: Proxy) -> Scorer:
         return AttributionScorer(proxy)
     if name == "sentence":
         return SentenceScorer(proxy)
+    if name == "relevance":
+        return RelevanceScorer(proxy)
     return HeadScorer(proxy)
+
+
+def _explanation(
+    text: str,
+    question: str | None,
+    ts: TokenScores,
+    ratio: float,
+    ps: PartScores,
+    unit_scores: np.ndarray,
+    dropped_as: Sequence[str],
+) -> Explanation:
+    seg, st = ps.seg, ps.struct
+    words = tuple(
+        Decision(u.start, u.end, float(unit_scores[i]), dropped_as[i] or "kept")
+        for i, u in enumerate(seg.units)
+    )
+
+    def status(members: list[int]) -> str:
+        gone = [dropped_as[i] for i in members if dropped_as[i]]
+        if not gone:
+            return "kept"
+        if len(gone) < len(members):
+            return "thinned"
+        return next(k for k in ("passage", "demo", "sentence", "word") if k in gone)
+
+    by_sent: list[list[int]] = [[] for _ in st.sentences]
+    by_pass: list[list[int]] = [[] for _ in st.passages]
+    for i, s in enumerate(st.sentence_of.tolist()):
+        if s >= 0:
+            by_sent[s].append(i)
+            by_pass[int(st.passage_of[s])].append(i)
+    sentences = tuple(
+        Decision(a, b, float(ps.sentence_scores[k]), status(by_sent[k]))
+        for k, (a, b) in enumerate(st.sentences)
+    )
+    passages = tuple(
+        Decision(a, b, float(ps.passage_scores[k]), status(by_pass[k]))
+        for k, (a, b) in enumerate(st.passages)
+    )
+    return Explanation(text, question, ratio, ts, passages, sentences, words)

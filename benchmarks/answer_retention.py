@@ -1,0 +1,250 @@
+"""Answer retention on multi-document QA test articles: does the compressed context still
+hold the gold answer? A target-free check of every method, at hundreds of items per cell.
+
+Usage::
+
+    python -m benchmarks.answer_retention [--items 100] [--sizes 1000,2000]
+        [--ratios 0.8,0.5,0.33,0.25]
+        [--methods random,truncate,head,sentence,sentence-c2f,relevance]
+        [--out benchmarks/results/answer_retention]
+
+Items: ``benchmarks.bigbench.multidoc_raw("test", size, n)`` — a disfl_qa question, its gold
+passage and distractor passages from other *test* articles (split by article; the relevance
+head never saw them). Each method compresses the documents at the ratio (tiktoken gpt-4o
+tokens of the context, the question protected, exactly as ``benchmarks/baselines.py`` calls
+the Compressor); an item is *retained* when the SQuAD-normalised gold answer is still a
+substring of the normalised compressed context. Retention bounds what any target can answer
+from the compressed prompt; it is not accuracy (a target may still misread kept text, and
+the target's own answer is what screening checks).
+
+Reports per cell the retention rate with a Wilson 95 % interval, the achieved context ratio,
+scoring time, and an exact McNemar test of ``relevance`` against the best other method at
+each ratio. Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import string
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("answer_retention")
+
+DEFAULT_OUT = Path("benchmarks/results/answer_retention")
+DEFAULT_METHODS = ("random", "truncate", "head", "sentence", "sentence-c2f", "relevance")
+
+
+def _norm(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def retained(answer: str, context: str) -> bool:
+    gold = _norm(answer)
+    return bool(gold) and gold in _norm(context)
+
+
+class _Compressor:
+    """A promptsieve Compressor called like ``benchmarks.baselines.ProjectMethod``."""
+
+    def __init__(self, name: str, **config: Any) -> None:
+        from promptsieve.compressor import Compressor, CompressorConfig
+        from promptsieve.segment import SegmentConfig
+
+        self.name = name
+        self.comp = Compressor(
+            CompressorConfig(
+                model="gpt-4o", segment=SegmentConfig(protect_question=False), **config
+            )
+        )
+        self.comp.compress("Warm-up so that loading is not timed.", ratio=0.5)
+
+    def compress(self, context: str, question: str, ratio: float) -> tuple[str, float]:
+        from promptsieve.prompt import Message, TextPart
+
+        msg = Message("user", (TextPart(context), TextPart(question, True)))
+        r = self.comp.compress([msg], ratio=ratio, question=question.strip())
+        return r.prompt[0].parts[0].text, float(r.timings.get("score", 0.0))  # type: ignore[index,union-attr]
+
+
+def make_method(name: str) -> Any:
+    from .baselines import RandomPrune, Truncate
+
+    if name == "random":
+        return RandomPrune(0)
+    if name == "truncate":
+        return Truncate()
+    if name == "sentence-c2f":
+        return _Compressor(name, scorer="sentence", coarse_to_fine=True)
+    if name == "relevance-nothin":
+        return _Compressor(name, scorer="relevance", word_thinning=False)
+    if name in ("head", "sentence", "relevance", "attribution"):
+        return _Compressor(name, scorer=name)
+    raise ValueError(f"unknown method {name!r}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .baselines import count
+    from .bigbench.multidoc import multidoc_raw
+
+    ratios = [float(r) for r in args.ratios.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = {n: make_method(n) for n in names}
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for size in sizes:
+        for raw in multidoc_raw("test", size, args.items, 0):
+            item = raw.render()
+            ctx_tokens = count(item.context)
+            row: dict[str, Any] = {"id": item.id, "size": size, "gold_index": raw.gold_index}
+            for name, m in methods.items():
+                for r in ratios:
+                    if isinstance(m, _Compressor):
+                        kept, score_s = m.compress(item.context, item.question, r)
+                    else:
+                        c = m.timed(item, r)
+                        kept, score_s = c.prompt[: len(c.prompt) - len(item.question)], c.score_s
+                    row[f"{name}@{r}"] = {
+                        "retained": retained(raw.answer, kept),
+                        "ratio": count(kept) / ctx_tokens if ctx_tokens else 1.0,
+                        "score_ms": 1000 * score_s,
+                    }
+            rows.append(row)
+            if len(rows) % 10 == 0:
+                log.info("%d items (%.0f s)", len(rows), time.perf_counter() - t0)
+                _write(args, names, ratios, sizes, rows)
+    return _write(args, names, ratios, sizes, rows)
+
+
+def _wilson(k: int, n: int) -> list[float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def _mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    from scipy.stats import binomtest
+
+    x = sum(1 for u, v in zip(a, b, strict=True) if u and not v)
+    y = sum(1 for u, v in zip(a, b, strict=True) if v and not u)
+    p = 1.0 if x + y == 0 else float(binomtest(x, x + y).pvalue)
+    return {"only_first": x, "only_second": y, "p": p}
+
+
+def _write(
+    args: argparse.Namespace,
+    names: list[str],
+    ratios: list[float],
+    sizes: list[int],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    tests: dict[str, Any] = {}
+    for size in [*sizes, "all"]:
+        sub = [r for r in rows if size == "all" or r["size"] == size]
+        if not sub:
+            continue
+        for r in ratios:
+            for name in names:
+                vals = [x[f"{name}@{r}"] for x in sub]
+                k = sum(v["retained"] for v in vals)
+                cells[f"{size}|{name}|{r}"] = {
+                    "k": k,
+                    "n": len(vals),
+                    "rate": k / len(vals),
+                    "wilson95": _wilson(k, len(vals)),
+                    "ratio_mean": float(np.mean([v["ratio"] for v in vals])),
+                    "score_ms_mean": float(np.mean([v["score_ms"] for v in vals])),
+                }
+            if "relevance" in names and len(names) > 1:
+                others = [n for n in names if n != "relevance"]
+                best = max(others, key=lambda n: cells[f"{size}|{n}|{r}"]["rate"])
+                tests[f"{size}|{r}"] = {
+                    "best_other": best,
+                    **_mcnemar(
+                        [x[f"relevance@{r}"]["retained"] for x in sub],
+                        [x[f"{best}@{r}"]["retained"] for x in sub],
+                    ),
+                }
+    out = {
+        "command": "python -m benchmarks.answer_retention " + " ".join(sys.argv[1:]),
+        "split": "disfl_qa test articles",
+        "items": len(rows),
+        "cells": cells,
+        "relevance_vs_best_other": tests,
+        "rows": rows,
+    }
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    path.with_suffix(".md").write_text(_markdown(out, names, ratios, sizes), encoding="utf-8")
+    return out
+
+
+def _markdown(out: dict[str, Any], names: list[str], ratios: list[float], sizes: list[int]) -> str:
+    lines = [
+        "# Answer retention on multi-document QA (test articles)",
+        "",
+        f"`{out['command']}` — {out['items']} items; a cell: gold answer still in the "
+        "compressed context, rate [Wilson 95 %] (achieved context ratio).",
+        "",
+    ]
+    for size in [*sizes, "all"]:
+        if f"{size}|{names[0]}|{ratios[0]}" not in out["cells"]:
+            continue
+        lines += [
+            f"**{'all sizes' if size == 'all' else f'~{size} tokens'}**",
+            "",
+            "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
+            "|---|" + "---:|" * len(ratios),
+        ]
+        for name in names:
+            cs = [out["cells"][f"{size}|{name}|{r}"] for r in ratios]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(
+                    f"{c['rate']:.2f} [{c['wilson95'][0]:.2f}, {c['wilson95'][1]:.2f}] "
+                    f"({c['ratio_mean']:.2f})"
+                    for c in cs
+                )
+                + " |"
+            )
+        for r in ratios:
+            t = out["relevance_vs_best_other"].get(f"{size}|{r}")
+            if t:
+                lines.append(
+                    f"\nratio {r}: relevance vs {t['best_other']}: only relevance "
+                    f"{t['only_first']}, only {t['best_other']} {t['only_second']}, "
+                    f"McNemar p = {t['p']:.3g}"
+                )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.answer_retention")
+    ap.add_argument("--items", type=int, default=100)
+    ap.add_argument("--sizes", default="1000,2000")
+    ap.add_argument("--ratios", default="0.8,0.5,0.33,0.25")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    run(ap.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
