@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,17 @@ def prebuilt(proxy_cache_dir: Path) -> Path:
     return proxy_cache_dir
 
 
+@dataclass
+class Gateway:
+    url: str
+    key: str
+    upstream: ScriptedServer
+    log: Path
+    proc: subprocess.Popen[Any]
+
+
 @pytest.fixture()
-def gateway(
-    tmp_path: Path,
-    prebuilt: Path,
-    redis_url: str,  # noqa: F811
-) -> Iterator[tuple[str, str, ScriptedServer, Path]]:
+def gateway(tmp_path: Path, prebuilt: Path, redis_url: str) -> Iterator[Gateway]:  # noqa: F811
     if not LITELLM.is_file():
         pytest.skip(f"no LiteLLM proxy at {LITELLM} (scripts/install.sh builds .venv-litellm)")
     with ScriptedServer() as upstream:
@@ -91,6 +97,8 @@ def gateway(
             "PROMPTSIEVE_TAU": "0.6",
             "PROMPTSIEVE_RATIOS": "0.5",
             "PROMPTSIEVE_GUARD": "0",
+            "PROMPTSIEVE_SAVINGS": str(tmp_path / "savings.sqlite3"),
+            "PROMPTSIEVE_SAVINGS_FLUSH_S": "0.5",
         }
         env.pop("VIRTUAL_ENV", None)
         log = tmp_path / "proxy.log"
@@ -112,13 +120,14 @@ def gateway(
             )
         try:
             _wait_up(port, proc, log)
-            yield f"http://127.0.0.1:{port}/v1", key, upstream, log
+            yield Gateway(f"http://127.0.0.1:{port}/v1", key, upstream, log, proc)
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=10)
 
 
 def _wait_up(port: int, proc: subprocess.Popen[Any], log: Path) -> None:
@@ -141,10 +150,10 @@ def _user(body: dict[str, Any]) -> str:
     return str(body["messages"][1]["content"])
 
 
-def test_gateway_screens_then_compresses(gateway: tuple[str, str, ScriptedServer, Path]) -> None:
+def test_gateway_screens_then_compresses(gateway: Gateway) -> None:
     from openai import OpenAI
 
-    url, key, upstream, log = gateway
+    url, key, upstream, log = gateway.url, gateway.key, gateway.upstream, gateway.log
     client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=60)
     original = f"{LONG}\n\n{QUESTION}"
     full = len(SYSTEM.split()) + len(original.split())  # the upstream counts words as tokens
@@ -172,3 +181,19 @@ def test_gateway_screens_then_compresses(gateway: tuple[str, str, ScriptedServer
         assert b["tools"] == TOOLS
         assert QUESTION in _user(b)
     assert "Traceback" not in text
+
+    # the gateway's savings ledger (PROMPTSIEVE_SAVINGS), written by its flush thread
+    from promptsieve.savings import read_ledger
+
+    ledger = log.parent / "savings.sqlite3"
+    deadline = time.monotonic() + 20
+    rows = []
+    while time.monotonic() < deadline:
+        rows = read_ledger(ledger) if ledger.is_file() else []
+        if sum(r.requests for r in rows) >= len(sent):
+            break
+        time.sleep(0.25)
+    assert sum(r.requests for r in rows) == len(sent), log.read_text()[-3000:]
+    assert sum(r.compressed for r in rows) == 1
+    assert sum(r.comparisons for r in rows) >= 1
+    assert b"Sentence" not in ledger.read_bytes()  # counts only, no prompt text

@@ -9,7 +9,10 @@ Proxy ``config.yaml``::
 ``PROMPTSIEVE_STORE`` (``redis://…`` so that every replica shares verdicts, or a SQLite
 path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``, ``PROMPTSIEVE_DELTA``, ``PROMPTSIEVE_RATIOS``
 (comma-separated ladder), ``PROMPTSIEVE_GUARD=0`` (no instance guard), and
-``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit opt-out). SDK::
+``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit opt-out);
+``PROMPTSIEVE_SAVINGS`` (a SQLite file for the savings ledger, read by ``promptsieve
+report``; written every ``PROMPTSIEVE_SAVINGS_FLUSH_S`` seconds, default 10) and
+``PROMPTSIEVE_OTEL=1`` (OpenTelemetry spans and metrics) attach observers. SDK::
 
     import litellm
     from promptsieve_litellm import PromptSieveLiteLLM
@@ -28,7 +31,15 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("litellm", "litellm") from exc
 
-from promptsieve import Gate, GateConfig, RedisStore, Sieve, SieveConfig, SQLiteStore
+from promptsieve import (
+    Gate,
+    GateConfig,
+    RedisStore,
+    SavingsLedger,
+    Sieve,
+    SieveConfig,
+    SQLiteStore,
+)
 from promptsieve_litellm._hook import PromptSieveLiteLLM, read_response
 
 __all__ = ["PromptSieveLiteLLM", "handler_from_env", "read_response"]
@@ -57,7 +68,7 @@ def handler_from_env() -> PromptSieveLiteLLM:
     ratio = _float("PROMPTSIEVE_RATIO")
     if ratio is not None:
         fixed = SieveConfig(verify=False, ratio=ratio, guard=guard)
-        return PromptSieveLiteLLM(Sieve(fixed), task=task)
+        return _observed(PromptSieveLiteLLM(Sieve(fixed), task=task))
     gate_kw: dict[str, Any] = {}
     for name, key in (("PROMPTSIEVE_TAU", "tau"), ("PROMPTSIEVE_DELTA", "delta")):
         value = _float(name)
@@ -77,7 +88,21 @@ def handler_from_env() -> PromptSieveLiteLLM:
     else:
         store = SQLiteStore(store_url or None)
     sieve = Sieve(SieveConfig(gate=config, guard=guard), gate=Gate(store, config))
-    return PromptSieveLiteLLM(sieve, task=task)
+    return _observed(PromptSieveLiteLLM(sieve, task=task))
+
+
+def _observed(handler: PromptSieveLiteLLM) -> PromptSieveLiteLLM:
+    """Attach the observers the environment asks for (savings ledger, OpenTelemetry)."""
+    savings = os.environ.get("PROMPTSIEVE_SAVINGS", "").strip()
+    if savings:
+        every = _float("PROMPTSIEVE_SAVINGS_FLUSH_S")
+        ledger = SavingsLedger(savings, flush_interval_s=10.0 if every is None else every)
+        handler.sieve.add_observer(ledger)
+    if os.environ.get("PROMPTSIEVE_OTEL", "").strip().lower() in ("1", "true", "yes"):
+        from promptsieve.otel import OTelObserver
+
+        handler.sieve.add_observer(OTelObserver())
+    return handler
 
 
 def __getattr__(name: str) -> Any:

@@ -5,10 +5,10 @@ adds each request's and comparison's counts to a SQLite table, by default in the
 store's own file, so ``promptsieve report --store FILE`` finds verdicts and savings together.
 It keeps task names, model names and integers — never prompt or answer text.
 
-Counts are summed in memory and written every ``flush_interval_s`` seconds (and at
-:meth:`flush`, :meth:`close` and interpreter exit) with one atomic UPSERT per row, so many
-processes can share one file. A write that fails is logged and retried at the next flush;
-it never reaches the caller.
+Counts are summed in memory and written every ``flush_interval_s`` seconds (by a daemon
+thread, and at :meth:`flush`, :meth:`close` and interpreter exit) with one atomic UPSERT per
+row, so many processes can share one file. A write that fails is logged and retried at the
+next flush; it never reaches the caller.
 """
 
 from __future__ import annotations
@@ -112,6 +112,11 @@ class SavingsLedger:
             raise StoreError(f"savings ledger {self.path}: {exc}") from exc
         ref = weakref.ref(self)
         atexit.register(lambda: (lambda s: s.flush() if s is not None else None)(ref()))
+        if self.flush_interval_s > 0:  # a quiet server still gets its counts written
+            threading.Thread(
+                target=_flush_periodically, args=(ref, self.flush_interval_s),
+                name="promptsieve-savings", daemon=True,
+            ).start()  # fmt: skip
 
     def __repr__(self) -> str:
         return f"SavingsLedger({str(self.path)!r})"
@@ -197,6 +202,18 @@ class SavingsLedger:
     def close(self) -> None:
         """Write what is left (also done at interpreter exit)."""
         self.flush()
+
+
+def _flush_periodically(ref: weakref.ReferenceType[SavingsLedger], interval: float) -> None:
+    """Flush every ``interval`` seconds while the ledger lives (a daemon thread)."""
+    while True:
+        time.sleep(interval)
+        ledger = ref()
+        if ledger is None:
+            return
+        if ledger._rows:
+            ledger.flush()
+        del ledger
 
 
 def read_ledger(path: str | Path) -> list[LedgerRow]:
