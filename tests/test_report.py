@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from typer.testing import CliRunner
 from promptsieve._events import ComparisonEvent, RequestEvent
 from promptsieve._report import load_prices, read_report, render_html
 from promptsieve.cli import app
-from promptsieve.fidelity import Gate, GateConfig, SQLiteStore, VerdictKey
+from promptsieve.fidelity import Gate, GateConfig, RedisStore, SQLiteStore, VerdictKey
 from promptsieve.savings import SavingsLedger, read_ledger
+from test_store import redis_url  # noqa: F401 - the session's real redis-server fixture
 
 pytest.importorskip("jinja2", reason="the report extra (jinja2) is not installed")
 pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
@@ -171,7 +173,7 @@ def test_cli_bad_input_is_a_clear_message(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no such store file" in r.output
     r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", "redis://localhost"])
-    assert r.exit_code == 2 and "SQLite store file" in r.output
+    assert r.exit_code == 2 and "--savings" in r.output
     bad = tmp_path / "prices.json"
     bad.write_text("{}")
     path = tmp_path / "v.sqlite3"
@@ -201,3 +203,40 @@ def test_ledger_sums_across_processes_and_flushes(tmp_path: Path) -> None:
     a.close()
     (row,) = read_ledger(path)
     assert (row.requests, row.compressed, row.tokens_before, row.tokens_after) == (2, 2, 200, 80)
+
+
+def test_redis_store_with_a_ledger_file(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    """A fleet: verdicts in Redis (states, ratios, bounds), savings in a ledger file."""
+    prefix = f"report{time.monotonic_ns()}:"
+    gate = Gate(RedisStore(redis_url, prefix=prefix),
+                GateConfig(tau=0.6, delta=0.05, budget=40, ratios=(0.5,), seed=1))  # fmt: skip
+    _until(gate, QA, True, "passed")
+    _until(gate, SUM, False, "failed")
+    ledger_file = tmp_path / "savings.sqlite3"
+    ledger = SavingsLedger(ledger_file, flush_interval_s=3600)
+    ledger.on_request(RequestEvent("qa", "gpt-4o-mini", "chat", "apply", "applied", 0.5, 1000,
+                                   400, time=T0))  # fmt: skip
+    ledger.close()
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--html",
+            str(page),
+            "--store",
+            redis_url,
+            "--redis-prefix",
+            prefix,
+            "--savings",
+            str(ledger_file),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    html = page.read_text()
+    assert 'class="l passed"' in html and 'class="l failed"' in html
+    data = read_report(redis_url, savings=ledger_file, redis_prefix=prefix)
+    by = {t.task: t for t in data.tasks}
+    assert (by["qa"].state, by["qa"].ratio, by["summarize"].state) == ("passed", 0.5, "failed")
+    assert by["qa"].tokens_saved == 600 and by["qa"].cs[0] is not None  # bounds, from Redis
+    assert by["qa"].n == 0  # the listing carries no counts: agreement is not shown

@@ -245,18 +245,51 @@ def _break_even(t: TaskSummary, rows: Sequence[LedgerRow]) -> str:
     return f"after about {more} more compressed requests ({per_request:.0f} tokens saved each)"
 
 
-def read_report(store: Path, prices: Prices | None = None) -> ReportData:
-    """Gather the report's figures from the SQLite store file ``store``.
+def _redis_verdicts(url: str, prefix: str) -> list[dict[str, Any]]:
+    """Verdict rows of a Redis store through its public listing (states, ratios, bounds;
+    the listing carries no counts, so comparisons and agreement stay empty)."""
+    from promptsieve.fidelity.store import RedisStore
 
-    Raises :class:`StoreError` when the file is missing or unreadable.
+    store = RedisStore(url, prefix=prefix)
+    try:
+        rows = []
+        for sv in store.verdicts():
+            v = sv.verdict
+            meta = {"state": v.state.value, "ratio": v.ratio, "testing": v.testing,
+                    "lower": v.lower, "upper": v.upper, "updated_at": v.updated_at}  # fmt: skip
+            rows.append({"task": sv.task, "model": sv.target_model, "meta": meta, "counters": {}})
+        return rows
+    finally:
+        store.close()
+
+
+def read_report(
+    store: Path | str,
+    prices: Prices | None = None,
+    *,
+    savings: Path | None = None,
+    redis_prefix: str = "promptsieve:",
+) -> ReportData:
+    """Gather the report's figures from a verdict store and a savings ledger.
+
+    ``store``: a SQLite store file (its ledger is read from the same file unless ``savings``
+    names another), or a ``redis://`` URL (states, ratios and bounds; the counts stay in
+    Redis, so comparisons and agreement are not shown) with ``savings`` naming the ledger
+    file. Raises :class:`StoreError` when a file is missing or a store unreadable.
     """
-    store = Path(store)
-    if not store.is_file():
-        raise StoreError(f"no such store file: {store}")
     prices = prices or Prices()
+    if isinstance(store, str) and store.startswith(("redis://", "rediss://", "unix://")):
+        verdict_rows = _redis_verdicts(store, redis_prefix)
+        where = Path(store)
+    else:
+        where = Path(store)
+        if not where.is_file():
+            raise StoreError(f"no such store file: {where}")
+        verdict_rows = _read_verdicts(where)
+    ledger_path = savings if savings is not None else (where if where.is_file() else None)
     tasks: dict[tuple[str, str], TaskSummary] = {}
     newest: dict[tuple[str, str], float] = {}
-    for row in _read_verdicts(store):
+    for row in verdict_rows:
         key = (row["task"], row["model"])
         t = tasks.setdefault(key, TaskSummary(*key))
         t.verdicts += 1
@@ -264,7 +297,7 @@ def read_report(store: Path, prices: Prices | None = None) -> ReportData:
         if updated >= newest.get(key, -1.0):
             newest[key] = updated
             _apply_verdict(t, row["meta"], row["counters"])
-    ledger = read_ledger(store)
+    ledger = read_ledger(ledger_path) if ledger_path is not None else []
     by_task: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
     for r in ledger:
         by_task[(r.task, r.target_model)].append(r)
@@ -281,7 +314,8 @@ def read_report(store: Path, prices: Prices | None = None) -> ReportData:
         t.price = prices.price(t.target_model)
         t.break_even = _break_even(t, by_task.get(key, []))
     ordered = sorted(tasks.values(), key=lambda t: (-t.net_saved, t.task, t.target_model))
-    return ReportData(store, ordered, ledger, prices, dt.datetime.now(dt.timezone.utc))
+    label = Path(str(store)) if isinstance(store, str) else where
+    return ReportData(label, ordered, ledger, prices, dt.datetime.now(dt.timezone.utc))
 
 
 def _plot_svg(data: ReportData, top: int = 6) -> str:

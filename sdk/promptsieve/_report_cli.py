@@ -13,8 +13,16 @@ __all__ = ["report_command"]
 def report_command(
     html: Annotated[Path, typer.Option(help="write the HTML page here")],
     store: Annotated[
-        str, typer.Option(help="SQLite verdict store file (with its savings ledger), or 'default'")
+        str,
+        typer.Option(
+            help="SQLite verdict store file (with its savings ledger), 'default', or redis://URL"
+        ),
     ] = "default",
+    savings: Annotated[
+        Path | None,
+        typer.Option(help="savings ledger file (default: the SQLite store file itself)"),
+    ] = None,
+    redis_prefix: Annotated[str, typer.Option(help="key prefix of a Redis store")] = "promptsieve:",
     prices: Annotated[
         Path | None,
         typer.Option(help='price table JSON: {"usd_per_million_input_tokens": {model: USD}}'),
@@ -30,13 +38,16 @@ def report_command(
     from promptsieve._errors import ConfigError, StoreError
     from promptsieve._report import load_prices, read_report, render_html
 
-    if store.startswith(("redis://", "rediss://")):
-        raise typer.BadParameter(
-            "the report reads a SQLite store file; point --store at the file the sieve writes "
-            "(SieveConfig(store_path=...)) and its savings ledger",
-            param_hint="--store",
-        )
-    if store == "default":
+    path: Path | str
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        if savings is None:
+            raise typer.BadParameter(
+                "a Redis store keeps no savings ledger: name the ledger file with --savings "
+                "(SavingsLedger(path), or PROMPTSIEVE_SAVINGS on a LiteLLM gateway)",
+                param_hint="--savings",
+            )
+        path = store
+    elif store == "default":
         from promptsieve.fidelity.store import default_store_path
 
         path = default_store_path()
@@ -44,7 +55,7 @@ def report_command(
         path = Path(store).expanduser()
     try:
         table = load_prices(prices, price_as=price_as, flat=price_per_million)
-        data = read_report(path, table)
+        data = read_report(path, table, savings=savings, redis_prefix=redis_prefix)
         page = render_html(data)
     except (ConfigError, StoreError) as exc:
         typer.echo(f"Error: {exc}", err=True)
