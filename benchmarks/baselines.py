@@ -307,7 +307,7 @@ def _make_compressor(scorer: ProjectScorer, *, coarse: bool = False) -> object:
         scorer=scorer,
         model=COUNT_MODEL,
         segment=SegmentConfig(protect_question=False),
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
     comp = Compressor(cfg)
     actual = comp.scorer.name

@@ -1,10 +1,11 @@
 """Per-item scoring and the statistics of the report: Wilson intervals, McNemar, answer match.
 
 * **Accuracy against gold.** Multiple-choice and label answers: the extracted answer equals
-  the gold label. Free-text QA: SQuAD's answer normalisation (Rajpurkar et al., 2016) and
-  :func:`promptsieve.fidelity.answer_match` at token-F1 ≥ :data:`QA_F1` (equal after
-  normalisation, or the gold's ≤ 5 tokens appear as a run in an answer of ≤ 30 tokens —
-  lost-in-the-middle's containment rule — or token-F1 ≥ 0.5).
+  the gold label. Free-text QA: SQuAD's answer normalisation (Rajpurkar et al., 2016),
+  then equal, or the shorter answer (≤ 5 tokens) appears as a token run in the other
+  (≤ 30 tokens; the containment rule of lost-in-the-middle / LongLLMLingua QA scoring), or
+  token-F1 ≥ :data:`QA_F1` (0.5). The rule of the SDK's ``answer_match(0.5)``, fixed here
+  so that reports do not move with the SDK.
 * **Agreement with the uncompressed answer**, under the same metric as the task's
   screening (the same function, applied to the two answers).
 * **Intervals.** Wilson 95 % (``scipy.stats.binomtest(k, n).proportion_ci("wilson")``).
@@ -15,8 +16,10 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +27,13 @@ from scipy.stats import binomtest
 
 from .data import Kind, extract_answer
 
-__all__ = ["QA_F1", "agree", "correct", "mcnemar", "parse_answer", "wilson"]
+__all__ = [
+    "QA_F1", "agree", "correct", "mcnemar", "parse_answer", "squad_normalize", "token_f1",
+    "wilson",
+]  # fmt: skip
 
 QA_F1 = 0.5
+_SHORT, _LONG = 5, 30  # containment: a short answer inside a sentence-length one
 _LABEL_WORDS = ("yes", "no", "true", "false", "neither", "valid", "invalid")
 _CHOICE = re.compile(r"\(([A-Ra-r])\)")
 
@@ -85,12 +92,45 @@ def parse_answer(kind: Kind, text: str) -> str | None:
     return extract_answer(kind, text)
 
 
+_PUNCT = set(string.punctuation)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(a: str, b: str) -> float:
+    """SQuAD's token-overlap F1 of the normalised answers."""
+    ta, tb = squad_normalize(a).split(), squad_normalize(b).split()
+    if not ta or not tb:
+        return float(ta == tb)
+    common = sum((collections.Counter(ta) & collections.Counter(tb)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(tb), common / len(ta)
+    return 2 * p * r / (p + r)
+
+
+def _contains(short: list[str], long: list[str]) -> bool:
+    n = len(short)
+    return n > 0 and any(long[i : i + n] == short for i in range(len(long) - n + 1))
+
+
 def _qa_match(a: str | None, b: str | None) -> bool:
+    """Equal after normalisation, or the shorter (≤ 5 tokens) is a token run of the longer
+    (≤ 30 tokens), or token-F1 ≥ :data:`QA_F1`."""
     if a is None or b is None:
         return False
-    from promptsieve.fidelity import TargetOutput, answer_match
-
-    return bool(answer_match(QA_F1)(TargetOutput(text=a), TargetOutput(text=b)))
+    ta, tb = squad_normalize(a).split(), squad_normalize(b).split()
+    if ta == tb:
+        return bool(ta)
+    short, long = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
+    if len(short) <= _SHORT and len(long) <= _LONG and _contains(short, long):
+        return True
+    return token_f1(a, b) >= QA_F1
 
 
 def correct(kind: Kind, answer: str | None, gold: str) -> bool:

@@ -16,7 +16,6 @@ rewritten after each suite, so that partial results can be committed as they com
 from __future__ import annotations
 
 import logging
-import math
 import random
 import sys
 import time
@@ -374,83 +373,123 @@ def _suite_grid(
     target: CompletionTarget,
     bar: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All calls of one suite, as rows and noise-floor records.
+
+    Few-shot suites go method by method (all uncompressed calls first): their requests share
+    the demonstration prefix, so the server's KV cache is reused. Multi-document items share
+    nothing, so they go item by item: a run stopped early still has complete paired cells
+    for its first items.
+    """
     rows: list[dict[str, Any]] = []
     noise: list[dict[str, Any]] = []
     base: dict[str, str | None] = {}
-    # uncompressed calls first: BBH items share their demonstration prefix (KV cache reuse)
+    noisy = {it.id for it in items[: suite.noise]}
+    if suite.source == "multidoc":
+        for item in items:
+            _base_call(suite, item, target, base, rows, bar)
+            if item.id in noisy:
+                _noise_call(suite, item, target, base, noise, bar)
+            for m in methods:
+                for ratio in ratios:
+                    _compressed_call(suite, item, m, ratio, target, base, rows, bar)
+        return rows, noise
     for item in items:
-        common = {
-            "suite": suite.name,
-            "task": item.task,
-            "item": item.id,
-            "kind": suite.kind,
-            "gold": item.gold,
-            "method": "none",
-            "ratio": 1.0,
-            "tokens_before": count(item.prompt),
-            "context_tokens": count(item.context),
-            "compress_s": 0.0,
-        }
-        try:
-            row, answer = _call_row(suite, item, target, item.prompt, common)
-        except RuntimeError as exc:
-            log.warning("%s: uncompressed call failed (%s); item skipped", item.id, exc)
-            bar.update(1)
-            continue
-        base[item.id] = answer
-        row["base_answer"] = answer
-        row["agree"] = answer is not None
-        rows.append(row)
-        bar.update(1)
-    for i, item in enumerate(items[: suite.noise]):
-        if item.id not in base:
-            continue
-        try:
-            out = target.complete(suite.variant(item), max_tokens=suite.max_tokens, stop=suite.stop)
-        except RuntimeError as exc:
-            log.warning("%s: noise-floor call failed (%s)", item.id, exc)
-            bar.update(1)
-            continue
-        ans = parse_answer(suite.kind, out.text)
-        noise.append(
-            {
-                "suite": suite.name,
-                "item": item.id,
-                "index": i,
-                "agree": agree(suite.kind, base[item.id], ans),
-                "correct": correct(suite.kind, ans, item.gold),
-            }
-        )
-        bar.update(1)
+        _base_call(suite, item, target, base, rows, bar)
+    for item in items:
+        if item.id in noisy:
+            _noise_call(suite, item, target, base, noise, bar)
     for m in methods:
         for ratio in ratios:
             for item in items:
-                if item.id not in base:
-                    bar.update(1)
-                    continue
-                common = {
-                    "suite": suite.name,
-                    "task": item.task,
-                    "item": item.id,
-                    "kind": suite.kind,
-                    "gold": item.gold,
-                    "method": m.name,
-                    "ratio": ratio,
-                    "tokens_before": count(item.prompt),
-                    "context_tokens": count(item.context),
-                    "base_answer": base[item.id],
-                }
-                try:
-                    comp = m.timed(item, ratio)
-                    row, answer = _call_row(suite, item, target, comp.prompt, common)
-                    row["compress_s"] = comp.total_s
-                    row["agree"] = agree(suite.kind, base[item.id], answer)
-                except Exception as exc:  # a broken method or call is a row, not a crash
-                    log.warning("%s %s@%s failed: %s", item.id, m.name, ratio, exc)
-                    row = {**common, "error": f"{type(exc).__name__}: {exc}"}
-                rows.append(row)
-                bar.update(1)
+                _compressed_call(suite, item, m, ratio, target, base, rows, bar)
     return rows, noise
+
+
+def _common(suite: Suite, item: BenchItem, method: str, ratio: float) -> dict[str, Any]:
+    return {
+        "suite": suite.name,
+        "task": item.task,
+        "item": item.id,
+        "kind": suite.kind,
+        "gold": item.gold,
+        "method": method,
+        "ratio": ratio,
+        "tokens_before": count(item.prompt),
+        "context_tokens": count(item.context),
+    }
+
+
+def _base_call(
+    suite: Suite,
+    item: BenchItem,
+    target: CompletionTarget,
+    base: dict[str, str | None],
+    rows: list[dict[str, Any]],
+    bar: Any,
+) -> None:
+    bar.update(1)
+    common = {**_common(suite, item, "none", 1.0), "compress_s": 0.0}
+    try:
+        row, answer = _call_row(suite, item, target, item.prompt, common)
+    except RuntimeError as exc:
+        log.warning("%s: uncompressed call failed (%s); item skipped", item.id, exc)
+        return
+    base[item.id] = answer
+    row["base_answer"] = answer
+    row["agree"] = answer is not None
+    rows.append(row)
+
+
+def _noise_call(
+    suite: Suite,
+    item: BenchItem,
+    target: CompletionTarget,
+    base: dict[str, str | None],
+    noise: list[dict[str, Any]],
+    bar: Any,
+) -> None:
+    bar.update(1)
+    if item.id not in base:
+        return
+    try:
+        out = target.complete(suite.variant(item), max_tokens=suite.max_tokens, stop=suite.stop)
+    except RuntimeError as exc:
+        log.warning("%s: noise-floor call failed (%s)", item.id, exc)
+        return
+    ans = parse_answer(suite.kind, out.text)
+    noise.append(
+        {
+            "suite": suite.name,
+            "item": item.id,
+            "agree": agree(suite.kind, base[item.id], ans),
+            "correct": correct(suite.kind, ans, item.gold),
+        }
+    )
+
+
+def _compressed_call(
+    suite: Suite,
+    item: BenchItem,
+    m: Method,
+    ratio: float,
+    target: CompletionTarget,
+    base: dict[str, str | None],
+    rows: list[dict[str, Any]],
+    bar: Any,
+) -> None:
+    bar.update(1)
+    if item.id not in base:
+        return
+    common = {**_common(suite, item, m.name, ratio), "base_answer": base[item.id]}
+    try:
+        comp = m.timed(item, ratio)
+        row, answer = _call_row(suite, item, target, comp.prompt, common)
+        row["compress_s"] = comp.total_s
+        row["agree"] = agree(suite.kind, base[item.id], answer)
+    except Exception as exc:  # a broken method or call is a row, not a crash
+        log.warning("%s %s@%s failed: %s", item.id, m.name, ratio, exc)
+        row = {**common, "error": f"{type(exc).__name__}: {exc}"}
+    rows.append(row)
 
 
 def _screen_suite(
@@ -482,7 +521,3 @@ def _screen_suite(
         rec["suite"] = suite.name
         out.append(rec)
     return out
-
-
-def _finite(x: float) -> bool:
-    return not (isinstance(x, float) and math.isnan(x))
