@@ -104,6 +104,7 @@ class SavingsLedger:
         self._lock = threading.Lock()
         self._rows: dict[tuple[int, str, str], LedgerRow] = {}
         self._last_flush = time.monotonic()
+        self._closed = False  # after close(): every event is written at once
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as conn:
@@ -111,7 +112,7 @@ class SavingsLedger:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"savings ledger {self.path}: {exc}") from exc
         ref = weakref.ref(self)
-        atexit.register(lambda: (lambda s: s.flush() if s is not None else None)(ref()))
+        atexit.register(lambda: (lambda s: s.close() if s is not None else None)(ref()))
         if self.flush_interval_s > 0:  # a quiet server still gets its counts written
             threading.Thread(
                 target=_flush_periodically, args=(ref, self.flush_interval_s),
@@ -160,7 +161,7 @@ class SavingsLedger:
 
     # -- writing --------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if self._closed or time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
     def flush(self) -> bool:
@@ -200,7 +201,9 @@ class SavingsLedger:
         return True
 
     def close(self) -> None:
-        """Write what is left (also done at interpreter exit)."""
+        """Write what is left (also done at interpreter exit); later events are written at
+        once (exit hooks registered earlier, e.g. a logging queue, may still deliver some)."""
+        self._closed = True
         self.flush()
 
 
