@@ -55,6 +55,17 @@ def retained(answer: str, context: str) -> bool:
     return bool(gold) and gold in _norm(context)
 
 
+def answer_sentence(raw: Any) -> str | None:
+    """The gold passage's first sentence holding the answer (sentencex, as in training)."""
+    from .bigbench.multidoc import sentences
+
+    gold = _norm(raw.answer)
+    for s in sentences(raw.docs[raw.gold_index]):
+        if gold and gold in _norm(s):
+            return s
+    return None
+
+
 class _Compressor:
     """A promptsieve Compressor called like ``benchmarks.baselines.ProjectMethod``."""
 
@@ -109,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             item = raw.render()
             ctx_tokens = count(item.context)
             row: dict[str, Any] = {"id": item.id, "size": size, "gold_index": raw.gold_index}
+            evidence = answer_sentence(raw)
             for name, m in methods.items():
                 for r in ratios:
                     if isinstance(m, _Compressor):
@@ -118,6 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         kept, score_s = c.prompt[: len(c.prompt) - len(item.question)], c.score_s
                     row[f"{name}@{r}"] = {
                         "retained": retained(raw.answer, kept),
+                        # the answer's whole sentence still there, word for word
+                        "intact": evidence is not None and _norm(evidence) in _norm(kept),
                         "ratio": count(kept) / ctx_tokens if ctx_tokens else 1.0,
                         "score_ms": 1000 * score_s,
                     }
@@ -161,23 +175,35 @@ def _write(
             for name in names:
                 vals = [x[f"{name}@{r}"] for x in sub]
                 k = sum(v["retained"] for v in vals)
+                ki = sum(v["intact"] for v in vals)
                 cells[f"{size}|{name}|{r}"] = {
                     "k": k,
                     "n": len(vals),
                     "rate": k / len(vals),
                     "wilson95": _wilson(k, len(vals)),
+                    "intact_k": ki,
+                    "intact_rate": ki / len(vals),
+                    "intact_wilson95": _wilson(ki, len(vals)),
                     "ratio_mean": float(np.mean([v["ratio"] for v in vals])),
                     "score_ms_mean": float(np.mean([v["score_ms"] for v in vals])),
                 }
             if "relevance" in names and len(names) > 1:
                 others = [n for n in names if n != "relevance"]
                 best = max(others, key=lambda n: cells[f"{size}|{n}|{r}"]["rate"])
+                best_i = max(others, key=lambda n: cells[f"{size}|{n}|{r}"]["intact_rate"])
                 tests[f"{size}|{r}"] = {
                     "best_other": best,
                     **_mcnemar(
                         [x[f"relevance@{r}"]["retained"] for x in sub],
                         [x[f"{best}@{r}"]["retained"] for x in sub],
                     ),
+                    "intact": {
+                        "best_other": best_i,
+                        **_mcnemar(
+                            [x[f"relevance@{r}"]["intact"] for x in sub],
+                            [x[f"{best_i}@{r}"]["intact"] for x in sub],
+                        ),
+                    },
                 }
     out = {
         "command": "python -m benchmarks.answer_retention " + " ".join(sys.argv[1:]),
@@ -222,13 +248,33 @@ def _markdown(out: dict[str, Any], names: list[str], ratios: list[float], sizes:
                 )
                 + " |"
             )
+        lines += [
+            "",
+            "Answer sentence intact (the whole sentence holding the answer, word for word):",
+            "",
+            "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
+            "|---|" + "---:|" * len(ratios),
+        ]
+        for name in names:
+            cs = [out["cells"][f"{size}|{name}|{r}"] for r in ratios]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(
+                    f"{c['intact_rate']:.2f} [{c['intact_wilson95'][0]:.2f}, "
+                    f"{c['intact_wilson95'][1]:.2f}]"
+                    for c in cs
+                )
+                + " |"
+            )
         for r in ratios:
             t = out["relevance_vs_best_other"].get(f"{size}|{r}")
             if t:
                 lines.append(
                     f"\nratio {r}: relevance vs {t['best_other']}: only relevance "
                     f"{t['only_first']}, only {t['best_other']} {t['only_second']}, "
-                    f"McNemar p = {t['p']:.3g}"
+                    f"McNemar p = {t['p']:.3g}; intact: vs {t['intact']['best_other']}: "
+                    f"{t['intact']['only_first']} / {t['intact']['only_second']}, "
+                    f"p = {t['intact']['p']:.3g}"
                 )
         lines.append("")
     return "\n".join(lines) + "\n"

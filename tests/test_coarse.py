@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +287,31 @@ def test_explain_heat_map_shows_passage_sentence_and_token_decisions(
     assert 'title="sentence ' in page and 'title="token ' in page
     body = re.sub(r"<[^>]+>", "", page)
     assert "It is 330 metres tall." in html.unescape(body)
+
+
+def test_relevance_graph_is_read_from_a_prebuilt_folder(
+    relevance: Compressor, proxy_cache_dir: Path, tmp_path: Path
+) -> None:
+    from promptsieve._errors import ConfigError
+    from promptsieve.proxy import ProxyConfig
+    from promptsieve.proxy._artifacts import ARTIFACTS
+    from promptsieve.proxy.relevance import RelevanceScorer
+
+    assert "relevance" in [a.name for a in ARTIFACTS]  # `promptsieve export` builds it
+    relevance.compress("Warm. Up.\n\nQuestion: what?", ratio=0.5)  # graph in the session cache
+    prebuilt = Proxy.load(ProxyConfig(proxy_dir=proxy_cache_dir))
+    sc = RelevanceScorer(prebuilt)
+    assert not sc.exported and sc.graph_dir.parent == proxy_cache_dir
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bare = Proxy(
+        prebuilt._session,
+        prebuilt._tok,
+        ProxyConfig(proxy_dir=empty),
+        prebuilt.fingerprint,
+        prebuilt.export_dir,
+        False,
+    )
+    with pytest.raises(ConfigError, match="promptsieve export --out"):
+        RelevanceScorer(bare)
+    assert not any(empty.iterdir())

@@ -64,6 +64,11 @@ ARTIFACTS: list[Artifact] = [
         "promptsieve.proxy._artifacts:build_scorer",
         "truncated encoder + query head graph (the default head scorer)",
     ),
+    Artifact(
+        "relevance",
+        "promptsieve.proxy._relevance_export:build_relevance",
+        "truncated encoder + relevance head graph (question-aware coarse-to-fine scorer)",
+    ),
 ]
 
 

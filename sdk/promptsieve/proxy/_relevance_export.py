@@ -24,11 +24,16 @@ from promptsieve._errors import ConfigError
 from promptsieve.proxy._export import (
     INPUT_NAMES,
     ExportSettings,
+    _complete,
     _ensure,
     _file_digest,
     _hidden,
+    _identity,
     _import_export_deps,
+    _match_prebuilt,
     _onnx_export,
+    _weights_dir,
+    missing_artifact,
     read_head_metadata,
     truncated_encoder,
 )
@@ -39,8 +44,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RELEVANCE_EXPORT_VERSION",
     "RELEVANCE_OUTPUT_NAMES",
+    "build_relevance",
     "ensure_relevance_export",
     "export_relevance_onnx",
+    "locate_relevance",
     "relevance_fingerprint",
     "relevance_metadata",
 ]
@@ -114,6 +121,57 @@ def ensure_relevance_export(
         export_relevance_onnx(model_dir, out, head, settings=settings)
 
     folder, exported = _ensure(
-        cache_dir / f"relevance-{fp}", fp, model_dir, settings, export, RELEVANCE_EXPORT_VERSION
+        cache_dir / f"relevance-{fp}",
+        fp,
+        model_dir,
+        settings,
+        export,
+        RELEVANCE_EXPORT_VERSION,
+        identity=_identity("relevance", model_dir, head, settings, False),
     )
     return folder, fp, exported
+
+
+def locate_relevance(
+    *,
+    model_dir: Path | None,
+    cache_dir: Path,
+    proxy_dir: Path | None,
+    head: Path,
+    settings: ExportSettings,
+) -> tuple[Path, str, bool]:
+    """``(folder, fingerprint, exported)`` of the relevance graph, like ``locate_export``:
+    read from a prebuilt ``proxy_dir`` (``PROMPTSIEVE_PROXY_DIR``) and never exported there;
+    else from ``cache_dir``, exported on a miss. Without the weights package the folder is
+    matched by the identity its ``export.json`` records.
+
+    Raises :class:`ConfigError` when the graph is neither there nor buildable.
+    """
+    root = proxy_dir if proxy_dir is not None else cache_dir
+    weights = _weights_dir(model_dir)
+    if weights is None:
+        hit = _match_prebuilt(root, "relevance", head, settings, False)
+        if hit is None:
+            raise missing_artifact("relevance graph", root, proxy_dir is not None)
+        return hit[0], hit[1], False
+    fp = relevance_fingerprint(weights, head, settings)
+    folder = root / f"relevance-{fp}"
+    if _complete(folder):
+        return folder, fp, False
+    if proxy_dir is not None:
+        raise missing_artifact("relevance graph", proxy_dir, True)
+    return ensure_relevance_export(weights, cache_dir, head, settings)
+
+
+def build_relevance(out: Path, config: Any) -> Path:
+    """``promptsieve export`` hook (``proxy._artifacts.ARTIFACTS``): the relevance graph of the
+    committed head (or ``RelevanceConfig().head``) into ``out``; returns its folder."""
+    from promptsieve.proxy.relevance import default_relevance_head
+
+    weights = _weights_dir(config.model_dir)
+    if weights is None:
+        raise missing_artifact("relevance graph", out, False)
+    folder, _, _ = ensure_relevance_export(
+        weights, out, default_relevance_head(), config.export_settings()
+    )
+    return folder

@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from promptsieve._errors import ConfigError, missing_extra
-from promptsieve.proxy._export import default_model_dir
-from promptsieve.proxy._relevance_export import ensure_relevance_export, relevance_metadata
+from promptsieve.proxy._relevance_export import locate_relevance, relevance_metadata
 from promptsieve.proxy._runtime import (
     Proxy,
     ProxyConfig,
@@ -93,11 +92,12 @@ class RelevanceScorer:
         meta = relevance_metadata(head)
         self.pool_mean = float(meta.get("pool_mean", "0.5"))
         self.pool_max = float(meta.get("pool_max", "0.5"))
-        folder, fp, exported = ensure_relevance_export(
-            Path(proxy.config.model_dir or default_model_dir()),
-            _cache_dir(proxy.config),
-            head,
-            proxy.config.export_settings(),
+        folder, fp, exported = locate_relevance(
+            model_dir=proxy.config.model_dir,
+            cache_dir=_cache_dir(proxy.config),
+            proxy_dir=proxy.config.prebuilt_dir(),
+            head=head,
+            settings=proxy.config.export_settings(),
         )
         self._session = _session(ort, folder / "model.onnx", proxy.config)
         self.graph_fingerprint, self.exported, self.graph_dir = fp, exported, folder
