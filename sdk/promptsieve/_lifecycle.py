@@ -178,8 +178,8 @@ def prepare_flow(sieve: Sieve, request: Request, task: str | None) -> Flow[Plan]
             if name is None:
                 name = derived_task(request, compressor.fingerprint)
             key = sieve.verdict_key(name, request.model)
-            gate = sieve.gate
-            decision: Decision = yield Blocking(lambda: gate.decide(key))
+            # building the default gate opens its store: off the loop too
+            decision: Decision = yield Blocking(lambda: sieve.gate.decide(key))
         else:
             assert sieve.config.ratio is not None
             decision = Decision(Action.APPLY, ratio=sieve.config.ratio)
