@@ -536,15 +536,22 @@ def _complete(folder: Path) -> bool:
 
 
 def _match_prebuilt(
-    root: Path, kind: str, head: Path | None, settings: ExportSettings, int8: bool
+    root: Path,
+    kind: str,
+    head: Path | None,
+    settings: ExportSettings,
+    int8: bool,
+    version: int | None = None,
 ) -> tuple[Path, str] | None:
     """The folder under ``root`` holding ``kind`` for this head/settings, weights unknown.
 
     Used when the weights package is absent (a torch-free install): folders are matched by
-    the identity their ``export.json`` records. Several matches built from different weights
-    are ambiguous (:class:`ConfigError`).
+    the identity their ``export.json`` records. ``version``: the graph version the caller
+    exports (default: the encoder's or scorer's). Several matches built from different
+    weights are ambiguous (:class:`ConfigError`).
     """
-    version = SCORER_EXPORT_VERSION if kind == "scorer" else EXPORT_VERSION
+    if version is None:
+        version = SCORER_EXPORT_VERSION if kind == "scorer" else EXPORT_VERSION
     head_digest = _file_digest(head) if head is not None else None
     found: list[tuple[Path, str]] = []
     for meta_file in sorted(root.glob("*/export.json")):
