@@ -354,3 +354,28 @@ def test_question_sentence_fallback() -> None:
     assert seg.question is not None and seg.text[slice(*seg.question)] == "Which year?"
     assert segment("No question here. None at all.").question is None
     assert segment("A question? Yes.\n\nBut not in the last paragraph.").question is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 20000 + "a," + "]" * 20000,  # JSON decoder recursion
+        "{" * 20000 + "a" + "}" * 20000,
+        "a-" * 20000,  # dotted-name scan from every "-"
+        "1-" * 20000,  # relative-path scan from every "-"
+        "« " * 20000,  # unclosed quotes
+        "“a " * 20000,
+        "".join(" " * i + "if x:\n" for i in range(400)),  # nested code bodies
+    ],
+    ids=["nested-list", "nested-dict", "dashes", "digit-dashes", "guillemets", "quotes", "indent"],
+)
+def test_pathological_input_is_linear(text: str) -> None:
+    t0 = time.perf_counter()
+    _check_invariants(segment(text))
+    assert time.perf_counter() - t0 < 5.0  # each was tens of seconds to minutes (quadratic)
+
+
+def test_config_blocks_are_not_demonstrations() -> None:
+    block = "server:\n  host: localhost\n  port: 8080"
+    seg = segment(f"Two configs.\n\n{block}\nend.\n\n{block}\nend.")
+    assert seg.demos == ()

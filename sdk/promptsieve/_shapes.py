@@ -247,21 +247,25 @@ def _config_blocks(lines: list[tuple[int, int, str]], kinds: list[str]) -> None:
 
 
 def _indented_bodies(lines: list[tuple[int, int, str]], kinds: list[str]) -> None:
-    """Lines indented deeper than the code line above them belong to its block; so do
-    comment lines between two code lines."""
+    """Lines indented deeper than a code/config line above them belong to its block; so do
+    comment lines between two code lines. One pass with a stack of open blocks."""
     n = len(lines)
+    open_blocks: list[tuple[int, str]] = []  # (indent, kind) of enclosing code/config lines
     for i in range(n):
-        if kinds[i] not in ("code", "config"):
+        content = lines[i][2]
+        if not content.strip():
             continue
-        indent = _indent(lines[i][2])
-        j = i + 1
-        while j < min(n, i + 400) and lines[j][2].strip() and _indent(lines[j][2]) > indent:
-            if not kinds[j]:
-                kinds[j] = kinds[i]
-            j += 1
-        comment = j + 1 < n and lines[j][2].lstrip().startswith(("#", "//", "--"))
-        if comment and kinds[j + 1] == "code":
-            kinds[j] = "code"
+        indent = _indent(content)
+        while open_blocks and indent <= open_blocks[-1][0]:
+            open_blocks.pop()
+        if not kinds[i] and open_blocks:
+            kinds[i] = open_blocks[-1][1]
+        if kinds[i] in ("code", "config"):
+            open_blocks.append((indent, kinds[i]))
+    for i in range(1, n - 1):
+        comment = lines[i][2].lstrip().startswith(("#", "//", "--"))
+        if comment and not kinds[i] and kinds[i - 1] == kinds[i + 1] == "code":
+            kinds[i] = "code"
 
 
 def _indent(line: str) -> int:
@@ -292,7 +296,7 @@ def bracket_spans(text: str, pairs: dict[int, int], covered: int = 0) -> list[Ra
             try:
                 json.loads(_TRAILING_COMMA.sub(r"\1", body))
                 ok = True
-            except ValueError:
+            except (ValueError, RecursionError):
                 ok = False
         if ok and q > p + 2:
             spans.append((p, q))

@@ -124,11 +124,12 @@ def segment(text: str, config: SegmentConfig | None = None) -> Segmentation:
         pinned.extend(_finditer_spans(_compile_user(pattern), text))
     pinned = _merge(pinned)
     words = _nospace_words(text)
-    regions = _snap(text, _merge([*pinned, *_protected_spans(text)]), words)
+    shapes = line_spans(text)  # code, config and table lines
+    regions = _snap(text, _merge([*pinned, *shapes, *_protected_spans(text)]), words)
 
     raw = _raw_units(text, regions, words)
     sentence_of, sentences = _sentences(text, raw)
-    demos, question = _demos_and_question(text, cfg, sentences)
+    demos, question = _demos_and_question(text, cfg, sentences, {s for s, _ in shapes})
 
     units: list[Unit] = []
     demo_starts = [d[0] for d in demos]
@@ -201,13 +202,14 @@ _NUMBER = (
 # Letters and digits of scripts written with spaces ("W"), and those written without ("NS").
 _NS_CLASS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc\u3005"
 
-_QUOTE_BODY = r"(?:[^{close}\n]|\r?\n(?![ \t]*\r?\n))*?"  # any length, inside one paragraph
+# any length, inside one paragraph, never over another opening mark of its kind (linear scans)
+_QUOTE_BODY = r"(?:[^{close}\n]|\r?\n(?![ \t]*\r?\n))*?"
 
 
 def _quoted(open_: str, close: str, before: str = "", after: str = "", behind: str = "") -> str:
     """A quotation of any length inside one paragraph; ``behind`` is a lookbehind placed after
     the opening mark, so that the pattern starts with a literal (fast scan)."""
-    body = _QUOTE_BODY.format(close=re.escape(close))
+    body = _QUOTE_BODY.format(close=re.escape(close + open_ if open_ != close else close))
     q0, q1 = re.escape(open_), re.escape(close)
     return f"{before}{q0}{behind}(?=\\S){body}(?<=\\S){q1}{after}"
 
@@ -264,17 +266,17 @@ _PATTERNS: tuple[re.Pattern[str] | regex.Pattern[str], ...] = tuple(
         (r"<\|[^|<>\s]{1,64}\|>|<<\s?/?[A-Z_]{2,20}\s?>>|\[/?[A-Z][A-Z_]{1,19}\]", 0),
         (r"</?[A-Za-z][\w.:-]*(?:\s+[\w:.-]+(?:=(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s>]+))?)*\s*/?>", 0),
         # dotted.names, file paths (absolute, ~/ ./, Windows, relative with an extension)
-        (r"(?<![\w.])[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+(?:\(\))?(?!\w)", 0),
+        (r"(?<![\w.-])[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+(?:\(\))?(?!\w)", 0),
         (r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.@+-]+/)*[\w.@+-]+/?", 0),
         (r"(?<!\w)[A-Za-z]:\\(?:[\w.@+-]+\\)*[\w.@+-]*", 0),
-        (r"(?<![\w/.])[\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]{1,8}(?!\w)", 0),
+        (r"(?<![\w/.-])[\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]{1,8}(?!\w)", 0),
         # inline code; quoted strings of any length inside a paragraph, ASCII and typographic
         (r"(?<!`)(`{1,3})(?!`)[^\n]+?(?<!`)\1(?!`)", 0),
         (_quoted('"', '"', "", r"(?!\w)", r'(?<![\w"]")'), 0),
         (_quoted("'", "'", "", r"(?!\w)", r"(?<![\w']')"), 0),
         (_quoted("“", "”") + "|" + _quoted("„", "“") + "|" + _quoted("„", "”"), 0),
         (_quoted("‘", "’", "", r"(?!\w)") + "|" + _quoted("‚", "‘"), 0),
-        (r"«[ \u00a0\u202f]?" + _QUOTE_BODY.format(close="»") + "»", 0),
+        (r"«[ \u00a0\u202f]?" + _QUOTE_BODY.format(close="»«") + "»", 0),
         (_quoted("‹", "›") + "|" + _quoted("「", "」") + "|" + _quoted("『", "』"), 0),
         # structure: line-start labels ("Q:", "Answer:", "Example 3:") and option markers "(A)"
         (r"^[ \t]*(?:[A-Z][\w-]{0,20}|Q|A)(?:[ \t]+\d+)?[ \t]*:(?=[ \t\r\n]|$)", regex.MULTILINE),
@@ -345,7 +347,6 @@ _JSON_DEC = json.JSONDecoder()
 def _protected_spans(text: str) -> list[Range]:
     spans = _fences(text)
     spans += _json_spans(text)
-    spans += line_spans(text)
     spans += _digit_words(text)
     for m in _KEYLIKE.finditer(text):
         if all(need.search(m.group()) for need in _KEYLIKE_NEEDS):
@@ -398,7 +399,12 @@ def _fences(text: str) -> list[Range]:
         pos = end + 1 if close else len(text)
 
 
+_MAX_DEPTH = 8  # brackets nested deeper inside an unparsed block are not tried on their own
+
+
 def _match_brackets(text: str) -> dict[int, int]:
+    """Matching ``[]``/``{}`` pairs (open -> close) nested at most ``_MAX_DEPTH`` deep, so the
+    JSON checks that try each pair stay linear on pathological nesting."""
     pairs: dict[int, int] = {}
     stack: list[tuple[str, int]] = []
     for m in _BRACKET.finditer(text):
@@ -406,7 +412,9 @@ def _match_brackets(text: str) -> dict[int, int]:
         if c in "[{":
             stack.append((c, p))
         elif stack and stack[-1][0] == ("[" if c == "]" else "{"):
-            pairs[stack.pop()[1]] = p
+            start = stack.pop()[1]
+            if len(stack) < _MAX_DEPTH:
+                pairs[start] = p
     return pairs
 
 
@@ -424,8 +432,8 @@ def _json_spans(text: str) -> list[Range]:
         end = -1
         try:
             _, end = _JSON_DEC.raw_decode(text, p)
-        except ValueError:
-            if "\n" in text[p:q] and _JSON_KEY.search(text, p, q):
+        except (ValueError, RecursionError):  # deep nesting: not JSON we can check
+            if text.find("\n", p, q) >= 0 and _JSON_KEY.search(text, p, q):
                 end = q
         if end > p + 1:
             spans.append((p, end))
@@ -591,9 +599,9 @@ def _label(kind: str) -> str:
 
 
 def _demos_and_question(
-    text: str, cfg: SegmentConfig, sentences: list[Range]
+    text: str, cfg: SegmentConfig, sentences: list[Range], code_lines: set[int]
 ) -> tuple[list[Range], Range | None]:
-    blocks = _label_blocks(text) or _template_blocks(text)
+    blocks = _label_blocks(text) or _template_blocks(text, code_lines)
     demos = [b for b, answered in blocks if answered]
     question: Range | None = None
     if blocks and not blocks[-1][1] and not text[blocks[-1][0][1] :].strip():
@@ -647,8 +655,10 @@ def _is_open(text: str, rng: Range, answer: str | None, done: list[str]) -> bool
     return bool(done) and all(a.startswith(answer) and len(a) > len(answer) for a in done)
 
 
-def _template_blocks(text: str) -> list[tuple[Range, bool]]:
-    """≥2 consecutive blank-line separated blocks starting with the same "Label:" token."""
+def _template_blocks(text: str, code_lines: set[int]) -> list[tuple[Range, bool]]:
+    """≥2 consecutive blank-line separated blocks starting with the same "Label:" token; a
+    block whose first line is code or config (``code_lines``: their start offsets, e.g. two
+    YAML blocks that both start with ``server:``) is no demonstration."""
     paras: list[Range] = []
     pos = 0
     for m in [*_BLANK.finditer(text), None]:
@@ -664,7 +674,7 @@ def _template_blocks(text: str) -> list[tuple[Range, bool]]:
     prev_key: str | None = None
     for p in paras:
         m = _TEMPLATE_PREFIX.match(text, p[0])
-        key = re.sub(r"\d+", "#", m.group(1)) if m else None
+        key = re.sub(r"\d+", "#", m.group(1)) if m and p[0] not in code_lines else None
         if key is not None and key == prev_key:
             run.append(p)
         else:
