@@ -177,7 +177,11 @@ def _sync_stream(
             with _call(state, conv, send_variant) as call:
                 return create(**call.payload, stream=True)
 
-        return MessageStreamManager(api_request, output_format=NOT_GIVEN)
+        try:
+            return _manager(MessageStreamManager, api_request)
+        except Exception as exc:  # an SDK whose manager we cannot build: the call stays its own
+            state.sieve.report_error(exc, "the Anthropic stream helper")
+            return stream(*args, **kwargs)
 
     return patched
 
@@ -198,6 +202,20 @@ def _async_stream(
             async with _call(state, conv, send_variant) as call:
                 return await create(**call.payload, stream=True)
 
-        return AsyncMessageStreamManager(api_request())
+        request = api_request()
+        try:
+            return _manager(AsyncMessageStreamManager, request)
+        except Exception as exc:
+            request.close()  # never awaited
+            state.sieve.report_error(exc, "the Anthropic stream helper")
+            return stream(*args, **kwargs)
 
     return patched
+
+
+def _manager(cls: Any, api_request: Any) -> Any:
+    """The SDK's stream manager around ``api_request`` (``output_format`` where it has one)."""
+    try:
+        return cls(api_request, output_format=NOT_GIVEN)
+    except TypeError:  # SDKs before structured outputs
+        return cls(api_request)
