@@ -176,6 +176,9 @@ def test_gateway_screens_then_compresses(gateway: Gateway) -> None:
     compressed = [b for b in bodies if _user(b) != original]
     # shadow comparisons (through the proxy's router) before the live compressed request
     assert len(compressed) >= 2, f"{len(bodies)} upstream calls, {len(compressed)} compressed"
+    # one compression of one prompt at one ratio: shadow variants and the applied request are
+    # the same text (the router's deployment hook does not compress a second time)
+    assert len({_user(b) for b in compressed}) == 1
     for b in bodies:
         assert b["messages"][0] == {"role": "system", "content": SYSTEM}
         assert b["tools"] == TOOLS
