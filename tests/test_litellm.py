@@ -160,3 +160,25 @@ def test_replicas_share_verdicts_through_redis(
     assert len(_user_text(body).split()) < len(LONG.split())
     s1.close()
     s2.close()
+
+
+def test_sdk_streamed_acompletion_is_compressed_and_observed(
+    server: ScriptedServer, callbacks: None
+) -> None:
+    sieve = Sieve(SieveConfig(verify=False, ratio=0.5, guard=False),
+                  compressor=WordDropCompressor())  # fmt: skip
+    handler = PromptSieveLiteLLM(sieve)
+    _use(handler)
+
+    async def run() -> str:
+        stream = await litellm.acompletion(model=MODEL, api_base=server.url, api_key="x",
+                                           messages=_messages(), stream=True)  # fmt: skip
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+        await _settle(handler, sieve, 1)  # the success callback ran after the stream ended
+        return text
+
+    assert asyncio.run(run()) == "ok"
+    (body,) = server.bodies()
+    assert body["stream"] is True
+    assert len(_user_text(body).split()) < len(LONG.split())
+    assert sieve.stats.compressed == 1
