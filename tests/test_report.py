@@ -172,8 +172,8 @@ def test_cli_bad_input_is_a_clear_message(tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no such store file" in r.output
-    r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", "redis://localhost"])
-    assert r.exit_code == 2 and "--savings" in r.output
+    r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", "redis://127.0.0.1:1/0"])
+    assert r.exit_code == 2 and "Redis" in r.output
     bad = tmp_path / "prices.json"
     bad.write_text("{}")
     path = tmp_path / "v.sqlite3"
@@ -205,38 +205,33 @@ def test_ledger_sums_across_processes_and_flushes(tmp_path: Path) -> None:
     assert (row.requests, row.compressed, row.tokens_before, row.tokens_after) == (2, 2, 200, 80)
 
 
-def test_redis_store_with_a_ledger_file(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    """A fleet: verdicts in Redis (states, ratios, bounds), savings in a ledger file."""
+def test_redis_store_and_ledger(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    """A fleet: verdicts (states, ratios, bounds) and the savings ledger in one Redis."""
     prefix = f"report{time.monotonic_ns()}:"
     gate = Gate(RedisStore(redis_url, prefix=prefix),
                 GateConfig(tau=0.6, delta=0.05, budget=40, ratios=(0.5,), seed=1))  # fmt: skip
     _until(gate, QA, True, "passed")
     _until(gate, SUM, False, "failed")
-    ledger_file = tmp_path / "savings.sqlite3"
-    ledger = SavingsLedger(ledger_file, flush_interval_s=3600)
-    ledger.on_request(RequestEvent("qa", "gpt-4o-mini", "chat", "apply", "applied", 0.5, 1000,
-                                   400, time=T0))  # fmt: skip
-    ledger.close()
+    ev = RequestEvent("qa", "gpt-4o-mini", "chat", "apply", "applied", 0.5, 1000, 400, time=T0)
+    replicas = [SavingsLedger(redis_url, redis_prefix=prefix, flush_interval_s=0)
+                for _ in range(2)]  # fmt: skip
+    for ledger in replicas:  # two gateway replicas, one ledger
+        ledger.on_request(ev)
+    file_ledger = SavingsLedger(tmp_path / "savings.sqlite3", flush_interval_s=0)
+    file_ledger.on_request(ev)
     page = tmp_path / "r.html"
     r = CliRunner().invoke(
-        app,
-        [
-            "report",
-            "--html",
-            str(page),
-            "--store",
-            redis_url,
-            "--redis-prefix",
-            prefix,
-            "--savings",
-            str(ledger_file),
-        ],
+        app, ["report", "--html", str(page), "--store", redis_url, "--redis-prefix", prefix]
     )
     assert r.exit_code == 0, r.output
     html = page.read_text()
     assert 'class="l passed"' in html and 'class="l failed"' in html
-    data = read_report(redis_url, savings=ledger_file, redis_prefix=prefix)
+    assert "1,200" in html  # two replicas' savings, summed in Redis
+    data = read_report(redis_url, redis_prefix=prefix)
     by = {t.task: t for t in data.tasks}
     assert (by["qa"].state, by["qa"].ratio, by["summarize"].state) == ("passed", 0.5, "failed")
-    assert by["qa"].tokens_saved == 600 and by["qa"].cs[0] is not None  # bounds, from Redis
+    assert (by["qa"].requests, by["qa"].tokens_saved) == (2, 1200)
+    assert by["qa"].cs[0] is not None  # the anytime bounds, from Redis
     assert by["qa"].n == 0  # the listing carries no counts: agreement is not shown
+    other = read_report(redis_url, savings=tmp_path / "savings.sqlite3", redis_prefix=prefix)
+    assert {t.task: t.tokens_saved for t in other.tasks}["qa"] == 600

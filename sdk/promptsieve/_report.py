@@ -133,7 +133,7 @@ class TaskSummary:
 class ReportData:
     """Everything the page shows, read from one store file."""
 
-    store: Path
+    store: str  # the file or URL read
     tasks: list[TaskSummary]
     ledger: list[LedgerRow]
     prices: Prices
@@ -267,26 +267,28 @@ def read_report(
     store: Path | str,
     prices: Prices | None = None,
     *,
-    savings: Path | None = None,
+    savings: Path | str | None = None,
     redis_prefix: str = "promptsieve:",
 ) -> ReportData:
     """Gather the report's figures from a verdict store and a savings ledger.
 
-    ``store``: a SQLite store file (its ledger is read from the same file unless ``savings``
-    names another), or a ``redis://`` URL (states, ratios and bounds; the counts stay in
-    Redis, so comparisons and agreement are not shown) with ``savings`` naming the ledger
-    file. Raises :class:`StoreError` when a file is missing or a store unreadable.
+    ``store``: a SQLite store file, or a ``redis://`` URL (states, ratios and bounds; the
+    listing carries no counts, so comparisons and agreement are not shown). The ledger is read
+    from the same place unless ``savings`` names another file or URL.
+
+    Raises :class:`StoreError` when a file is missing or a store unreadable.
     """
     prices = prices or Prices()
+    ledger_path: Path | str
     if isinstance(store, str) and store.startswith(("redis://", "rediss://", "unix://")):
         verdict_rows = _redis_verdicts(store, redis_prefix)
-        where = Path(store)
+        ledger_path = store if savings is None else savings
     else:
         where = Path(store)
         if not where.is_file():
             raise StoreError(f"no such store file: {where}")
         verdict_rows = _read_verdicts(where)
-    ledger_path = savings if savings is not None else (where if where.is_file() else None)
+        ledger_path = where if savings is None else savings
     tasks: dict[tuple[str, str], TaskSummary] = {}
     newest: dict[tuple[str, str], float] = {}
     for row in verdict_rows:
@@ -297,7 +299,7 @@ def read_report(
         if updated >= newest.get(key, -1.0):
             newest[key] = updated
             _apply_verdict(t, row["meta"], row["counters"])
-    ledger = read_ledger(ledger_path) if ledger_path is not None else []
+    ledger = read_ledger(ledger_path, redis_prefix=redis_prefix)
     by_task: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
     for r in ledger:
         by_task[(r.task, r.target_model)].append(r)
@@ -314,8 +316,7 @@ def read_report(
         t.price = prices.price(t.target_model)
         t.break_even = _break_even(t, by_task.get(key, []))
     ordered = sorted(tasks.values(), key=lambda t: (-t.net_saved, t.task, t.target_model))
-    label = Path(str(store)) if isinstance(store, str) else where
-    return ReportData(label, ordered, ledger, prices, dt.datetime.now(dt.timezone.utc))
+    return ReportData(str(store), ordered, ledger, prices, dt.datetime.now(dt.timezone.utc))
 
 
 def _plot_svg(data: ReportData, top: int = 6) -> str:

@@ -19,8 +19,8 @@ def report_command(
         ),
     ] = "default",
     savings: Annotated[
-        Path | None,
-        typer.Option(help="savings ledger file (default: the SQLite store file itself)"),
+        str | None,
+        typer.Option(help="savings ledger: a SQLite file or redis://URL (default: --store)"),
     ] = None,
     redis_prefix: Annotated[str, typer.Option(help="key prefix of a Redis store")] = "promptsieve:",
     prices: Annotated[
@@ -40,12 +40,6 @@ def report_command(
 
     path: Path | str
     if store.startswith(("redis://", "rediss://", "unix://")):
-        if savings is None:
-            raise typer.BadParameter(
-                "a Redis store keeps no savings ledger: name the ledger file with --savings "
-                "(SavingsLedger(path), or PROMPTSIEVE_SAVINGS on a LiteLLM gateway)",
-                param_hint="--savings",
-            )
         path = store
     elif store == "default":
         from promptsieve.fidelity.store import default_store_path
@@ -55,7 +49,10 @@ def report_command(
         path = Path(store).expanduser()
     try:
         table = load_prices(prices, price_as=price_as, flat=price_per_million)
-        data = read_report(path, table, savings=savings, redis_prefix=redis_prefix)
+        ledger = savings
+        if ledger is not None and not ledger.startswith(("redis://", "rediss://", "unix://")):
+            ledger = str(Path(ledger).expanduser())
+        data = read_report(path, table, savings=ledger, redis_prefix=redis_prefix)
         page = render_html(data)
     except (ConfigError, StoreError) as exc:
         typer.echo(f"Error: {exc}", err=True)

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import logging
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from promptsieve._errors import ConfigError, StoreError
+from promptsieve._errors import ConfigError, StoreError, missing_extra
 from promptsieve._events import ComparisonEvent, RequestEvent
 
 __all__ = ["LedgerRow", "SavingsLedger", "read_ledger"]
@@ -76,9 +78,11 @@ _COUNTS = tuple(
 
 
 class SavingsLedger:
-    """A :class:`~promptsieve.SieveObserver` that keeps savings counts in SQLite.
+    """A :class:`~promptsieve.SieveObserver` that keeps savings counts in SQLite or Redis.
 
-    ``path``: SQLite file (default: the default verdict store's file). ``bucket_s``: width of
+    ``path``: SQLite file (default: the default verdict store's file), or a ``redis://`` URL
+    (keys ``<redis_prefix>s:<bucket>:<hash of task and model>``, counted with HINCRBY, so a
+    fleet shares one ledger). ``bucket_s``: width of
     a time bucket in seconds (default one hour). Raises :class:`ConfigError` for a bad
     bucket or interval, :class:`StoreError` when the file cannot be opened.
     """
@@ -89,6 +93,7 @@ class SavingsLedger:
         *,
         bucket_s: int = 3600,
         flush_interval_s: float = 10.0,
+        redis_prefix: str = "promptsieve:",
     ) -> None:
         if bucket_s < 1:
             raise ConfigError(f"bucket_s must be >= 1 second, got {bucket_s}")
@@ -98,7 +103,13 @@ class SavingsLedger:
             from promptsieve.fidelity.store import default_store_path
 
             path = default_store_path()
-        self.path = Path(path)
+        self._redis: Any = None
+        self.redis_prefix = redis_prefix
+        if _is_redis(path):
+            self._redis = _redis_client(str(path))
+        #: The SQLite file (unused with Redis); ``location``: the file or the Redis URL.
+        self.path = Path(path) if self._redis is None else Path()
+        self.location = str(path)
         self.bucket_s = int(bucket_s)
         self.flush_interval_s = float(flush_interval_s)
         self._lock = threading.Lock()
@@ -106,9 +117,10 @@ class SavingsLedger:
         self._last_flush = time.monotonic()
         self._closed = False  # after close(): every event is written at once
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.executescript(_SCHEMA)
+            if self._redis is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self._connect() as conn:
+                    conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"savings ledger {self.path}: {exc}") from exc
         ref = weakref.ref(self)
@@ -120,7 +132,7 @@ class SavingsLedger:
             ).start()  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"SavingsLedger({str(self.path)!r})"
+        return f"SavingsLedger({self.location!r})"
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -171,27 +183,14 @@ class SavingsLedger:
             self._last_flush = time.monotonic()
         if not rows:
             return True
-        cols = ", ".join(_COUNTS)
-        marks = ", ".join("?" for _ in _COUNTS)
-        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNTS)
-        sql = (
-            f"INSERT INTO savings (bucket, task, target_model, {cols}) VALUES (?, ?, ?, {marks}) "
-            f"ON CONFLICT(bucket, task, target_model) DO UPDATE SET {sets}"
-        )
         try:
-            with self._connect() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for r in rows.values():
-                        values = [getattr(r, c) for c in _COUNTS]
-                        conn.execute(sql, (r.bucket, r.task, r.target_model, *values))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("promptsieve: savings ledger %s: %s; kept for the next flush", self.path,
-                        type(exc).__name__)  # fmt: skip
+            if self._redis is not None:
+                _redis_write(self._redis, self.redis_prefix, rows.values())
+            else:
+                self._sqlite_write(rows.values())
+        except Exception as exc:  # sqlite3/OS/Redis errors: keep the counts for next time
+            log.warning("promptsieve: savings ledger %s: %s; kept for the next flush",
+                        self.location, type(exc).__name__)  # fmt: skip
             with self._lock:
                 for key, r in rows.items():
                     mine = self._rows.setdefault(key, LedgerRow(r.bucket, r.task, r.target_model))
@@ -199,6 +198,25 @@ class SavingsLedger:
                         setattr(mine, c, getattr(mine, c) + getattr(r, c))
             return False
         return True
+
+    def _sqlite_write(self, rows: Iterable[LedgerRow]) -> None:
+        cols = ", ".join(_COUNTS)
+        marks = ", ".join("?" for _ in _COUNTS)
+        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNTS)
+        sql = (
+            f"INSERT INTO savings (bucket, task, target_model, {cols}) VALUES (?, ?, ?, {marks}) "
+            f"ON CONFLICT(bucket, task, target_model) DO UPDATE SET {sets}"
+        )
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for r in rows:
+                    values = [getattr(r, c) for c in _COUNTS]
+                    conn.execute(sql, (r.bucket, r.task, r.target_model, *values))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         """Write what is left (also done at interpreter exit); later events are written at
@@ -219,11 +237,66 @@ def _flush_periodically(ref: weakref.ReferenceType[SavingsLedger], interval: flo
         del ledger
 
 
-def read_ledger(path: str | Path) -> list[LedgerRow]:
-    """Every row of the ledger in ``path``, oldest bucket first; [] when it has none.
+# -- Redis --------------------------------------------------------------------------------
 
-    Raises :class:`StoreError` when the file cannot be read.
+
+def _is_redis(path: str | Path) -> bool:
+    return isinstance(path, str) and path.startswith(("redis://", "rediss://", "unix://"))
+
+
+def _redis_client(url: str) -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise missing_extra("redis", "redis") from exc
+    try:
+        return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    except ValueError as exc:
+        raise ConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+
+
+def _redis_key(prefix: str, r: LedgerRow) -> str:
+    who = hashlib.sha256(f"{r.task}\x1f{r.target_model}".encode()).hexdigest()[:16]
+    return f"{prefix}s:{r.bucket}:{who}"
+
+
+def _redis_write(client: Any, prefix: str, rows: Iterable[LedgerRow]) -> None:
+    """One pipeline (MULTI/EXEC): HSET the names, HINCRBY every count of every row."""
+    pipe = client.pipeline(transaction=True)
+    for r in rows:
+        key = _redis_key(prefix, r)
+        pipe.hset(key, mapping={"bucket": r.bucket, "task": r.task, "model": r.target_model})
+        for c in _COUNTS:
+            if getattr(r, c):
+                pipe.hincrby(key, c, getattr(r, c))
+    pipe.execute()
+
+
+def _redis_read(url: str, prefix: str) -> list[LedgerRow]:
+    client = _redis_client(url)
+    try:
+        out = []
+        for name in client.scan_iter(match=f"{prefix}s:*"):
+            raw = {k.decode(): v.decode() for k, v in client.hgetall(name).items()}
+            if not raw:
+                continue
+            counts = {c: int(raw.get(c, 0)) for c in _COUNTS}
+            out.append(LedgerRow(int(raw["bucket"]), raw["task"], raw["model"], **counts))
+        return sorted(out, key=lambda r: (r.bucket, r.task, r.target_model))
+    except Exception as exc:
+        raise StoreError(f"savings ledger (Redis): {type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
+
+
+def read_ledger(path: str | Path, *, redis_prefix: str = "promptsieve:") -> list[LedgerRow]:
+    """Every row of the ledger in ``path`` (a SQLite file, or a ``redis://`` URL with its key
+    prefix), oldest bucket first; [] when it has none.
+
+    Raises :class:`StoreError` when the ledger cannot be read.
     """
+    if _is_redis(path):
+        return _redis_read(str(path), redis_prefix)
     p = Path(path)
     if not p.is_file():
         raise StoreError(f"no such store file: {p}")
