@@ -10,8 +10,8 @@ Proxy ``config.yaml``::
 path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``, ``PROMPTSIEVE_DELTA``, ``PROMPTSIEVE_RATIOS``
 (comma-separated ladder), ``PROMPTSIEVE_GUARD=0`` (no instance guard), and
 ``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit opt-out);
-``PROMPTSIEVE_SAVINGS`` (a SQLite file for the savings ledger, read by ``promptsieve
-report``; written every ``PROMPTSIEVE_SAVINGS_FLUSH_S`` seconds, default 10) and
+``PROMPTSIEVE_SAVINGS`` (the savings ledger, a SQLite file or ``redis://`` URL, read by
+``promptsieve report``; written every ``PROMPTSIEVE_SAVINGS_FLUSH_S`` seconds, default 10) and
 ``PROMPTSIEVE_OTEL=1`` (OpenTelemetry spans and metrics) attach observers. SDK::
 
     import litellm
