@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, wilcoxon
+from scipy.stats import binomtest, spearmanr, wilcoxon
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demos"
 METHODS = ("proxy", "oracle", "random", "selfinfo", "head")
@@ -103,6 +103,16 @@ def part_a(rows: list[dict[str, Any]]) -> list[str]:
     for other in ("random", "selfinfo", "head"):
         if "proxy" in means and other in means:
             out.append(f"- proxy vs {other}: {_paired(means['proxy'], means[other])}")
+    rhos = [
+        float(spearmanr(r["methods"]["proxy"]["values"], r["methods"]["oracle"]["values"])[0])
+        for r in rows
+        if "proxy" in r["methods"] and "oracle" in r["methods"]
+    ]
+    if rhos:
+        out.append(
+            f"- attribution fidelity, Spearman(proxy values, oracle values) per draw: "
+            f"{', '.join(f'{x:.2f}' for x in rhos)} (mean {np.mean(rhos):.2f})"
+        )
     out.append("")
     return out
 
