@@ -327,7 +327,9 @@ def run_suites(
             "avg_prompt_tokens": sum(count(i.prompt) for i in items) / max(1, len(items)),
         }
         if screen:
-            results["screening"] += _screen_suite(suite, items, methods, profile, target)
+            done = {r["item"] for r in rows if r["method"] == "none"}
+            answered = [it for it in items if it.id in done]  # a stopped run: what it reached
+            results["screening"] += _screen_suite(suite, answered, methods, profile, target)
         results["meta"]["runtime_s"] = time.perf_counter() - t0
         results["meta"]["target_calls"] = target.calls
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
@@ -500,7 +502,9 @@ def _screen_suite(
     target: CompletionTarget,
 ) -> list[dict[str, Any]]:
     """Screen-and-apply on the suite's items (the grid's calls: cache hits, no new calls)."""
-    out = []
+    out: list[dict[str, Any]] = []
+    if not items:
+        return out
     for name in profile.screen.methods:
         m = next((m for m in methods if m.name == name and m.available), None)
         if m is None:
