@@ -468,6 +468,11 @@ def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
             if not all(0 < r < 1 for r in ratios):
                 raise ValueError("--ratios must be in (0, 1)")
             profile = replace(profile, ratios=ratios)
+        # screening reads the grid's calls: its ladder is the run's ratios (conservative first)
+        profile = replace(
+            profile,
+            screen=replace(profile.screen, ladder=tuple(sorted(profile.ratios, reverse=True))),
+        )
     except ValueError as exc:
         ap.error(str(exc))
     from promptsieve import ConfigError

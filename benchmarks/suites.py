@@ -162,7 +162,7 @@ PROFILES: dict[str, SuiteProfile] = {
             Suite("vitaminc", n=60, noise=30),
         ),
         methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
-        screen=ScreenPlan(methods=("coarse", "sentence", "truncate"), ladder=RATIOS),
+        screen=ScreenPlan(methods=("relevance", "coarse", "sentence", "truncate"), ladder=RATIOS),
         description="Qwen2.5-Coder-0.5B-Instruct",
     ),
     # The headline target (Qwen2.5-Coder-1.5B-Instruct): multi-document QA on the test
@@ -178,7 +178,7 @@ PROFILES: dict[str, SuiteProfile] = {
             Suite("vitaminc", n=60, noise=20),
         ),
         methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
-        screen=ScreenPlan(methods=("coarse", "sentence", "truncate"), ladder=RATIOS),
+        screen=ScreenPlan(methods=("relevance", "coarse", "sentence", "truncate"), ladder=RATIOS),
         description="Qwen2.5-Coder-1.5B-Instruct",
     ),
 }
