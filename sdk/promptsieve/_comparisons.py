@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import logging
 import threading
 import time
@@ -53,6 +54,8 @@ class Comparisons:
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self._jobs: set[Job] = set()
+        #: Event-loop callers waiting for a slot (awaited on their loop, no thread held).
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- starting -------------------------------------------------------------------------
     def must_wait(self, plan: Plan, send: object) -> bool:
@@ -70,6 +73,29 @@ class Comparisons:
             self._freed.wait_for(
                 lambda: len(self._jobs) < cfg.max_pending, cfg.backpressure_wait_ms / 1000.0
             )
+
+    async def await_slot(self) -> None:
+        """:meth:`wait_for_slot` on an event loop: awaits a freed slot on the loop itself,
+        holding no executor thread (64 waiting callers would otherwise fill the loop's
+        default executor and queue the gate's store reads behind them)."""
+        cfg = self._sieve.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.backpressure_wait_ms / 1000.0
+        while True:
+            left = deadline - loop.time()
+            with self._lock:
+                if len(self._jobs) < cfg.max_pending or left <= 0:
+                    return
+                waiter = (loop, loop.create_future())
+                self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter[1]), left)
+            except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
+                return
+            finally:
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
 
     def reserve(self, plan: Plan, send: object) -> Job | None:
         """A job for the plan's comparison, or None when none will run (its slot freed)."""
@@ -133,6 +159,10 @@ class Comparisons:
         with self._freed:
             self._jobs.discard(job)
             self._freed.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:  # wake the event-loop waiters on their own loops
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_wake, fut)
         if not job.settled:  # cancelled (a loop closed under it) or died: counted once
             self.settle(job, "abandoned")
 
@@ -215,3 +245,8 @@ class Comparisons:
                 return False
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await asyncio.get_running_loop().run_in_executor(None, self.flush, left)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -300,8 +300,8 @@ class Sieve:
         send_variant: AsyncSend | None = None,
     ) -> None:
         """:meth:`observe` for event loops: the comparison runs as an asyncio task."""
-        if self._comparisons.must_wait(plan, send_variant):  # off the loop
-            await asyncio.get_running_loop().run_in_executor(None, self._comparisons.wait_for_slot)
+        if self._comparisons.must_wait(plan, send_variant):  # awaited, no thread held
+            await self._comparisons.await_slot()
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
