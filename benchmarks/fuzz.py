@@ -23,6 +23,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "fuzz.json"
 _HEADER = re.compile(r"^tests/test_fuzz\.py::(\w+):\s*$", re.MULTILINE)
 _PASSING = re.compile(r"(\d+) passing")
+_FAILING = re.compile(r"(?:Failing test case|Falsifying example)")
 
 
 def _passing(stdout: str) -> dict[str, int]:
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         "pytest_summary": tail[0] if tail else "",
         "seconds": round(seconds, 1),
     }
-    if proc.returncode != 0:
+    if proc.returncode != 0:  # the falsifying examples first, then the end of the output
+        cases = [m.start() for m in _FAILING.finditer(proc.stdout)]
+        report["failing_cases"] = [proc.stdout[c : c + 3000] for c in cases[:5]]
         report["failure"] = proc.stdout[-4000:]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
