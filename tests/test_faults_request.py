@@ -253,7 +253,8 @@ def test_scoring_timeout_on_the_real_proxy_sends_originals(
     )  # fmt: skip
     key = sieve.verdict_key("faults", MODEL)
     now = time.time()
-    sieve.gate.store.put(
+    store: Any = sieve.gate.store  # the default Gate's
+    store.put(
         key,
         Verdict(state=VerdictState.PASSED, ratio=0.5, testing=None, created_at=now,
                 updated_at=now, expires_at=now + 3600, generation=1),
@@ -366,3 +367,42 @@ def test_shadow_target_faults_are_counted_and_never_reach_the_user(
     finally:
         store.close()
     _assert_quiet_logs(caplog, prompts + healed)
+
+
+# ---------------------------------------------------------------------------- fork
+
+
+def test_gate_lock_held_at_fork_does_not_deadlock_the_child(tmp_path: Path) -> None:
+    """Another thread holds the gate's lock when the process forks: the child's gate gets
+    a fresh lock (and no parent in-flight slots), so its first decide() returns."""
+    import os
+    import signal
+    import threading
+
+    from promptsieve.fidelity import Action, Gate, VerdictKey
+
+    gate = Gate(SQLiteStore(tmp_path / "verdicts.sqlite3"))
+    key = VerdictKey("fork", MODEL, "fp", "settings")
+    assert gate.decide(key).action is Action.SHADOW  # a slot in flight in the parent
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with gate._lock:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if decide() returns
+        signal.alarm(20)
+        try:
+            ok = gate.decide(VerdictKey("fork-child", MODEL, "fp", "settings")).action
+            os._exit(0 if ok is Action.SHADOW and not gate._in_flight.get(("x", 0, 0.0)) else 3)
+        except BaseException:
+            os._exit(4)
+    release.set()
+    t.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

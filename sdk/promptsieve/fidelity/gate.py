@@ -42,9 +42,11 @@ The gate fails open: a store outage or any internal error means BYPASS (send the
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -171,6 +173,7 @@ class Gate:
         self._lock = threading.Lock()
         # shadow comparisons dispatched by this process and not yet recorded (slot -> times)
         self._in_flight: dict[tuple[str, int, float], list[float]] = {}
+        _GATES.add(self)  # re-created in a forked child (_gates_after_fork)
         self._warned = False
         #: Store operations that failed (StoreError) and were absorbed: each counted once.
         self.store_errors = 0
@@ -510,3 +513,19 @@ def _next_ratio(ladder: tuple[float, ...], ratio: float) -> float | None:
         if _same(r, ratio):
             return ladder[i + 1] if i + 1 < len(ladder) else None
     return None
+
+
+# -- fork safety ----------------------------------------------------------------------------
+# A fork while another thread holds a gate's lock would deadlock the child's first decide();
+# the parent's in-flight shadow slots are the parent's to record, not the child's.
+_GATES: weakref.WeakSet[Gate] = weakref.WeakSet()
+
+
+def _gates_after_fork() -> None:
+    for gate in list(_GATES):
+        gate._lock = threading.Lock()
+        gate._in_flight = {}
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_gates_after_fork)
