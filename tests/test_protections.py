@@ -7,6 +7,8 @@ checks that the region comes out byte-identical, that the prose around it was re
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from promptsieve import ConfigError
@@ -225,7 +227,7 @@ def test_target_tokens_on_messages(comp: Compressor) -> None:
     ],
     ids=["high", "low", "system-message"],
 )
-def test_lone_surrogates_raise_config_error(comp: Compressor, prompt: object) -> None:
+def test_lone_surrogates_raise_config_error(comp: Compressor, prompt: Any) -> None:
     with pytest.raises(ConfigError, match="not valid Unicode") as info:
         comp.compress(prompt, ratio=0.5)
     assert "surrogate" in str(info.value) and "fine text" not in str(info.value)
