@@ -17,7 +17,8 @@ The load average (``os.getloadavg``) is reported before and after each phase: on
 machine the figures move with it.
 
     python -m benchmarks.load_async [--requests 2000] [--concurrency 64]
-        [--memory-requests 10000] [--phases load,memory] [--out benchmarks/results/load_async.json]
+        [--memory-requests 10000] [--phases load,memory] [--backpressure wait|skip]
+        [--out benchmarks/results/load_async.json]
 """
 
 from __future__ import annotations
@@ -120,10 +121,14 @@ async def _run(
     return latencies, failures
 
 
+BACKPRESSURE = ["wait"]  # --backpressure
+
+
 def _sieve(tmp: Path) -> Any:
     from promptsieve import Sieve, SieveConfig
 
-    sieve = Sieve(SieveConfig(store_path=str(tmp / "verdicts.sqlite3")))
+    cfg = SieveConfig(store_path=str(tmp / "verdicts.sqlite3"), backpressure=BACKPRESSURE[0])
+    sieve = Sieve(cfg)
     sieve.warmup()  # load the proxy now: the run measures serving, not the first load
     return sieve
 
@@ -221,9 +226,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--memory-requests", type=int, default=10_000)
     ap.add_argument("--memory-every", type=int, default=1000)
     ap.add_argument("--phases", default="load,memory")
+    ap.add_argument("--backpressure", choices=("wait", "skip"), default="wait")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load_async.json"))
     args = ap.parse_args(argv)
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    BACKPRESSURE[0] = args.backpressure
 
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER.format(tests=str(ROOT / "tests"))],
@@ -231,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     assert server.stdout is not None and server.stdin is not None
     url = server.stdout.readline().strip()
-    result: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                              "backpressure": args.backpressure}  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="ps-load-") as d:
             tmp = Path(d)
