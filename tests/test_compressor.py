@@ -173,7 +173,7 @@ def test_sieve_guard_uses_the_scoring_pass_not_two_more_encoder_passes(proxy: Pr
             SieveConfig(verify=False, ratio=0.5, guard_threshold=threshold, scoring_budget_ms=30e3),
             compressor=comp,
         )
-        plan, sent = sieve.prepare(Request(msgs, "gpt-4o"))
+        plan = sieve.prepare(Request(msgs, "gpt-4o"))
         assert plan.reason == reason and plan.similarity == pytest.approx(expected)
-        assert (sent.prompt != msgs) == (reason == "applied")
+        assert (plan.sent.prompt != msgs) == (reason == "applied")
     assert Counting.embeds == 0
