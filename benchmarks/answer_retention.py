@@ -86,7 +86,7 @@ class _Compressor:
 
         msg = Message("user", (TextPart(context), TextPart(question, True)))
         r = self.comp.compress([msg], ratio=ratio, question=question.strip())
-        return r.prompt[0].parts[0].text, float(r.timings.get("score", 0.0))  # type: ignore[index,union-attr]
+        return r.prompt[0].parts[0].text, float(r.timings.get("score", 0.0))
 
 
 def make_method(name: str) -> Any:

@@ -338,7 +338,7 @@ def train_head(encs: list[Encoded], depth: int, seed: int, epochs: int, batch: i
             group = [encs[i] for i in bi]
             outs = batch_sentence_logits(head, group, depth)
             loss = sum(item_loss(o, e.text) for o, e in zip(outs, group, strict=True)) / len(bi)
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
@@ -355,7 +355,10 @@ def ranking_metrics(
     scores: Sequence[np.ndarray], texts: Sequence[Text], count: Any
 ) -> dict[str, float]:
     """MRR / top-1 of the answer sentence; kept at 50 % / 25 % of tokens, best-first."""
-    rr, top1, k50, k25 = [], [], [], []
+    rr: list[float] = []
+    top1: list[bool] = []
+    k50: list[bool] = []
+    k25: list[bool] = []
     for s, t in zip(scores, texts, strict=True):
         gold = int(np.argmax(t.labels))
         order = sorted(range(len(s)), key=lambda i: (-s[i], i))
