@@ -31,7 +31,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from promptsieve import Plan, Prompt, Sieve, TargetOutput
+from promptsieve import Call, Plan, Prompt, Sieve, TargetOutput
 from promptsieve.convert import OpenAIRequest, from_openai
 
 __all__ = ["PromptSieveLiteLLM"]
@@ -57,9 +57,14 @@ _CHAT_CALLS = frozenset({"completion", "acompletion"})
 
 @dataclass
 class _Pending:
-    plan: Plan
-    send: Callable[[Prompt], Awaitable[TargetOutput]] | None
+    """A request's lifecycle held from the pre-call hook to its success/failure callback."""
+
+    call: Call[dict[str, Any]]
     at: float
+
+    @property
+    def plan(self) -> Plan:
+        return self.call.plan
 
 
 class PromptSieveLiteLLM(CustomLogger):
@@ -118,19 +123,16 @@ class PromptSieveLiteLLM(CustomLogger):
                 if isinstance(meta.get("promptsieve_task"), str)
                 else None
             )
-            plan = await self.sieve.aprepare(conv.request, task or self.task)
-            payload = data
-            if plan.is_compressed:
-                try:
-                    payload = conv.rebuild(plan.sent.prompt)
-                except Exception as exc:  # UnsupportedRequest or a bug: the original goes out
-                    self.sieve.report_error(exc, "rebuilding a LiteLLM request")
-                    plan = self.sieve.revert(plan)
-                    payload = data
-            key = call_id or uuid.uuid4().hex
             send = self._sender(conv, data, via_router) if conv.comparable else None
-            self._keep(key, _Pending(plan, send, time.monotonic()))
-            return {**payload, "metadata": {**meta, _PLAN_KEY: key}}
+            # the lifecycle (prepare, rebuild, revert on a failed rebuild, fail-open) is the
+            # sieve's; LiteLLM splits the request in two hooks, so the Call is held across them
+            call = self.sieve.call(conv.request, task or self.task, original=data,
+                                   rebuild=conv.rebuild, send_variant=send)  # fmt: skip
+            await call.__aenter__()
+            call.defer()  # finished by the success/failure callback
+            key = call_id or uuid.uuid4().hex
+            self._keep(key, _Pending(call, time.monotonic()))
+            return {**call.payload, "metadata": {**meta, _PLAN_KEY: key}}
         except Exception as exc:
             self.sieve.report_error(exc, "the LiteLLM hook")
             return data
@@ -162,7 +164,7 @@ class PromptSieveLiteLLM(CustomLogger):
         with self._lock:
             stale = [k for k, p in self._plans.items() if now - p.at > self.plan_ttl_s]
             for k in stale:
-                self.sieve.abandon(self._plans.pop(k).plan)
+                self._plans.pop(k).call.drop()
             self._plans[key] = pending
 
     def _pop(self, kwargs: Mapping[str, Any]) -> _Pending | None:
@@ -192,16 +194,14 @@ class PromptSieveLiteLLM(CustomLogger):
         except Exception as exc:
             self.sieve.report_error(exc, "reading a LiteLLM response")
             output, usage = None, None
-        await self.sieve.aobserve(
-            pending.plan, output, usage_prompt_tokens=usage, send_variant=pending.send
-        )
+        await pending.call.afinish(output, usage)
 
     async def async_log_failure_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         pending = self._pop(kwargs)
         if pending is not None:
-            self.sieve.abandon(pending.plan)  # the live call failed: nothing is compared
+            pending.call.drop()  # the live call failed: nothing is compared
 
     def pending(self) -> int:
         """Plans waiting for their callback (for tests and health checks)."""
