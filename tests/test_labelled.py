@@ -27,7 +27,7 @@ def test_false_pass_rate_at_the_boundary_is_at_most_delta(
 ) -> None:
     """Any crossing of the pass boundary within 200 looks (no budget, no fail stop) is rarer
     than delta when acc(c) sits exactly on the null boundary."""
-    test = NonInferiorityTest(DELTA, None, **kw)  # type: ignore[arg-type]
+    test = NonInferiorityTest(DELTA, None, **kw)
     cells = sample_cells(np.random.default_rng(sum(int(x * 100) for x in law)), law, RUNS, HORIZON)
     t_pass, _ = labelled_times(test, cells)
     assert float(np.mean(t_pass <= HORIZON)) <= DELTA
@@ -118,7 +118,7 @@ def test_margins_outside_their_range_raise_config_error(kw: dict[str, float], ma
     with pytest.raises(ConfigError, match=match):
         check_margin(kw.get("epsilon"), kw.get("rho"))
     with pytest.raises(ConfigError, match=match):
-        NonInferiorityTest(**kw)  # type: ignore[arg-type]
+        NonInferiorityTest(**kw)
     assert check_margin(None, None) == (0.05, None)
     with pytest.raises(ConfigError):
         NonInferiorityTest(delta=1.0)
