@@ -487,3 +487,31 @@ def test_plan_reason_is_a_literal_and_prepare_returns_the_plan() -> None:
     sieve, _gate = _sieve(apply(0.5))
     plan = sieve.prepare(_req())
     assert isinstance(plan, Plan) and plan.reason in typing.get_args(Reason)
+
+
+class _NoiseGate(ScriptedGate):
+    """A scripted gate that also takes noise-floor reports (as ``Gate.record_noise`` does)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision)
+        self.noise: list[bool | None] = []
+
+    def record_noise(self, key: Any, agreed: bool | None) -> None:
+        self.noise.append(agreed)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_noise_decision_compares_a_rewrite_and_never_feeds_the_test(driver: str) -> None:
+    """A shadow decision sampled for the noise floor sends a meaning-preserving rewrite of
+    the original (not a compression) and reports it with ``record_noise`` only."""
+    from promptsieve.fidelity.noise import variant
+
+    gate = _NoiseGate(Decision(Action.SHADOW, 0.5, noise=True))
+    comp = WordDropCompressor()
+    sieve = Sieve(SieveConfig(guard=False), compressor=comp, gate=gate)
+    target = Target()
+    run(driver, sieve, target)
+    assert target.seen == [variant(_req().prompt)] and target.seen[0] != _req().prompt
+    assert comp.calls == 0 and gate.records == [] and gate.noise == [True]
+    s = sieve.stats
+    assert (s.comparisons, s.noise_comparisons, s.noise_agreements) == (0, 1, 1)

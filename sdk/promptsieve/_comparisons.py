@@ -197,6 +197,23 @@ class Comparisons:
         sieve.gate.record(plan.key, plan.ratio, agreed)
         self._notify(job, agreed)
 
+    def record_noise(self, job: Job, original: TargetOutput, rewritten: TargetOutput) -> None:
+        """Record a noise-floor comparison (the original vs a meaning-preserving rewrite of it,
+        :func:`promptsieve.fidelity.noise.variant`) with ``Gate.record_noise``; it never counts
+        toward the verdict's test. A gate without ``record_noise`` only gets its slot freed."""
+        sieve = self._sieve
+        plan = job.plan
+        agreed = sieve._agree(original, rewritten)
+        if not job.settle():
+            return
+        sieve.stats.add(noise_comparisons=1, noise_agreements=int(agreed))
+        assert plan.key is not None and plan.ratio is not None
+        record = getattr(sieve.gate, "record_noise", None)
+        if record is not None:
+            record(plan.key, agreed)
+        else:
+            sieve.gate.record(plan.key, plan.ratio, None)
+
     def _notify(self, job: Job, agreed: bool | None) -> None:
         sieve = self._sieve
         if not sieve.observers:

@@ -37,6 +37,7 @@ from promptsieve._context import current_task
 from promptsieve._plan import Plan, Variant
 from promptsieve._threads import DaemonPool, SieveClosed
 from promptsieve.fidelity import Action, Decision, TargetOutput, VerdictKey
+from promptsieve.fidelity.noise import variant as noise_variant
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Prompt, Request, TextPart
 from promptsieve.tokens import TokenCounter
 
@@ -270,6 +271,8 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
     to compare, abandoned) and frees the gate's shadow slot when it does not record.
     """
     plan = job.plan
+    # a shadow decision the gate sampled for the noise floor (GateConfig.noise_rate)
+    noise = plan.comparison != "monitor" and plan.decision is not None and plan.decision.noise
     try:
         if plan.comparison == "monitor":
             assert plan.compressed is not None
@@ -277,11 +280,16 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
         else:
             assert plan.ratio is not None
             prompt, ratio = plan.request.prompt, plan.ratio
+            variant: Variant
             if not (yield Blocking(lambda: sieve._comparisons.still_under_test(plan))):
                 # queued while the verdict moved on (passed, failed): spend nothing on it
                 yield Blocking(lambda: sieve._comparisons.settle(job, "dropped"))
                 return
-            variant: Variant = yield Compute(lambda: sieve._variant(prompt, ratio))
+            if noise:  # the noise floor: a meaning-preserving rewrite, not a compression
+                rewritten: Prompt = yield Compute(lambda: noise_variant(prompt))
+                variant = Variant(None if rewritten == prompt else rewritten, "unchanged")
+            else:
+                variant = yield Compute(lambda: sieve._variant(prompt, ratio))
             if variant.prompt is None:  # apply would send the original too: nothing to test
                 sieve.stats.add(guard_skips=int(variant.reason == "guard"))
                 yield Blocking(lambda: sieve._comparisons.settle(job, "dropped"))
@@ -298,7 +306,8 @@ def compare_flow(sieve: Sieve, job: Job, output: TargetOutput | None) -> Flow[No
             yield Blocking(lambda: sieve._comparisons.settle(job, "target_failed", error=error))
             return
         orig_out, comp_out = (live, other) if live_is_original else (other, live)
-        yield Blocking(lambda: sieve._comparisons.record(job, orig_out, comp_out))
+        record = sieve._comparisons.record_noise if noise else sieve._comparisons.record
+        yield Blocking(lambda: record(job, orig_out, comp_out))
     except SieveClosed:
         yield Blocking(lambda: sieve._comparisons.settle(job, "abandoned"))
     except Exception as exc:

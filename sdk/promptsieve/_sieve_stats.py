@@ -45,6 +45,10 @@ class SieveStats:
     comparisons: int = 0
     agreements: int = 0
     disagreements: int = 0
+    #: Noise-floor comparisons (original vs a meaning-preserving rewrite of itself; never in
+    #: the test) and how many of them agreed (``GateConfig.noise_rate``).
+    noise_comparisons: int = 0
+    noise_agreements: int = 0
     #: Comparisons whose target call failed (not counted in the test).
     comparison_errors: int = 0
     #: Comparisons not started because ``max_pending`` comparisons were already queued.
