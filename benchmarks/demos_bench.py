@@ -321,6 +321,36 @@ def run_b(bench: Bench, args: argparse.Namespace) -> None:
                  rec["wall_s"])  # fmt: skip
 
 
+# ------------------------------------------------------------------------------- fidelity
+
+
+def run_fidelity(bench: Bench, args: argparse.Namespace) -> None:
+    """Proxy vs oracle attribution on the same draws (no accuracy rungs): rank agreement of
+    the Shapley values, and what each cost (proxy seconds/tokens, oracle target calls)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    path = RESULTS / "fidelity.jsonl"
+    done = _done(path)
+    cfg = DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
+    for repeat in range(args.repeats):
+        for task in args.tasks:
+            if (task, repeat) in done:
+                continue
+            d = draw(task, repeat, args.demos, args.val, args.test)
+            ords = orders(bench, d, fmt_for(TASKS[task]), ["proxy", "oracle"], cfg)
+            p, o = ords["proxy"]["values"], ords["oracle"]["values"]
+            rec = {
+                "task": task, "repeat": repeat, "n_demos": len(d.demos), "n_val": args.val,
+                "shap": cfg.resolved_method(len(d.demos)), "samples": args.samples,
+                "target": bench.target_model,
+                "spearman": float(spearmanr(p, o)[0]), "kendall": float(kendalltau(p, o)[0]),
+                "same_least_useful": ords["proxy"]["order"][0] == ords["oracle"]["order"][0],
+                "methods": ords,
+            }  # fmt: skip
+            _append(path, rec)
+            log.info("fidelity %s/%d: spearman %.2f", task, repeat, rec["spearman"])
+
+
 # --------------------------------------------------------------------------------- timing
 
 
@@ -370,7 +400,7 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.demos_bench")
-    ap.add_argument("part", choices=("a", "b", "timing", "report"))
+    ap.add_argument("part", choices=("a", "b", "fidelity", "timing", "report"))
     ap.add_argument("--tasks", default="sports_understanding,navigate,snarks,"
                     "date_understanding,logical_deduction_three_objects")  # fmt: skip
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -405,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         report_main()
         return
     bench = Bench(args.target, args.threads, args.int8)
-    {"a": run_a, "b": run_b, "timing": run_timing}[args.part](bench, args)
+    parts = {"a": run_a, "b": run_b, "fidelity": run_fidelity, "timing": run_timing}
+    parts[args.part](bench, args)
 
 
 if __name__ == "__main__":
