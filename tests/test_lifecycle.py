@@ -515,3 +515,41 @@ def test_noise_decision_compares_a_rewrite_and_never_feeds_the_test(driver: str)
     assert comp.calls == 0 and gate.records == [] and gate.noise == [True]
     s = sieve.stats
     assert (s.comparisons, s.noise_comparisons, s.noise_agreements) == (0, 1, 1)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_labelled_mode_reports_the_judge_labels_to_the_gate(driver: str, tmp_path: Path) -> None:
+    """Live labelled mode: each shadow comparison's two answers are labelled by the user's
+    judge and go to ``Gate.record_pair`` (a judge that raises is not counted)."""
+    from promptsieve import ConfigError, Gate, GateConfig, SQLiteStore
+
+    cfg = GateConfig(mode="labelled", ratios=(0.5,), seed=0)
+    gate = Gate(SQLiteStore(tmp_path / "v.db"), cfg)
+    with pytest.raises(ConfigError, match="judge"):
+        Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    with pytest.raises(ConfigError, match="judge"):
+        SieveConfig(gate=cfg)
+    raised = []
+
+    def judge(request: Request, output: TargetOutput) -> bool:
+        assert request.model == MODEL
+        if len(raised) == 0 and output.text == "Lyon":
+            raised.append(1)
+            raise TimeoutError("judge model down")
+        return output.text == "Paris"
+
+    sieve = Sieve(SieveConfig(guard=False, judge=judge), compressor=WordDropCompressor(), gate=gate)
+
+    # the live (original) answer is right; the compressed one is wrong on the first two calls
+    def right(payload: Prompt) -> TargetOutput:
+        return TargetOutput("Paris")
+
+    run(driver, sieve, Target(answer="Lyon"), live=right)  # judge raises: not counted
+    run(driver, sieve, Target(answer="Lyon"), live=right)  # a loss
+    run(driver, sieve, Target(answer="Paris"), live=right)  # both right
+    v = gate.verdict(sieve.verdict_key("t", MODEL))
+    assert v is not None
+    pairs = v.pairs_at(0.5)
+    assert (pairs.both, pairs.original_only, pairs.compressed_only) == (1, 1, 0)
+    assert v.counts_at(0.5).n == 0  # agreement results are not what labelled mode tests
+    assert sieve.stats.judge_errors == 1 and sieve.stats.comparisons == 3

@@ -194,8 +194,33 @@ class Comparisons:
             return
         sieve.stats.add(comparisons=1, agreements=int(agreed), disagreements=int(not agreed))
         assert plan.key is not None and plan.ratio is not None
-        sieve.gate.record(plan.key, plan.ratio, agreed)
+        record_pair = getattr(sieve.gate, "record_pair", None)
+        if sieve.config.judge is not None and record_pair is not None:
+            # labelled mode: the judge labels both answers; the gate tests non-inferiority
+            record_pair(
+                plan.key,
+                plan.ratio,
+                self._label(plan, original),
+                self._label(plan, compressed),
+            )
+        else:
+            sieve.gate.record(plan.key, plan.ratio, agreed)
         self._notify(job, agreed)
+
+    def _label(self, plan: Plan, output: TargetOutput) -> bool | None:
+        """The user's judge on one answer; None (not counted) when it raises."""
+        judge = self._sieve.config.judge
+        assert judge is not None
+        try:
+            return bool(judge(plan.request, output))
+        except Exception as exc:
+            self._sieve.stats.add(judge_errors=1)
+            self._sieve._warn_once(
+                f"judge:{type(exc).__name__}",
+                "promptsieve: the judge raised %s; that comparison is not counted",
+                type(exc).__name__,
+            )
+            return None
 
     def record_noise(self, job: Job, original: TargetOutput, rewritten: TargetOutput) -> None:
         """Record a noise-floor comparison (the original vs a meaning-preserving rewrite of it,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
+from promptsieve.prompt import Request
 
 if TYPE_CHECKING:
     from promptsieve.compressor import CompressorConfig
@@ -55,6 +56,11 @@ class SieveConfig:
     #: Agreement metric: "exact", "numeric", "choice", "json", "tool_calls", "f1:0.8",
     #: "cosine:0.9", a callable, or None to pick one from the original output's shape.
     metric: str | Callable[[TargetOutput, TargetOutput], bool] | None = None
+    #: Live labelled mode (``GateConfig(mode="labelled")``): ``judge(request, output)`` says
+    #: whether ``output`` answers ``request`` correctly (a gold lookup, or a call to a judge
+    #: model). Each shadow comparison then reports the pair of labels with
+    #: ``Gate.record_pair``; a judge that raises reports "not counted", never a label.
+    judge: Callable[[Request, TargetOutput], bool] | None = None
     #: Instance guard: keep the original when the proxy's cosine between original and
     #: compressed text falls below the threshold (no target call is spent on it).
     guard: bool = True
@@ -96,6 +102,14 @@ class SieveConfig:
             raise ConfigError("backpressure_wait_ms must be >= 0")
         if self.drain_timeout_s < 0:
             raise ConfigError("drain_timeout_s must be >= 0 seconds")
+        labelled = self.gate is not None and self.gate.mode == "labelled"
+        if labelled and self.judge is None:
+            raise ConfigError(
+                "GateConfig(mode='labelled') on live traffic needs SieveConfig(judge=...): a "
+                "callable (request, output) -> bool that labels an answer correct"
+            )
+        if self.judge is not None and not callable(self.judge):
+            raise ConfigError("judge must be a callable (request, output) -> bool")
         if self.task is not None and not self.task.strip():
             raise ConfigError("task must be a non-empty string")
         from promptsieve.fidelity import get_metric, metric_name

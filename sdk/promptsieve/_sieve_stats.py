@@ -49,6 +49,8 @@ class SieveStats:
     #: the test) and how many of them agreed (``GateConfig.noise_rate``).
     noise_comparisons: int = 0
     noise_agreements: int = 0
+    #: Labelled mode: judge calls that raised (that comparison is not counted).
+    judge_errors: int = 0
     #: Comparisons whose target call failed (not counted in the test).
     comparison_errors: int = 0
     #: Comparisons not started because ``max_pending`` comparisons were already queued.

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from promptsieve._call import Call
 from promptsieve._comparisons import Comparisons
+from promptsieve._errors import ConfigError
 from promptsieve._events import SieveObserver, notify, request_event
 from promptsieve._lifecycle import (
     AsyncSend,
@@ -83,6 +84,12 @@ class Sieve:
         gate: GateLike | None = None,
     ) -> None:
         self.config = config or SieveConfig()
+        gate_config = getattr(gate, "config", None)
+        if getattr(gate_config, "mode", None) == "labelled" and self.config.judge is None:
+            raise ConfigError(
+                "a Gate in mode='labelled' on live traffic needs SieveConfig(judge=...): a "
+                "callable (request, output) -> bool that labels an answer correct"
+            )
         self.stats = SieveStats()
         self._compressor = compressor
         self._gate = gate
