@@ -17,7 +17,17 @@ from typing import Any
 from anthropic import NOT_GIVEN, Anthropic, AsyncAnthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
 
-from promptsieve import Call, Prompt, Sieve, TargetOutput
+from promptsieve import Prompt, Sieve, TargetOutput
+from promptsieve._patching import (
+    ORIGINAL,
+    PatchState,
+    async_create,
+    original,
+    output_of,
+    patch_copy,
+    start_call,
+    sync_create,
+)
 from promptsieve_anthropic._convert import (
     AnthropicRequest,
     background_kwargs,
@@ -25,16 +35,10 @@ from promptsieve_anthropic._convert import (
     read_message,
 )
 
-_ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
 _METHODS = ("create", "stream")
-
-
-class _State:
-    def __init__(self, sieve: Sieve, task: str | None) -> None:
-        self.sieve = sieve
-        self.task = task
+_State = PatchState
 
 
 def patch(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) -> None:
@@ -42,15 +46,17 @@ def patch(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) ->
     state = _State(sieve, task)
     setattr(client, _STATE, state)
     resource = client.messages
-    create = _original(resource.create)
-    stream = _original(resource.stream)
-    new_create = (_async_create if is_async else _sync_create)(create, state)
+    create = original(resource.create)
+    stream = original(resource.stream)
+    convert = functools.partial(_convert, sieve)
+    wrap = async_create if is_async else sync_create
+    new_create = wrap(create, state, convert, background_kwargs, read_message)
     new_stream = (_async_stream if is_async else _sync_stream)(create, stream, state)
     for name, orig, new in (("create", create, new_create), ("stream", stream, new_stream)):
-        setattr(new, _ORIGINAL, orig)
+        setattr(new, ORIGINAL, orig)
         setattr(resource, name, new)
     _drop_cached(resource)
-    _patch_copy(client, sieve, task)
+    patch_copy(client, lambda new: patch(new, sieve, task))
 
 
 def unpatch(client: Anthropic | AsyncAnthropic) -> None:
@@ -68,26 +74,9 @@ def sieve_of(client: object) -> Sieve | None:
     return state.sieve if isinstance(state, _State) else None
 
 
-def _original(method: Callable[..., Any]) -> Callable[..., Any]:
-    return getattr(method, _ORIGINAL, method)  # re-wrapping never stacks two sieves
-
-
 def _drop_cached(resource: object) -> None:
     for name in _CACHED:
         vars(resource).pop(name, None)
-
-
-def _patch_copy(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) -> None:
-    copy = type(client).copy.__get__(client, type(client))
-
-    @functools.wraps(copy)
-    def wrapped_copy(*args: Any, **kwargs: Any) -> Any:
-        new = copy(*args, **kwargs)
-        patch(new, sieve, task)
-        return new
-
-    client.copy = wrapped_copy  # type: ignore[method-assign]
-    client.with_options = wrapped_copy  # type: ignore[method-assign]
 
 
 # -- the patched methods -------------------------------------------------------------------
@@ -103,57 +92,8 @@ def _convert(
         return None
 
 
-def _call(state: _State, conv: AnthropicRequest, send_variant: Any) -> Call[dict[str, Any]]:
-    return state.sieve.call(
-        conv.request,
-        state.task,
-        original=conv.body,
-        rebuild=conv.rebuild,
-        send_variant=send_variant if conv.comparable else None,
-    )
-
-
 def _output(response: Any) -> TargetOutput:
-    output = read_message(response)[0]
-    if output is None:
-        raise TypeError("the target's response carried no readable output")
-    return output
-
-
-def _sync_create(create: Callable[..., Any], state: _State) -> Callable[..., Any]:
-    @functools.wraps(create)
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        conv = _convert(state.sieve, args, kwargs)
-        if conv is None:
-            return create(*args, **kwargs)
-
-        def send_variant(prompt: Prompt) -> TargetOutput:
-            return _output(create(**background_kwargs(conv.rebuild(prompt))))
-
-        with _call(state, conv, send_variant) as call:
-            result = create(**call.payload)  # the target's own errors reach the caller
-            call.read(read_message, result)
-        return result
-
-    return patched
-
-
-def _async_create(create: Callable[..., Any], state: _State) -> Callable[..., Any]:
-    @functools.wraps(create)
-    async def patched(*args: Any, **kwargs: Any) -> Any:
-        conv = _convert(state.sieve, args, kwargs)
-        if conv is None:
-            return await create(*args, **kwargs)
-
-        async def send_variant(prompt: Prompt) -> TargetOutput:
-            return _output(await create(**background_kwargs(conv.rebuild(prompt))))
-
-        async with _call(state, conv, send_variant) as call:
-            result = await create(**call.payload)
-            call.read(read_message, result)
-        return result
-
-    return patched
+    return output_of(read_message, response)
 
 
 def _streamable(kwargs: dict[str, Any]) -> bool:
@@ -174,7 +114,7 @@ def _sync_stream(
             return _output(create(**background_kwargs(conv.rebuild(prompt))))
 
         def api_request() -> Any:  # run by the manager's __enter__, as the SDK's own
-            with _call(state, conv, send_variant) as call:
+            with start_call(state, conv, send_variant) as call:
                 return create(**call.payload, stream=True)
 
         try:
@@ -199,7 +139,7 @@ def _async_stream(
             return _output(await create(**background_kwargs(conv.rebuild(prompt))))
 
         async def api_request() -> Any:  # awaited by the manager's __aenter__
-            async with _call(state, conv, send_variant) as call:
+            async with start_call(state, conv, send_variant) as call:
                 return await create(**call.payload, stream=True)
 
         request = api_request()

@@ -12,18 +12,24 @@ never read).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
 
-from promptsieve import Call, Prompt, Sieve, TargetOutput
+from promptsieve import Call, Sieve
+from promptsieve._patching import (
+    ORIGINAL,
+    PatchState,
+    async_create,
+    original,
+    patch_copy,
+    sync_create,
+)
 from promptsieve.convert import OpenAIRequest, from_openai
 from promptsieve_openai._convert import background_kwargs, read_response
 from promptsieve_openai._streams import watch_async_stream, watch_stream
 
-_ORIGINAL = "__promptsieve_original__"
 _STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
 #: Every SDK surface that sends a prompt, as (endpoint, resource path, methods). The
@@ -38,17 +44,13 @@ ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
-class _State:
-    def __init__(self, sieve: Sieve, task: str | None) -> None:
-        self.sieve = sieve
-        self.task = task
+_State = PatchState
 
 
 def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
     is_async = isinstance(client, AsyncOpenAI)
     state = _State(sieve, task)
     setattr(client, _STATE, state)
-    make = _async_create if is_async else _sync_create
     for endpoint, path, methods in ENDPOINTS:
         resource = _resolve(client, path)
         if resource is None:
@@ -57,12 +59,12 @@ def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
             method = getattr(resource, name, None)
             if not callable(method):  # an older SDK without ``parse``
                 continue
-            original = _original(method)
-            patched = make(endpoint, original, state)
-            setattr(patched, _ORIGINAL, original)
+            unpatched = original(method)
+            patched = _wrap_create(endpoint, unpatched, state, is_async)
+            setattr(patched, ORIGINAL, unpatched)
             setattr(resource, name, patched)
         _drop_cached_along(client, path)
-    _patch_copy(client, sieve, task)
+    patch_copy(client, lambda new: patch(new, sieve, task))
 
 
 def unpatch(client: OpenAI | AsyncOpenAI) -> None:
@@ -92,10 +94,6 @@ def _resolve(client: object, path: tuple[str, ...]) -> Any:
     return obj if callable(getattr(obj, "create", None)) else None
 
 
-def _original(method: Callable[..., Any]) -> Callable[..., Any]:
-    return getattr(method, _ORIGINAL, method)  # re-wrapping never stacks two sieves
-
-
 def _drop_cached_along(client: object, path: tuple[str, ...]) -> None:
     """Drop the raw/streaming-response wrappers cached on the client and on every resource
     down ``path``: touched before wrapping, they hold the unwrapped methods; rebuilt on next
@@ -109,72 +107,35 @@ def _drop_cached_along(client: object, path: tuple[str, ...]) -> None:
             vars(obj).pop(cached, None)
 
 
-def _patch_copy(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
-    copy = type(client).copy.__get__(client, type(client))
-
-    @functools.wraps(copy)
-    def wrapped_copy(*args: Any, **kwargs: Any) -> Any:
-        new = copy(*args, **kwargs)
-        patch(new, sieve, task)
-        return new
-
-    client.copy = wrapped_copy  # type: ignore[method-assign]
-    client.with_options = wrapped_copy  # type: ignore[method-assign]
-
-
 # -- the patched methods -------------------------------------------------------------------
-def _sync_create(endpoint: str, original: Callable[..., Any], state: _State) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def create(*args: Any, **kwargs: Any) -> Any:
-        conv = _convert(state.sieve, endpoint, args, kwargs)
-        if conv is None:
-            return original(*args, **kwargs)
+def _wrap_create(
+    endpoint: str, create: Callable[..., Any], state: _State, is_async: bool
+) -> Callable[..., Any]:
+    def convert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> OpenAIRequest | None:
+        return _convert(state.sieve, endpoint, args, kwargs)
 
-        def send_variant(prompt: Prompt) -> TargetOutput:
-            return _output(original(**background_kwargs(endpoint, conv.rebuild(prompt))))
+    def variant_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+        return background_kwargs(endpoint, body)
 
-        with _call(state, conv, send_variant) as call:
-            result = original(**call.payload)  # the target's own errors reach the caller
-            if isinstance(result, Stream):  # finished when the caller has read it
-                call.defer()
-                watch_stream(result, call.finish, call.drop)
-            else:
-                call.read(read_response, result)
-        return result
-
-    return create
+    wrap = async_create if is_async else sync_create
+    settle = _async_settle if is_async else _sync_settle
+    return wrap(create, state, convert, variant_kwargs, read_response, settle)
 
 
-def _async_create(endpoint: str, original: Callable[..., Any], state: _State) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def create(*args: Any, **kwargs: Any) -> Any:
-        conv = _convert(state.sieve, endpoint, args, kwargs)
-        if conv is None:
-            return await original(*args, **kwargs)
-
-        async def send_variant(prompt: Prompt) -> TargetOutput:
-            return _output(await original(**background_kwargs(endpoint, conv.rebuild(prompt))))
-
-        async with _call(state, conv, send_variant) as call:
-            result = await original(**call.payload)
-            if isinstance(result, AsyncStream):
-                call.defer()
-                watch_async_stream(result, call.afinish, call.drop)
-            else:
-                call.read(read_response, result)
-        return result
-
-    return create
+def _sync_settle(call: Call[dict[str, Any]], result: Any) -> None:
+    if isinstance(result, Stream):  # finished when the caller has read it
+        call.defer()
+        watch_stream(result, call.finish, call.drop)
+    else:
+        call.read(read_response, result)
 
 
-def _call(state: _State, conv: OpenAIRequest, send_variant: Any) -> Call[dict[str, Any]]:
-    return state.sieve.call(
-        conv.request,
-        state.task,
-        original=conv.body,
-        rebuild=conv.rebuild,
-        send_variant=send_variant if conv.comparable else None,
-    )
+def _async_settle(call: Call[dict[str, Any]], result: Any) -> None:
+    if isinstance(result, AsyncStream):
+        call.defer()
+        watch_async_stream(result, call.afinish, call.drop)
+    else:
+        call.read(read_response, result)
 
 
 def _convert(
@@ -187,10 +148,3 @@ def _convert(
     except Exception as exc:
         sieve.report_error(exc, "the OpenAI adapter")
         return None
-
-
-def _output(response: Any) -> TargetOutput:
-    output = read_response(response)[0]
-    if output is None:
-        raise TypeError("the target's response carried no readable output")
-    return output
