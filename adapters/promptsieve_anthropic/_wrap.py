@@ -20,6 +20,7 @@ from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamMana
 from promptsieve import Prompt, Sieve, TargetOutput
 from promptsieve._patching import (
     ORIGINAL,
+    STATE,
     PatchState,
     async_create,
     original,
@@ -27,7 +28,9 @@ from promptsieve._patching import (
     patch_copy,
     start_call,
     sync_create,
+    unpatch_client,
 )
+from promptsieve._patching import sieve_of as sieve_of  # re-exported
 from promptsieve_anthropic._convert import (
     AnthropicRequest,
     background_kwargs,
@@ -35,7 +38,6 @@ from promptsieve_anthropic._convert import (
     read_message,
 )
 
-_STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
 _METHODS = ("create", "stream")
 _State = PatchState
@@ -44,7 +46,7 @@ _State = PatchState
 def patch(client: Anthropic | AsyncAnthropic, sieve: Sieve, task: str | None) -> None:
     is_async = isinstance(client, AsyncAnthropic)
     state = _State(sieve, task)
-    setattr(client, _STATE, state)
+    setattr(client, STATE, state)
     resource = client.messages
     create = original(resource.create)
     stream = original(resource.stream)
@@ -64,14 +66,7 @@ def unpatch(client: Anthropic | AsyncAnthropic) -> None:
     for name in _METHODS:
         vars(resource).pop(name, None)
     _drop_cached(resource)
-    for name in ("copy", "with_options", _STATE):
-        if name in vars(client):
-            delattr(client, name)
-
-
-def sieve_of(client: object) -> Sieve | None:
-    state = getattr(client, _STATE, None)
-    return state.sieve if isinstance(state, _State) else None
+    unpatch_client(client)
 
 
 def _drop_cached(resource: object) -> None:

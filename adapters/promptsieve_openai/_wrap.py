@@ -20,17 +20,19 @@ from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
 from promptsieve import Call, Sieve
 from promptsieve._patching import (
     ORIGINAL,
+    STATE,
     PatchState,
     async_create,
     original,
     patch_copy,
     sync_create,
+    unpatch_client,
 )
+from promptsieve._patching import sieve_of as sieve_of  # re-exported
 from promptsieve.convert import OpenAIRequest, from_openai
 from promptsieve_openai._convert import background_kwargs, read_response
 from promptsieve_openai._streams import watch_async_stream, watch_stream
 
-_STATE = "_promptsieve_state"
 _CACHED = ("with_raw_response", "with_streaming_response")
 #: Every SDK surface that sends a prompt, as (endpoint, resource path, methods). The
 #: ``stream`` helpers call ``create`` on the same resource; ``with_raw_response`` and
@@ -50,7 +52,7 @@ _State = PatchState
 def patch(client: OpenAI | AsyncOpenAI, sieve: Sieve, task: str | None) -> None:
     is_async = isinstance(client, AsyncOpenAI)
     state = _State(sieve, task)
-    setattr(client, _STATE, state)
+    setattr(client, STATE, state)
     for endpoint, path, methods in ENDPOINTS:
         resource = _resolve(client, path)
         if resource is None:
@@ -75,14 +77,7 @@ def unpatch(client: OpenAI | AsyncOpenAI) -> None:
         for name in methods:
             vars(resource).pop(name, None)
         _drop_cached_along(client, path)
-    for name in ("copy", "with_options", _STATE):
-        if name in vars(client):
-            delattr(client, name)
-
-
-def sieve_of(client: object) -> Sieve | None:
-    state = getattr(client, _STATE, None)
-    return state.sieve if isinstance(state, _State) else None
+    unpatch_client(client)
 
 
 def _resolve(client: object, path: tuple[str, ...]) -> Any:

@@ -19,6 +19,9 @@ from promptsieve.sieve import Call, Sieve
 #: Where a patched method keeps the method it wraps (re-wrapping never stacks two sieves).
 ORIGINAL = "__promptsieve_original__"
 
+#: Where a patched client keeps its :class:`PatchState`.
+STATE = "_promptsieve_state"
+
 #: ``reader(response) -> (output, usage prompt tokens)``, as :meth:`Call.read` takes.
 Reader = Callable[[Any], tuple[TargetOutput | None, int | None]]
 
@@ -42,6 +45,19 @@ class PatchState:
     def __init__(self, sieve: Sieve, task: str | None) -> None:
         self.sieve = sieve
         self.task = task
+
+
+def sieve_of(client: object) -> Sieve | None:
+    """The sieve ``client`` was patched with (None: not patched)."""
+    state = getattr(client, STATE, None)
+    return state.sieve if isinstance(state, PatchState) else None
+
+
+def unpatch_client(client: object) -> None:
+    """Drop what :func:`patch_copy` and the adapter's ``patch`` set on ``client`` itself."""
+    for name in ("copy", "with_options", STATE):
+        if name in vars(client):
+            delattr(client, name)
 
 
 def original(method: Callable[..., Any]) -> Callable[..., Any]:
