@@ -21,6 +21,7 @@ reference is then the text itself).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -154,41 +155,24 @@ class QueryHead(nn.Module):
 
 def save_head(head: TokenHead | QueryHead, path: str | Path) -> None:
     """Write ``head`` as a safetensors file (weights + architecture metadata)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(path), metadata=head.arch())
+    write_head(head, head.arch(), path)
 
 
 def load_head(path: str | Path) -> TokenHead:
     """Rebuild a :class:`TokenHead` saved by :func:`save_head`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != HEAD_FORMAT:
-        raise ValueError(f"{path} is not a promptsieve head file ({HEAD_FORMAT})")
+    meta = read_head_metadata(path, HEAD_FORMAT, "head file")
     head = TokenHead(
         hidden=int(meta["hidden"]),
         context=int(meta["context"]),
         mlp_hidden=int(meta["mlp_hidden"]),
         use_pooled=bool(int(meta["use_pooled"])),
     )
-    head.load_state_dict(load_file(str(path)))
-    head.eval()
-    return head
+    return load_weights(head, path)
 
 
 def load_query_head(path: str | Path) -> QueryHead:
     """Rebuild a :class:`QueryHead` saved by :func:`save_head`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != QUERY_HEAD_FORMAT:
-        raise ValueError(f"{path} is not a promptsieve query head file ({QUERY_HEAD_FORMAT})")
+    meta = read_head_metadata(path, QUERY_HEAD_FORMAT, "query head file")
     known = {"format", "hidden", "mlp_hidden", "layers"}
     head = QueryHead(
         hidden=int(meta["hidden"]),
@@ -196,6 +180,36 @@ def load_query_head(path: str | Path) -> QueryHead:
         layers=int(meta["layers"]),
         extra={k: v for k, v in meta.items() if k not in known},
     )
+    return load_weights(head, path)
+
+
+# -- the safetensors file of a head (shared with ``_relevance_head``) ------------------------
+def write_head(head: nn.Module, metadata: dict[str, str], path: str | Path) -> None:
+    """Write ``head``'s weights as safetensors with ``metadata`` in the header."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_head_metadata(path: str | Path, fmt: str, what: str) -> dict[str, str]:
+    """The header metadata of a head file; ``ValueError`` when its format is not ``fmt``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta: dict[str, str] = f.metadata() or {}
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} is not a promptsieve {what} ({fmt})")
+    return meta
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def load_weights(head: _M, path: str | Path) -> _M:
+    """``head`` with the weights of the safetensors file at ``path``, in eval mode."""
+    from safetensors.torch import load_file
+
     head.load_state_dict(load_file(str(path)))
     head.eval()
     return head

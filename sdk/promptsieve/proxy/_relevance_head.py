@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from promptsieve.proxy._head import load_weights, read_head_metadata, write_head
+
 __all__ = ["RELEVANCE_FORMAT", "RelevanceHead", "load_relevance_head", "save_relevance_head"]
 
 RELEVANCE_FORMAT = "promptsieve-relevance/1"
@@ -99,21 +101,12 @@ class RelevanceHead(nn.Module):
 
 def save_relevance_head(head: RelevanceHead, path: str | Path) -> None:
     """Write ``head`` as safetensors (weights + architecture and pooling as metadata)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(path), metadata=head.arch())
+    write_head(head, head.arch(), path)
 
 
 def load_relevance_head(path: str | Path) -> RelevanceHead:
     """Rebuild a :class:`RelevanceHead` saved by :func:`save_relevance_head`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != RELEVANCE_FORMAT:
-        raise ValueError(f"{path} is not a promptsieve relevance head ({RELEVANCE_FORMAT})")
+    meta = read_head_metadata(path, RELEVANCE_FORMAT, "relevance head")
     known = {"format", "hidden", "proj", "mlp_hidden", "layers", "pool_mean", "pool_max"}
     head = RelevanceHead(
         hidden=int(meta["hidden"]),
@@ -122,6 +115,4 @@ def load_relevance_head(path: str | Path) -> RelevanceHead:
         layers=int(meta["layers"]),
         extra={k: v for k, v in meta.items() if k not in known},
     )
-    head.load_state_dict(load_file(str(path)))
-    head.eval()
-    return head
+    return load_weights(head, path)
