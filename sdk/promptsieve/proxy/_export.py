@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,17 +144,50 @@ def fingerprint(model_dir: Path, head: Path | None, settings: ExportSettings) ->
 
     Torch-free: a head is fingerprinted by its file bytes.
     """
-    weights = model_dir / _WEIGHTS_FILE
-    if not weights.is_file():
-        raise ConfigError(f"proxy weights not found: {weights}")
     parts = {
-        "weights": _file_digest(weights),
+        "weights": _weights_digest(model_dir),
         "head": _file_digest(head) if head is not None else None,
         "settings": asdict(settings),
         "export_version": EXPORT_VERSION,
     }
+    return short_hash(parts)
+
+
+def _weights_digest(model_dir: Path) -> str:
+    """sha256 of the encoder weights in ``model_dir``; ConfigError when they are missing."""
+    weights = model_dir / _WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"proxy weights not found: {weights}")
+    return _file_digest(weights)
+
+
+def short_hash(parts: dict[str, Any]) -> str:
+    """The first 16 hex chars of the sha256 of ``parts`` as sorted JSON (a fingerprint)."""
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def head_fingerprint(
+    kind: str,
+    model_dir: Path,
+    head: Path,
+    layers: Callable[[Path], int],
+    settings: ExportSettings,
+    version: int,
+    **extra: Any,
+) -> str:
+    """Fingerprint of a truncated-encoder + head graph: weights, head bytes and depth
+    (``layers(head)``), settings, graph version (and ``extra``)."""
+    parts = {
+        "kind": kind,
+        "weights": _weights_digest(model_dir),
+        "head": _file_digest(head),
+        "layers": layers(head),
+        "settings": asdict(settings),
+        "export_version": version,
+        **extra,
+    }
+    return short_hash(parts)
 
 
 def read_head_metadata(head: Path) -> dict[str, str]:
@@ -174,32 +207,32 @@ def read_head_metadata(head: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
+def checked_head_metadata(head: Path, fmt: str, what: str) -> dict[str, str]:
+    """:func:`read_head_metadata`, checked to be a ``fmt`` head with a ``layers`` depth."""
+    meta = read_head_metadata(head)
+    if meta.get("format") != fmt or "layers" not in meta:
+        raise ConfigError(f"{head} is not a promptsieve {what} (format {fmt})")
+    return meta
+
+
 def scorer_layers(head: Path) -> int:
     """Encoder depth the query head was trained on (from its metadata)."""
-    meta = read_head_metadata(head)
-    if meta.get("format") != "promptsieve-qhead/1" or "layers" not in meta:
-        raise ConfigError(f"{head} is not a promptsieve query head (format promptsieve-qhead/1)")
-    return int(meta["layers"])
+    return int(checked_head_metadata(head, "promptsieve-qhead/1", "query head")["layers"])
 
 
 def scorer_fingerprint(
     model_dir: Path, head: Path, settings: ExportSettings, int8: bool = False
 ) -> str:
     """sha256 over weights, head bytes (its depth included), settings and graph version."""
-    weights = model_dir / _WEIGHTS_FILE
-    if not weights.is_file():
-        raise ConfigError(f"proxy weights not found: {weights}")
-    parts = {
-        "kind": "scorer",
-        "weights": _file_digest(weights),
-        "head": _file_digest(head),
-        "layers": scorer_layers(head),
-        "settings": asdict(settings),
-        "export_version": SCORER_EXPORT_VERSION,
-        "int8": int8,
-    }
-    blob = json.dumps(parts, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return head_fingerprint(
+        "scorer",
+        model_dir,
+        head,
+        scorer_layers,
+        settings,
+        SCORER_EXPORT_VERSION,
+        int8=int8,
+    )
 
 
 def _import_export_deps() -> tuple[Any, Any]:
@@ -280,9 +313,16 @@ def export_onnx(
 
 
 def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
+    return head_graph_module(bert, head, probabilities=True)
+
+
+def head_graph_module(bert: nn.Module, head: nn.Module, *, probabilities: bool) -> nn.Module:
+    """Truncated encoder + a ``(states, mask, types)`` head; its forward returns ``(logits,
+    sigmoid(logits), states)`` with ``probabilities`` (the scorer graph), else ``(logits,
+    states)`` (the relevance graph)."""
     torch, _ = _import_export_deps()
 
-    class ScorerGraph(torch.nn.Module):  # type: ignore[name-defined]
+    class HeadGraph(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.bert = bert
@@ -291,9 +331,11 @@ def _scorer_module(bert: nn.Module, head: nn.Module) -> nn.Module:
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             h = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
             logits = self.head(h, attention_mask, token_type_ids).to(h.dtype)
-            return logits, torch.sigmoid(logits), h
+            if probabilities:
+                return logits, torch.sigmoid(logits), h
+            return logits, h
 
-    return ScorerGraph().eval()
+    return HeadGraph().eval()
 
 
 def truncated_encoder(model_dir: Path, layers: int) -> nn.Module:

@@ -14,32 +14,27 @@ Graph contract (inputs int64 ``(b, s)``: ``input_ids``, ``attention_mask``,
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptsieve._errors import ConfigError
 from promptsieve.proxy._export import (
     INPUT_NAMES,
     ExportSettings,
     _complete,
     _ensure,
-    _file_digest,
-    _hidden,
     _identity,
-    _import_export_deps,
     _match_prebuilt,
     _onnx_export,
     _weights_dir,
+    checked_head_metadata,
+    head_fingerprint,
+    head_graph_module,
     missing_artifact,
-    read_head_metadata,
     truncated_encoder,
 )
 
 if TYPE_CHECKING:
-    from torch import nn
+    pass
 
 __all__ = [
     "RELEVANCE_EXPORT_VERSION",
@@ -55,47 +50,22 @@ __all__ = [
 RELEVANCE_EXPORT_VERSION = 1
 RELEVANCE_OUTPUT_NAMES = ("relevance_logits", "token_states")
 _FORMAT = "promptsieve-relevance/1"
-_WEIGHTS_FILE = "model.safetensors"
 
 
 def relevance_metadata(head: Path) -> dict[str, str]:
     """The head file's metadata (architecture, depth, pooling), checked; torch-free."""
-    meta = read_head_metadata(head)
-    if meta.get("format") != _FORMAT or "layers" not in meta:
-        raise ConfigError(f"{head} is not a promptsieve relevance head (format {_FORMAT})")
-    return meta
+    return checked_head_metadata(head, _FORMAT, "relevance head")
 
 
 def relevance_fingerprint(model_dir: Path, head: Path, settings: ExportSettings) -> str:
     """sha256 over encoder weights, head bytes and depth, settings and graph version."""
-    weights = model_dir / _WEIGHTS_FILE
-    if not weights.is_file():
-        raise ConfigError(f"proxy weights not found: {weights}")
-    parts = {
-        "kind": "relevance",
-        "weights": _file_digest(weights),
-        "head": _file_digest(head),
-        "layers": int(relevance_metadata(head)["layers"]),
-        "settings": asdict(settings),
-        "export_version": RELEVANCE_EXPORT_VERSION,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return head_fingerprint(
+        "relevance", model_dir, head, _layers, settings, RELEVANCE_EXPORT_VERSION
+    )
 
 
-def _relevance_module(bert: nn.Module, head: nn.Module) -> nn.Module:
-    torch, _ = _import_export_deps()
-
-    class RelevanceGraph(torch.nn.Module):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-            self.head = head
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            h = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
-            return self.head(h, attention_mask, token_type_ids).to(h.dtype), h
-
-    return RelevanceGraph().eval()
+def _layers(head: Path) -> int:
+    return int(relevance_metadata(head)["layers"])
 
 
 def export_relevance_onnx(
@@ -106,7 +76,8 @@ def export_relevance_onnx(
 
     settings = settings or ExportSettings()
     head_mod = load_relevance_head(head)
-    graph = _relevance_module(truncated_encoder(model_dir, head_mod.layers), head_mod)
+    bert = truncated_encoder(model_dir, head_mod.layers)
+    graph = head_graph_module(bert, head_mod, probabilities=False)
     axes = {n: {0: "batch", 1: "seq"} for n in (*INPUT_NAMES, *RELEVANCE_OUTPUT_NAMES)}
     _onnx_export(graph, out_path, RELEVANCE_OUTPUT_NAMES, axes, settings)
 
