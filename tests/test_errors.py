@@ -19,6 +19,7 @@ def test_every_exported_exception_is_in_the_tree() -> None:
     ]
     assert {e.__name__ for e in errors} == {
         "ConfigError",
+        "JudgeError",
         "PromptSieveError",
         "StoreError",
         "TargetError",
