@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from promptsieve._allocate import WORD, PartScores, plan, prune_in_order
-from promptsieve._passages import structure
+from promptsieve._passages import Structure, structure
 from promptsieve.proxy import Scorer, TokenScores
 from promptsieve.prune import Budget, PruneResult
 from promptsieve.segment import Segmentation
@@ -40,15 +40,19 @@ class CoarseResult:
 
 
 def score_part(
-    seg: Segmentation, scorer: Scorer, question: str | None, language: str
+    seg: Segmentation, scorer: Scorer, question: str | None, language: str, *, whole: bool = False
 ) -> tuple[PartScores, TokenScores]:
     """Token scores of one part pooled to units, sentences and passages.
 
     Sentence relevance uses the scorer's own ``pool`` when it has one (the relevance scorer's
     learned mean/max pooling), else the mean token score. A passage scores as its best
     sentence, so one answer-bearing sentence keeps its passage ahead of distractors.
+    ``whole``: the part is one passage (a retrieved document), blank lines or not.
     """
     st = structure(seg, language)
+    if whole and len(st.passages) > 1:
+        span = (st.passages[0][0], st.passages[-1][1])
+        st = Structure((span,), st.sentences, np.zeros_like(st.passage_of), st.sentence_of)
     spans = [(u.start, u.end) for u in seg.units]
     ts = scorer.score(seg.text, question=question, units=spans)
     units = np.asarray(ts.unit_scores(spans), dtype=np.float64)

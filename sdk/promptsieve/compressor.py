@@ -72,6 +72,9 @@ class CompressorConfig:
     reorder: bool = False
     #: Language code for sentence boundaries (sentencex; CJK full stops work under any code).
     language: str = "en"
+    #: Coarse path: each text part is one passage (a caller that sends one retrieved
+    #: document per part), not one passage per blank-line block of the part.
+    part_passages: bool = False
 
     def __post_init__(self) -> None:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
@@ -91,7 +94,14 @@ class CompressorConfig:
         base = (self.scorer, self.model, self.sentence_weight, sorted(self.roles), self.segment)
         if not self.coarse:
             return repr(base)
-        coarse = (self.passage_weight, self.word_thinning, self.reorder, self.language)
+        coarse: tuple[object, ...] = (
+            self.passage_weight,
+            self.word_thinning,
+            self.reorder,
+            self.language,
+        )
+        if self.part_passages:  # only when set: other settings keep their verdicts
+            coarse = (*coarse, "part_passages")
         return repr((*base, "coarse", coarse))
 
     @property
@@ -356,7 +366,11 @@ class Compressor:
             scored = []
             for p in plain:
                 ts = time.perf_counter()
-                scored.append(score_part(p.seg, self.scorer, p.question, cfg.language))
+                scored.append(
+                    score_part(
+                        p.seg, self.scorer, p.question, cfg.language, whole=cfg.part_passages
+                    )
+                )
                 t_score += time.perf_counter() - ts
             results = coarse_prune(
                 scored,
