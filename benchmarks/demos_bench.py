@@ -39,7 +39,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,62 +191,58 @@ def orders(
 
 def run_a(bench: Bench, args: argparse.Namespace) -> None:
     path = RESULTS / "a.jsonl"
-    done = _done(path)
-    cfg = DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
-    for repeat in range(args.repeats):
-        for task in args.tasks:
-            if (task, repeat) in done:
-                continue
-            t0 = time.perf_counter()
-            d = draw(task, repeat, args.demos, args.val, args.test)
-            fmt = fmt_for(TASKS[task])
-            ords = orders(bench, d, fmt, args.methods, cfg)
-            acc_cache: dict[tuple[int, ...], list[int]] = {}
+    cfg = _config(args)
+    for repeat, task in _todo(path, args.repeats, args.tasks):
+        t0 = time.perf_counter()
+        d = draw(task, repeat, args.demos, args.val, args.test)
+        fmt = fmt_for(TASKS[task])
+        ords = orders(bench, d, fmt, args.methods, cfg)
+        acc_cache: dict[tuple[int, ...], list[int]] = {}
 
-            def acc(
-                kept_idx: tuple[int, ...],
-                d: Draw = d,
-                fmt: DemoFormat = fmt,
-                cache: dict[tuple[int, ...], list[int]] = acc_cache,
-            ) -> list[int]:
-                if kept_idx not in cache:
-                    cache[kept_idx] = accuracy(bench, d, fmt, [d.demos[i] for i in kept_idx])
-                return cache[kept_idx]
+        def acc(
+            kept_idx: tuple[int, ...],
+            d: Draw = d,
+            fmt: DemoFormat = fmt,
+            cache: dict[tuple[int, ...], list[int]] = acc_cache,
+        ) -> list[int]:
+            if kept_idx not in cache:
+                cache[kept_idx] = accuracy(bench, d, fmt, [d.demos[i] for i in kept_idx])
+            return cache[kept_idx]
 
-            n = len(d.demos)
-            full = acc(tuple(range(n)))
-            base = sum(full) / len(full)
-            rec: dict[str, Any] = {
-                "task": task, "repeat": repeat, "n_demos": n, "n_test": len(d.test),
-                "n_val": len(d.validation), "target": bench.target_model,
-                "full_acc": base, "zero_shot_acc": None, "methods": {},
-                "shap": cfg.resolved_method(n), "samples": args.samples,
-            }  # fmt: skip
-            for m, o in ords.items():
-                removed, curve = 0, []
-                for k in range(1, n + 1):
-                    gone = set(o["order"][:k])
-                    kept = tuple(i for i in range(n) if i not in gone)
-                    a = sum(acc(kept)) / len(d.test)
-                    curve.append(round(a, 4))
-                    if a + 1e-12 < 0.9 * base:
-                        break
-                    removed = k
-                rec["methods"][m] = {
-                    **{k: v for k, v in o.items() if k != "order"},
-                    "order": o["order"],
-                    "removed": removed,
-                    "share": removed / n,
-                    "curve": curve,
-                }
-            if () in acc_cache:
-                rec["zero_shot_acc"] = sum(acc_cache[()]) / len(d.test)
-            rec["wall_s"] = time.perf_counter() - t0
-            rec["target_counts"] = dict(bench.target.counts)
-            _append(path, rec)
-            log.info("a %s/%d: full %.2f, shares %s (%.0f s)", task, repeat, base,
-                     {m: rec["methods"][m]["share"] for m in rec["methods"]},
-                     rec["wall_s"])  # fmt: skip
+        n = len(d.demos)
+        full = acc(tuple(range(n)))
+        base = sum(full) / len(full)
+        rec: dict[str, Any] = {
+            "task": task, "repeat": repeat, "n_demos": n, "n_test": len(d.test),
+            "n_val": len(d.validation), "target": bench.target_model,
+            "full_acc": base, "zero_shot_acc": None, "methods": {},
+            "shap": cfg.resolved_method(n), "samples": args.samples,
+        }  # fmt: skip
+        for m, o in ords.items():
+            removed, curve = 0, []
+            for k in range(1, n + 1):
+                gone = set(o["order"][:k])
+                kept = tuple(i for i in range(n) if i not in gone)
+                a = sum(acc(kept)) / len(d.test)
+                curve.append(round(a, 4))
+                if a + 1e-12 < 0.9 * base:
+                    break
+                removed = k
+            rec["methods"][m] = {
+                **{k: v for k, v in o.items() if k != "order"},
+                "order": o["order"],
+                "removed": removed,
+                "share": removed / n,
+                "curve": curve,
+            }
+        if () in acc_cache:
+            rec["zero_shot_acc"] = sum(acc_cache[()]) / len(d.test)
+        rec["wall_s"] = time.perf_counter() - t0
+        rec["target_counts"] = dict(bench.target.counts)
+        _append(path, rec)
+        log.info("a %s/%d: full %.2f, shares %s (%.0f s)", task, repeat, base,
+                 {m: rec["methods"][m]["share"] for m in rec["methods"]},
+                 rec["wall_s"])  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- part (b)
@@ -254,12 +250,8 @@ def run_a(bench: Bench, args: argparse.Namespace) -> None:
 
 def run_b(bench: Bench, args: argparse.Namespace) -> None:
     path = RESULTS / "b.jsonl"
-    done = _done(path)
-    cfg = DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
-    for repeat in range(args.repeats):
-        task = args.poison_task
-        if (task, repeat) in done:
-            continue
+    cfg = _config(args)
+    for repeat, task in _todo(path, args.repeats, [args.poison_task]):
         t0 = time.perf_counter()
         d = draw(task, 100 + repeat, args.poison_demos, args.val, args.test)
         rng = random.Random(f"{task}:{repeat}:flip")
@@ -330,25 +322,21 @@ def run_fidelity(bench: Bench, args: argparse.Namespace) -> None:
     from scipy.stats import kendalltau, spearmanr
 
     path = RESULTS / "fidelity.jsonl"
-    done = _done(path)
-    cfg = DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
-    for repeat in range(args.repeats):
-        for task in args.tasks:
-            if (task, repeat) in done:
-                continue
-            d = draw(task, repeat, args.demos, args.val, args.test)
-            ords = orders(bench, d, fmt_for(TASKS[task]), ["proxy", "oracle"], cfg)
-            p, o = ords["proxy"]["values"], ords["oracle"]["values"]
-            rec = {
-                "task": task, "repeat": repeat, "n_demos": len(d.demos), "n_val": args.val,
-                "shap": cfg.resolved_method(len(d.demos)), "samples": args.samples,
-                "target": bench.target_model,
-                "spearman": float(spearmanr(p, o)[0]), "kendall": float(kendalltau(p, o)[0]),
-                "same_least_useful": ords["proxy"]["order"][0] == ords["oracle"]["order"][0],
-                "methods": ords,
-            }  # fmt: skip
-            _append(path, rec)
-            log.info("fidelity %s/%d: spearman %.2f", task, repeat, rec["spearman"])
+    cfg = _config(args)
+    for repeat, task in _todo(path, args.repeats, args.tasks):
+        d = draw(task, repeat, args.demos, args.val, args.test)
+        ords = orders(bench, d, fmt_for(TASKS[task]), ["proxy", "oracle"], cfg)
+        p, o = ords["proxy"]["values"], ords["oracle"]["values"]
+        rec = {
+            "task": task, "repeat": repeat, "n_demos": len(d.demos), "n_val": args.val,
+            "shap": cfg.resolved_method(len(d.demos)), "samples": args.samples,
+            "target": bench.target_model,
+            "spearman": float(spearmanr(p, o)[0]), "kendall": float(kendalltau(p, o)[0]),
+            "same_least_useful": ords["proxy"]["order"][0] == ords["oracle"]["order"][0],
+            "methods": ords,
+        }  # fmt: skip
+        _append(path, rec)
+        log.info("fidelity %s/%d: spearman %.2f", task, repeat, rec["spearman"])
 
 
 # --------------------------------------------------------------------------------- timing
@@ -379,6 +367,19 @@ def run_timing(bench: Bench, args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _config(args: argparse.Namespace) -> DemoAttributionConfig:
+    return DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
+
+
+def _todo(path: Path, repeats: int, tasks: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """(repeat, task) pairs, repeat-major, not yet recorded in ``path`` (runs resume)."""
+    done = _done(path)
+    for repeat in range(repeats):
+        for task in tasks:
+            if (task, repeat) not in done:
+                yield repeat, task
 
 
 def _done(path: Path) -> set[tuple[str, int]]:

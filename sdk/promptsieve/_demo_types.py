@@ -1,0 +1,187 @@
+"""The demonstration data types: demonstrations, validation requests, the prompt layout,
+the attribution config and result, and the value-function protocol (see
+:mod:`promptsieve.demos`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from promptsieve._errors import ConfigError
+
+__all__ = [
+    "DEMOS_VERSION",
+    "CoalitionScorer",
+    "DemoAttribution",
+    "DemoAttributionConfig",
+    "DemoFormat",
+    "Demonstration",
+    "ValidationExample",
+]
+
+#: Bump when the value function or the estimators change: older caches are then ignored.
+DEMOS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """One few-shot demonstration: an input and its output (answer)."""
+
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class ValidationExample:
+    """A validation request and the answer whose log-probability is scored.
+
+    ``answer``: the gold answer (accuracy), or the target's own answer to the full prompt
+    (agreement, :func:`label_with_target`).
+    """
+
+    input: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class DemoFormat:
+    """How demonstrations are laid out in the prompt (the proxy sees the same layout).
+
+    The prompt is ``header + demo(d_1) + ... + demo(d_k) + query(x)`` and the answer follows
+    it. ``chat=True``: that prompt is one user turn in Qwen's ChatML template (as an instruct
+    target receives it) and the answer is the assistant's reply; ``system`` is the system
+    prompt (None: the model's default). Templates use ``{input}``, ``{output}``,
+    ``{answer}``.
+    """
+
+    header: str = ""
+    demo: str = "Q: {input}\nA: {output}\n\n"
+    query: str = "Q: {input}\nA:"
+    answer: str = "{answer}"
+    chat: bool = True
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, fields in (("demo", ("input", "output")), ("query", ("input",))):
+            tpl = getattr(self, name)
+            for f in fields:
+                if "{" + f + "}" not in tpl:
+                    raise ConfigError(f"DemoFormat.{name} must contain {{{f}}}, got {tpl!r}")
+        if "{answer}" not in self.answer:
+            raise ConfigError("DemoFormat.answer must contain {answer}")
+
+    def render_demo(self, d: Demonstration) -> str:
+        return self.demo.replace("{input}", d.input).replace("{output}", d.output)
+
+    def render_query(self, text: str) -> str:
+        return self.query.replace("{input}", text)
+
+    def render_answer(self, text: str) -> str:
+        return self.answer.replace("{answer}", text)
+
+    def render(self, demos: Sequence[Demonstration], query: str) -> str:
+        """The user prompt: header, demonstrations in order, query."""
+        return self.header + "".join(self.render_demo(d) for d in demos) + self.render_query(query)
+
+
+@dataclass(frozen=True)
+class DemoAttributionConfig:
+    """How attribution is computed.
+
+    ``method``: "auto" (exact Shapley for ``n <= exact_max``, else Kernel SHAP), "exact" or
+    "kernel". ``samples``: Kernel SHAP coalitions (the paper uses 1,000 perturbations).
+    ``max_validation``: validation requests used (the first ones). ``cache_dir=None``:
+    ``<promptsieve cache>/demos``; ``cache=False`` neither reads nor writes it.
+    ``fallback``: when no scorer is given and the LM proxy cannot be loaded (not exported and
+    ``promptsieve[export]`` missing, or its GGUF unavailable), rank with the MiniLM head
+    (:class:`HeadDemoScorer`) instead of raising. ``lm``: the
+    :class:`promptsieve.proxy.lm.LMProxyConfig` of the default scorer (None: its defaults).
+    """
+
+    method: Literal["auto", "exact", "kernel"] = "auto"
+    samples: int = 1000
+    exact_max: int = 10
+    seed: int = 0
+    max_validation: int = 8
+    cache: bool = True
+    cache_dir: Path | None = None
+    fallback: bool = True
+    lm: Any = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "exact", "kernel"):
+            raise ConfigError(f"method must be auto, exact or kernel, got {self.method!r}")
+        if self.samples < 2:
+            raise ConfigError("samples must be >= 2")
+        if not 1 <= self.exact_max <= 16:
+            raise ConfigError("exact_max must be in [1, 16] (2**n coalitions)")
+        if self.max_validation < 1:
+            raise ConfigError("max_validation must be >= 1")
+
+    def resolved_method(self, n: int) -> Literal["exact", "kernel"]:
+        if self.method == "auto":
+            return "exact" if n <= self.exact_max else "kernel"
+        return self.method
+
+
+@dataclass(frozen=True)
+class DemoAttribution:
+    """Each demonstration's contribution to the value ``v`` (see module docstring).
+
+    ``values[i]``: Shapley value of demonstration ``i`` in nats of mean answer log-prob
+    (method "exact" / "kernel"), or the head's centred mean keep-probability (method "head",
+    not a Shapley value); all zeros for method "none" (fewer than 2 demonstrations).
+    """
+
+    values: tuple[float, ...]
+    empty_value: float
+    full_value: float
+    method: Literal["exact", "kernel", "head", "none"]
+    evaluations: int  # coalitions valued on the proxy
+    proxy: str  # fingerprint of the scorer (proxy) that produced the values
+    key: str  # cache key
+    seconds: float
+    tokens: int  # proxy tokens run (0 when read from the cache)
+    cached: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def ranking(self) -> list[int]:
+        """Demonstration indices, least useful first (ties: the later one first)."""
+        return sorted(range(self.n), key=lambda i: (self.values[i], -i))
+
+    def keep(self, k: int) -> list[int]:
+        """Indices of the ``k`` most useful demonstrations, in their original order."""
+        k = max(0, min(self.n, k))
+        dropped = set(self.ranking()[: self.n - k])
+        return [i for i in range(self.n) if i not in dropped]
+
+    def negative(self, margin: float = 0.0) -> list[int]:
+        """Indices whose value is below ``-margin`` (they lower the answers' likelihood)."""
+        return [i for i, v in enumerate(self.values) if v < -margin]
+
+
+class CoalitionScorer(Protocol):
+    """What attribution needs from a model: values of many demonstration subsets at once.
+
+    ``values`` returns ``(len(coalitions),)`` mean log-probabilities (nats) of the
+    validation answers after ``header + demos(S) + query``; each coalition is a sorted tuple
+    of demonstration indices. ``fingerprint`` names the model (part of the cache key).
+    """
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def values(
+        self,
+        demos: Sequence[Demonstration],
+        validation: Sequence[ValidationExample],
+        fmt: DemoFormat,
+        coalitions: Sequence[tuple[int, ...]],
+    ) -> np.ndarray: ...
