@@ -41,6 +41,9 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("GateConfig tau", lambda: ps.GateConfig(tau=1.5)),
     ("ProxyConfig batch", lambda: ps.ProxyConfig(batch_size=0)),
     ("task name", lambda: ps.task("")),
+    ("DemoAttributionConfig method", lambda: ps.DemoAttributionConfig(method="lasso")),  # type: ignore[arg-type]
+    ("DemoFormat template", lambda: ps.DemoFormat(demo="Q: {input}\n")),
+    ("DemoCompressor validation", lambda: ps.DemoCompressor([ps.Demonstration("a", "b")] * 2, [])),
 ]
 
 
