@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("anthropic", reason="the anthropic extra is not installed")
+from _ci import require_module
+
+# ruff: noqa: E402 - the imports below follow the check that their extra is installed
+require_module("anthropic", reason="the anthropic extra is not installed")
 
 import anthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager

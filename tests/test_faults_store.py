@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from _ci import require
 from promptsieve import StoreError
 from promptsieve.fidelity import Action, Gate, RedisStore, SQLiteStore, VerdictKey
 from promptsieve.fidelity import store as store_mod
@@ -337,9 +338,10 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not on PATH (apt-get install -y redis-server)")
+    exe = require(
+        shutil.which("redis-server"),
+        "redis-server is not on PATH (apt-get install -y redis-server)",
+    )
     server = RedisServer(exe, tmp_path)
     server.start()
     yield server

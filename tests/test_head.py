@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _ci import require_module
 from promptsieve.proxy import HeadScorer, Proxy, ProxyConfig, Scorer, default_head_path
 from promptsieve.proxy._export import (
     default_model_dir,
@@ -75,7 +76,7 @@ def test_scorer_graph_is_cached(proxy: Proxy, scorer: HeadScorer, proxy_cache_di
 
 
 def test_scorer_graph_matches_torch(proxy: Proxy, scorer: HeadScorer) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from promptsieve.proxy._export import truncated_encoder
     from promptsieve.proxy._head import load_query_head
 

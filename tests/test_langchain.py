@@ -29,6 +29,7 @@ from langchain_core.tools import tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import ChatOpenAI
 
+from _ci import require_module
 from _scripted_server import Reply, ScriptedServer, chat_completion
 from promptsieve import ConfigError
 from promptsieve.compressor import Compressor, CompressorConfig
@@ -489,7 +490,7 @@ async def test_wrapped_chat_model_async_tools_and_events(
 
 # -- agent middleware ----------------------------------------------------------------------
 def test_agent_middleware_compresses_model_requests(sieve: Sieve, server: ScriptedServer) -> None:
-    agents = pytest.importorskip("langchain.agents")
+    agents = require_module("langchain.agents")
     from promptsieve_langchain import SieveMiddleware
 
     pass_verdict(sieve, "agent")
@@ -552,11 +553,8 @@ def needle_prompt(i: int) -> str:
 def local_target() -> Iterator[Any]:
     from promptsieve.local import LocalTarget
 
-    try:
-        target = LocalTarget.start()
-    except Exception as exc:  # the local extra missing: say so, CI installs it
-        pytest.skip(f"local target unavailable: {exc}")
-    with target:
+    require_module("llama_cpp", "needs promptsieve[local] (llama-cpp-python[server])")
+    with LocalTarget.start() as target:  # a failure to start is a failure, not a skip
         yield target
 
 

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from _ci import require_module
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
-pytest.importorskip("litellm", reason="the litellm extra is not installed")
+# ruff: noqa: E402 - the imports below follow the check that their extra is installed
+require_module("litellm", reason="the litellm extra is not installed")
 
 import litellm
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from _ci import require
 from _scripted_server import ScriptedServer
 from test_store import redis_url  # noqa: F401 - the session's real redis-server fixture
 
@@ -71,8 +72,10 @@ class Gateway:
 
 @pytest.fixture()
 def gateway(tmp_path: Path, prebuilt: Path, redis_url: str) -> Iterator[Gateway]:  # noqa: F811
-    if not LITELLM.is_file():
-        pytest.skip(f"no LiteLLM proxy at {LITELLM} (scripts/install.sh builds .venv-litellm)")
+    require(
+        LITELLM.is_file(),
+        f"no LiteLLM proxy at {LITELLM} (scripts/install.sh builds .venv-litellm)",
+    )
     with ScriptedServer() as upstream:
         config = tmp_path / "config.yaml"
         config.write_text(

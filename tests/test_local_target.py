@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from _ci import require, require_module
 from promptsieve.fidelity import (
     Action,
     Gate,
@@ -31,8 +32,9 @@ from promptsieve.fidelity import (
 
 pytestmark = pytest.mark.slow
 
-if importlib.util.find_spec("llama_cpp") is None:  # pragma: no cover - depends on install
-    pytest.skip("needs promptsieve[local] (llama-cpp-python[server])", allow_module_level=True)
+require(
+    importlib.util.find_spec("llama_cpp"), "needs promptsieve[local] (llama-cpp-python[server])"
+)
 
 from promptsieve.local import LocalTarget, LocalTargetConfig  # noqa: E402
 
@@ -45,8 +47,8 @@ def local() -> Iterator[LocalTarget]:
 
 
 def _bbh_prompt_head() -> str:
-    lm_eval = pytest.importorskip("lm_eval", reason="the BBH prompts ship with lm-eval (bench)")
-    yaml = pytest.importorskip("yaml")
+    lm_eval = require_module("lm_eval", reason="the BBH prompts ship with lm-eval (bench)")
+    yaml = require_module("yaml")
 
     path = Path(lm_eval.__file__).parent / "tasks/bbh/fewshot/boolean_expressions.yaml"
     cfg = yaml.safe_load(path.read_text())

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("opentelemetry.sdk", reason="the OpenTelemetry SDK (dev extra) is missing")
+from _ci import require_module
+
+# ruff: noqa: E402 - the imports below follow the check that their extra is installed
+require_module("opentelemetry.sdk", reason="the OpenTelemetry SDK (dev extra) is missing")
 
 import openai
 from opentelemetry.sdk.metrics import MeterProvider

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _ci import require_module
 from promptsieve._errors import ConfigError
 from promptsieve.proxy import Proxy, ProxyConfig, TokenScores, select_providers
 from promptsieve.proxy._export import default_model_dir, ensure_export
@@ -33,8 +34,8 @@ def _long_text(n_chars: int) -> str:
 
 
 def _torch_reference(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = require_module("torch")
+    transformers = require_module("transformers")
     d = str(default_model_dir())
     tok = transformers.AutoTokenizer.from_pretrained(d)
     model = transformers.AutoModel.from_pretrained(d).eval()
@@ -88,7 +89,7 @@ def test_onnx_matches_torch(proxy: Proxy) -> None:
 
 
 def test_exported_head_is_folded_into_graph(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     import onnxruntime as ort
 
     from promptsieve.proxy._export import export_onnx

@@ -12,6 +12,7 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _ci import require_module
 from promptsieve.prune import MIN_TOKENS, Budget, PruneResult, _Assembler, prune
 from promptsieve.segment import Segmentation, segment
 from promptsieve.tokens import TokenCounter
@@ -310,9 +311,9 @@ def test_ties_keep_earlier_units() -> None:
 
 def lm_eval_prompt(task_yaml: str, test: dict[str, str]) -> tuple[str, int]:
     """The few-shot prompt as lm-eval assembles it (description + shots + question)."""
-    lm_eval = pytest.importorskip("lm_eval")
-    yaml = pytest.importorskip("yaml")
-    jinja2 = pytest.importorskip("jinja2")
+    lm_eval = require_module("lm_eval")
+    yaml = require_module("yaml")
+    jinja2 = require_module("jinja2")
     path = Path(lm_eval.__file__).parent / "tasks" / task_yaml
     cfg: dict[str, Any] = yaml.safe_load(path.read_text())
     if "include" in cfg:

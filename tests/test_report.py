@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
+from _ci import require, require_module
 from promptsieve._events import ComparisonEvent, RequestEvent
 from promptsieve._report import load_prices, read_report, render_html
 from promptsieve.cli import app
@@ -18,8 +19,8 @@ from promptsieve.fidelity import Gate, GateConfig, RedisStore, SQLiteStore, Verd
 from promptsieve.savings import SavingsLedger, read_ledger
 from test_store import redis_url  # noqa: F401 - the session's real redis-server fixture
 
-pytest.importorskip("jinja2", reason="the report extra (jinja2) is not installed")
-pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
+require_module("jinja2", reason="the report extra (jinja2) is not installed")
+require_module("matplotlib", reason="the report extra (matplotlib) is not installed")
 
 PRICES = Path(__file__).resolve().parents[1] / "benchmarks" / "prices.json"
 T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
@@ -103,10 +104,10 @@ def test_figures_from_a_known_store(known_store: tuple[Path, int, int]) -> None:
 
 
 def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium is not installed (scripts/install.sh installs Debian's package)")
-    return exe
+    return require(
+        shutil.which("chromium") or shutil.which("chromium-browser"),
+        "chromium is not installed (scripts/install.sh installs Debian's package)",
+    )
 
 
 def _browser(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

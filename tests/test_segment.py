@@ -11,6 +11,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _ci import require_module
 from promptsieve.segment import Segmentation, SegmentConfig, segment
 
 
@@ -264,9 +265,9 @@ def test_long_text_is_linear_and_fast() -> None:
 
 def lm_eval_prompt(task_yaml: str, test: dict[str, str]) -> tuple[str, int]:
     """The few-shot prompt exactly as lm-eval assembles it (description + shots + question)."""
-    lm_eval = pytest.importorskip("lm_eval")
-    yaml = pytest.importorskip("yaml")
-    jinja2 = pytest.importorskip("jinja2")
+    lm_eval = require_module("lm_eval")
+    yaml = require_module("yaml")
+    jinja2 = require_module("jinja2")
     path = Path(lm_eval.__file__).parent / "tasks" / task_yaml
     cfg: dict[str, Any] = yaml.safe_load(path.read_text())
     if "include" in cfg:

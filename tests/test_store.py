@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _ci import require
 from promptsieve import StoreError
 from promptsieve.fidelity import (
     Counts,
@@ -37,9 +38,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not on PATH (apt-get install -y redis-server)")
+    exe = require(
+        shutil.which("redis-server"),
+        "redis-server is not on PATH (apt-get install -y redis-server)",
+    )
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
