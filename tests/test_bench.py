@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("lm_eval")
+from _ci import require_module
+
+# ruff: noqa: E402 - the imports below follow the check that their extra is installed
+require_module("lm_eval")
 
 from benchmarks.baselines import (
     RandomPrune,
@@ -280,7 +283,7 @@ def test_stops_match_lm_eval() -> None:
 @pytest.mark.slow
 def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
     """The in-process log-probabilities equal the local server's echo logprobs."""
-    pytest.importorskip("llama_cpp")
+    require_module("llama_cpp")
     from benchmarks.target import CompletionTarget, LocalLogprobs, local_target
 
     text = "The capital of France is Paris. The capital of Italy is"
@@ -296,7 +299,7 @@ def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     """The CI profile through ``promptsieve bench``: BIG-bench suites on the local Gemma."""
-    pytest.importorskip("llama_cpp")
+    require_module("llama_cpp")
     from benchmarks.suites import PROFILES
 
     out = tmp_path / "quick"
