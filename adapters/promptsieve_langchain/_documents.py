@@ -1,17 +1,34 @@
-"""A retriever document compressor: each document is pruned against the query.
+"""A retriever document compressor: the retrieved documents compressed together, against the
+query.
 
-The retriever's query becomes the compressor's question, so what stays in a document is
-what the proxy finds relevant to that query. Each returned document is the caller's
-document with a new ``page_content`` and its own metadata (plus ``metadata["promptsieve"]``
-token counts when it was compressed); documents that were not compressed come back as
-the very same objects.
+All documents of one call go to the sieve as **one** request, under one budget, with the
+retriever's query as the compressor's question (coarse-to-fine, in the spirit of
+LongLLMLingua's document-level stage: Jiang et al., ACL 2024, arXiv 2310.06839):
+
+1. whole documents, least relevant to the query first (the most relevant one never);
+2. then sentences of the documents kept;
+3. then words inside the least relevant kept sentence, to meet the budget.
+
+The request is one user message per document and then the query as a protected message;
+the compressor is the sieve's, with ``CompressorConfig(coarse_to_fine=True,
+part_passages=True)`` (each document one passage, blank lines or not), sharing its proxy.
+The gate decides as for any request of the task (one decision per call); a passed verdict
+(or ``verify=False`` with ``ratio``) compresses, anything else returns the documents as
+they came. The request path fails open: on any internal fault the documents come back
+unchanged, the very same objects.
+
+What comes back: the kept documents, in their order (``reorder=True``: most relevant
+first), each the caller's document with a new ``page_content`` and its own metadata plus
+``metadata["promptsieve"]`` (its ``tokens_before`` / ``tokens_after`` / ``ratio``); a
+document nothing was dropped from comes back as the very same object, a dropped one not
+at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import Callbacks
@@ -19,9 +36,19 @@ from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_cu
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, PrivateAttr
 
-from promptsieve import Call, Plan, Prompt, Request, Sieve, UnsupportedRequest
+from promptsieve import (
+    Call,
+    Message,
+    Plan,
+    Prompt,
+    Request,
+    Sieve,
+    TextPart,
+    TokenCounter,
+    UnsupportedRequest,
+)
 from promptsieve_langchain._convert import model_name
-from promptsieve_langchain._sieves import EVENT, resolve, with_question
+from promptsieve_langchain._sieves import EVENT, keep_scores, resolve, with_question
 from promptsieve_langchain._sieves import check_settings as _check
 
 __all__ = ["SieveDocumentCompressor"]
@@ -32,11 +59,18 @@ _ENDPOINT = "documents"
 
 
 class SieveDocumentCompressor(BaseDocumentCompressor):
-    """Query-aware compression of retrieved documents, under the sieve's verdict.
+    """Query-aware compression of retrieved documents, together, under the sieve's verdict.
 
-    ``task`` names the verdict (a passed verdict applies its ratio); ``verify=False`` with
+    ``task`` names the verdict (a passed verdict applies its ratio: the share of the
+    documents' compressible tokens kept, all documents together); ``verify=False`` with
     ``ratio`` compresses at that ratio without one. ``model`` is the target model's name
-    (or the model), which keys the verdict; the compressor never calls it.
+    (or the model), which keys the verdict; the compressor never calls it. ``reorder``:
+    return the kept documents most relevant first (by the best relevance score of their
+    kept text) instead of in retrieval order.
+
+    ``compress_documents(documents, query)`` returns a list that may be shorter than
+    ``documents`` (whole documents dropped); see the module docstring. Raises
+    ``promptsieve.ConfigError`` at construction for a bad sieve/verify/ratio combination.
     """
 
     sieve: Any = None
@@ -44,6 +78,7 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
     verify: bool | None = None
     ratio: float | None = None
     model: Any = "unknown"
+    reorder: bool = False
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -55,7 +90,7 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
         super().__init__(**data)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio, query_aware=True)
+        self._resolve = resolve(self.sieve, verify=self.verify, ratio=self.ratio, documents=True)
 
     @property
     def target_model(self) -> str:
@@ -64,86 +99,128 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        if not documents:
+        docs = list(documents)
+        if not docs:
             return []
-        sieve = self._resolve()
-        self._resolve.warm()
-        calls: list[Call[Document]] = []
-        with with_question(query or None):
-            for doc in documents:
-                with self._call(sieve, doc) as call:  # nothing to compare: no target here
-                    calls.append(call)
-        self._dispatch([c.plan for c in calls], callbacks)
-        return [_document(c) for c in calls]
+        try:
+            sieve = self._resolve()
+            self._resolve.warm()
+            joint = _Joint(docs, query, self.target_model, self.reorder)
+            with with_question(query or None), keep_scores() as scores:
+                joint.scores = scores
+                with self._call(sieve, joint) as call:  # nothing to compare: no target here
+                    pass
+            out, data = joint.result(call, self.task)
+        except Exception as exc:  # fail open: the documents as they came
+            log.warning("promptsieve: document compression failed (%s)", type(exc).__name__)
+            return docs
+        try:
+            dispatch_custom_event(EVENT, data, config={"callbacks": callbacks})
+        except Exception as exc:
+            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+        return out
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        if not documents:
+        docs = list(documents)
+        if not docs:
             return []
-        sieve = self._resolve()
-        await asyncio.to_thread(self._resolve.warm)
-        with with_question(query or None):
-            # gather() copies the context into each task, the question with it.
-            calls = await asyncio.gather(*(self._acompress(sieve, doc) for doc in documents))
-        plans = [c.plan for c in calls]
         try:
-            await adispatch_custom_event(
-                EVENT, _event(plans, self.task), config={"callbacks": callbacks}
-            )
+            sieve = self._resolve()
+            await asyncio.to_thread(self._resolve.warm)
+            joint = _Joint(docs, query, self.target_model, self.reorder)
+            with with_question(query or None), keep_scores() as scores:
+                joint.scores = scores
+                async with self._call(sieve, joint) as call:
+                    pass
+            out, data = joint.result(call, self.task)
+        except Exception as exc:  # fail open: the documents as they came
+            log.warning("promptsieve: document compression failed (%s)", type(exc).__name__)
+            return docs
+        try:
+            await adispatch_custom_event(EVENT, data, config={"callbacks": callbacks})
         except Exception as exc:
             log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
-        return [_document(c) for c in calls]
+        return out
 
-    async def _acompress(self, sieve: Sieve, doc: Document) -> Call[Document]:
-        async with self._call(sieve, doc) as call:
-            return call
-
-    def _call(self, sieve: Sieve, doc: Document) -> Call[Document]:
-        def rebuild(prompt: Prompt) -> Document:
-            if not isinstance(prompt, str):
-                raise UnsupportedRequest("a document stays a string")
-            return doc.model_copy(update={"page_content": prompt})
-
-        request = Request(doc.page_content, self.target_model, _ENDPOINT)
-        return sieve.call(request, self.task, original=doc, rebuild=rebuild)
-
-    def _dispatch(self, plans: Sequence[Plan], callbacks: Callbacks | None) -> None:
-        try:
-            dispatch_custom_event(EVENT, _event(plans, self.task), config={"callbacks": callbacks})
-        except Exception as exc:
-            log.debug("promptsieve: could not dispatch the event: %s", type(exc).__name__)
+    def _call(self, sieve: Sieve, joint: _Joint) -> Call[list[Document]]:
+        return sieve.call(joint.request, self.task, original=joint.docs, rebuild=joint.rebuild)
 
 
-def _document(call: Call[Document]) -> Document:
-    """The compressed document, with token counts in ``metadata["promptsieve"]``."""
-    doc, plan = call.payload, call.plan
-    if not plan.is_compressed:
-        return doc
-    meta = {
-        **doc.metadata,
-        "promptsieve": {
-            "tokens_before": plan.tokens_before,
-            "tokens_after": plan.tokens_after,
-            "ratio": plan.ratio,
-        },
-    }
-    return doc.model_copy(update={"metadata": meta})
+class _Joint:
+    """One call's documents as one request, and the way back from the compressed prompt.
 
+    Message ``i`` holds document ``i``; the last message holds the query, protected (it is
+    never compressed, and no document is the final user turn whose question would be
+    protected).
+    """
 
-def _event(plans: Sequence[Plan], task: str | None) -> dict[str, Any]:
-    before = sum(p.tokens_before for p in plans)
-    after = sum(p.tokens_after for p in plans)
-    first = next((p for p in plans if p.decision is not None), plans[0])
-    return {
-        "component": "documents",
-        "task": first.task or task,
-        "action": first.decision.action.value if first.decision is not None else None,
-        "reason": first.reason,
-        "documents": len(plans),
-        "compressed": any(p.is_compressed for p in plans),
-        "documents_compressed": sum(p.is_compressed for p in plans),
-        "tokens_before": before,
-        "tokens_after": after,
-        "tokens_saved": before - after,
-    }
+    def __init__(self, docs: list[Document], query: str, model: str, reorder: bool) -> None:
+        self.docs = docs
+        self.reorder = reorder
+        self.scores: Mapping[int, float] = {}
+        messages = [Message("user", (TextPart(d.page_content),)) for d in docs]
+        messages.append(Message("user", (TextPart(query or "", protected=True),)))
+        self.request = Request(tuple(messages), model, _ENDPOINT)
+        self._count: Callable[[str], int] = TokenCounter.for_model(model)
+        self.kept: list[int] = list(range(len(docs)))
+
+    def rebuild(self, prompt: Prompt) -> list[Document]:
+        """The documents from the compressed prompt (raises UnsupportedRequest when the
+        prompt does not have the request's shape: the sieve then reverts, fail open)."""
+        n = len(self.docs)
+        if isinstance(prompt, str) or len(prompt) != n + 1:
+            raise UnsupportedRequest("the documents' prompt changed shape")
+        out: list[tuple[int, Document]] = []
+        for i, (doc, msg) in enumerate(zip(self.docs, prompt[:n], strict=True)):
+            text = msg.content
+            if text == doc.page_content:
+                out.append((i, doc))
+            elif text.strip():
+                out.append((i, self._compressed(doc, text)))
+        if not out:
+            raise UnsupportedRequest("every document was dropped")
+        if self.reorder:
+            out.sort(key=lambda e: -self.scores.get(e[0], float("-inf")))  # stable on ties
+        self.kept = [i for i, _ in out]
+        return [d for _, d in out]
+
+    def _compressed(self, doc: Document, text: str) -> Document:
+        before, after = self._count(doc.page_content), self._count(text)
+        counts = {
+            "tokens_before": before,
+            "tokens_after": after,
+            "ratio": after / before if before else 1.0,
+        }
+        meta = {**doc.metadata, "promptsieve": counts}
+        return doc.model_copy(update={"page_content": text, "metadata": meta})
+
+    def result(
+        self, call: Call[list[Document]], task: str | None
+    ) -> tuple[list[Document], dict[str, Any]]:
+        """What ``compress_documents`` returns, and the custom event's payload (counts and
+        decisions, never text)."""
+        plan: Plan = call.plan
+        out = call.payload if plan.is_compressed else self.docs
+        kept = set(self.kept) if plan.is_compressed else set(range(len(self.docs)))
+        before = sum(self._count(d.page_content) for d in self.docs)
+        after = sum(self._count(d.page_content) for d in out)
+        originals = {id(d) for d in self.docs}
+        decision = plan.decision
+        data = {
+            "component": "documents",
+            "task": plan.task or task,
+            "action": decision.action.value if decision is not None else None,
+            "reason": plan.reason,
+            "documents": len(self.docs),
+            "compressed": plan.is_compressed,
+            "ratio": plan.ratio if plan.is_compressed else None,
+            "documents_kept": len(out),
+            "documents_dropped": len(self.docs) - len(kept),
+            "documents_compressed": sum(id(d) not in originals for d in out),
+            "tokens_before": before,
+            "tokens_after": after,
+            "tokens_saved": before - after,
+        }
+        return list(out), data

@@ -9,6 +9,7 @@ bookkeeping) and stats (one set of counters).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -17,13 +18,14 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from promptsieve import ConfigError, Plan, Sieve, SieveConfig
+from promptsieve import Compressor, ConfigError, Plan, Sieve, SieveConfig
 
 __all__ = [
     "COMPARISON_CONFIG",
     "EVENT",
     "default_sieve",
     "event_data",
+    "keep_scores",
     "resolve",
     "with_question",
 ]
@@ -39,6 +41,10 @@ _DEFAULT: Sieve | None = None
 _DEFAULT_LOCK = threading.Lock()
 _QUESTION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "promptsieve_langchain_question", default=None
+)
+#: Where a compression started inside ``keep_scores`` leaves each message's best kept score.
+_SCORES: contextvars.ContextVar[dict[int, float] | None] = contextvars.ContextVar(
+    "promptsieve_langchain_scores", default=None
 )
 
 
@@ -57,10 +63,19 @@ class _SharedCompressor:
 
     The sieve runs compressions on its own threads under ``contextvars.copy_context()``,
     so a question set around ``prepare`` reaches ``compress`` without a new sieve API.
+
+    ``documents=True`` (the document compressor): a promptsieve :class:`Compressor` is
+    used through a twin with the coarse-to-fine budget on and one passage per text part
+    (``CompressorConfig(coarse_to_fine=True, part_passages=True)``), sharing its proxy and
+    scorer; other compressors are used as they are. The fingerprint (and so the verdict a
+    task is looked up under) stays the base compressor's.
     """
 
-    def __init__(self, base: Sieve) -> None:
+    def __init__(self, base: Sieve, *, documents: bool = False) -> None:
         self._base = base
+        self._documents = documents
+        self._twin: tuple[object, Any] | None = None
+        self._lock = threading.Lock()
 
     @property
     def fingerprint(self) -> str:
@@ -70,23 +85,51 @@ class _SharedCompressor:
     def proxy(self) -> Any:
         return getattr(self._base.compressor, "proxy", None)
 
+    def _compressor(self) -> Any:
+        base: Any = self._base.compressor
+        if not self._documents or not isinstance(base, Compressor):
+            return base
+        twin = self._twin
+        if twin is None or twin[0] is not base:
+            with self._lock:
+                twin = self._twin
+                if twin is None or twin[0] is not base:
+                    twin = self._twin = (base, _documents_twin(base))
+        return twin[1]
+
     def compress(self, prompt: Any, *, ratio: float | None = None) -> Any:
         question = _QUESTION.get()
-        compressor: Any = self._base.compressor
+        compressor = self._compressor()
+        comp: Any = None
         if question:
-            try:
-                return compressor.compress(prompt, ratio=ratio, question=question)
-            except TypeError:  # a CompressorLike without questions: compress without one
-                pass
-        return compressor.compress(prompt, ratio=ratio)
+            # a CompressorLike without questions raises TypeError: compress without one
+            with contextlib.suppress(TypeError):
+                comp = compressor.compress(prompt, ratio=ratio, question=question)
+        if comp is None:
+            comp = compressor.compress(prompt, ratio=ratio)
+        holder = _SCORES.get()
+        if holder is not None:
+            for span in getattr(comp, "kept", ()):
+                best = holder.get(span.message)
+                if best is None or span.score > best:
+                    holder[span.message] = float(span.score)
+        return comp
 
     def similarity(self, a: str, b: str) -> float:
         return self._base.compressor.similarity(a, b)
 
 
-def _derive(base: Sieve, config: SieveConfig) -> Sieve:
+def _documents_twin(base: Compressor) -> Compressor:
+    """``base`` with the coarse-to-fine budget and one passage per part; same proxy/scorer."""
+    cfg = dataclasses.replace(base.config, coarse_to_fine=True, part_passages=True)
+    scorer = base.scorer
+    proxy = getattr(scorer, "proxy", None) or base.proxy
+    return Compressor(cfg, proxy=proxy, scorer=scorer)
+
+
+def _derive(base: Sieve, config: SieveConfig, *, documents: bool = False) -> Sieve:
     gate = base.gate if config.verify else None  # a fixed ratio never asks the gate
-    derived = Sieve(config, compressor=_SharedCompressor(base), gate=gate)
+    derived = Sieve(config, compressor=_SharedCompressor(base, documents=documents), gate=gate)
     derived.stats = base.stats
     return derived
 
@@ -101,6 +144,7 @@ class resolve:  # lowercase: used like a function
         verify: bool | None,
         ratio: float | None,
         query_aware: bool = False,
+        documents: bool = False,
     ) -> None:
         base_verify = sieve.config.verify if sieve is not None else True
         self.verify = base_verify if verify is None else verify
@@ -115,7 +159,8 @@ class resolve:  # lowercase: used like a function
             SieveConfig(verify=False, ratio=ratio)  # validates the range now
         self._sieve = sieve
         self._ratio = ratio
-        self._query_aware = query_aware
+        self._query_aware = query_aware or documents
+        self._documents = documents
         self._resolved: Sieve | None = None
         self._lock = threading.Lock()
 
@@ -154,7 +199,7 @@ class resolve:  # lowercase: used like a function
             cfg = dataclasses.replace(cfg, verify=False, ratio=ratio)
         elif not cfg.verify:
             cfg = dataclasses.replace(cfg, verify=True)
-        return _derive(base, cfg)
+        return _derive(base, cfg, documents=self._documents)
 
 
 class with_question:  # lowercase: used like a function
@@ -170,6 +215,23 @@ class with_question:  # lowercase: used like a function
     def __exit__(self, *exc: object) -> None:
         assert self._token is not None
         _QUESTION.reset(self._token)
+
+
+class keep_scores:  # lowercase: used like a function
+    """Collect, for compressions started inside, each message's best kept unit score
+    (``{message index: score}``; relevance to the question, higher = more relevant)."""
+
+    def __init__(self) -> None:
+        self.scores: dict[int, float] = {}
+        self._token: contextvars.Token[dict[int, float] | None] | None = None
+
+    def __enter__(self) -> dict[int, float]:
+        self._token = _SCORES.set(self.scores)
+        return self.scores
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _SCORES.reset(self._token)
 
 
 def event_data(plan: Plan, *, component: str) -> dict[str, Any]:
