@@ -6,6 +6,7 @@ real compressor on the real ONNX proxy, and a real SQLite verdict store per test
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from langchain_openai import ChatOpenAI
 
 from _ci import require_module
 from _scripted_server import Reply, ScriptedServer, chat_completion
-from promptsieve import ConfigError
+from promptsieve import ConfigError, Message, TextPart
 from promptsieve.compressor import Compressor, CompressorConfig
 from promptsieve.fidelity import Gate, GateConfig, SQLiteStore, VerdictKey
 from promptsieve.fidelity.store import Verdict, VerdictState
@@ -381,25 +382,38 @@ def retriever(k: int = 3) -> BaseRetriever:
 def test_document_compressor_is_query_aware_and_keeps_metadata(
     sieve: Sieve, compressor: Compressor
 ) -> None:
+    # The default (head) compressor: the documents still go through the coarse-to-fine
+    # budget together, one passage per document (tests/test_langchain_documents.py has the
+    # answer-among-distractors case on the relevance head).
     docs = SieveDocumentCompressor(sieve=sieve, verify=False, ratio=0.5)
     handler = Events()
     query = "How does a for loop iterate?"
     r = CompressingRetriever(base=retriever(), compressor=docs)
+    retrieved = retriever().invoke(query)
     got = r.invoke(query, {"callbacks": [handler]})
-    assert len(got) == 3
+    assert 1 <= len(got) <= 3
+    twin = Compressor(
+        dataclasses.replace(compressor.config, coarse_to_fine=True, part_passages=True),
+        proxy=compressor.proxy,
+        scorer=compressor.scorer,
+    )
+    messages = [Message("user", (TextPart(d.page_content),)) for d in retrieved]
+    messages.append(Message("user", (TextPart(query, protected=True),)))
+    joint = twin.compress(messages, ratio=0.5, question=query).prompt
+    expected = [(d.id, m.content) for d, m in zip(retrieved, joint, strict=False) if m.content]
+    assert [(d.id, d.page_content) for d in got] == expected  # the query was the question
     by_id = {d.id: d for d in corpus()}
     for d in got:
         orig = by_id[d.id]
         assert d.metadata["source"] == orig.metadata["source"]
         assert d.metadata["n"] == orig.metadata["n"]
-        assert (
-            d.metadata["promptsieve"]["tokens_after"] < d.metadata["promptsieve"]["tokens_before"]
-        )
-        expected = compressor.compress(orig.page_content, ratio=0.5, question=query).prompt
-        assert d.page_content == expected  # the query was the compressor's question
+        if d.page_content != orig.page_content:
+            meta = d.metadata["promptsieve"]
+            assert meta["tokens_after"] < meta["tokens_before"]
     assert [name for name, _, _ in handler.events] == [EVENT]
     data = handler.events[0][1]
-    assert data["documents"] == 3 and data["documents_compressed"] == 3
+    assert data["documents"] == 3 and data["documents_kept"] == len(got)
+    assert data["tokens_after"] < 0.6 * data["tokens_before"]
     assert_no_prompt_text(data, " ".join(d.page_content for d in corpus()))
 
     agot = asyncio.run(r.ainvoke(query))
@@ -414,11 +428,9 @@ def test_document_compressor_follows_the_verdict(sieve: Sieve) -> None:
 
     pass_verdict(sieve, "rag", ratio=0.5)
     out = asyncio.run(docs.acompress_documents(originals, "what is a for loop"))
-    assert all(
-        len(a.page_content) < len(b.page_content) for a, b in zip(out, originals, strict=True)
-    )
-    assert [d.metadata["n"] for d in out] == [0, 1]
-    assert sieve.stats.compressed == 2
+    assert sum(len(d.page_content) for d in out) < 0.8 * sum(len(d.page_content) for d in originals)
+    assert [d.metadata["n"] for d in out] in ([0, 1], [0], [1])
+    assert sieve.stats.compressed == 1  # one request for all the documents
 
 
 # -- the wrapped chat model ----------------------------------------------------------------
