@@ -89,71 +89,170 @@ def _client(srv: ScriptedServer) -> Any:
     return OpenAI(base_url=srv.url, api_key="test", max_retries=0)
 
 
-@pytest.mark.parametrize("shape", ["text", "pairs"])
-def test_wrap_openai_applies_the_passed_rung(
-    scorer: CosineScorer, tmp_path: Path, shape: str
-) -> None:
+def _sieve(comp: DemoCompressor) -> Any:
     from promptsieve.fidelity import Gate
     from promptsieve.sieve import Sieve, SieveConfig
     from promptsieve.testing import FixedVerdictStore
-    from promptsieve_openai import wrap_openai
 
+    return Sieve(SieveConfig(guard=False), compressor=comp,
+                 gate=Gate(FixedVerdictStore.passed(0.5)))  # fmt: skip
+
+
+def _compressor(scorer: CosineScorer, tmp_path: Path) -> tuple[DemoCompressor, list[int]]:
     comp = DemoCompressor(DEMOS, VAL, fmt=FMT, scorer=scorer,
                           config=DemoAttributionConfig(cache_dir=tmp_path))  # fmt: skip
     attr = comp.wait(120)
     assert attr is not None
     kept = attr.keep(comp.keep_count(0.5))
-    question = "What is the capital of Spain?"
-    if shape == "text":
-        messages = [{"role": "user", "content": FMT.render(DEMOS, question)}]
-        expect = [{"role": "user", "content": FMT.render([DEMOS[i] for i in kept], question)}]
-    else:
-        pairs = []
-        for d in DEMOS:
-            pairs += [
-                {"role": "user", "content": d.input},
-                {"role": "assistant", "content": d.output},
-            ]
-        messages = [{"role": "system", "content": "Be brief."}, *pairs,
-                    {"role": "user", "content": question}]  # fmt: skip
-        # the OpenAI adapter rebuilds a request message for message: a prompt whose messages
-        # would go away is sent unchanged (fail open), counted as an error
-        kept_pairs = [m for i in kept for m in pairs[2 * i : 2 * i + 2]]
-        direct = comp.compress(_neutral(messages), ratio=0.5)
-        assert [m.content for m in direct.prompt] == [
-            m["content"] for m in [messages[0], *kept_pairs, messages[-1]]
-        ]
-        expect = messages
-    sieve = Sieve(SieveConfig(guard=False), compressor=comp,
-                  gate=Gate(FixedVerdictStore.passed(0.5)))  # fmt: skip
+    assert 0 < len(kept) < len(DEMOS)
+    return comp, kept
+
+
+QUESTION = "What is the capital of Spain?"
+
+
+def test_wrap_openai_applies_the_passed_rung_to_rendered_demos(
+    scorer: CosineScorer, tmp_path: Path
+) -> None:
+    from promptsieve_openai import wrap_openai
+
+    comp, kept = _compressor(scorer, tmp_path)
+    messages = [{"role": "user", "content": FMT.render(DEMOS, QUESTION)}]
+    sieve = _sieve(comp)
     with ScriptedServer() as srv:
         client = wrap_openai(_client(srv), sieve, task="demo-task")
         out = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
         assert out.choices[0].message.content == "ok"
         sent = srv.bodies("/chat/completions")[0]["messages"]
+    assert sent == [{"role": "user", "content": FMT.render([DEMOS[i] for i in kept], QUESTION)}]
+    assert sieve.stats.compressed == 1
+
+
+def _pairs(**extra: Any) -> list[dict[str, Any]]:
+    """The demonstrations as chat turns (the OpenAI cookbook's way: a user message, then the
+    assistant's answer, optionally named ``example_user`` / ``example_assistant``)."""
+    out: list[dict[str, Any]] = []
+    for d in DEMOS:
+        out += [
+            {"role": "user", "content": d.input, **extra.get("user", {})},
+            {"role": "assistant", "content": d.output, **extra.get("assistant", {})},
+        ]
+    return out
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
+def test_wrap_openai_drops_demonstration_message_pairs(
+    scorer: CosineScorer, tmp_path: Path, endpoint: str
+) -> None:
+    """Demonstrations given as user/assistant message pairs: the passed rung's least useful
+    pairs are left out of what the server receives; the system message, a conversation turn
+    that is not a demonstration, a named pair's fields and the final question go out as
+    they were."""
+    from promptsieve_openai import wrap_openai
+
+    comp, kept = _compressor(scorer, tmp_path)
+    pairs = _pairs(user={"name": "example_user"}, assistant={"name": "example_assistant"})
+    system = {"role": "system", "content": "Be brief."}
+    chat_turn = [  # not a demonstration: never dropped
+        {"role": "user", "content": "Hello, can you answer quiz questions?"},
+        {"role": "assistant", "content": "Yes, ask away."},
+    ]
+    final = {"role": "user", "content": [{"type": "text", "text": QUESTION}]}
+    if endpoint == "responses":
+        final = {"role": "user", "content": [{"type": "input_text", "text": QUESTION}]}
+    messages = [system, *chat_turn, *pairs, final]
+    expect = [system, *chat_turn, *[m for i in kept for m in pairs[2 * i : 2 * i + 2]], final]
+    sieve = _sieve(comp)
+    with ScriptedServer() as srv:
+        client = wrap_openai(_client(srv), sieve, task="demo-task")
+        if endpoint == "chat":
+            out = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            assert out.choices[0].message.content == "ok"
+            sent = srv.bodies("/chat/completions")[0]["messages"]
+        else:
+            resp = client.responses.create(model="gpt-4o-mini", input=messages)
+            assert resp.output_text == "ok"
+            sent = srv.bodies("/responses")[0]["input"]
     assert sent == expect
-    assert sieve.stats.compressed == (1 if shape == "text" else 0)
+    assert sieve.stats.compressed == 1 and sieve.stats.errors == 0
+    assert sieve.stats.tokens_after < sieve.stats.tokens_before
 
 
-def _neutral(messages: list[dict[str, str]]) -> tuple[Any, ...]:
-    from promptsieve.prompt import Message
+def test_wrap_openai_keeps_pairs_it_cannot_drop(scorer: CosineScorer, tmp_path: Path) -> None:
+    """A demonstration pair whose assistant turn carries a tool call cannot be left out (a
+    later message may refer to it): the whole request goes out unchanged (fail open),
+    counted as an error."""
+    from promptsieve_openai import wrap_openai
 
-    return tuple(Message.text(m["role"], m["content"]) for m in messages)
+    comp, _ = _compressor(scorer, tmp_path)
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": "{}"}}  # fmt: skip
+    pairs = _pairs(assistant={"tool_calls": [call]})
+    messages = [*pairs, {"role": "user", "content": QUESTION}]
+    sieve = _sieve(comp)
+    with ScriptedServer() as srv:
+        client = wrap_openai(_client(srv), sieve, task="demo-task")
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        sent = srv.bodies("/chat/completions")[0]["messages"]
+    assert sent == messages
+    assert sieve.stats.compressed == 0 and sieve.stats.errors == 1
 
 
-def test_wrap_openai_fails_open_when_attribution_fails(scorer: CosineScorer) -> None:
-    from promptsieve.fidelity import Gate
-    from promptsieve.sieve import Sieve, SieveConfig
-    from promptsieve.testing import FixedVerdictStore
+@pytest.mark.parametrize("shape", ["text", "pairs"])
+def test_wrap_openai_fails_open_when_attribution_fails(scorer: CosineScorer, shape: str) -> None:
     from promptsieve_openai import wrap_openai
 
     comp = DemoCompressor(DEMOS, VAL, fmt=FMT, scorer=Broken(scorer.proxy),
                           config=DemoAttributionConfig(cache=False))  # fmt: skip
     assert comp.wait(60) is None
-    sieve = Sieve(SieveConfig(guard=False), compressor=comp,
-                  gate=Gate(FixedVerdictStore.passed(0.5)))  # fmt: skip
-    messages = [{"role": "user", "content": FMT.render(DEMOS, "What is 2+2?")}]
+    sieve = _sieve(comp)
+    if shape == "text":
+        messages = [{"role": "user", "content": FMT.render(DEMOS, QUESTION)}]
+    else:
+        messages = [{"role": "system", "content": "Be brief."}, *_pairs(),
+                    {"role": "user", "content": QUESTION}]  # fmt: skip
     with ScriptedServer() as srv:
         client = wrap_openai(_client(srv), sieve, task="demo-task")
         client.chat.completions.create(model="gpt-4o-mini", messages=messages)
         assert srv.bodies("/chat/completions")[0]["messages"] == messages
+    assert sieve.stats.compressed == 0
+
+
+def test_converter_leaves_out_only_plain_text_turns() -> None:
+    """The rule behind the pairs shape, on the core converter (shared with offline
+    screening): whole user/assistant text messages may be left out; a kept message must be
+    unchanged; tool calls, non-text parts, rewrites combined with removals and an empty
+    prompt raise UnsupportedRequest (the adapter then sends the original)."""
+    from dataclasses import replace
+
+    from promptsieve import TextPart, UnsupportedRequest
+    from promptsieve.convert import from_openai
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q1", "name": "example_user"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": [{"type": "text", "text": "q2"}, image]},
+        {"role": "assistant", "content": "a2", "tool_calls": [call]},
+        {"role": "user", "content": "final"},
+    ]
+    conv = from_openai("chat", {"model": "m", "messages": messages})
+    assert conv is not None
+    p = conv.request.prompt
+    assert not isinstance(p, str)
+    body = conv.rebuild((p[0], p[3], p[4], p[5]))
+    assert body["messages"] == [messages[0], *messages[3:]]
+    assert body["messages"][1] is messages[3]  # kept messages are the caller's objects
+    # equal (not identical) messages are matched too
+    equal = tuple(replace(m) for m in (p[0], p[3], p[4], p[5]))
+    assert conv.rebuild(equal)["messages"] == [messages[0], *messages[3:]]
+    for bad in (
+        (p[0], p[1], p[2], p[5]),  # the image turn and the tool-call turn
+        (p[1], p[2], p[3], p[4], p[5]),  # the system message
+        (p[0], p[3], p[4], p[5].with_parts([TextPart("other")])),  # a removal and a rewrite
+        (),
+    ):
+        with pytest.raises(UnsupportedRequest):
+            conv.rebuild(bad)

@@ -53,9 +53,11 @@ class OpenAIRequest:
     request: Request
     #: The caller's body, with iterables materialised (so it can be sent again).
     body: dict[str, Any]
-    #: ``rebuild(prompt)`` -> the body with the prompt's text written back. Returns ``body``
-    #: itself when nothing changed; raises :class:`UnsupportedRequest` when the prompt does
-    #: not fit (message count, roles, protected or opaque parts changed).
+    #: ``rebuild(prompt)`` -> the body with the prompt's text written back, or without the
+    #: whole user/assistant text messages the prompt leaves out (removed demonstrations).
+    #: Returns ``body`` itself when nothing changed; raises :class:`UnsupportedRequest` when
+    #: the prompt does not fit (messages added, roles, protected or opaque parts changed, a
+    #: message with a tool call or non-text part left out, a removal combined with a rewrite).
     rebuild: Callable[[Prompt], dict[str, Any]]
     #: Whether a background comparison may send this request again (no server-side state).
     comparable: bool = True
@@ -133,7 +135,7 @@ def _responses(kwargs: dict[str, Any], model: str) -> OpenAIRequest | None:
     neutral = head + tuple(message_from_openai(m) for m in items)
 
     def rebuild(prompt: Prompt) -> dict[str, Any]:
-        if isinstance(prompt, str) or len(prompt) != len(neutral):
+        if isinstance(prompt, str) or len(prompt) > len(neutral):
             raise UnsupportedRequest("message count changed")
         if prompt[: len(head)] != head:
             raise UnsupportedRequest("instructions changed")
@@ -187,8 +189,13 @@ def message_from_openai(m: Any) -> Message:
 
 
 def _rebuilt_items(originals: list[Any], neutral: Sequence[Message], prompt: Prompt) -> list[Any]:
-    """Original message objects with only compressible text parts replaced."""
-    if isinstance(prompt, str) or len(prompt) != len(neutral):
+    """Original message objects with only compressible text parts replaced, or with whole
+    user/assistant text messages left out (:func:`_kept_items`)."""
+    if isinstance(prompt, str):
+        raise UnsupportedRequest("message count changed")
+    if len(prompt) < len(neutral):
+        return _kept_items(originals, neutral, prompt)
+    if len(prompt) != len(neutral):
         raise UnsupportedRequest("message count changed")
     out: list[Any] | None = None
     for i, (orig, before, after) in enumerate(zip(originals, neutral, prompt, strict=True)):
@@ -199,6 +206,51 @@ def _rebuilt_items(originals: list[Any], neutral: Sequence[Message], prompt: Pro
             out = list(originals)
         out[i] = new
     return originals if out is None else out
+
+
+#: Keys of a message that may be left out whole: plain text turns, nothing that another
+#: message refers to (tool calls, function calls, audio) or that the server needs.
+_DROPPABLE_KEYS = frozenset({"role", "content", "name", "type", "id", "status"})
+
+
+def _kept_items(originals: list[Any], neutral: Sequence[Message], prompt: Prompt) -> list[Any]:
+    """The original message objects that ``prompt`` keeps, when ``prompt`` is ``neutral``
+    with whole messages left out (e.g. few-shot demonstrations given as user/assistant
+    message pairs, removed by :class:`promptsieve.demos.DemoCompressor`).
+
+    Each kept message must be unchanged (the very neutral object, else an equal one: a drop
+    is not combined with a rewrite), every left-out one a user/assistant message of plain
+    text (no tool call, image, audio or other opaque part, no key outside
+    ``_DROPPABLE_KEYS``), and at least one message must remain. Otherwise raises
+    :class:`UnsupportedRequest` (the request then goes out unchanged).
+    """
+    if not prompt:
+        raise UnsupportedRequest("every message was removed")
+    for same in (lambda a, b: a is b, lambda a, b: a is b or a == b):
+        kept: list[int] = []
+        for i, before in enumerate(neutral):
+            if len(kept) < len(prompt) and same(prompt[len(kept)], before):
+                kept.append(i)
+        if len(kept) == len(prompt):
+            break
+    else:
+        raise UnsupportedRequest("messages were changed as well as removed")
+    keep = set(kept)
+    for i, (orig, before) in enumerate(zip(originals, neutral, strict=True)):
+        if i not in keep and not _droppable(orig, before):
+            raise UnsupportedRequest(f"message {i} ({before.role}) cannot be left out")
+    return [originals[i] for i in kept]
+
+
+def _droppable(orig: Any, before: Message) -> bool:
+    return (
+        isinstance(orig, Mapping)
+        and before.role in COMPRESSIBLE_ROLES
+        and bool(before.parts)
+        and all(isinstance(p, TextPart) and not p.protected for p in before.parts)
+        and set(orig) <= _DROPPABLE_KEYS
+        and orig.get("type", "message") == "message"
+    )
 
 
 def _rebuilt_message(orig: Any, before: Message, after: Message) -> Any:
