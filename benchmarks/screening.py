@@ -16,7 +16,7 @@ from typing import Any
 
 from .baselines import Method, count
 from .data import BenchItem, Kind
-from .stats import agree, parse_answer
+from .stats import agree, correct, parse_answer
 from .target import CompletionTarget
 
 __all__ = ["ScreenPlan", "economics", "screen_task"]
@@ -35,6 +35,10 @@ class ScreenPlan:
     ladder: tuple[float, ...] = (0.8, 0.65, 0.5, 0.35)
     budget: int = 100
     monitor_rate: float = 0.02  # GateConfig default: share of applied requests re-checked
+    #: "agreement" (the SDK default) and/or "labelled" (non-inferior accuracy against gold,
+    #: ``promptsieve.fidelity.labelled``; margin: the SDK default epsilon unless ``rho``).
+    modes: tuple[str, ...] = ("agreement",)
+    rho: float | None = None
 
 
 class _ScreenTarget:
@@ -70,13 +74,17 @@ def screen_task(
     max_tokens: int,
     stop: Sequence[str],
     kind: Kind | None = None,
+    mode: str = "agreement",
 ) -> dict[str, Any]:
     """Screen one task with ``method``; returns a JSON-ready record (see :func:`economics`).
 
     Agreement is :func:`benchmarks.stats.agree` on :func:`benchmarks.stats.parse_answer`
-    (the task's own metric: labels for choice tasks, SQuAD answer match for QA).
+    (the task's own metric: labels for choice tasks, SQuAD answer match for QA). In
+    ``mode="labelled"`` each answer is judged against the item's gold with
+    :func:`benchmarks.stats.correct` and the SDK's non-inferiority test decides.
     """
     from promptsieve.fidelity import ScreenConfig, screen
+    from promptsieve.fidelity.labelled import DEFAULT_EPSILON
 
     kind = kind or items[0].kind
     by_prompt = {it.prompt: it for it in items}
@@ -87,15 +95,28 @@ def screen_task(
     def metric(original: Any, compressed: Any) -> bool:
         return agree(kind, parse_answer(kind, original.text), parse_answer(kind, compressed.text))
 
+    def judge(sample: Mapping[str, Any], output: Any) -> bool:
+        return correct(kind, parse_answer(kind, output.text), str(sample["gold"]))
+
+    labelled = mode == "labelled"
     bodies = [
         {"prompt": it.prompt, "max_tokens": max_tokens, "stop": list(stop), "temperature": 0.0}
+        | ({"gold": it.gold} if labelled else {})
         for it in items
     ]
     st = _ScreenTarget(target)
     cfg = ScreenConfig(
-        tau=plan.tau, delta=plan.delta, budget=plan.budget, ratios=plan.ladder, metric=metric
+        tau=plan.tau,
+        delta=plan.delta,
+        budget=plan.budget,
+        ratios=plan.ladder,
+        metric=metric,
+        mode="labelled" if labelled else "agreement",
+        rho=plan.rho if labelled else None,
     )
-    res = screen(items[0].task, bodies, st, cfg, compress=compress)
+    res = screen(
+        items[0].task, bodies, st, cfg, compress=compress, judge=judge if labelled else None
+    )
     saved: float | None = None
     if res.ratio is not None:
         total = sum(count(it.prompt) - count(method.compress(it, res.ratio)) for it in items)
@@ -104,12 +125,24 @@ def screen_task(
     record: dict[str, Any] = {
         "task": items[0].task,
         "method": method.name,
+        "mode": res.mode,
+        "margin": (f"rho={plan.rho:g}" if plan.rho is not None else f"epsilon={DEFAULT_EPSILON:g}")
+        if labelled
+        else f"tau={plan.tau:g}",
         "samples": len(items),
         "passed": res.passed,
         "ratio": res.ratio,
         "reason": "; ".join(f"{r.ratio:g}: {r.decision.value} ({r.reason})" for r in res.ratios),
         "rungs": [
-            {"ratio": r.ratio, "decision": r.decision.value, "n": r.n, "agree": r.agree}
+            {
+                "ratio": r.ratio,
+                "decision": r.decision.value,
+                "n": r.n,
+                "agree": r.agree,
+                "original_correct": r.original_correct,
+                "lower": r.lower,
+                "upper": r.upper,
+            }
             for r in res.ratios
         ],
         "calls": res.calls,

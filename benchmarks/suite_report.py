@@ -214,27 +214,39 @@ def _screening_lines(results: Mapping[str, Any]) -> list[str]:
         "",
         f"The SDK's sequential test (τ = {plan.get('tau')}, δ = {plan.get('delta')}) on each "
         f"suite's items in order, ladder {plan.get('ladder')} from conservative to aggressive, "
-        "with the suite's own agreement metric. Calls are paired (original + compressed); "
+        "with the suite's own agreement metric (mode agreement), or non-inferior accuracy "
+        "against gold (mode labelled: H0 acc(compressed) < acc(original) − margin, the SDK's "
+        "betting test). Calls are paired (original + compressed); "
         f"net tokens count the screening calls and {plan.get('monitor_rate')} monitoring of "
         "applied requests, over 10,000 requests.",
         "",
-        "| suite | method | verdict | ratio | paired calls | screening tokens | "
+        "| suite | method | mode | verdict | ratio | paired calls | screening tokens | "
         "saved / request | net over 10k requests | break-even requests | rungs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in recs:
-        rungs = "; ".join(
-            f"{x['ratio']:g}: {x['agree']}/{x['n']} {x['decision']}" for x in r["rungs"]
-        )
+        rungs = "; ".join(_rung(x) for x in r["rungs"])
         saved = r.get("saved_per_request")
+        mode = r.get("mode", "agreement")
         lines.append(
-            f"| {r.get('suite', r['task'])} | {r['method']} | "
+            f"| {r.get('suite', r['task'])} | {r['method']} | {mode} ({r.get('margin', '')}) | "
             f"{'passed' if r['passed'] else 'failed'} | {r['ratio'] if r['ratio'] else '–'} | "
             f"{r['calls']} | {r['screen_prompt_tokens']} | "
             f"{'–' if saved is None else f'{saved:.0f}'} | {r['net_after_requests']:,.0f} | "
             f"{r['break_even_requests'] or '–'} | {rungs} |"
         )
     return lines
+
+
+def _rung(x: Mapping[str, Any]) -> str:
+    """One ladder rung: agreements/n, or (labelled) correct compressed vs original, and the
+    anytime-valid lower bound on the tested difference."""
+    if x.get("original_correct") is None:
+        return f"{x['ratio']:g}: {x['agree']}/{x['n']} {x['decision']}"
+    return (
+        f"{x['ratio']:g}: correct {x['agree']} vs {x['original_correct']} of {x['n']}, "
+        f"lower {x['lower']:+.2f} {x['decision']}"
+    )
 
 
 def write_suite_plots(summary: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

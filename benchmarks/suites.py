@@ -146,7 +146,14 @@ PROFILES: dict[str, SuiteProfile] = {
         ),
         ratios=(0.5, 0.25),
         methods=("none", "random", "truncate", "sentence"),
-        screen=ScreenPlan(methods=("truncate",), tau=0.6, delta=0.3, ladder=(0.5, 0.25), budget=3),
+        screen=ScreenPlan(
+            methods=("truncate",),
+            tau=0.6,
+            delta=0.3,
+            ladder=(0.5, 0.25),
+            budget=3,
+            modes=("agreement", "labelled"),
+        ),
         description="CI smoke run on Gemma 3 270M",
     ),
     # The everyday target (Qwen2.5-Coder-0.5B-Instruct), at the sizes of issue #12:
@@ -162,7 +169,11 @@ PROFILES: dict[str, SuiteProfile] = {
             Suite("vitaminc", n=60, noise=30),
         ),
         methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
-        screen=ScreenPlan(methods=("relevance", "coarse", "sentence", "truncate"), ladder=RATIOS),
+        screen=ScreenPlan(
+            methods=("relevance", "coarse", "sentence", "truncate"),
+            ladder=RATIOS,
+            modes=("agreement", "labelled"),
+        ),
         description="Qwen2.5-Coder-0.5B-Instruct",
     ),
     # The headline target (Qwen2.5-Coder-1.5B-Instruct): multi-document QA on the test
@@ -178,7 +189,11 @@ PROFILES: dict[str, SuiteProfile] = {
             Suite("vitaminc", n=60, noise=20),
         ),
         methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
-        screen=ScreenPlan(methods=("relevance", "coarse", "sentence", "truncate"), ladder=RATIOS),
+        screen=ScreenPlan(
+            methods=("relevance", "coarse", "sentence", "truncate"),
+            ladder=RATIOS,
+            modes=("agreement", "labelled"),
+        ),
         description="Qwen2.5-Coder-1.5B-Instruct",
     ),
 }
@@ -514,14 +529,15 @@ def _screen_suite(
             from dataclasses import replace
 
             plan = replace(plan, budget=len(items))
-        try:
-            rec = screen_task(
-                items, m, target, plan, max_tokens=suite.max_tokens, stop=suite.stop,
-                kind=suite.kind,
-            )  # fmt: skip
-        except Exception as exc:
-            log.warning("screening %s with %s failed: %s", suite.name, m.name, exc)
-            continue
-        rec["suite"] = suite.name
-        out.append(rec)
+        for mode in plan.modes:
+            try:
+                rec = screen_task(
+                    items, m, target, plan, max_tokens=suite.max_tokens, stop=suite.stop,
+                    kind=suite.kind, mode=mode,
+                )  # fmt: skip
+            except Exception as exc:
+                log.warning("screening %s with %s (%s) failed: %s", suite.name, m.name, mode, exc)
+                continue
+            rec["suite"] = suite.name
+            out.append(rec)
     return out

@@ -18,6 +18,7 @@ from _ci import require_module
 require_module("lm_eval")
 
 from benchmarks.baselines import (
+    Method,
     RandomPrune,
     SelfInformation,
     Truncate,
@@ -327,6 +328,8 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
             assert abs(r["context_kept"] - r["ratio"]) < 0.1, r
     assert len(results["noise"]) == sum(s.noise for s in profile.suites)
     assert results["screening"] and all(s["calls"] > 0 for s in results["screening"])
+    labelled = [s for s in results["screening"] if s["mode"] == "labelled"]
+    assert labelled and all(x["original_correct"] is not None for x in labelled[0]["rungs"])
     report = (out / "report.md").read_text()
     assert "## Every method × ratio × suite" in report and "noise floor" in report
     assert "Screening economics" in report
@@ -334,6 +337,46 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
     again = subprocess.run([cli, "bench", *args], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["meta"]["target_calls"] == 0
+
+
+class _KeywordTarget:
+    """Answers "(a)" (the gold) when the prompt still holds KEEP, else "(b)"."""
+
+    model = "keyword"
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: object = ()) -> object:
+        from benchmarks.target import Completion
+
+        return Completion("(a)" if "KEEP" in prompt else "(b)", None, None, 0.0, True, "stop")
+
+
+class _DropKeep(Method):
+    name = "dropkeep"
+
+    def __init__(self, drop: bool) -> None:
+        self.drop = drop
+
+    def compress(self, item: BenchItem, ratio: float) -> str:
+        return item.prompt.replace("KEEP", "") if self.drop else item.prompt
+
+
+def test_labelled_screening_passes_non_inferior_and_fails_harmful_compression() -> None:
+    """Labelled mode of the benchmark's screening: the SDK's non-inferiority test on gold."""
+    from benchmarks.screening import ScreenPlan, screen_task
+
+    items = [
+        BenchItem("t", f"t#{i}", f"ctx {i} KEEP\nQ{i}?", f"Q{i}?", "(a)", "direct")
+        for i in range(100)
+    ]
+    plan = ScreenPlan(methods=("dropkeep",), ladder=(0.5,), modes=("labelled",))
+    kept = screen_task(items, _DropKeep(False), _KeywordTarget(), plan, max_tokens=4, stop=(),
+                       mode="labelled")  # type: ignore[arg-type]  # fmt: skip
+    assert kept["passed"] and kept["mode"] == "labelled" and kept["margin"] == "epsilon=0.05"
+    rung = kept["rungs"][0]
+    assert rung["agree"] == rung["original_correct"] == rung["n"] and 59 <= rung["n"] <= 100
+    harmed = screen_task(items, _DropKeep(True), _KeywordTarget(), plan, max_tokens=4, stop=(),
+                         mode="labelled")  # type: ignore[arg-type]  # fmt: skip
+    assert not harmed["passed"] and harmed["rungs"][0]["agree"] == 0
 
 
 def test_screen_overrides_are_checked_before_anything_runs(
