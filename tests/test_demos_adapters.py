@@ -178,6 +178,34 @@ def test_wrap_openai_drops_demonstration_message_pairs(
     assert sieve.stats.tokens_after < sieve.stats.tokens_before
 
 
+def test_wrap_openai_screens_a_demonstration_rung_with_pairs(
+    scorer: CosineScorer, tmp_path: Path
+) -> None:
+    """While screening, the live request is the original and the shadow comparison sends
+    the rung's prompt without the dropped pairs; the agreement is recorded for that rung
+    (how a demonstration rung earns its verdict through wrap_openai)."""
+    from promptsieve.fidelity import Gate
+    from promptsieve.sieve import Sieve, SieveConfig
+    from promptsieve.testing import FixedVerdictStore
+    from promptsieve_openai import wrap_openai
+
+    comp, kept = _compressor(scorer, tmp_path)
+    pairs = _pairs()
+    messages = [{"role": "system", "content": "Be brief."}, *pairs,
+                {"role": "user", "content": QUESTION}]  # fmt: skip
+    store = FixedVerdictStore.screening(0.5)
+    sieve = Sieve(SieveConfig(guard=False), compressor=comp, gate=Gate(store))
+    with ScriptedServer() as srv:
+        client = wrap_openai(_client(srv), sieve, task="demo-task")
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        assert sieve.flush(30)
+        live, shadow = (b["messages"] for b in srv.bodies("/chat/completions"))
+    assert live == messages
+    assert shadow == [messages[0], *[m for i in kept for m in pairs[2 * i : 2 * i + 2]],
+                      messages[-1]]  # fmt: skip
+    assert store.recorded == [("demo-task", 0.5, True)]
+
+
 def test_wrap_openai_keeps_pairs_it_cannot_drop(scorer: CosineScorer, tmp_path: Path) -> None:
     """A demonstration pair whose assistant turn carries a tool call cannot be left out (a
     later message may refer to it): the whole request goes out unchanged (fail open),
