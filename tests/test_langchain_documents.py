@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -296,7 +297,11 @@ def test_empty_one_and_empty_content(sieve: Sieve) -> None:
 
 
 def test_internal_faults_return_the_documents_unchanged(
-    sieve: Sieve, relevance: Compressor, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    sieve: Sieve,
+    relevance: Compressor,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     docs = corpus()
     compressor = SieveDocumentCompressor(sieve=sieve, verify=False, ratio=0.33)
@@ -336,7 +341,12 @@ def test_internal_faults_return_the_documents_unchanged(
         raise UnsupportedRequest("broken")
 
     monkeypatch.setattr("promptsieve_langchain._documents._Joint.result", no_joint)
-    out = compressor.compress_documents(docs, QUESTION)
+    with caplog.at_level(logging.DEBUG, logger="promptsieve_langchain"):
+        out = compressor.compress_documents(docs, QUESTION)
     assert all(a is b for a, b in zip(out, docs, strict=True))
+    assert "UnsupportedRequest" in caplog.text  # logged by type, never with document text
+    assert not {w for d in docs for w in d.page_content.split() if len(w) > 5} & set(
+        caplog.text.split()
+    )
     aout = asyncio.run(compressor.acompress_documents(docs, QUESTION))
     assert all(a is b for a, b in zip(aout, docs, strict=True))

@@ -112,7 +112,7 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
                     pass
             out, data = joint.result(call, self.task)
         except Exception as exc:  # fail open: the documents as they came
-            log.warning("promptsieve: document compression failed (%s)", type(exc).__name__)
+            _fail_open(exc)
             return docs
         try:
             dispatch_custom_event(EVENT, data, config={"callbacks": callbacks})
@@ -136,7 +136,7 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
                     pass
             out, data = joint.result(call, self.task)
         except Exception as exc:  # fail open: the documents as they came
-            log.warning("promptsieve: document compression failed (%s)", type(exc).__name__)
+            _fail_open(exc)
             return docs
         try:
             await adispatch_custom_event(EVENT, data, config={"callbacks": callbacks})
@@ -146,6 +146,19 @@ class SieveDocumentCompressor(BaseDocumentCompressor):
 
     def _call(self, sieve: Sieve, joint: _Joint) -> Call[list[Document]]:
         return sieve.call(joint.request, self.task, original=joint.docs, rebuild=joint.rebuild)
+
+
+_WARNED: set[str] = set()
+
+
+def _fail_open(exc: BaseException) -> None:
+    """Log an adapter fault by type (never its message, which may quote a document): a
+    warning the first time per type, then at debug level."""
+    kind = type(exc).__name__
+    level = logging.DEBUG if kind in _WARNED else logging.WARNING
+    _WARNED.add(kind)
+    log.log(level, "promptsieve: %s compressing documents; they go back unchanged", kind)
+    log.debug("promptsieve: details", exc_info=exc)
 
 
 class _Joint:
