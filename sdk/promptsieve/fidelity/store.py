@@ -428,25 +428,21 @@ class SQLiteStore:
         self, key: VerdictKey, generation: int, ratio: float, agreed: bool, *, monitor: bool = False
     ) -> Counts:
         with self._errors():
-            row = (
-                self._conn()
-                .execute(
-                    "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
-                    "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
-                    "agree = agree + excluded.agree RETURNING n, agree",
-                    (key.digest, generation, _slot(ratio, monitor), int(bool(agreed))),
-                )
-                .fetchone()
-            )
-            return Counts(int(row[0]), int(row[1]))
+            return self._increment(key, generation, _slot(ratio, monitor), agreed)
 
-    def _increment(self, key: VerdictKey, generation: int, slot: str, agreed: bool) -> None:
-        self._conn().execute(
-            "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
-            "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
-            "agree = agree + excluded.agree",
-            (key.digest, generation, slot, int(bool(agreed))),
+    def _increment(self, key: VerdictKey, generation: int, slot: str, agreed: bool) -> Counts:
+        """Add one comparison to ``slot`` (one atomic statement); the counts after it."""
+        row = (
+            self._conn()
+            .execute(
+                "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
+                "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
+                "agree = agree + excluded.agree RETURNING n, agree",
+                (key.digest, generation, slot, int(bool(agreed))),
+            )
+            .fetchone()
         )
+        return Counts(int(row[0]), int(row[1]))
 
     def record_pair(
         self,
@@ -477,17 +473,7 @@ class SQLiteStore:
 
     def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
         with self._errors():
-            row = (
-                self._conn()
-                .execute(
-                    "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
-                    "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
-                    "agree = agree + excluded.agree RETURNING n, agree",
-                    (key.digest, generation, _NOISE_SLOT, int(bool(agreed))),
-                )
-                .fetchone()
-            )
-            return Counts(int(row[0]), int(row[1]))
+            return self._increment(key, generation, _NOISE_SLOT, agreed)
 
     def verdicts(self) -> list[StoredVerdict]:
         with self._errors():
@@ -641,11 +627,15 @@ class RedisStore:
     def record(
         self, key: VerdictKey, generation: int, ratio: float, agreed: bool, *, monitor: bool = False
     ) -> Counts:
+        return self._increment(key, generation, _slot(ratio, monitor), agreed)
+
+    def _increment(self, key: VerdictKey, generation: int, slot: str, agreed: bool) -> Counts:
+        """Add one comparison to ``slot`` (one Lua script, atomic); the counts after it."""
         n, agree = self._call(
             "record",
             self._record,
             keys=[self._ckey(key, generation), self._vkey(key)],
-            args=[_slot(ratio, monitor), int(bool(agreed))],
+            args=[slot, int(bool(agreed))],
         )
         return Counts(int(n), int(agree))
 
@@ -658,25 +648,14 @@ class RedisStore:
         compressed_correct: bool,
     ) -> Pairs:
         cell = Pairs.cell(original_correct, compressed_correct)
-        ckey = self._ckey(key, generation)
-        self._call(
-            "record",
-            self._record,
-            keys=[ckey, self._vkey(key)],
-            args=[_pair_slot(ratio, cell), 0],
-        )  # then one atomic read of the four cells (counters only grow)
+        self._increment(key, generation, _pair_slot(ratio, cell), False)
+        # then one atomic read of the four cells (counters only grow)
         fields = [f"{_pair_slot(ratio, c)}|n" for c in _CELLS]
-        values = self._call("record", self.client.hmget, ckey, fields)
+        values = self._call("record", self.client.hmget, self._ckey(key, generation), fields)
         return Pairs.from_cells({c: int(v or 0) for c, v in zip(_CELLS, values, strict=True)})
 
     def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
-        n, agree = self._call(
-            "record",
-            self._record,
-            keys=[self._ckey(key, generation), self._vkey(key)],
-            args=[_NOISE_SLOT, int(bool(agreed))],
-        )
-        return Counts(int(n), int(agree))
+        return self._increment(key, generation, _NOISE_SLOT, agreed)
 
     def verdicts(self) -> list[StoredVerdict]:
         out = []
