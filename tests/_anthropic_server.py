@@ -1,7 +1,8 @@
 """A scripted Anthropic-compatible Messages server on 127.0.0.1 for protocol tests.
 
-It records every request (path, headers, raw body) and answers ``POST /v1/messages`` from a
-script: queued replies first, then a responder (by default: a deterministic "model" that
+It is the OpenAI :class:`~_scripted_server.ScriptedServer` (recording, queued replies, waiting)
+speaking the Messages wire format: it answers ``POST /v1/messages`` from a script: queued
+replies first, then a responder (by default: a deterministic "model" that
 answers ``reply_text`` and reports the prompt's word count as ``usage.input_tokens``). A
 body with ``"stream": true`` gets the Messages SSE event sequence (``message_start`` …
 ``message_stop``) carrying the same answer.
@@ -10,32 +11,12 @@ body with ``"stream": true`` gets the Messages SSE event sequence (``message_sta
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from _scripted_server import Recorded, Reply, ScriptedServer
+
 __all__ = ["AnthropicServer", "Recorded", "Reply", "message", "prompt_words"]
-
-
-@dataclass(frozen=True)
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    json: Any = None  # a Message object (dict); streamed as SSE when the request streams
 
 
 def prompt_words(body: Any) -> int:
@@ -118,91 +99,43 @@ def _events(msg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-class AnthropicServer:
-    """``with AnthropicServer() as srv: Anthropic(base_url=srv.url, api_key="x")``."""
+class AnthropicServer(ScriptedServer):
+    """``with AnthropicServer() as srv: Anthropic(base_url=srv.url, api_key="x")``.
+
+    A :class:`Reply`'s ``json`` is a Message object (dict, see :func:`message`), streamed as
+    SSE events when the request streams; a non-200 status answers an Anthropic error object.
+    """
 
     def __init__(
         self, responder: Callable[[Recorded], Reply] | None = None, reply_text: str = "ok"
     ) -> None:
         self.reply_text = reply_text
-        self.responder = responder or self._default
-        self._queue: deque[Reply] = deque()
-        self._records: list[Recorded] = []
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(responder or self._default)
 
     def _default(self, rec: Recorded) -> Reply:
         return Reply(json=message(self.reply_text, input_tokens=prompt_words(rec.json)))
 
-    def __enter__(self) -> AnthropicServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return super().url.removesuffix("/v1")  # the Anthropic SDK adds /v1 itself
 
-    def push(self, *replies: Reply) -> None:
-        with self._lock:
-            self._queue.extend(replies)
-
-    @property
-    def requests(self) -> list[Recorded]:
-        with self._lock:
-            return list(self._records)
-
-    def bodies(self) -> list[Any]:
-        return [r.json for r in self.requests]
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[Recorded]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.requests) >= n:
-                return self.requests
-            time.sleep(0.01)
-        raise AssertionError(f"expected {n} requests, got {len(self.requests)}")
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:
-                n = int(self.headers.get("content-length") or 0)
-                rec = Recorded(self.path, dict(self.headers), self.rfile.read(n))
-                with server._lock:
-                    server._records.append(rec)
-                    reply = server._queue.popleft() if server._queue else None
-                reply = reply or server.responder(rec)
-                body = rec.json or {}
-                if reply.status != 200:
-                    err = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
-                    self._send(reply.status, "application/json", json.dumps(err).encode())
-                elif body.get("stream"):
-                    chunks = b"".join(
-                        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-                        for name, data in _events(reply.json)
-                    )
-                    self._send(200, "text/event-stream", chunks)
-                else:
-                    self._send(200, "application/json", json.dumps(reply.json).encode())
-
-            def _send(self, status: int, ctype: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def _send(self, handler: Any, rec: Recorded, reply: Reply) -> None:
+        if reply.status != 200:
+            err = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+            status, ctype, data = reply.status, "application/json", json.dumps(err).encode()
+        elif (rec.json or {}).get("stream"):
+            ctype = "text/event-stream"
+            status, data = (
+                200,
+                b"".join(
+                    f"event: {name}\ndata: {json.dumps(event)}\n\n".encode()
+                    for name, event in _events(reply.json)
+                ),
+            )
+        else:
+            status, ctype, data = 200, "application/json", json.dumps(reply.json).encode()
+        handler.send_response(status)
+        handler.send_header("content-type", ctype)
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)

@@ -127,6 +127,14 @@ class ScriptedServer:
                 return self._queue.popleft()
         return self.responder(rec)
 
+    def _send(self, handler: Any, rec: Recorded, reply: Reply) -> None:
+        """Write ``reply`` for ``rec`` through ``handler`` (the OpenAI wire format; a subclass
+        speaking another protocol overrides this)."""
+        if reply.sse is not None:
+            handler._send_sse(reply)
+        else:
+            handler._send_json(reply)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -146,10 +154,7 @@ class ScriptedServer:
                 reply = server._next_reply(rec)
                 if reply.delay:
                     time.sleep(reply.delay)
-                if reply.sse is not None:
-                    self._send_sse(reply)
-                else:
-                    self._send_json(reply)
+                server._send(self, rec, reply)
 
             do_GET = do_POST
 
