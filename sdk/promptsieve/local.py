@@ -420,16 +420,7 @@ class LocalTarget:
             "seed": self.config.seed,
             **params,
         }
-        req = urllib.request.Request(
-            f"{self.base_url}/completions",
-            data=json.dumps(body).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                data = json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise TargetError(f"local target completion failed: {exc}") from exc
+        data = self._post("completions", body, timeout)
         return str(data["choices"][0]["text"])
 
     def chat(
@@ -454,14 +445,21 @@ class LocalTarget:
             "seed": self.config.seed,
             **params,
         }
+        data = self._post("chat/completions", body, timeout)
+        return str(data["choices"][0]["message"].get("content") or "")
+
+    def _post(self, path: str, body: dict[str, Any], timeout: float) -> Any:
+        """POST ``body`` as JSON to ``{base_url}/{path}`` (stdlib); the decoded answer.
+
+        Raises TargetError when the call fails or the answer is not JSON.
+        """
         req = urllib.request.Request(
-            f"{self.base_url}/chat/completions",
+            f"{self.base_url}/{path}",
             data=json.dumps(body).encode("utf-8"),
             headers={"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                data = json.loads(resp.read())
+                return json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise TargetError(f"local target chat completion failed: {exc}") from exc
-        return str(data["choices"][0]["message"].get("content") or "")
+            raise TargetError(f"local target /{path} call failed: {exc}") from exc
