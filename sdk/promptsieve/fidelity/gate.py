@@ -54,7 +54,7 @@ from typing import Literal
 
 from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity.ebh import ebh_discoveries
-from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_margin
+from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_mode
 from promptsieve.fidelity.noise import NoiseFloor, noise_floor
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import (
@@ -124,12 +124,7 @@ class GateConfig:
     fdr_q: float | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("agreement", "labelled"):
-            raise ConfigError(f"mode must be 'agreement' or 'labelled', got {self.mode!r}")
-        if self.mode == "labelled":
-            check_margin(self.epsilon, self.rho)
-        elif self.epsilon is not None or self.rho is not None:
-            raise ConfigError("epsilon/rho are margins of mode='labelled'")
+        check_mode(self.mode, self.epsilon, self.rho)
         if not 0 <= self.noise_rate < 1:
             raise ConfigError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
         if self.fdr_q is not None and not 0 < self.fdr_q < 1:

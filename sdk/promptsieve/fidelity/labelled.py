@@ -40,7 +40,7 @@ ranges are epsilon in [0, 0.5] and rho in [0.5, 1].
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
 from promptsieve._errors import ConfigError
-from promptsieve.fidelity.stats import Outcome, TestState
+from promptsieve.fidelity.stats import Outcome, TestState, bisect_edge
 
 __all__ = ["DEFAULT_EPSILON", "NonInferiorityTest", "Pairs", "check_margin"]
 
@@ -60,6 +60,17 @@ _TOP = 0.98  # bets as shares of the largest one that keeps wealth positive, tim
 #: label pass near the information limit), three small ones for tasks with many discordant
 #: pairs both ways (simulated in benchmarks/screening_sim.py).
 _BET_SHARES = (0.1, 0.2, 0.3, *(1.0 - 0.5**k for k in range(1, 11)))
+
+
+def check_mode(mode: str, epsilon: float | None, rho: float | None) -> None:
+    """Validate a screening mode and its margin (GateConfig, ScreenConfig): ``"agreement"``
+    takes no margin, ``"labelled"`` takes one (:func:`check_margin`). Raises ConfigError."""
+    if mode not in ("agreement", "labelled"):
+        raise ConfigError(f"mode must be 'agreement' or 'labelled', got {mode!r}")
+    if mode == "labelled":
+        check_margin(epsilon, rho)
+    elif epsilon is not None or rho is not None:
+        raise ConfigError("epsilon/rho are margins of mode='labelled'")
 
 
 def check_margin(epsilon: float | None, rho: float | None) -> tuple[float | None, float | None]:
@@ -272,31 +283,12 @@ class NonInferiorityTest:
         return lower, upper
 
 
-def _edge(rejects: object, a: float, b: float, *, rejected_below: bool, iters: int = 40) -> float:
-    """The boundary of a rejected half-line inside [a, b] (bisection)."""
-    assert callable(rejects)
-    if rejected_below:  # rejected set is [a, edge]
-        if not rejects(a + 1e-12):
-            return a
-        if rejects(b):
-            return b
-        x, y = a + 1e-12, b
-        for _ in range(iters):
-            mid = 0.5 * (x + y)
-            if rejects(mid):
-                x = mid
-            else:
-                y = mid
-        return x
-    if not rejects(b - 1e-12):  # rejected set is [edge, b]
-        return b
-    if rejects(a):
-        return a
-    x, y = a, b - 1e-12
-    for _ in range(iters):
-        mid = 0.5 * (x + y)
-        if rejects(mid):
-            y = mid
-        else:
-            x = mid
-    return y
+def _edge(rejects: Callable[[float], bool], a: float, b: float, *, rejected_below: bool) -> float:
+    """The boundary of a rejected half-line inside [a, b] (bisection, ``bisect_edge``)."""
+    edge, other = (a, b) if rejected_below else (b, a)  # the rejected set is [a, x] or [x, b]
+    inside = a + 1e-12 if rejected_below else b - 1e-12
+    if not rejects(inside):
+        return edge
+    if rejects(other):
+        return other
+    return bisect_edge(rejects, inside, other)

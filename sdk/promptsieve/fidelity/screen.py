@@ -38,7 +38,7 @@ from typing import Any, Literal
 from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
-from promptsieve.fidelity.labelled import NonInferiorityTest, check_margin
+from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
 from promptsieve.fidelity.noise import NoiseFloor, VariantKind, noise_floor, variant
 from promptsieve.fidelity.samples import body_problem, gold_problem, split_gold
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
@@ -100,12 +100,7 @@ class ScreenConfig:
             raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
-        if self.mode not in ("agreement", "labelled"):
-            raise ConfigError(f"mode must be 'agreement' or 'labelled', got {self.mode!r}")
-        if self.mode == "labelled":
-            check_margin(self.epsilon, self.rho)
-        elif self.epsilon is not None or self.rho is not None:
-            raise ConfigError("epsilon/rho are margins of mode='labelled'")
+        check_mode(self.mode, self.epsilon, self.rho)
         if self.judge_timeout_s <= 0:
             raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
         if self.noise_samples < 0:

@@ -298,22 +298,28 @@ def _bisect(
             return 0.0
         if rejects(hi):
             return hi
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            if rejects(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        return bisect_edge(rejects, lo, hi, iters=iters)
     lo, hi = max(min(mle, 1.0 - 1e-9), _EPS), 1.0 - 1e-9
     if not rejects(hi):
         return 1.0
     if rejects(lo):
         return lo
+    return bisect_edge(rejects, hi, lo, iters=iters)
+
+
+def bisect_edge(
+    rejects: Callable[[float], bool], inside: float, outside: float, *, iters: int = 40
+) -> float:
+    """The last rejected point between ``inside`` (rejected) and ``outside`` (not rejected).
+
+    ``rejects`` must be monotone on the segment (one rejected half); ``inside`` may lie above
+    or below ``outside``. ``iters`` halvings of the segment: the edge within
+    ``|inside - outside| / 2**iters``, on the rejected side (a conservative bound).
+    """
     for _ in range(iters):
-        mid = 0.5 * (lo + hi)
+        mid = 0.5 * (inside + outside)
         if rejects(mid):
-            hi = mid
+            inside = mid
         else:
-            lo = mid
-    return hi
+            outside = mid
+    return inside
