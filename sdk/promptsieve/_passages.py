@@ -20,10 +20,12 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from promptsieve.segment import Segmentation
+if TYPE_CHECKING:  # segment.py imports split_passages from here
+    from promptsieve.segment import Segmentation
 
 __all__ = ["Structure", "split_passages", "split_sentences", "structure"]
 

@@ -46,6 +46,7 @@ from typing import Any
 import regex
 
 from promptsieve._errors import ConfigError
+from promptsieve._passages import split_passages
 from promptsieve._shapes import bracket_spans, line_spans
 
 __all__ = ["SegmentConfig", "Segmentation", "Unit", "check_text", "segment"]
@@ -659,16 +660,7 @@ def _template_blocks(text: str, code_lines: set[int]) -> list[tuple[Range, bool]
     """≥2 consecutive blank-line separated blocks starting with the same "Label:" token; a
     block whose first line is code or config (``code_lines``: their start offsets, e.g. two
     YAML blocks that both start with ``server:``) is no demonstration."""
-    paras: list[Range] = []
-    pos = 0
-    for m in [*_BLANK.finditer(text), None]:
-        end = m.start() if m else len(text)
-        chunk = text[pos:end]
-        if chunk.strip():
-            s = pos + len(chunk) - len(chunk.lstrip())
-            paras.append((s, pos + len(chunk.rstrip())))
-        if m:
-            pos = m.end()
+    paras = split_passages(text)
     best: list[Range] = []
     run: list[Range] = []
     prev_key: str | None = None
