@@ -289,52 +289,12 @@ class Compressor:
         results = [prune(p.seg, s, Budget(ratio=ratio_eff), self._count) for p, s, _ in scored]
         if budget.target_tokens is not None and scored:
             results = self._fit_target(messages, scored, budget.target_tokens, ratio_eff, results)
-        new_texts: dict[tuple[int, int], str] = {}
-        kept: list[Span] = []
-        dropped: list[Span] = []
-        pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
-        for (p, scores, token_scores), result in zip(scored, results, strict=True):
-            new_texts[(p.message, p.part)] = result.text
-            if result.dropped:
-                units = p.seg.units
-                pooled.append(
-                    token_scores.pooled_states(
-                        [(units[i].start, units[i].end) for i in result.kept]
-                    )
-                )
-            for idx_list, out in ((result.kept, kept), (result.dropped, dropped)):
-                for i in idx_list:
-                    u = p.seg.units[i]
-                    out.append(
-                        Span(
-                            message=p.message,
-                            part=p.part,
-                            start=u.start,
-                            end=u.end,
-                            text=p.seg.text[u.start : u.end],
-                            score=float(scores[i]),
-                            kind="demo" if u.demo is not None else "word",
-                        )
-                    )
-        t_prune = time.perf_counter()
-        out_messages = _rebuild(messages, new_texts)
-        tokens_after = sum(self._count(m.content) for m in out_messages)
-        timings = {
-            "segment": t_seg - t0,
-            "score": t_score,
-            "prune": t_prune - t_seg - t_score,
-            "total": time.perf_counter() - t0,
-        }
-        return Compression(
-            prompt=out_messages[0].content if was_str else out_messages,
-            text="\n\n".join(m.content for m in out_messages),
-            tokens_before=tokens_before,
-            tokens_after=tokens_after,
-            kept=tuple(kept),
-            dropped=tuple(dropped),
-            timings=timings,
-            scorer=self.scorer.name,
-            similarity=_pooled_cosine(pooled) if dropped else None,
+        entries = [
+            (p, scores, token_scores, result, _drop_kinds(p, result))
+            for (p, scores, token_scores), result in zip(scored, results, strict=True)
+        ]
+        return self._compression(
+            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions=False
         )
 
     def _compress_coarse(
@@ -387,17 +347,31 @@ class Compressor:
             scores, token_scores = self._unit_scores(p.seg, p.question)
             t_score += time.perf_counter() - ts
             res = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
-            gone = set(res.dropped)
-            kinds = tuple(
-                ("demo" if u.demo is not None else "word") if i in gone else ""
-                for i, u in enumerate(p.seg.units)
-            )
-            entries.append((p, scores, token_scores, res, kinds))
+            entries.append((p, scores, token_scores, res, _drop_kinds(p, res)))
+        return self._compression(
+            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions=True
+        )
+
+    def _compression(
+        self,
+        messages: Sequence[Message],
+        was_str: bool,
+        entries: Sequence[tuple[_Part, np.ndarray, TokenScores, PruneResult, tuple[str, ...]]],
+        tokens_before: int,
+        clock: tuple[float, float, float],
+        *,
+        decisions: bool,
+    ) -> Compression:
+        """The result of both paths: each entry is a pruned part (its unit scores, token scores,
+        prune result, and per unit the level that dropped it, ``""`` when kept); ``clock``:
+        start, end of segmentation, seconds spent scoring; ``decisions``: count the dropped
+        units per level (the coarse-to-fine path; the word path leaves them empty)."""
+        t0, t_seg, t_score = clock
         new_texts: dict[tuple[int, int], str] = {}
         kept: list[Span] = []
         dropped: list[Span] = []
         pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
-        decisions: dict[str, int] = {}
+        counts: dict[str, int] = {}
         for p, scores, token_scores, res, kinds in entries:
             units = p.seg.units
             new_texts[(p.message, p.part)] = res.text
@@ -409,7 +383,7 @@ class Compressor:
                 was_dropped = bool(kinds[i])
                 kind = kinds[i] if was_dropped else ("demo" if u.demo is not None else "word")
                 if was_dropped:
-                    decisions[kind] = decisions.get(kind, 0) + 1
+                    counts[kind] = counts.get(kind, 0) + 1
                 (dropped if was_dropped else kept).append(
                     Span(
                         message=p.message,
@@ -439,7 +413,7 @@ class Compressor:
             },
             scorer=self.scorer.name,
             similarity=_pooled_cosine(pooled) if dropped else None,
-            decisions=decisions,
+            decisions=counts if decisions else {},
         )
 
     def explain(
@@ -601,6 +575,15 @@ def _pooled_cosine(pooled: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> fl
     kept = sum(p[1] for p in pooled if p is not None)
     norm = float(np.linalg.norm(whole) * np.linalg.norm(kept))
     return float(np.dot(whole, kept) / norm) if norm > 0 else 0.0
+
+
+def _drop_kinds(p: _Part, res: PruneResult) -> tuple[str, ...]:
+    """Per unit of ``p``: ``"demo"`` or ``"word"`` when ``res`` dropped it, else ``""``."""
+    gone = set(res.dropped)
+    return tuple(
+        ("demo" if u.demo is not None else "word") if i in gone else ""
+        for i, u in enumerate(p.seg.units)
+    )
 
 
 def _rebuild(
