@@ -126,17 +126,17 @@ class OTelObserver:
             "promptsieve.comparison.kind": event.kind,
             "promptsieve.screening.calls": event.screening_calls,
             "promptsieve.screening.tokens": event.screening_tokens,
+            **_present(
+                {
+                    "promptsieve.task": event.task,
+                    "promptsieve.ratio": event.ratio,
+                    "promptsieve.comparison.agreed": event.agreed,
+                    "promptsieve.verdict.state": event.verdict_state,
+                }
+            ),
         }
-        if event.task is not None:
-            attrs["promptsieve.task"] = event.task
-        if event.ratio is not None:
-            attrs["promptsieve.ratio"] = event.ratio
-        if event.agreed is not None:
-            attrs["promptsieve.comparison.agreed"] = event.agreed
-        else:
+        if event.agreed is None:
             attrs["promptsieve.comparison.error"] = True
-        if event.verdict_state is not None:
-            attrs["promptsieve.verdict.state"] = event.verdict_state
         with self._tracer.start_as_current_span(
             "promptsieve comparison", kind=trace.SpanKind.INTERNAL, attributes=attrs
         ):
@@ -165,14 +165,17 @@ def _request_attributes(event: RequestEvent) -> dict[str, Any]:
         "promptsieve.tokens.after": event.tokens_after,
         "promptsieve.tokens.saved": event.tokens_saved,
     }
-    if event.input_tokens is not None:
-        attrs["gen_ai.usage.input_tokens"] = event.input_tokens
-    if event.output_tokens is not None:
-        attrs["gen_ai.usage.output_tokens"] = event.output_tokens
-    if event.task is not None:
-        attrs["promptsieve.task"] = event.task
-    if event.ratio is not None:
-        attrs["promptsieve.ratio"] = event.ratio
-    if event.verdict_state is not None:
-        attrs["promptsieve.verdict.state"] = event.verdict_state
-    return attrs
+    return attrs | _present(
+        {
+            "gen_ai.usage.input_tokens": event.input_tokens,
+            "gen_ai.usage.output_tokens": event.output_tokens,
+            "promptsieve.task": event.task,
+            "promptsieve.ratio": event.ratio,
+            "promptsieve.verdict.state": event.verdict_state,
+        }
+    )
+
+
+def _present(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The attributes that are set (OpenTelemetry attribute values cannot be None)."""
+    return {k: v for k, v in attrs.items() if v is not None}
