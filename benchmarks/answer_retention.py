@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
-import string
 import sys
 import time
 from collections.abc import Sequence
@@ -37,31 +35,26 @@ from typing import Any
 
 import numpy as np
 
+from .stats import mcnemar, squad_normalize, wilson
+
 log = logging.getLogger("answer_retention")
 
 DEFAULT_OUT = Path("benchmarks/results/answer_retention")
 DEFAULT_METHODS = ("random", "truncate", "head", "sentence", "sentence-c2f", "relevance")
 
 
-def _norm(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
 def retained(answer: str, context: str) -> bool:
-    gold = _norm(answer)
-    return bool(gold) and gold in _norm(context)
+    gold = squad_normalize(answer)
+    return bool(gold) and gold in squad_normalize(context)
 
 
 def answer_sentence(raw: Any) -> str | None:
     """The gold passage's first sentence holding the answer (sentencex, as in training)."""
     from .bigbench.multidoc import sentences
 
-    gold = _norm(raw.answer)
+    gold = squad_normalize(raw.answer)
     for s in sentences(raw.docs[raw.gold_index]):
-        if gold and gold in _norm(s):
+        if gold and gold in squad_normalize(s):
             return s
     return None
 
@@ -131,7 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     row[f"{name}@{r}"] = {
                         "retained": retained(raw.answer, kept),
                         # the answer's whole sentence still there, word for word
-                        "intact": evidence is not None and _norm(evidence) in _norm(kept),
+                        "intact": (
+                            evidence is not None
+                            and squad_normalize(evidence) in squad_normalize(kept)
+                        ),
                         "ratio": count(kept) / ctx_tokens if ctx_tokens else 1.0,
                         "score_ms": 1000 * score_s,
                     }
@@ -143,19 +139,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _wilson(k: int, n: int) -> list[float]:
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(method="wilson")
-    return [float(ci.low), float(ci.high)]
+    return list(wilson(k, n))
 
 
 def _mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
-    from scipy.stats import binomtest
-
-    x = sum(1 for u, v in zip(a, b, strict=True) if u and not v)
-    y = sum(1 for u, v in zip(a, b, strict=True) if v and not u)
-    p = 1.0 if x + y == 0 else float(binomtest(x, x + y).pvalue)
-    return {"only_first": x, "only_second": y, "p": p}
+    m = mcnemar(a, b)
+    return {"only_first": m["a_only"], "only_second": m["b_only"], "p": m["p"]}
 
 
 def _write(

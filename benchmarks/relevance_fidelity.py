@@ -30,8 +30,6 @@ import argparse
 import json
 import logging
 import random
-import re
-import string
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ._loo import LeaveOneOut, render
+from .stats import mcnemar, squad_normalize, wilson
 from .train_relevance import build_context, doc_sentences, question_block
 
 log = logging.getLogger("relevance_fidelity")
@@ -50,34 +49,11 @@ SEED = 11
 DEFAULT_OUT = Path("benchmarks/results/relevance_fidelity")
 
 
-def _norm(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
 def agree(a: str, b: str) -> bool:
     """SQuAD-normalised exact match of two answers (first line only)."""
-    return _norm(a.splitlines()[0] if a else "") == _norm(b.splitlines()[0] if b else "")
-
-
-def wilson(k: int, n: int) -> list[float]:
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return [float("nan"), float("nan")]
-    ci = binomtest(k, n).proportion_ci(method="wilson")
-    return [float(ci.low), float(ci.high)]
-
-
-def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """Exact McNemar p-value (two-sided binomial test on discordant pairs)."""
-    from scipy.stats import binomtest
-
-    x = sum(1 for u, v in zip(a, b, strict=True) if u and not v)
-    y = sum(1 for u, v in zip(a, b, strict=True) if v and not u)
-    return 1.0 if x + y == 0 else float(binomtest(x, x + y).pvalue)
+    return squad_normalize(a.splitlines()[0] if a else "") == squad_normalize(
+        b.splitlines()[0] if b else ""
+    )
 
 
 def keep_best_first(scores: np.ndarray, costs: Sequence[int], ratio: float) -> set[int]:
@@ -212,7 +188,7 @@ def _write(
                 "k": k,
                 "n": len(ms),
                 "rate": k / len(ms),
-                "wilson95": wilson(k, len(ms)),
+                "wilson95": list(wilson(k, len(ms))),
             }
         summary[name] = s
     oracle_ms = [1000 * r["oracle"]["seconds"] for r in rows]
@@ -226,7 +202,7 @@ def _write(
             oa = [row["methods"]["oracle"][f"agree@{r}"] for row in rows]
             share[str(r)] = {
                 "proxy_over_oracle": p / o if o else float("nan"),
-                "mcnemar_p": mcnemar(pa, oa),
+                "mcnemar_p": mcnemar(pa, oa)["p"],
             }
     cost = {
         "proxy_cpu_ms_mean": float(np.mean(prox)) if prox else float("nan"),

@@ -38,6 +38,7 @@ import numpy as np
 from promptsieve import ConfigError
 
 from ..data import BenchItem
+from ..stats import squad_normalize
 from ._sdist import task_examples
 
 __all__ = [
@@ -134,16 +135,6 @@ def sentences(text: str) -> list[str]:
     except ImportError:  # pragma: no cover - sentencex is a core dependency
         return [p for p in re.split(r"(?<=[.!?])\s+(?=[A-Z\"(])", text) if p.strip()]
     return [s.strip() for s in segment("en", text) if s.strip()]
-
-
-def _norm(s: str) -> str:
-    """SQuAD's answer normalisation (lower case, no punctuation/articles, single spaces)."""
-    import string
-
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
 
 
 # -- passages and the split -----------------------------------------------------------------
@@ -307,8 +298,8 @@ def train_passages(split: Literal["train", "dev"] = "train") -> list[TrainPassag
         sents = tuple(sentences(p.text))
         qs = []
         for qa in p.qas:
-            gold = _norm(qa.answer)
-            where = [i for i, s in enumerate(sents) if gold and gold in _norm(s)]
+            gold = squad_normalize(qa.answer)
+            where = [i for i, s in enumerate(sents) if gold and gold in squad_normalize(s)]
             qs.append(TrainQuestion(qa.question, qa.answer, where[0] if where else None))
         out.append(TrainPassage(p.id, p.article, p.split, sents, tuple(qs)))
     return out
