@@ -16,7 +16,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -31,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from _ci import require
+from _redis_server import RedisServer, free_port, redis_exe
 from promptsieve import StoreError
 from promptsieve.fidelity import Action, Gate, RedisStore, SQLiteStore, VerdictKey
 from promptsieve.fidelity import store as store_mod
@@ -295,54 +294,9 @@ def test_8_processes_x_8_threads_lose_no_counts(kind: str, tmp_path: Path, reque
 # ---------------------------------------------------------------------------- Redis
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1 with an append-only file, restartable on its port."""
-
-    def __init__(self, exe: str, workdir: Path) -> None:
-        self.exe, self.workdir, self.port = exe, workdir, _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.proc = subprocess.Popen([self.exe, *args], stdout=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    exe = require(
-        shutil.which("redis-server"),
-        "redis-server is not on PATH (apt-get install -y redis-server)",
-    )
-    server = RedisServer(exe, tmp_path)
+    server = RedisServer(redis_exe(), tmp_path, persistent=True)
     server.start()
     yield server
     server.stop()
@@ -417,7 +371,7 @@ def test_wrapped_client_fails_open_on_store_faults(
     path = tmp_path / "verdicts.sqlite3"
     locker = None
     if fault == "redis-down":
-        gate = Gate(RedisStore(f"redis://127.0.0.1:{_free_port()}/0", socket_timeout_s=0.3))
+        gate = Gate(RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.3))
     elif fault == "locked":
         gate = Gate(SQLiteStore(path, busy_timeout_s=0.2))
         locker = sqlite3.connect(path, isolation_level=None)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _ci import require
+from _redis_server import RedisServer, free_port, redis_exe
 from promptsieve import StoreError
 from promptsieve.fidelity import (
     Counts,
@@ -30,41 +27,13 @@ KEY = VerdictKey("faq", "gemma-3-270m", "proxy-abc", "settings-SECRET-123")
 PROCS, CALLS = 4, 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    exe = require(
-        shutil.which("redis-server"),
-        "redis-server is not on PATH (apt-get install -y redis-server)",
-    )
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    client.close()
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real redis-server (no persistence) for the session."""
+    server = RedisServer(redis_exe(), tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -198,7 +167,7 @@ def test_redis_keys_expire_with_the_verdict(redis_url: str) -> None:
 
 
 def test_outages_raise_store_error(tmp_path: Path) -> None:
-    dead = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", socket_timeout_s=0.5)
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5)
     with pytest.raises(StoreError):
         dead.get(KEY)
     with pytest.raises(StoreError):
