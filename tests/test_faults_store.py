@@ -33,7 +33,6 @@ import pytest
 from _redis_server import RedisServer, free_port, redis_exe
 from promptsieve import StoreError
 from promptsieve.fidelity import Action, Gate, RedisStore, SQLiteStore, VerdictKey
-from promptsieve.fidelity import store as store_mod
 
 KEY = VerdictKey("faults", "target-model", "proxy-fp", "settings")
 RATIO = 0.5
@@ -123,11 +122,11 @@ def test_sqlite_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def read_only(path: Any, *args: Any, **kw: Any) -> sqlite3.Connection:
         return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kw)
 
-    monkeypatch.setattr(store_mod.sqlite3, "connect", read_only)
+    monkeypatch.setattr(sqlite3, "connect", read_only)
     with pytest.raises(StoreError, match=r"readonly|read-only|unable to open"):
         store.record(KEY, gen, ratio, True)
     _assert_absorbed(gate, ratio)
-    monkeypatch.setattr(store_mod.sqlite3, "connect", real_connect)
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
     store.close()
     assert store.record(KEY, gen, ratio, True).n == 2
 

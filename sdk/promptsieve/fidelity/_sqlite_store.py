@@ -1,0 +1,252 @@
+"""SQLiteStore, the embedded default verdict store (see :mod:`promptsieve.fidelity.store`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from promptsieve._errors import StoreError
+from promptsieve.fidelity._verdict import (
+    _CELLS,
+    _NOISE_SLOT,
+    Counts,
+    StoredVerdict,
+    Verdict,
+    VerdictKey,
+    _meta_of,
+    _pair_slot,
+    _slot,
+    _stored,
+    _verdict_of,
+)
+from promptsieve.fidelity.labelled import Pairs
+
+__all__ = ["SQLiteStore", "default_store_path"]
+
+
+def default_store_path() -> Path:
+    from promptsieve._paths import cache_dir
+
+    return cache_dir() / "verdicts.sqlite3"
+
+
+# -- SQLite -------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    target_model TEXT NOT NULL,
+    proxy_fingerprint TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counts (
+    id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    agree INTEGER NOT NULL,
+    PRIMARY KEY (id, generation, slot)
+);
+"""
+
+
+class SQLiteStore:
+    """The embedded default: one SQLite file (WAL, busy timeout), a connection per thread.
+
+    Safe across threads and processes: writes take SQLite's write lock (BEGIN IMMEDIATE),
+    readers never block writers (WAL), and a forked child opens its own connection.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        with self._errors():
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"verdict store {self.path}: {exc}") from exc
+
+    def get(self, key: VerdictKey) -> Verdict | None:
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN")  # one snapshot for the verdict and its counts
+            try:
+                row = conn.execute(
+                    "SELECT generation, version, meta FROM verdicts WHERE id = ?", (key.digest,)
+                ).fetchone()
+                if row is None:
+                    return None
+                generation, version, meta = row
+                counters = {
+                    slot: (n, agree)
+                    for slot, n, agree in conn.execute(
+                        "SELECT slot, n, agree FROM counts WHERE id = ? AND generation = ?",
+                        (key.digest, generation),
+                    )
+                }
+            finally:
+                conn.execute("COMMIT")
+            return _verdict_of(json.loads(meta), generation, version, counters)
+
+    def put(self, key: VerdictKey, verdict: Verdict, *, expected_version: int | None) -> bool:
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            ok = False
+            try:
+                row = conn.execute(
+                    "SELECT version FROM verdicts WHERE id = ?", (key.digest,)
+                ).fetchone()
+                current = None if row is None else int(row[0])
+                if current == expected_version:
+                    conn.execute(
+                        "INSERT INTO verdicts (id, task, target_model, proxy_fingerprint, "
+                        "generation, version, meta) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, "
+                        "version = excluded.version, meta = excluded.meta",
+                        (
+                            key.digest,
+                            key.task,
+                            key.target_model,
+                            key.proxy_fingerprint,
+                            verdict.generation,
+                            (expected_version or 0) + 1,
+                            json.dumps(_meta_of(verdict, key)),
+                        ),
+                    )
+                    conn.execute(
+                        "DELETE FROM counts WHERE id = ? AND generation < ?",
+                        (key.digest, verdict.generation),
+                    )
+                    ok = True
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return ok
+
+    def record(
+        self, key: VerdictKey, generation: int, ratio: float, agreed: bool, *, monitor: bool = False
+    ) -> Counts:
+        with self._errors():
+            return self._increment(key, generation, _slot(ratio, monitor), agreed)
+
+    def _increment(self, key: VerdictKey, generation: int, slot: str, agreed: bool) -> Counts:
+        """Add one comparison to ``slot`` (one atomic statement); the counts after it."""
+        row = (
+            self._conn()
+            .execute(
+                "INSERT INTO counts (id, generation, slot, n, agree) VALUES (?, ?, ?, 1, ?) "
+                "ON CONFLICT(id, generation, slot) DO UPDATE SET n = n + 1, "
+                "agree = agree + excluded.agree RETURNING n, agree",
+                (key.digest, generation, slot, int(bool(agreed))),
+            )
+            .fetchone()
+        )
+        return Counts(int(row[0]), int(row[1]))
+
+    def record_pair(
+        self,
+        key: VerdictKey,
+        generation: int,
+        ratio: float,
+        original_correct: bool,
+        compressed_correct: bool,
+    ) -> Pairs:
+        cell = Pairs.cell(original_correct, compressed_correct)
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # the increment and the read are one snapshot
+            try:
+                self._increment(key, generation, _pair_slot(ratio, cell), False)
+                slots = [_pair_slot(ratio, c) for c in _CELLS]
+                rows = conn.execute(
+                    "SELECT slot, n FROM counts WHERE id = ? AND generation = ? "
+                    "AND slot IN (?, ?, ?, ?)",
+                    (key.digest, generation, *slots),
+                ).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        found = {slot.rpartition(":")[2]: int(n) for slot, n in rows}
+        return Pairs.from_cells(found)
+
+    def record_noise(self, key: VerdictKey, generation: int, agreed: bool) -> Counts:
+        with self._errors():
+            return self._increment(key, generation, _NOISE_SLOT, agreed)
+
+    def verdicts(self) -> list[StoredVerdict]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute("SELECT id, generation, version, meta FROM verdicts ORDER BY id")
+                .fetchall()
+            )
+        return [_stored(d, json.loads(m), int(g), int(v)) for d, g, v, m in rows]
+
+    def delete(self, key: VerdictKey) -> None:
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM counts WHERE id = ?", (key.digest,))
+                conn.execute("DELETE FROM verdicts WHERE id = ?", (key.digest,))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends it by itself on some errors
+    (SQLITE_FULL, SQLITE_IOERR), and a second ROLLBACK would hide the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
