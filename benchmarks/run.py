@@ -431,7 +431,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.profile in SUITE_PROFILES:
         return _main_suites(ap, args)
     profile = PROFILES[args.profile]
-    plan = profile.screen
+    results = run(replace(profile, screen=_screen_plan(ap, args, profile.screen)), args)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
+    return results
+
+
+def _screen_plan(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, plan: ScreenPlan
+) -> ScreenPlan:
+    """``plan`` with the --screen-tau/--screen-delta/--screen-methods overrides (checked; an
+    explicit method list is screened whole)."""
     if args.screen_tau is not None:
         plan = replace(plan, tau=args.screen_tau)
     if args.screen_delta is not None:
@@ -440,25 +449,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         plan = replace(plan, methods=tuple(args.screen_methods.split(",")), max_methods=None)
     if not (0 < plan.tau < 1 and 0 < plan.delta < 1):
         ap.error("--screen-tau and --screen-delta must be in (0, 1)")
-    results = run(replace(profile, screen=plan), args)
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'report.md'}")
-    return results
+    return plan
 
 
 def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     profile = SUITE_PROFILES[args.profile]
     if args.target_model:
         profile = replace(profile, model=args.target_model)
-    plan = profile.screen
-    if args.screen_tau is not None:
-        plan = replace(plan, tau=args.screen_tau)
-    if args.screen_delta is not None:
-        plan = replace(plan, delta=args.screen_delta)
-    if args.screen_methods:
-        plan = replace(plan, methods=tuple(args.screen_methods.split(",")))
-    if not (0 < plan.tau < 1 and 0 < plan.delta < 1):
-        ap.error("--screen-tau and --screen-delta must be in (0, 1)")
-    profile = replace(profile, screen=plan)
+    profile = replace(profile, screen=_screen_plan(ap, args, profile.screen))
     if args.methods:
         profile = replace(profile, methods=tuple(args.methods.split(",")))
     try:
