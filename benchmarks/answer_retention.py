@@ -29,7 +29,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,44 +217,41 @@ def _markdown(out: dict[str, Any], names: list[str], ratios: list[float], sizes:
         "compressed context, rate [Wilson 95 %] (achieved context ratio).",
         "",
     ]
-    for size in [*sizes, "all"]:
-        if f"{size}|{names[0]}|{ratios[0]}" not in out["cells"]:
-            continue
-        lines += [
-            f"**{'all sizes' if size == 'all' else f'~{size} tokens'}**",
-            "",
+
+    def table(size: object, cell: Callable[[dict[str, Any]], str]) -> list[str]:
+        """One row per method, one column per ratio."""
+        rows = [
             "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
             "|---|" + "---:|" * len(ratios),
         ]
         for name in names:
             cs = [out["cells"][f"{size}|{name}|{r}"] for r in ratios]
-            lines.append(
-                f"| {name} | "
-                + " | ".join(
-                    f"{c['rate']:.2f} [{c['wilson95'][0]:.2f}, {c['wilson95'][1]:.2f}] "
-                    f"({c['ratio_mean']:.2f})"
-                    for c in cs
-                )
-                + " |"
-            )
+            rows.append(f"| {name} | " + " | ".join(cell(c) for c in cs) + " |")
+        return rows
+
+    for size in [*sizes, "all"]:
+        if f"{size}|{names[0]}|{ratios[0]}" not in out["cells"]:
+            continue
+        lines += [f"**{'all sizes' if size == 'all' else f'~{size} tokens'}**", ""]
+        lines += table(
+            size,
+            lambda c: (
+                f"{c['rate']:.2f} [{c['wilson95'][0]:.2f}, {c['wilson95'][1]:.2f}] "
+                f"({c['ratio_mean']:.2f})"
+            ),
+        )
         lines += [
             "",
             "Answer sentence intact (the whole sentence holding the answer, word for word):",
             "",
-            "| method | " + " | ".join(f"ratio {r}" for r in ratios) + " |",
-            "|---|" + "---:|" * len(ratios),
         ]
-        for name in names:
-            cs = [out["cells"][f"{size}|{name}|{r}"] for r in ratios]
-            lines.append(
-                f"| {name} | "
-                + " | ".join(
-                    f"{c['intact_rate']:.2f} [{c['intact_wilson95'][0]:.2f}, "
-                    f"{c['intact_wilson95'][1]:.2f}]"
-                    for c in cs
-                )
-                + " |"
-            )
+        lines += table(
+            size,
+            lambda c: (
+                f"{c['intact_rate']:.2f} [{c['intact_wilson95'][0]:.2f}, "
+                f"{c['intact_wilson95'][1]:.2f}]"
+            ),
+        )
         for r in ratios:
             t = out["relevance_vs_best_other"].get(f"{size}|{r}")
             if t:
