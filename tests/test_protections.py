@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from promptsieve import ConfigError
+from promptsieve._regions import icu_words
 from promptsieve.compressor import Compressor, CompressorConfig
 from promptsieve.prompt import Message
 from promptsieve.proxy import Proxy
-from promptsieve.segment import _icu_words
 
 RATIOS = (0.3, 0.5, 0.8)
 
@@ -138,7 +138,7 @@ def test_cjk_and_thai_words_are_never_cut(comp: Compressor, ratio: float) -> Non
     question = "参加者は何を確認しますか？"
     r = comp.compress((CJK + "\n\n") * 3 + question, ratio=ratio)
     assert r.changed
-    icu = {CJK[a:b] for a, b in _icu_words(CJK)}
+    icu = {CJK[a:b] for a, b in icu_words(CJK)}
     assert set(WORDS) <= icu
     body = r.text[: r.text.rindex(question)]
     for w in WORDS:  # a word's first character never stays without the rest of the word

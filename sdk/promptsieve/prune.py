@@ -42,7 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from promptsieve._errors import ConfigError
-from promptsieve.segment import _NOSPACE, Segmentation
+from promptsieve._regions import NOSPACE
+from promptsieve.segment import Segmentation
 
 __all__ = ["MIN_TOKENS", "Budget", "PruneResult", "prune"]
 
@@ -402,7 +403,7 @@ class _Assembler:
         if at_end:
             return "".join(closers) + mark + ws
         if not ws and not (
-            _NOSPACE.match(self.words[prev][-1]) and _NOSPACE.match(self.words[nxt][0])
+            NOSPACE.match(self.words[prev][-1]) and NOSPACE.match(self.words[nxt][0])
         ):
             ws = " "  # never merge two kept words
         return "".join(closers) + mark + ws + "".join(opens)
