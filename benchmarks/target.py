@@ -10,6 +10,7 @@ the seeded needles, never a user's): it lives in ``bench/`` under promptsieve's 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -166,6 +167,15 @@ class CompletionTarget:
         self.timeout_s = timeout_s
         self._api_key = api_key
         self.calls = 0  # real (uncached) calls
+        #: Chat only: a system message sent before the prompt (see :meth:`with_system`).
+        self.system: str | None = None
+
+    def with_system(self, system: str) -> CompletionTarget:
+        """This target (same cache, server and counters' source) with a system message before
+        every chat prompt; completions targets ignore it. Cache keys change only where set."""
+        other = copy.copy(self)
+        other.system = system
+        return other
 
     def _body(self, prompt: str, max_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -175,7 +185,8 @@ class CompletionTarget:
             "seed": self.seed,
         }
         if self.chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
+            system = [{"role": "system", "content": self.system}] if self.system else []
+            body["messages"] = [*system, {"role": "user", "content": prompt}]
         else:
             body["prompt"] = prompt
         if stop:

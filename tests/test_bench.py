@@ -458,3 +458,19 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert "| bbh_x | 40 | 400 | 100 [91, 100] | 25 | 95 [76, 99] (20) |" in md
     assert "relevance (not landed)" in md
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) -> None:
+    """Chat targets get the answer-format system message on label suites only; QA bodies
+    (and so their cached calls) are unchanged."""
+    from benchmarks.suites import CHAT_ANSWER_FORMAT, Suite, _for_suite
+    from benchmarks.target import CompletionTarget
+
+    chat = CompletionTarget("http://127.0.0.1:1/v1", "m", chat=True)
+    qa = _for_suite(chat, Suite("multidoc", n=1))
+    assert qa is chat and qa._body("p", 8, ())["messages"] == [{"role": "user", "content": "p"}]
+    bbh = _for_suite(chat, Suite("bbh", n=1, task="navigate"))
+    assert bbh._body("p", 8, ())["messages"][0] == {"role": "system", "content": CHAT_ANSWER_FORMAT}
+    assert chat.system is None  # the suite's copy, not the shared target
+    plain = CompletionTarget("http://127.0.0.1:1/v1", "m")
+    assert _for_suite(plain, Suite("bbh", n=1, task="navigate")) is plain
