@@ -76,6 +76,13 @@ TASKS: dict[str, TaskSpec] = {
             "letter.\n\n",
             letters=True,
         ),
+        # not GSM8K: MathQA-derived word problems with 5 numeric options (BIG-bench
+        # elementary_math_qa/question_only), the offline stand-in for GSM8K's arithmetic
+        TaskSpec(
+            "elementary_math_qa", "elementary_math_qa/question_only",
+            "Solve the math word problem. Answer with the option letter.\n\n",
+            letters=True,
+        ),
         TaskSpec(
             "vitaminc_fact_verification", "vitaminc_fact_verification",
             "Based only on the passage, answer whether the claim is True, False or Neither.\n\n",

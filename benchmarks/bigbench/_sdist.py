@@ -54,6 +54,9 @@ TASK_FILES: dict[str, str] = {
     "sports_understanding": "sports_understanding",
     "temporal_sequences": "temporal_sequences",
     "tracking_shuffled_objects_three_objects": "tracking_shuffled_objects/three_objects",
+    # MathQA-derived grade-school word problems (5 numeric options): the offline stand-in
+    # for GSM8K in the demonstration benchmark (GSM8K's questions are not on the registry)
+    "elementary_math_qa": "elementary_math_qa/question_only",
 }
 
 
