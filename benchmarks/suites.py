@@ -346,7 +346,6 @@ def run_suites(
             done = {r["item"] for r in rows if r["method"] == "none"}
             answered = [it for it in items if it.id in done]  # a stopped run: what it reached
             results["screening"] += _screen_suite(suite, answered, methods, profile, suite_target)
-        target.calls = suite_target.calls  # a copy counted this suite's calls
         results["meta"]["runtime_s"] = time.perf_counter() - t0
         results["meta"]["target_calls"] = target.calls
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")

@@ -166,12 +166,17 @@ class CompletionTarget:
         self.seed = seed
         self.timeout_s = timeout_s
         self._api_key = api_key
-        self.calls = 0  # real (uncached) calls
+        self._calls = [0]  # real (uncached) calls, shared with :meth:`with_system` copies
         #: Chat only: a system message sent before the prompt (see :meth:`with_system`).
         self.system: str | None = None
 
+    @property
+    def calls(self) -> int:
+        """Real (uncached) calls made, by this target and its :meth:`with_system` copies."""
+        return self._calls[0]
+
     def with_system(self, system: str) -> CompletionTarget:
-        """This target (same cache, server and counters' source) with a system message before
+        """This target (same cache, server and call counter) with a system message before
         every chat prompt; completions targets ignore it. Cache keys change only where set."""
         other = copy.copy(self)
         other.system = system
@@ -256,7 +261,7 @@ class CompletionTarget:
             detail = exc.read()[:300].decode(errors="replace")
             raise RuntimeError(f"target HTTP {exc.code}: {detail}") from exc
         latency = time.perf_counter() - t0
-        self.calls += 1
+        self._calls[0] += 1
         self.cache.put(key, resp, latency)
         return resp, latency, False
 

@@ -472,5 +472,6 @@ def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) 
     bbh = _for_suite(chat, Suite("bbh", n=1, task="navigate"))
     assert bbh._body("p", 8, ())["messages"][0] == {"role": "system", "content": CHAT_ANSWER_FORMAT}
     assert chat.system is None  # the suite's copy, not the shared target
+    assert bbh._calls is chat._calls  # one call counter: the run's total counts every suite
     plain = CompletionTarget("http://127.0.0.1:1/v1", "m")
     assert _for_suite(plain, Suite("bbh", n=1, task="navigate")) is plain
