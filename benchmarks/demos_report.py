@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, spearmanr, wilcoxon
+from scipy.stats import spearmanr, wilcoxon
+
+from .stats import mcnemar, wilson
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demos"
 METHODS = ("proxy", "oracle", "random", "selfinfo", "head")
@@ -37,21 +39,6 @@ def _boot(x: list[float], seed: int = 0) -> tuple[float, float]:
     arr = np.asarray(x)
     means = arr[rng.integers(0, len(arr), size=(5000, len(arr)))].mean(axis=1)
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def _wilson(k: int, n: int) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def _mcnemar(a: list[int], b: list[int]) -> tuple[int, int, float]:
-    """Discordant counts (a right / b wrong, a wrong / b right) and the exact two-sided p."""
-    n10 = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
-    n01 = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
-    p = binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0
-    return n10, n01, float(p)
 
 
 def _paired(a: list[float], b: list[float]) -> str:
@@ -135,7 +122,7 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
             continue
         correct = [c for r in rows for c in r["methods"][m]["correct"]]
         acc[m] = correct
-        lo, hi = _wilson(sum(correct), len(correct))
+        lo, hi = wilson(sum(correct), len(correct))
         removed = np.mean([len(r["methods"][m].get("removed", [])) for r in rows])
         fl = sum(r["methods"][m].get("flipped_removed", 0) for r in rows)
         tot = sum(len(r["methods"][m].get("removed", [])) for r in rows)
@@ -147,7 +134,8 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"Proxy-cleaned / oracle-cleaned accuracy: {share:.1%} (goal ≥ 98 %).")
     for other in ("random", "none"):
         if "proxy" in acc and other in acc:
-            n10, n01, p = _mcnemar(acc["proxy"], acc[other])
+            mc = mcnemar([bool(x) for x in acc["proxy"]], [bool(x) for x in acc[other]])
+            n10, n01, p = mc["a_only"], mc["b_only"], mc["p"]
             out.append(f"- proxy vs {other}: McNemar {n10} vs {n01} discordant, exact p = {p:.3g}")
     out.append("")
     return out
@@ -185,7 +173,7 @@ def part_c(
     fid: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     out = ["### (c) Cost of attribution: proxy vs oracle", ""]
-    rows = []
+    rows: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     for part, rs in (("a", a), ("b", b), ("fidelity", fid or [])):
         for r in rs:
             p, o = r["methods"].get("proxy"), r["methods"].get("oracle")
@@ -203,15 +191,15 @@ def part_c(
             "|---|---|---|---|---|---|---|",
         ]
         for part in ("a", "b", "fidelity"):
-            rs = [x for x in rows if x[0] == part]
-            if not rs:
+            sel = [x for x in rows if x[0] == part]
+            if not sel:
                 continue
-            ps = np.mean([x[2]["seconds"] for x in rs])
-            oc = np.mean([x[3]["evaluations"] * x[1]["n_val"] for x in rs])
-            billed = [x[3]["target"].get("prompt_tokens", 0) for x in rs if not x[3]["cached"]]
+            ps = np.mean([x[2]["seconds"] for x in sel])
+            oc = np.mean([x[3]["evaluations"] * x[1]["n_val"] for x in sel])
+            billed = [x[3]["target"].get("prompt_tokens", 0) for x in sel if not x[3]["cached"]]
             ot = f"{np.mean(billed):.0f}" if billed else "–"
-            osec = np.mean([x[3]["seconds"] for x in rs])
-            out.append(f"| {part} | {len(rs)} | {ps:.0f} | 0 | {oc:.0f} | {ot} | {osec:.0f} |")
+            osec = np.mean([x[3]["seconds"] for x in sel])
+            out.append(f"| {part} | {len(sel)} | {ps:.0f} | 0 | {oc:.0f} | {ot} | {osec:.0f} |")
         out.append("")
         out.append(
             "The proxy spends no target call on attribution (0 % of the oracle's); both then "
