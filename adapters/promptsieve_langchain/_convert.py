@@ -3,7 +3,10 @@
 Only text of human/AI messages becomes compressible. System, tool and function messages,
 ``tool_calls``, ``additional_kwargs``, images and every other content block ride along
 untouched: going back, the caller's message objects are reused and a changed message is
-a ``model_copy`` with nothing but its ``content`` replaced.
+a ``model_copy`` with nothing but its ``content`` replaced. A prompt with whole human/AI
+text messages left out (demonstration pairs removed by
+:class:`promptsieve.demos.DemoCompressor`) goes back as the caller's kept messages, by the
+core's rule (:func:`promptsieve.convert.kept_indices`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from langchain_core.messages import (
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 
 from promptsieve import Message, OpaquePart, Prompt, TargetOutput, TextPart, UnsupportedRequest
+from promptsieve.convert import kept_indices
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Part, rewrite_problem
 
 __all__ = [
@@ -132,8 +136,18 @@ def _message(m: BaseMessage) -> Message:
 def rebuild_messages(
     originals: Sequence[BaseMessage], before: Sequence[Message], after: Prompt
 ) -> list[BaseMessage]:
-    """The caller's messages with only compressible text replaced."""
-    if isinstance(after, str) or len(after) != len(before):
+    """The caller's messages with only compressible text replaced, or the caller's messages
+    that ``after`` keeps when it leaves whole ones out (:func:`_droppable`).
+
+    Raises :class:`UnsupportedRequest` when ``after`` does not fit (the request then goes
+    out unchanged).
+    """
+    if isinstance(after, str):
+        raise Unsupported("message count changed")
+    if len(after) < len(before):
+        kept = kept_indices(before, after, lambda i: _droppable(originals[i]))
+        return [originals[i] for i in kept]
+    if len(after) != len(before):
         raise Unsupported("message count changed")
     out: list[BaseMessage] = []
     for orig, b, a in zip(originals, before, after, strict=True):
@@ -142,6 +156,23 @@ def rebuild_messages(
         else:
             out.append(_rebuilt(orig, b, a))
     return out
+
+
+#: Fields of a message that may be set on one left out whole: LangChain's counterpart of
+#: the OpenAI keys ``promptsieve.convert`` allows. Anything else set (``tool_calls``,
+#: ``additional_kwargs`` such as ``function_call`` or ``audio``, response or usage
+#: metadata, extra fields) keeps the message, and so the whole request, unchanged.
+_DROPPABLE_FIELDS = frozenset({"content", "name", "id", "type", "role"})
+
+
+def _droppable(m: BaseMessage) -> bool:
+    """Whether ``m`` is a plain human/AI message that can be left out whole (the neutral
+    part of the rule, text only, is checked by :func:`promptsieve.convert.kept_indices`)."""
+    return (
+        isinstance(m, (HumanMessage, AIMessage, ChatMessage))
+        and not m.model_extra
+        and not any(getattr(m, f) for f in type(m).model_fields if f not in _DROPPABLE_FIELDS)
+    )
 
 
 def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:

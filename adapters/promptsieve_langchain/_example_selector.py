@@ -4,14 +4,17 @@
 ``FewShotChatMessagePromptTemplate`` (``example_selector=...``). Attribution (Shapley values
 of each example on the ONNX LM proxy, see :mod:`promptsieve.demos`) runs once per example
 set, on first use or in :meth:`SieveExampleSelector.prepare`, and is cached on disk; each
-``select_examples`` call then only picks from it. Any failure returns every example (fail
+``select_examples`` call then only picks from it. The selector holds a
+:class:`promptsieve.demos.DemoCompressor` for its examples, so attribution and ranking are
+the compressor's. Any failure returns every example (fail
 open): a prompt is never broken by the selector.
 
 Modes: ``keep=k`` (an int) keeps the ``k`` most useful examples, ``keep=f`` (a float in
 (0, 1]) the most useful ``round(f * n)``, ``keep="clean"`` drops every example that
 contributes negatively (poisoned or mislabelled ones; use gold validation answers).
 To let a statistical test against the target choose how many to keep, wrap the chat model
-(or the OpenAI client) with ``Sieve(compressor=promptsieve.demos.DemoCompressor(...))``.
+(or the OpenAI client) with ``Sieve(compressor=promptsieve.demos.DemoCompressor(...))``:
+the demonstrations may then stay in the prompt as text or as human/AI message pairs.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from promptsieve.demos import (
     CoalitionScorer,
     DemoAttribution,
     DemoAttributionConfig,
+    DemoCompressor,
     DemoFormat,
     Demonstration,
     ValidationExample,
-    attribute_demos,
 )
 
 __all__ = ["SieveExampleSelector"]
@@ -50,7 +53,8 @@ class SieveExampleSelector(BaseExampleSelector):
             output (default: the first and the last key of the first example).
         keep: an int, a float in (0, 1] or ``"clean"`` (see the module docstring).
         fmt: how the proxy lays the examples out (match your ``example_prompt``).
-        config, scorer: passed to :func:`promptsieve.demos.attribute_demos`.
+        config, scorer: passed to the :class:`promptsieve.demos.DemoCompressor` the
+            selector holds (and so to :func:`promptsieve.demos.attribute_demos`).
 
     Raises :class:`promptsieve.ConfigError` for a bad ``keep``, keys missing from an
     example, or no validation request.
@@ -88,9 +92,13 @@ class SieveExampleSelector(BaseExampleSelector):
         self.fmt = fmt or DemoFormat()
         self.config = config or DemoAttributionConfig()
         self.scorer = scorer
-        self._attr: DemoAttribution | None = None
         self._lock = threading.Lock()
         self._failed = False
+        self._compressor = self._new_compressor()
+
+    def _new_compressor(self) -> DemoCompressor:
+        return DemoCompressor(self.demonstrations, self.validation, fmt=self.fmt,
+                              config=self.config, scorer=self.scorer)  # fmt: skip
 
     def _demo(self, e: Mapping[str, Any], i: int) -> Demonstration:
         if self.input_key not in e or self.output_key not in e:
@@ -117,23 +125,17 @@ class SieveExampleSelector(BaseExampleSelector):
         self._demo(example, len(self.examples))
         with self._lock:
             self.examples.append(dict(example))
-            self._attr, self._failed = None, False
+            self._compressor, self._failed = self._new_compressor(), False
 
     def prepare(self) -> DemoAttribution:
         """Compute the attribution now (minutes on CPU at most once per example set)."""
-        with self._lock:
-            if self._attr is None:
-                self._attr = attribute_demos(
-                    self.demonstrations, self.validation, fmt=self.fmt, config=self.config,
-                    scorer=self.scorer,
-                )  # fmt: skip
-            return self._attr
+        return self._compressor.prepare()
 
     @property
     def attribution(self) -> DemoAttribution | None:
-        return self._attr
+        return self._compressor.attribution
 
-    def _kept(self, attr: DemoAttribution) -> list[int]:
+    def _kept(self, attr: DemoAttribution, compressor: DemoCompressor) -> list[int]:
         n = attr.n
         if attr.method == "none":
             return list(range(n))
@@ -141,7 +143,7 @@ class SieveExampleSelector(BaseExampleSelector):
             neg = set(attr.negative())
             return [i for i in range(n) if i not in neg]
         if isinstance(self.keep, float):
-            return attr.keep(max(1, round(self.keep * n)))
+            return attr.keep(compressor.keep_count(self.keep))
         return attr.keep(int(self.keep))
 
     def select_examples(self, input_variables: dict[str, str]) -> list[dict[str, Any]]:
@@ -150,10 +152,11 @@ class SieveExampleSelector(BaseExampleSelector):
         if len(examples) < 2 or self._failed:
             return examples
         try:
-            attr = self.prepare()
+            compressor = self._compressor
+            attr = compressor.prepare()
             if attr.n != len(examples):  # an example was added meanwhile
                 return examples
-            return [examples[i] for i in self._kept(attr)]
+            return [examples[i] for i in self._kept(attr, compressor)]
         except Exception as exc:  # fail open: the prompt keeps every example
             self._failed = True
             log.warning("example attribution failed; every example is kept: %s", exc)

@@ -37,7 +37,13 @@ from promptsieve.prompt import (
     rewrite_problem,
 )
 
-__all__ = ["Endpoint", "OpenAIRequest", "from_openai", "message_from_openai"]
+__all__ = [
+    "Endpoint",
+    "OpenAIRequest",
+    "from_openai",
+    "kept_indices",
+    "message_from_openai",
+]
 
 #: The OpenAI API a body is for: ``chat/completions``, ``completions`` or ``responses``.
 Endpoint = Literal["chat", "completions", "responses"]
@@ -214,16 +220,39 @@ _DROPPABLE_KEYS = frozenset({"role", "content", "name", "type", "id", "status"})
 
 
 def _kept_items(originals: list[Any], neutral: Sequence[Message], prompt: Prompt) -> list[Any]:
-    """The original message objects that ``prompt`` keeps, when ``prompt`` is ``neutral``
-    with whole messages left out (e.g. few-shot demonstrations given as user/assistant
-    message pairs, removed by :class:`promptsieve.demos.DemoCompressor`).
+    """The original message objects that ``prompt`` keeps (:func:`kept_indices`); a
+    left-out one must also be a mapping of type message with no key outside
+    ``_DROPPABLE_KEYS`` (never ``tool_calls``, ``function_call`` or ``audio``)."""
+    kept = kept_indices(neutral, prompt, lambda i: _droppable(originals[i]))
+    return [originals[i] for i in kept]
 
-    Each kept message must be unchanged (the very neutral object, else an equal one: a drop
-    is not combined with a rewrite), every left-out one a user/assistant message of plain
-    text (no tool call, image, audio or other opaque part, no key outside
-    ``_DROPPABLE_KEYS``), and at least one message must remain. Otherwise raises
-    :class:`UnsupportedRequest` (the request then goes out unchanged).
+
+def _droppable(orig: Any) -> bool:
+    return (
+        isinstance(orig, Mapping)
+        and set(orig) <= _DROPPABLE_KEYS
+        and orig.get("type", "message") == "message"
+    )
+
+
+def kept_indices(
+    neutral: Sequence[Message], prompt: Prompt, droppable: Callable[[int], bool]
+) -> list[int]:
+    """Which messages of ``neutral`` the shorter ``prompt`` keeps (indices, in order), when
+    ``prompt`` is ``neutral`` with whole messages left out (e.g. few-shot demonstrations
+    given as user/assistant message pairs, removed by
+    :class:`promptsieve.demos.DemoCompressor`).
+
+    The rule every adapter shares: each kept message must be unchanged (the very neutral
+    object, else an equal one: a drop is not combined with a rewrite); every left-out
+    message ``i`` must be a user/assistant message made only of unprotected text parts
+    (no tool call, image, audio or other opaque part) and satisfy ``droppable(i)``, the
+    adapter's check of its own message object (e.g. no tool-call field); and at least one
+    message must remain. Otherwise raises :class:`UnsupportedRequest` (the request then
+    goes out unchanged).
     """
+    if isinstance(prompt, str):
+        raise UnsupportedRequest("message count changed")
     if not prompt:
         raise UnsupportedRequest("every message was removed")
     for same in (lambda a, b: a is b, lambda a, b: a is b or a == b):
@@ -236,20 +265,17 @@ def _kept_items(originals: list[Any], neutral: Sequence[Message], prompt: Prompt
     else:
         raise UnsupportedRequest("messages were changed as well as removed")
     keep = set(kept)
-    for i, (orig, before) in enumerate(zip(originals, neutral, strict=True)):
-        if i not in keep and not _droppable(orig, before):
+    for i, before in enumerate(neutral):
+        if i not in keep and not (_plain_text_turn(before) and droppable(i)):
             raise UnsupportedRequest(f"message {i} ({before.role}) cannot be left out")
-    return [originals[i] for i in kept]
+    return kept
 
 
-def _droppable(orig: Any, before: Message) -> bool:
+def _plain_text_turn(message: Message) -> bool:
     return (
-        isinstance(orig, Mapping)
-        and before.role in COMPRESSIBLE_ROLES
-        and bool(before.parts)
-        and all(isinstance(p, TextPart) and not p.protected for p in before.parts)
-        and set(orig) <= _DROPPABLE_KEYS
-        and orig.get("type", "message") == "message"
+        message.role in COMPRESSIBLE_ROLES
+        and bool(message.parts)
+        and all(isinstance(p, TextPart) and not p.protected for p in message.parts)
     )
 
 
