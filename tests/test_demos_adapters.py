@@ -83,6 +83,30 @@ def test_example_selector_rejects_bad_configuration(scorer: CosineScorer) -> Non
         SieveExampleSelector(EXAMPLES, [], scorer=scorer)
 
 
+def test_example_selector_reuses_the_demo_compressors_attribution(
+    scorer: CosineScorer, tmp_path: Path
+) -> None:
+    """The selector attributes through a DemoCompressor: the same cache key and values (read
+    back, not recomputed), the same rung at the same fraction; adding an example starts a
+    new attribution over the larger set."""
+    from promptsieve_langchain import SieveExampleSelector
+
+    cfg = DemoAttributionConfig(cache_dir=tmp_path)
+    comp = DemoCompressor(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    attr = comp.prepare()
+    calls = scorer.calls
+    sel = SieveExampleSelector(EXAMPLES, VAL, keep=0.5, fmt=FMT, config=cfg, scorer=scorer)
+    assert sel.attribution is None
+    mine = sel.prepare()
+    assert (mine.key, mine.values, mine.cached) == (attr.key, attr.values, True)
+    assert scorer.calls == calls
+    assert sel.select_examples({}) == [EXAMPLES[i] for i in attr.keep(comp.keep_count(0.5))]
+    sel.add_example({"question": "What is 2 + 2?", "answer": "4"})
+    assert sel.attribution is None
+    assert len(sel.select_examples({})) == 4 and sel.attribution is not None
+    assert sel.attribution.n == len(DEMOS) + 1 and scorer.calls > calls
+
+
 def _client(srv: ScriptedServer) -> Any:
     from openai import OpenAI
 
