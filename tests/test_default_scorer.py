@@ -144,3 +144,21 @@ def test_explain_uses_the_scorer_compression_would_use(default: Compressor) -> N
     assert expl.token_scores.scorer == "sentence"
     kept = [d for d in expl.passages if d.status == "kept"]
     assert any("indigo is: 1479029" in expl.text[d.start : d.end] for d in kept)
+
+
+def test_protected_text_stays_when_its_passage_goes(default: Compressor, proxy: Proxy) -> None:
+    """The default keeps the word path's promise (numbers, URLs, code, quotes are never cut)
+    on the coarse path too; an explicit coarse-to-fine config drops them with their passage."""
+    text = _needle_prompt()
+    r = default.compress(text, ratio=0.25)
+    assert r.decisions.get("passage", 0) > 0
+    assert all(v in r.text for v in _NEEDLES.values())
+    explicit = Compressor(
+        CompressorConfig(scorer="sentence", coarse_to_fine=True, model="gpt-4o"), proxy=proxy
+    )
+    assert not explicit.config.protected_kept
+    gone = explicit.compress(text, ratio=0.25)
+    assert "1479029" in gone.text and not all(v in gone.text for v in _NEEDLES.values())
+    kept = CompressorConfig(scorer="sentence", coarse_to_fine=True, keep_protected=True)
+    assert "keep_protected" in kept.settings_key()
+    assert "keep_protected" not in explicit.config.settings_key()

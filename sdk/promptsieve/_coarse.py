@@ -40,7 +40,13 @@ class CoarseResult:
 
 
 def score_part(
-    seg: Segmentation, scorer: Scorer, question: str | None, language: str, *, whole: bool = False
+    seg: Segmentation,
+    scorer: Scorer,
+    question: str | None,
+    language: str,
+    *,
+    whole: bool = False,
+    keep_protected: bool = False,
 ) -> tuple[PartScores, TokenScores]:
     """Token scores of one part pooled to units, sentences and passages.
 
@@ -48,11 +54,20 @@ def score_part(
     learned mean/max pooling), else the mean token score. A passage scores as its best
     sentence, so one answer-bearing sentence keeps its passage ahead of distractors.
     ``whole``: the part is one passage (a retrieved document), blank lines or not.
+    ``keep_protected``: protected units (numbers, URLs, code, quotes, ...) belong to no
+    sentence, so the allocator never drops them, not even with their passage or sentence
+    (the word path's promise); off, they go with a passage dropped whole.
     """
     st = structure(seg, language)
     if whole and len(st.passages) > 1:
         span = (st.passages[0][0], st.passages[-1][1])
         st = Structure((span,), st.sentences, np.zeros_like(st.passage_of), st.sentence_of)
+    if keep_protected:
+        prot = np.fromiter((u.protected for u in seg.units), dtype=bool, count=len(seg.units))
+        if prot.any():
+            st = Structure(
+                st.passages, st.sentences, st.passage_of, np.where(prot, -1, st.sentence_of)
+            )
     spans = [(u.start, u.end) for u in seg.units]
     ts = scorer.score(seg.text, question=question, units=spans)
     units = np.asarray(ts.unit_scores(spans), dtype=np.float64)

@@ -102,6 +102,10 @@ class CompressorConfig:
     #: Coarse path: each text part is one passage (a caller that sends one retrieved
     #: document per part), not one passage per blank-line block of the part.
     part_passages: bool = False
+    #: Coarse path: protected text (numbers, URLs, code, quotes, ...) stays even when its
+    #: passage or sentence is dropped, as on the word path. ``None``: on for the default,
+    #: off for an explicit scorer (a passage dropped whole takes its protections with it).
+    keep_protected: bool | None = None
 
     def __post_init__(self) -> None:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
@@ -147,7 +151,16 @@ class CompressorConfig:
         )
         if self.part_passages:  # only when set: other settings keep their verdicts
             coarse = (*coarse, "part_passages")
+        if self.protected_kept:  # likewise
+            coarse = (*coarse, "keep_protected")
         return repr((*base, "coarse", coarse))
+
+    @property
+    def protected_kept(self) -> bool:
+        """Whether the coarse path keeps protected text (see ``keep_protected``)."""
+        if self.keep_protected is not None:
+            return self.keep_protected
+        return self.scorer is None
 
     @property
     def coarse(self) -> bool:
@@ -389,7 +402,14 @@ class Compressor:
             for p in plain:
                 ts = time.perf_counter()
                 scored.append(
-                    score_part(p.seg, self.scorer, p.query, cfg.language, whole=cfg.part_passages)
+                    score_part(
+                        p.seg,
+                        self.scorer,
+                        p.query,
+                        cfg.language,
+                        whole=cfg.part_passages,
+                        keep_protected=cfg.protected_kept,
+                    )
                 )
                 t_score += time.perf_counter() - ts
             results = coarse_prune(
@@ -520,7 +540,9 @@ class Compressor:
             query = _query(seg) if coarse else question
         else:
             query = question
-        ps, ts = score_part(seg, sc, query, self.config.language)
+        ps, ts = score_part(
+            seg, sc, query, self.config.language, keep_protected=self.config.protected_kept
+        )
         droppable = any(not u.protected for u in seg.units)
         if coarse and droppable:
             (res,) = coarse_prune(
