@@ -193,14 +193,16 @@ def test_broken_proxy_export_sends_originals(
 
 @pytest.fixture
 def raising_proxy(proxy_cache_dir: Path, scorer_dir: Path) -> Proxy:
-    """A real proxy whose scorer session is a real onnxruntime session of the wrong graph
-    (the encoder's): every scoring pass makes onnxruntime raise."""
+    """A real proxy whose scorer and encoder sessions are real onnxruntime sessions of each
+    other's graph: every scoring pass (the head's scorer graph, the default sentence scorer's
+    encoder) makes onnxruntime raise."""
     bad = Proxy.load(ProxyConfig(cache_dir=proxy_cache_dir))
     _ = bad.scorer_session
-    bad._scorer = bad._session  # the fault under test
-    with pytest.raises(Exception) as info:
-        bad.keep_probs("one two three four five")
-    assert type(info.value).__module__.startswith("onnxruntime"), type(info.value)
+    bad._scorer, bad._session = bad._session, bad._scorer  # the fault under test
+    for scoring in (lambda: bad.keep_probs("one two three four five"), lambda: bad.embed(["a"])):
+        with pytest.raises(Exception) as info:
+            scoring()
+        assert type(info.value).__module__.startswith("onnxruntime"), type(info.value)
     return bad
 
 
