@@ -3,7 +3,9 @@
 Called by :class:`promptsieve.compressor.Compressor` when ``CompressorConfig.coarse_to_fine``
 is on. Parts holding few-shot demonstrations are not handled here: they keep the
 demonstration-level path (whole demonstrations by their mean score, then words), which the
-benchmark shows is what few-shot, GSM8K and needle prompts need.
+benchmark shows is what few-shot and GSM8K prompts need (``python -m
+benchmarks.default_scorer``: scored by the sentence scorer, GSM8K demonstrations were thinned
+instead of dropped whole).
 """
 
 from __future__ import annotations

@@ -53,7 +53,13 @@ def compress(
     question: Annotated[
         str | None, typer.Option(help="the question the prompt must answer")
     ] = None,
-    scorer: Annotated[str, typer.Option(help="head | attribution | sentence")] = "head",
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="head | attribution | sentence | relevance; default: the SDK's default "
+            "(sentence + coarse-to-fine, head on few-shot demonstrations)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""

@@ -56,23 +56,27 @@ _QUERY_CONTEXT = 300  # characters of the question's block on each side (coarse 
 class CompressorConfig:
     """Settings that change what a compression produces (they go into the fingerprint).
 
-    **The default** (``scorer=None``) is picked by the benchmarks, per shape of text:
+    **The default** (``scorer=None``) is picked by the benchmarks, per text part:
 
     * parts without few-shot demonstrations (retrieved documents, passages, long context,
-      needles) get the cosine ``sentence`` scorer with the coarse-to-fine budget: on the
-      multi-document QA test articles it keeps the gold answer in 0.91 of 100 items at 4x
-      (the old default ``head``: 0.32, McNemar p < 1e-9; ``python -m
-      benchmarks.answer_retention``), and on the 1.5B target it answers 56 % / 57 % at 2x / 4x
-      against 50 % uncompressed (``promptsieve bench --profile headline``); on needles it
-      keeps the asked needle at least as often as ``head`` (``python -m
-      benchmarks.default_scorer``, ``benchmarks/results/default_scorer.md``);
-    * parts holding demonstrations keep the demonstration-level path scored by the ``head``
-      scorer, byte for byte the old default: scored by the sentence scorer instead, GSM8K's
-      demonstrations were thinned in every prompt rather than dropped whole (same benchmark).
+      needles) get the cosine ``sentence`` scorer with the coarse-to-fine budget, ranked
+      against the question's block, protected text kept (``keep_protected``). Multi-document
+      QA test articles: the gold answer stays in 0.91 of 100 items at 4x, the old default
+      ``head`` 0.32 (``python -m benchmarks.answer_retention``); on the 1.5B target the same
+      scorer and budget answer 56 % / 57 % at 2x / 4x against 50 % uncompressed
+      (``promptsieve bench --profile headline``, method ``coarse``); needles and
+      one-string multi-document prompts: ``python -m benchmarks.default_scorer``
+      (``benchmarks/results/default_scorer.md``, paired against ``head``);
+    * parts holding demonstrations keep the ``head`` scorer's demonstration-level path, byte
+      for byte the old default: scored by the sentence scorer instead, GSM8K's
+      demonstrations were thinned instead of dropped whole (clean prompts 0/24 vs 19/24 at
+      0.25, McNemar p = 4e-6, same benchmark).
 
-    An explicit ``scorer`` is used for every part, and ``coarse_to_fine`` then follows it
-    (on for ``relevance`` only) unless set; ``CompressorConfig(scorer="head")`` is the
-    default of promptsieve before 0.x (word path everywhere).
+    An explicit ``scorer`` is used for every part, with ``coarse_to_fine`` following it (on
+    for ``relevance`` only) unless set: ``CompressorConfig(scorer="head")`` is the old default
+    exactly, fingerprint included. Costs of the default: about 2.4x the head's CPU time per
+    token, and whole dropped passages fail the sieve's instance guard (cosine < 0.8) more
+    often (see the README, "The default scorer").
     """
 
     ratio: float = 0.5
@@ -331,7 +335,9 @@ class Compressor:
 
         ``ratio`` keeps that share of the compressible tokens; ``target_tokens`` aims at a
         total prompt size (within ±5 % whenever dropping is enough to reach it). Protected
-        text (system prompts, tools, code, numbers, the final question, ...) is never altered.
+        text (system prompts, tools, code, numbers, the final question, ...) is never altered
+        (an explicit coarse-to-fine config with ``keep_protected`` off drops it with a whole
+        passage).
 
         Raises ``ConfigError`` when a message holds text that is not valid Unicode (a lone
         surrogate); the sieve catches it and sends the original request.
