@@ -26,7 +26,7 @@ from typing import Any
 
 from .stats import mcnemar, wilson
 
-__all__ = ["BASELINES", "cells", "write_suite_report"]
+__all__ = ["BASELINES", "cells", "pairwise", "write_suite_report"]
 
 Row = Mapping[str, Any]
 BASELINES = ("random", "truncate", "selfinfo")
@@ -80,6 +80,63 @@ def cells(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                     cell.update(vs="(best baseline)")
                 out.append(cell)
     return out
+
+
+def pairwise(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each project method (not a baseline) against every other method at the same ratio,
+    and against the uncompressed prompt, on the same items: McNemar's exact test of accuracy.
+
+    Returns one record per (suite, ratio, method, other) with ``wins`` (only the method
+    right), ``losses`` (only the other right), ``n`` paired items and ``p``.
+    """
+    rows = _ok(results["rows"])
+    out: list[dict[str, Any]] = []
+    for suite in results["suites"]:
+        srows = [r for r in rows if r["suite"] == suite]
+        by = {(r["method"], r["ratio"], r["item"]): r["correct"] for r in srows}
+        methods = sorted({r["method"] for r in srows} - {"none"}, key=_method_key)
+        ratios = sorted({r["ratio"] for r in srows if r["method"] != "none"}, reverse=True)
+        for ratio in ratios:
+            for m in (m for m in methods if m not in BASELINES):
+                for other in (*(o for o in methods if o != m), "none"):
+                    key_ratio = 1.0 if other == "none" else ratio
+                    items = [
+                        i for (mm, rr, i) in by if mm == m and rr == ratio
+                        if (other, key_ratio, i) in by
+                    ]  # fmt: skip
+                    if not items:
+                        continue
+                    a = [bool(by[(m, ratio, i)]) for i in items]
+                    b = [bool(by[(other, key_ratio, i)]) for i in items]
+                    t = mcnemar(a, b)
+                    out.append({
+                        "suite": suite, "ratio": ratio, "method": m, "other": other,
+                        "n": len(items), "wins": t["a_only"], "losses": t["b_only"], "p": t["p"],
+                    })  # fmt: skip
+    return out
+
+
+def _pairwise_lines(results: Mapping[str, Any]) -> list[str]:
+    recs = pairwise(results)
+    if not recs:
+        return []
+    lines = [
+        "",
+        "## Paired comparisons of the project's methods",
+        "",
+        "Each project method against every other method at the same ratio and against the "
+        "uncompressed prompt (none), on the same items: wins / losses are the discordant "
+        "items (only this method right / only the other right), p is McNemar's exact test.",
+        "",
+        "| suite | ratio | method | vs | n | wins / losses | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in recs:
+        lines.append(
+            f"| {r['suite']} | {r['ratio']:g} | {r['method']} | {r['other']} | {r['n']} | "
+            f"{r['wins']} / {r['losses']} | {_p(r['p'])} |"
+        )
+    return lines
 
 
 def _bbh(results: Mapping[str, Any]) -> int:
@@ -190,6 +247,7 @@ def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
             f"{_pct(c['agreement'])}{_ci(c['agreement_ci'])} | {c.get('vs', '')} | {wl} | "
             f"{_p(c.get('vs_p'))} |"
         )
+    lines += _pairwise_lines(results)
     lines += _screening_lines(results)
     missing = [m for m, st in results.get("methods", {}).items() if not st.get("ok")]
     if missing:

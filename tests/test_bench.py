@@ -434,7 +434,7 @@ def _suite_row(suite: str, method: str, ratio: float, item: int, ok: bool) -> di
 
 
 def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> None:
-    from benchmarks.suite_report import cells, write_suite_report
+    from benchmarks.suite_report import cells, pairwise, write_suite_report
 
     rows = [_suite_row("bbh_x", "none", 1.0, i, True) for i in range(40)]
     for r in (0.5, 0.25):
@@ -456,6 +456,11 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert sent["accuracy_ci"][0] < 0.9 < sent["accuracy_ci"][1]
     md = write_suite_report(results, tmp_path).read_text()
     assert "| bbh_x | 40 | 400 | 100 [91, 100] | 25 | 95 [76, 99] (20) |" in md
+    pairs = {(p["ratio"], p["method"], p["other"]): p for p in pairwise(results)}
+    assert {k[1] for k in pairs} == {"sentence"}  # baselines are not compared among themselves
+    vs_none = pairs[(0.25, "sentence", "none")]
+    assert (vs_none["n"], vs_none["wins"], vs_none["losses"]) == (40, 0, 4)
+    assert "| bbh_x | 0.5 | sentence | truncate | 40 | 8 / 2 | 0.109 |" in md
     assert "relevance (not landed)" in md
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
 
