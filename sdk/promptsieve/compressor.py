@@ -63,8 +63,9 @@ class CompressorConfig:
       against the question's block, protected text kept (``keep_protected``). Multi-document
       QA test articles: the gold answer stays in 0.91 of 100 items at 4x, the old default
       ``head`` 0.32 (``python -m benchmarks.answer_retention``); on the 1.5B target the same
-      scorer and budget answer 56 % / 57 % at 2x / 4x against 50 % uncompressed
-      (``promptsieve bench --profile headline``, method ``coarse``); needles and
+      scorer and budget answer 56 % / 57 % at 2x / 4x against 50 % uncompressed and the
+      head's 40 % / 29 % (``promptsieve bench --profile headline``, method ``coarse``;
+      McNemar vs head p = 0.004 / < 0.001); needles and
       one-string multi-document prompts: ``python -m benchmarks.default_scorer``
       (``benchmarks/results/default_scorer.md``, paired against ``head``);
     * parts holding demonstrations keep the ``head`` scorer's demonstration-level path, byte
