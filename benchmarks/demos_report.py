@@ -54,6 +54,32 @@ def _paired(a: list[float], b: list[float]) -> str:
     return f"n={len(d)}, {wins} wins / {losses} losses, Wilcoxon p = {p:.3g}"
 
 
+def _chance(task: str) -> float:
+    """Accuracy of a uniform guess over each question's options (mean over the task)."""
+    from .demos_tasks import TASKS, items
+
+    opts = [len(choices) for _, _, choices in items(TASKS[task])]
+    return float(np.mean([1 / k for k in opts]))
+
+
+def _at_chance(task: str, correct: int, n: int) -> bool:
+    """Whether ``correct``/``n`` is inside the Wilson 95 % interval around chance or below."""
+    lo, _ = wilson(correct, n)
+    return lo <= _chance(task)
+
+
+def _chance_note(flat: list[str]) -> list[str]:
+    if not flat:
+        return []
+    return [
+        f"**At chance with the full prompt: {', '.join(flat)}** (the Wilson 95 % interval of "
+        "the full-prompt accuracy reaches the chance level). There the demonstrations do not "
+        "carry the answer, removing them cannot lower accuracy beyond noise, and these draws "
+        "do not tell the methods apart.",
+        "",
+    ]
+
+
 def part_a(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(a) no finished draws yet."]
@@ -65,23 +91,32 @@ def part_a(rows: list[dict[str, Any]]) -> list[str]:
         f"{rows[0]['n_demos']} demonstrations, {rows[0]['n_val']} validation requests, "
         f"{rows[0]['n_test']} test questions per draw)",
         "",
-        "| task | draws | full acc | zero-shot acc | " + " | ".join(methods) + " |",
-        "|---|---|---|---|" + "---|" * len(methods),
+        "| task | draws | chance | full acc | zero-shot acc | " + " | ".join(methods) + " |",
+        "|---|---|---|---|---|" + "---|" * len(methods),
     ]
+    flat = []
     for t in tasks:
         rs = [r for r in rows if r["task"] == t]
         full = np.mean([r["full_acc"] for r in rs])
+        n_test = sum(r["n_test"] for r in rs)
+        if _at_chance(t, round(sum(r["full_acc"] * r["n_test"] for r in rs)), n_test):
+            flat.append(t)
         zs = [r["zero_shot_acc"] for r in rs if r.get("zero_shot_acc") is not None]
         zs_s = f"{np.mean(zs):.2f}" if zs else "–"
         cells = [f"{np.mean([r['methods'][m]['share'] for r in rs]):.1%}" for m in methods]
-        out.append(f"| {t} | {len(rs)} | {full:.2f} | {zs_s} | " + " | ".join(cells) + " |")
+        out.append(
+            f"| {t} | {len(rs)} | {_chance(t):.2f} | {full:.2f} | {zs_s} | "
+            + " | ".join(cells)
+            + " |"
+        )
     means = {m: [r["methods"][m]["share"] for r in rows] for m in methods}
     cells = []
     for m in methods:
         lo, hi = _boot(means[m])
         cells.append(f"**{np.mean(means[m]):.1%}** [{lo:.0%}, {hi:.0%}]")
-    out.append("| **mean** | " + f"{len(rows)} | | | " + " | ".join(cells) + " |")
+    out.append("| **mean** | " + f"{len(rows)} | | | | " + " | ".join(cells) + " |")
     out.append("")
+    out += _chance_note(flat)
     if "proxy" in means and "oracle" in means and np.mean(means["oracle"]) > 0:
         out.append(
             f"Proxy share / oracle share: {np.mean(means['proxy']) / np.mean(means['oracle']):.1%}"
@@ -107,11 +142,20 @@ def part_a(rows: list[dict[str, Any]]) -> list[str]:
 def part_b(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(b) no finished draws yet."]
+    out: list[str] = []
+    for task in sorted({r["task"] for r in rows}):
+        out += _part_b_task([r for r in rows if r["task"] == task])
+    return out
+
+
+def _part_b_task(rows: list[dict[str, Any]]) -> list[str]:
     r0 = rows[0]
+    task = r0["task"]
     out = [
-        f"### (b) Poisoned demonstrations ({len(rows)} draws of {r0['task']}: {r0['n_demos']} "
+        f"### (b) Poisoned demonstrations ({len(rows)} draws of {task}: {r0['n_demos']} "
         f"demonstrations, {len(r0['flipped'])} flipped labels, {r0['n_test']} test questions "
-        f"per draw; target {r0['target']}; Kernel SHAP, {r0['samples']} coalitions)",
+        f"per draw; target {r0['target']}; Kernel SHAP, {r0['samples']} coalitions; chance "
+        f"{_chance(task):.0%})",
         "",
         "| method | accuracy | 95 % CI | removed (mean) | flipped among removed |",
         "|---|---|---|---|---|",
@@ -129,6 +173,8 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"| {m} | {np.mean(correct):.1%} | [{lo:.0%}, {hi:.0%}] | {removed:.1f} | "
                    f"{fl}/{tot} |")  # fmt: skip
     out.append("")
+    if "none" in acc and _at_chance(task, sum(acc["none"]), len(acc["none"])):
+        out += _chance_note([f"{task} (poisoned, uncleaned)"])
     if "proxy" in acc and "oracle" in acc and np.mean(acc["oracle"]) > 0:
         share = np.mean(acc["proxy"]) / np.mean(acc["oracle"])
         out.append(f"Proxy-cleaned / oracle-cleaned accuracy: {share:.1%} (goal ≥ 98 %).")
