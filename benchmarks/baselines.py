@@ -238,8 +238,10 @@ class ProjectMethod(Method):
     counted with tiktoken like the baselines'.
     """
 
-    def __init__(self, scorer: ProjectScorer, *, coarse: bool = False, name: str = "") -> None:
-        self.name = name or scorer
+    def __init__(
+        self, scorer: ProjectScorer | None, *, coarse: bool = False, name: str = ""
+    ) -> None:
+        self.name = name or scorer or "default"
         self._compressor: object | None = None
         try:
             self._compressor = _make_compressor(scorer, coarse=coarse)
@@ -298,7 +300,7 @@ def query(item: BenchItem) -> str:
     return m.group(1).strip() if m else q
 
 
-def _make_compressor(scorer: ProjectScorer, *, coarse: bool = False) -> object:
+def _make_compressor(scorer: ProjectScorer | None, *, coarse: bool = False) -> object:
     from promptsieve.compressor import Compressor, CompressorConfig
     from promptsieve.segment import SegmentConfig
 
@@ -311,7 +313,7 @@ def _make_compressor(scorer: ProjectScorer, *, coarse: bool = False) -> object:
     )
     comp = Compressor(cfg)
     actual = comp.scorer.name
-    if actual.split("-")[0] != scorer:
+    if scorer is not None and actual.split("-")[0] != scorer:
         raise RuntimeError(f"Compressor gave scorer {actual!r} for {scorer!r}")
     comp.compress("Warm-up so that loading the proxy is not timed as scoring.", ratio=0.5)
     return comp
@@ -341,6 +343,8 @@ def build_methods(
         "relevance": lambda: ProjectMethod("relevance"),
         # the coarse-to-fine budget on the sentence scorer (passages, sentences, words)
         "coarse": lambda: ProjectMethod("sentence", coarse=True, name="coarse"),
+        # the SDK's default Compressor (scorer=None: chosen per part, see CompressorConfig)
+        "default": lambda: ProjectMethod(None),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

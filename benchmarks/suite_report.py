@@ -30,7 +30,10 @@ __all__ = ["BASELINES", "cells", "pairwise", "write_suite_report"]
 
 Row = Mapping[str, Any]
 BASELINES = ("random", "truncate", "selfinfo")
-_ORDER = ("none", "random", "truncate", "selfinfo", "sentence", "head", "coarse", "attribution")
+_ORDER = (
+    "none", "random", "truncate", "selfinfo", "sentence", "head", "coarse", "default",
+    "attribution",
+)  # fmt: skip
 
 
 def _method_key(m: str) -> tuple[int, str]:
