@@ -25,7 +25,6 @@ each ratio. Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._results import write_results
 from .stats import mcnemar, squad_normalize, wilson
 
 log = logging.getLogger("answer_retention")
@@ -202,10 +202,7 @@ def _write(
         "relevance_vs_best_other": tests,
         "rows": rows,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(_markdown(out, names, ratios, sizes), encoding="utf-8")
+    write_results(args.out, out, _markdown(out, names, ratios, sizes))
     return out
 
 

@@ -61,7 +61,6 @@ compare methods within one run only). Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import re
@@ -74,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from ._results import write_results
 from .answer_retention import retained
 from .stats import mcnemar, wilson
 
@@ -378,10 +378,7 @@ def _write(
         "vs_head": tests,
         "rows": rows,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(_markdown(out, names, ratios, suites), encoding="utf-8")
+    write_results(args.out, out, _markdown(out, names, ratios, suites))
     return out
 
 

@@ -27,7 +27,6 @@ encoder), document order, and a seeded random ranking. Writes ``<out>.json`` and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._loo import LeaveOneOut, render
+from ._results import write_results
 from .stats import mcnemar, squad_normalize, wilson
 from .train_relevance import build_context, doc_sentences, question_block
 
@@ -229,10 +229,7 @@ def _write(
         "cost": cost,
         "rows": rows,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(_markdown(out, ratios), encoding="utf-8")
+    write_results(args.out, out, _markdown(out, ratios))
     return out
 
 

@@ -1,0 +1,21 @@
+"""Where a target-free benchmark writes its results: ``<out>.json`` and ``<out>.md``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_results"]
+
+
+def write_results(out: str | Path, data: Mapping[str, Any], markdown: str) -> Path:
+    """Write ``data`` as ``<out>.json`` and ``markdown`` as ``<out>.md`` (folders made as
+    needed); returns the JSON path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    js = path.with_suffix(".json")
+    js.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return js
