@@ -96,7 +96,13 @@ FORMAT_TEMPLATE = {"demo": "Q: {input}\nA: {output}\n\n", "query": "Q: {input}\n
 
 
 def fmt_for(spec: TaskSpec) -> DemoFormat:
-    return DemoFormat(header=spec.header, chat=True, **FORMAT_TEMPLATE)
+    """The layout of ``spec``'s prompts: BBH's direct-answer layout as one chat user turn,
+    with :data:`benchmarks.suites.CHAT_ANSWER_FORMAT` as the system prompt (without it the
+    instruct target opens with a preamble and no answer is parsed: 0/40 on
+    date_understanding)."""
+    from .suites import CHAT_ANSWER_FORMAT
+
+    return DemoFormat(header=spec.header, chat=True, system=CHAT_ANSWER_FORMAT, **FORMAT_TEMPLATE)
 
 
 def _examples(folder: str) -> list[dict[str, Any]]:
