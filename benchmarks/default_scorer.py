@@ -40,7 +40,8 @@ exact McNemar test of every method against ``head``):
 * ``question``: the final question block (for needles and multi-document QA with its
   "Answer:" cue / instruction) survives word for word (whitespace-normalised);
 * ``guard``: the sieve's instance guard would let the compression through: the
-  compression's own similarity (``Compression.similarity``) ≥ 0.8, ``GateConfig()``'s
+  compression's own similarity (``Compression.passage_similarity``, the cosine the sieve
+  tests: over the kept passages, see ``benchmarks/guard_calibration.py``) ≥ 0.8, ``GateConfig()``'s
   ``guard_threshold`` (below it the default sieve sends the original);
 * needles: ``answer`` (the asked number is still in the prompt), ``bound`` (the asked key
   and its number still in one sentence) and ``needle`` (the whole needle sentence);
@@ -154,7 +155,7 @@ class _Method:
         """(compressed prompt, seconds spent scoring, guard similarity); the scoring time is
         the real one on a prompt's first ratio only (then the memoised scores are reused)."""
         r = self.comp.compress(text, ratio=ratio)
-        return str(r.prompt), float(r.timings.get("score", 0.0)), r.similarity
+        return str(r.prompt), float(r.timings.get("score", 0.0)), r.passage_similarity
 
 
 # -- suites -----------------------------------------------------------------------------------

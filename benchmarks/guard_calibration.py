@@ -273,7 +273,7 @@ def _compressors() -> dict[str, Any]:
         ref: Any = _make_compressor(scorer, coarse=m == "coarse")  # type: ignore[arg-type]
         inner = ref.scorer
         memo = shared.setdefault(inner.fingerprint, _Memo(inner))
-        c = Compressor(ref.config, proxy=ref.proxy, scorer=memo)  # type: ignore[arg-type]
+        c = Compressor(ref.config, proxy=ref.proxy, scorer=memo)
         if c.fingerprint != ref.fingerprint:
             raise RuntimeError(f"{m}: memoised compressor differs from the benchmark's")
         out[m] = c
@@ -453,7 +453,9 @@ def write_md(data: dict[str, Any], res: dict[str, Any], path: Path, command: str
     lines = [
         "# Instance guard calibration: does the cosine predict harm?",
         "",
-        f"`{command}`",
+        f"Collected with `{data.get('command', 'python -m benchmarks.guard_calibration')}`; "
+        f"this report: `{command}` (`--report-only` re-analyses the committed "
+        "`guard_calibration.records.json` without the proxy).",
         "",
         "Target-free: the headline run's cached answers (Qwen2.5-Coder-1.5B-Instruct, suite "
         f"`multidoc_1k`, {data['items']} test-article items), compressions rebuilt "
@@ -555,7 +557,59 @@ def write_md(data: dict[str, Any], res: dict[str, Any], path: Path, command: str
             f"| {_fmt(c['pass'])} | {c['auc_agree']:.2f} | {_fmt(c['agree_passed'])} | "
             f"{_fmt(c['agree_vetoed'])} | {_p(c['fisher_p'])} | {_fmt(c['policy_accuracy'])} |"
         )
+    if res.get("default_scorer"):
+        lines += [
+            "",
+            "## `benchmarks.default_scorer`: the default's guard pass rate, old vs new",
+            "",
+            "Old: `benchmarks/results/default_scorer.json` (the whole-text cosine); new: "
+            "`benchmarks/results/guard_calibration_default_scorer.json` (`python -m "
+            "benchmarks.default_scorer --suites multidoc,needles --methods head,default "
+            "--ratios 0.5,0.33,0.25 --needle-sizes 1000,2000 --needles-per-size 20 "
+            "--multidoc-items 50 --out benchmarks/results/guard_calibration_default_scorer`), "
+            "paired on the same prompts (identical compressions); McNemar a/b = only new passes "
+            "/ only old passes.",
+            "",
+            "| suite | ratio | old guard | new guard | McNemar |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for c in res["default_scorer"]:
+            mc = c["new_vs_old"]
+            lines.append(
+                f"| {c['suite']} | {c['ratio']} | {_fmt(c['old'])} | {_fmt(c['new'])} | "
+                f"{mc['a_only']}/{mc['b_only']} p={_p(mc['p'])} |"
+            )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def default_scorer_pairs(old: Path, new: Path) -> list[dict[str, Any]]:
+    """Guard pass rates of ``default`` in two ``benchmarks.default_scorer`` results (the old
+    guard's and the new one's), paired on the prompts both hold (exact McNemar)."""
+    if not (old.exists() and new.exists()):
+        return []
+    ra = {r["id"]: r for r in json.loads(old.read_text(encoding="utf-8"))["rows"]}
+    rb = {r["id"]: r for r in json.loads(new.read_text(encoding="utf-8"))["rows"]}
+    out = []
+    for suite in sorted({r["suite"] for r in rb.values()}):
+        ids = [i for i, r in rb.items() if r["suite"] == suite and i in ra]
+        ratios = sorted({float(k.split("@")[1]) for k in rb[ids[0]] if "@" in k}, reverse=True)
+        for ratio in ratios:
+            cell = f"default@{ratio}"
+            if any(cell not in ra[i] for i in ids):
+                continue
+            a = [bool(ra[i][cell]["guard"]) for i in ids]
+            b = [bool(rb[i][cell]["guard"]) for i in ids]
+            out.append(
+                {
+                    "suite": suite,
+                    "ratio": ratio,
+                    "old": _rate(sum(a), len(ids)),
+                    "new": _rate(sum(b), len(ids)),
+                    "same_prompts": all(ra[i][cell]["ratio"] == rb[i][cell]["ratio"] for i in ids),
+                    "new_vs_old": mcnemar(b, a),
+                }
+            )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -574,9 +628,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         ratios = [float(r) for r in args.ratios.split(",")]
         data = collect(args.items, ratios, args.cache, raw.with_suffix(".partial.json"))
         data["model"] = COUNT_MODEL
+        data["command"] = command.strip()
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(data, indent=0), encoding="utf-8")
     res = analyse(data)
+    res["default_scorer"] = default_scorer_pairs(
+        Path("benchmarks/results/default_scorer.json"),
+        Path("benchmarks/results/guard_calibration_default_scorer.json"),
+    )
     args.out.with_suffix(".json").write_text(
         json.dumps({"command": command.strip(), **res}, indent=1), encoding="utf-8"
     )

@@ -20,7 +20,9 @@ class CompressorLike(Protocol):
     """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
 
     ``compress`` returns an object with ``prompt`` and ``changed``; a ``similarity``
-    attribute (float) on it spares the instance guard the :meth:`similarity` call.
+    attribute (float) on it spares the instance guard the :meth:`similarity` call, and a
+    ``passage_similarity`` attribute (float, ``Compression.passage_similarity``: the cosine
+    over the kept passages only) is tested instead of it when present.
     """
 
     @property
@@ -62,7 +64,9 @@ class SieveConfig:
     #: ``Gate.record_pair``; a judge that raises reports "not counted", never a label.
     judge: Callable[[Request, TargetOutput], bool] | None = None
     #: Instance guard: keep the original when the proxy's cosine between original and
-    #: compressed text falls below the threshold (no target call is spent on it).
+    #: compressed text falls below the threshold (no target call is spent on it). For the
+    #: coarse-to-fine budget the cosine is taken over the passages it kept
+    #: (``Compression.passage_similarity``): passages dropped whole are left out of both sides.
     guard: bool = True
     #: None: the gate config's ``guard_threshold`` (0.8 by default).
     guard_threshold: float | None = None

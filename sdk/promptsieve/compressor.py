@@ -32,7 +32,7 @@ from promptsieve.proxy import (
 )
 from promptsieve.proxy.relevance import RelevanceScorer
 from promptsieve.prune import Budget, PruneResult, prune
-from promptsieve.segment import Segmentation, SegmentConfig, check_text, segment
+from promptsieve.segment import Segmentation, SegmentConfig, Unit, check_text, segment
 from promptsieve.tokens import TokenCounter
 
 __all__ = ["Compression", "Compressor", "CompressorConfig", "Decision", "Explanation"]
@@ -76,8 +76,9 @@ class CompressorConfig:
     An explicit ``scorer`` is used for every part, with ``coarse_to_fine`` following it (on
     for ``relevance`` only) unless set: ``CompressorConfig(scorer="head")`` is the old default
     exactly, fingerprint included. Costs of the default: about 2.4x the head's CPU time per
-    token, and whole dropped passages fail the sieve's instance guard (cosine < 0.8) more
-    often (see the README, "The default scorer").
+    token (see the README, "The default scorer"). The sieve's instance guard tests its
+    ``Compression.passage_similarity`` (passages dropped whole leave both sides of the cosine;
+    ``python -m benchmarks.guard_calibration``).
     """
 
     ratio: float = 0.5
@@ -158,6 +159,9 @@ class CompressorConfig:
             coarse = (*coarse, "part_passages")
         if self.protected_kept:  # likewise
             coarse = (*coarse, "keep_protected")
+        # the instance guard tests ``passage_similarity`` on this path: verdicts screened
+        # under the whole-text cosine (a smaller population of compressions) are not reused
+        coarse = (*coarse, "guard:passages")
         return repr((*base, "coarse", coarse))
 
     @property
@@ -192,6 +196,12 @@ class Compression:
     #: uses it instead of embedding both texts again. ``None`` when the scorer has no states
     #: (attribution) or nothing changed.
     similarity: float | None = None
+    #: ``similarity`` over the passages the coarse-to-fine budget kept: passages dropped whole
+    #: are left out of the original's side too, so the cosine measures what was thinned
+    #: inside the kept text (sentences, words), not the choice of passages. Equal to
+    #: ``similarity`` when no passage was dropped whole (the word and demonstration paths).
+    #: The sieve's instance guard reads it first (``python -m benchmarks.guard_calibration``).
+    passage_similarity: float | None = None
     #: Units dropped per decision of the coarse-to-fine budget: ``{"passage": n,
     #: "sentence": n, "word": n, "demo": n}`` (units, not tokens); empty on the word path.
     decisions: Mapping[str, int] = field(default_factory=dict)
@@ -458,14 +468,17 @@ class Compressor:
         kept: list[Span] = []
         dropped: list[Span] = []
         pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
+        scoped: list[tuple[np.ndarray, np.ndarray] | None] = []  # over kept passages only
         counts: dict[str, int] = {}
         for p, scores, token_scores, res, kinds in entries:
             units = p.seg.units
             new_texts[(p.message, p.part)] = res.text
             if res.dropped:
-                pooled.append(
-                    token_scores.pooled_states([(units[i].start, units[i].end) for i in res.kept])
+                states = token_scores.pooled_states(
+                    [(units[i].start, units[i].end) for i in res.kept]
                 )
+                pooled.append(states)
+                scoped.append(_within_kept_passages(token_scores, units, kinds, states))
             for i, u in enumerate(units):
                 was_dropped = bool(kinds[i])
                 kind = kinds[i] if was_dropped else ("demo" if u.demo is not None else "word")
@@ -501,6 +514,7 @@ class Compressor:
             scorer="+".join(dict.fromkeys(self._scorer_for(e[0]).name for e in entries))
             or self.scorer.name,
             similarity=_pooled_cosine(pooled) if dropped else None,
+            passage_similarity=_pooled_cosine(scoped) if dropped else None,
             decisions=counts if decisions else {},
         )
 
@@ -688,6 +702,22 @@ def _query(seg: Segmentation) -> str | None:
     qa, qb = seg.question
     a, b = next(((a, b) for a, b in split_passages(seg.text) if a <= qa and qb <= b), (qa, qb))
     return seg.text[max(a, qa - _QUERY_CONTEXT) : min(b, qb + _QUERY_CONTEXT)].strip()
+
+
+def _within_kept_passages(
+    token_scores: TokenScores,
+    units: Sequence[Unit],
+    kinds: Sequence[str],
+    states: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(scope, kept)`` states: the original's side restricted to the units not dropped as a
+    whole passage; ``states`` unchanged when no passage was dropped whole (or no states)."""
+    if states is None or "passage" not in kinds:
+        return states
+    scope = token_scores.pooled_states(
+        [(u.start, u.end) for u, k in zip(units, kinds, strict=True) if k != "passage"]
+    )
+    return None if scope is None else (scope[1], states[1])
 
 
 def _pooled_cosine(pooled: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> float | None:

@@ -214,7 +214,7 @@ class Sieve:
         if threshold is None:
             return Variant(new, "applied")
         # from the scoring pass when the compression carries it; else embed both texts
-        sim = getattr(comp, "similarity", None)
+        sim = _guard_similarity(comp)
         if sim is None:
             with self._door:
                 sim = float(compressor.similarity(_guard_text(prompt), _guard_text(new)))
@@ -467,6 +467,25 @@ class Sieve:
         """In a forked child: none of the parent's threads exist; start them afresh."""
         self._start_threads()
         self.stats._after_fork()
+
+
+def _guard_similarity(comp: object) -> float | None:
+    """The cosine the instance guard tests, read off a compression (None: embed both texts).
+
+    ``passage_similarity`` first: over the passages the coarse-to-fine budget kept, so that
+    dropping whole passages, which is what that budget is for, does not veto the request
+    while thinning inside the kept text still does. Measured on the 1.5B headline's 100
+    multi-document items (``python -m benchmarks.guard_calibration``): the whole-text cosine
+    had no skill at telling the default's harmful cuts (AUC for agreement 0.42 / 0.47 at ratio
+    0.5 / 0.25) and vetoed 24 % / 73 % of them; over the kept passages 1 % / 11 % are vetoed,
+    at the same accuracy (50 % / 54 %). Else ``similarity`` (the word and demonstration paths:
+    the two are equal there), else None.
+    """
+    for name in ("passage_similarity", "similarity"):
+        value = getattr(comp, name, None)
+        if value is not None:
+            return float(value)
+    return None
 
 
 def _guard_text(prompt: Prompt) -> str:
