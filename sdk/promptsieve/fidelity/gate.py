@@ -98,7 +98,8 @@ class GateConfig:
 
     ``budget``: paired comparisons per ladder ratio before giving up on it. ``ratios``:
     shares of compressible tokens kept, conservative → aggressive. ``guard_threshold``: the
-    instance guard's minimum proxy similarity between original and compressed prompt.
+    instance guard's minimum proxy similarity between original and compressed prompt (on the
+    coarse-to-fine path over the kept passages, ``Compression.passage_similarity``).
     ``seed``: seed the sampling RNG (reproducible tests). ``ttl``: seconds a verdict lives.
 
     ``mode``: ``"agreement"`` (label-free, the default) or ``"labelled"`` (non-inferiority
