@@ -348,6 +348,26 @@ def run_b(bench: Bench, args: argparse.Namespace) -> None:
                  rec["wall_s"])  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------- probe
+
+
+def run_probe(bench: Bench, args: argparse.Namespace) -> None:
+    """Does the target use the demonstrations? Per task, repeat 0's draw: accuracy on the
+    test questions with all demonstrations and with none (``results/demos/probe.jsonl``)."""
+    for task in args.tasks:
+        d = draw(task, 0, args.demos, args.val, args.test)
+        fmt = fmt_for(TASKS[task])
+        full = accuracy(bench, d, fmt, list(d.demos))
+        zero = accuracy(bench, d, fmt, [])
+        rec = {
+            "task": task, "n_demos": len(d.demos), "n_test": len(d.test),
+            "target": bench.target_model, "full_correct": full, "zero_correct": zero,
+        }  # fmt: skip
+        _append(RESULTS / "probe.jsonl", rec)
+        log.info("probe %s: %d/%d with demonstrations, %d/%d without", task, sum(full),
+                 len(full), sum(zero), len(zero))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------- fidelity
 
 
@@ -395,6 +415,7 @@ def run_timing(bench: Bench, args: argparse.Namespace) -> None:
         "coalitions": attr.evaluations, "seconds": attr.seconds, "load_s": load_s,
         "cpu_s": time.process_time() - c0,
         "proxy_tokens": attr.tokens, "provider": lm.lm.provider, "int8": bench.int8,
+        "proxy": lm.lm.fingerprint,
         "threads": bench.threads, "time": time.strftime("%Y-%m-%d %H:%M"),
     }  # fmt: skip
     _append(RESULTS / "timing.jsonl", rec)
@@ -436,7 +457,7 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.demos_bench")
-    ap.add_argument("part", choices=("a", "b", "fidelity", "timing", "report"))
+    ap.add_argument("part", choices=("a", "b", "probe", "fidelity", "timing", "report"))
     ap.add_argument("--tasks", default="sports_understanding,navigate,snarks,"
                     "date_understanding,logical_deduction_three_objects")  # fmt: skip
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -471,7 +492,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         report_main()
         return
     bench = Bench(args.target, args.threads, args.int8)
-    parts = {"a": run_a, "b": run_b, "fidelity": run_fidelity, "timing": run_timing}
+    parts = {
+        "a": run_a, "b": run_b, "probe": run_probe, "fidelity": run_fidelity,
+        "timing": run_timing,
+    }  # fmt: skip
     parts[args.part](bench, args)
 
 

@@ -80,6 +80,29 @@ def _chance_note(flat: list[str]) -> list[str]:
     ]
 
 
+def part_probe(rows: list[dict[str, Any]]) -> list[str]:
+    """Whether the target uses the demonstrations at all: all of them vs none, per task."""
+    if not rows:
+        return []
+    out = [
+        f"### Does the target use the demonstrations? ({rows[0]['target']}, one draw per "
+        f"task, {rows[0]['n_demos']} demonstrations vs none, same test questions)",
+        "",
+        "| task | chance | with demonstrations | without | McNemar: with-only / without-only, p |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f, z = r["full_correct"], r["zero_correct"]
+        lo, hi = wilson(sum(f), len(f))
+        mc = mcnemar([bool(x) for x in f], [bool(x) for x in z])
+        out.append(
+            f"| {r['task']} | {_chance(r['task']):.2f} | {np.mean(f):.0%} [{lo:.0%}, {hi:.0%}] "
+            f"| {np.mean(z):.0%} | {mc['a_only']} / {mc['b_only']}, {mc['p']:.2g} |"
+        )
+    out.append("")
+    return out
+
+
 def part_a(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(a) no finished draws yet."]
@@ -295,7 +318,10 @@ def part_c(
             f"- attribution of an 8-demonstration {t['task']} task: {t['seconds']:.0f} s "
             f"({t['coalitions']} coalitions, {t['proxy_tokens']} proxy tokens, "
             f"{t['provider']}, int8={t['int8']}, threads={t['threads']}, {t['time']}; "
-            f"loading the proxy {t['load_s']:.0f} s)"
+            f"loading the proxy {t['load_s']:.0f} s"
+            + (f"; CPU {t['cpu_s']:.0f} s" if "cpu_s" in t else "")
+            + (f"; {t['note']}" if "note" in t else "")
+            + ")"
         )
     out.append("")
     return out
@@ -305,7 +331,8 @@ def main() -> None:
     a, b, timing = _load("a.jsonl"), _load("b.jsonl"), _load("timing.jsonl")
     fid = _load("fidelity.jsonl")
     lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]
-    lines += part_a(a) + part_a_half(a) + part_b(b) + part_fidelity(fid) + part_c(a, b, timing, fid)
+    lines += part_probe(_load("probe.jsonl")) + part_a(a) + part_a_half(a) + part_b(b)
+    lines += part_fidelity(fid) + part_c(a, b, timing, fid)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
