@@ -177,20 +177,23 @@ PROFILES: dict[str, SuiteProfile] = {
         description="Qwen2.5-Coder-0.5B-Instruct",
     ),
     # The headline target (Qwen2.5-Coder-1.5B-Instruct): multi-document QA on the test
-    # articles at ~1k and ~2k tokens, 100 items per cell, BBH and vitaminc. Resumable
-    # through the call cache.
+    # articles at ~1k and ~2k tokens, 100 items per cell, every BBH task above with 60
+    # non-exemplar questions, vitaminc. Many hours on 2 cores; resumable through the call
+    # cache, and --suites/--methods/--ratios run a part of it.
     "headline": SuiteProfile(
         name="headline",
         model="qwen2.5-coder-1.5b-instruct",
         suites=(
             Suite("multidoc", n=100, noise=50, size=1000),
             Suite("multidoc", n=100, noise=50, size=2000),
-            *(Suite("bbh", n=60, noise=20, task=t) for t in _BBH_STANDARD[:4]),
+            *(Suite("bbh", n=60, noise=20, task=t) for t in _BBH_STANDARD),
             Suite("vitaminc", n=60, noise=20),
         ),
-        methods=("none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance"),
+        methods=(
+            "none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance", "default",
+        ),  # fmt: skip
         screen=ScreenPlan(
-            methods=("relevance", "coarse", "sentence", "truncate"),
+            methods=("default", "relevance", "coarse", "sentence", "truncate"),
             ladder=RATIOS,
             modes=("agreement", "labelled"),
         ),

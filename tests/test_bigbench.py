@@ -97,6 +97,17 @@ def test_bbh_tasks_have_enough_non_exemplar_questions() -> None:
         assert not any(f"Q: {q.input}\nA:" in shown for q in qs), task
 
 
+def test_every_profile_suite_names_a_task_that_exists() -> None:
+    from benchmarks.suites import PROFILES
+
+    for profile in PROFILES.values():
+        for suite in profile.suites:
+            if suite.source == "bbh":
+                assert suite.task in bbh_tasks(), (profile.name, suite.task)
+        names = [s.name for s in profile.suites]
+        assert len(names) == len(set(names)), profile.name
+
+
 def test_bbh_items_share_the_demonstration_prefix() -> None:
     items = bbh_task_items("date_understanding", n=60, seed=1)
     assert len(items) == 60 and len({it.id for it in items}) == 60
