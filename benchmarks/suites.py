@@ -190,8 +190,15 @@ PROFILES: dict[str, SuiteProfile] = {
             Suite("vitaminc", n=60, noise=20),
         ),
         methods=(
-            "none", "random", "truncate", "selfinfo", "sentence", "coarse", "relevance", "default",
-        ),  # fmt: skip
+            "none",
+            "random",
+            "truncate",
+            "selfinfo",
+            "sentence",
+            "coarse",
+            "relevance",
+            "default",
+        ),
         screen=ScreenPlan(
             methods=("default", "relevance", "coarse", "sentence", "truncate"),
             ladder=RATIOS,
