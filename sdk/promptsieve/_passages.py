@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ Range = tuple[int, int]
 
 _BLANK = re.compile(r"\n[ \t]*\r?\n\s*")
 _LINE = re.compile(r"\r\n|\r|\n")
+#: A CJK full stop with the closing quotes or brackets after it: always a sentence end. The
+#: text is cut there before sentencex reads it, which otherwise takes "。Dr." for one word
+#: and then ends a sentence at the abbreviation ("首都。Dr. Smith" -> "Dr." alone).
+_CJK_END = re.compile(r"[。！？｡]+[」』）》〉】〕”’\"')\]]*")
 
 
 def split_passages(text: str) -> list[Range]:
@@ -55,16 +59,16 @@ def split_sentences(
 ) -> list[Range]:
     """Sentences of ``text[start:end]`` as absolute ``[start, end)`` ranges, trimmed, in order.
 
-    Boundaries: sentencex's for ``language`` (an ISO 639 code; unknown codes fall back along
-    sentencex's language chain to English rules), then every line break.
+    Boundaries: every CJK full stop (``。！？｡`` with the closing quotes after it), then
+    sentencex's for ``language`` (an ISO 639 code; unknown codes fall back along sentencex's
+    language chain to English rules) inside, then every line break.
     """
     import sentencex
 
     end = len(text) if end is None else end
     body = text[start:end]
     out: list[Range] = []
-    for b in sentencex.get_sentence_boundaries(language, body):
-        s0, e0 = int(b["start_index"]), int(b["end_index"])
+    for s0, e0 in _boundaries(sentencex, language, body):
         pos = s0
         for m in [*_LINE.finditer(body, s0, e0), None]:
             e = m.start() if m else e0
@@ -74,6 +78,16 @@ def split_sentences(
                 out.append((start + a, start + pos + len(chunk.rstrip())))
             if m:
                 pos = m.end()
+    return out
+
+
+def _boundaries(sentencex: Any, language: str, body: str) -> list[Range]:
+    """sentencex's sentences of ``body``, read chunk by chunk between CJK full stops."""
+    cuts = [m.end() for m in _CJK_END.finditer(body) if m.end() < len(body)]
+    out: list[Range] = []
+    for a, z in zip([0, *cuts], [*cuts, len(body)], strict=True):
+        for b in sentencex.get_sentence_boundaries(language, body[a:z]):
+            out.append((a + int(b["start_index"]), a + int(b["end_index"])))
     return out
 
 

@@ -2,8 +2,9 @@
 
 A coarse, question-aware ranking (in the spirit of LongLLMLingua's coarse stage): one batched
 embedding call scores every sentence by its cosine to the question (or, without one, to the
-prompt's tail). Every token of a sentence gets its sentence's score, so pruning removes
-whole irrelevant sentences and leaves the relevant ones readable — what a small target needs
+prompt's tail). Sentences end at ``.!?``, at CJK full stops (``。！？｡．``) and at line
+breaks. Every token of a sentence gets its sentence's score, so pruning removes whole
+irrelevant sentences and leaves the relevant ones readable — what a small target needs
 (measured: it passes shadow screening on needle retrieval where the head scorer does not).
 """
 
@@ -20,7 +21,10 @@ from promptsieve.proxy._scores import TokenScores
 
 __all__ = ["SentenceScorer"]
 
-_SENTENCE = regex.compile(r"[^.!?\n]+[.!?]*")
+#: A sentence: up to its terminators, ASCII or CJK (。！？｡． end a Chinese or Japanese
+#: sentence with no space after them; without them a whole CJK paragraph was one
+#: "sentence", all its sentences tied, and the coarse path dropped them by position).
+_SENTENCE = regex.compile(r"[^.!?。！？｡．\n]+[.!?。！？｡．]*")
 _TAIL_CHARS = 200
 
 
@@ -31,7 +35,7 @@ class SentenceScorer:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
-        self.fingerprint = hashlib.sha256(f"sentence-v1|{proxy.fingerprint}".encode()).hexdigest()[
+        self.fingerprint = hashlib.sha256(f"sentence-v2|{proxy.fingerprint}".encode()).hexdigest()[
             :16
         ]
 

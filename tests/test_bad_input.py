@@ -1,0 +1,134 @@
+"""Issue #16's "Bad input" list on the real components (MiniLM ONNX proxy, onnxruntime).
+
+* non-English sentences: CJK full stops end a sentence for the *default* scorer too (the
+  cosine ``sentence`` scorer ranks sentences; it used to see a Chinese paragraph as one
+  sentence, so every sentence in it tied and the answer was dropped by position), and an
+  abbreviation right after a CJK full stop does not end a sentence;
+* a single passage is never cut below its protected content (default and ``relevance``);
+* a 10k-token passage and 200 passages stay within bounded memory on the default path;
+* a prompt with no question is scored without one (no question is made up).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from promptsieve._passages import split_sentences
+from promptsieve.compressor import Compressor, CompressorConfig
+from promptsieve.proxy import Proxy
+from promptsieve.proxy.sentence import SentenceScorer
+from promptsieve.segment import segment
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ZH_SENTENCES = (
+    "香蕉生长在热带地区，成熟时是黄色的。",
+    "咖啡豆是烘焙过的种子，烘焙会改变它们的味道。",
+    "埃菲尔铁塔位于巴黎，高三百三十米。",
+    "尼罗河是世界上最长的河流之一，流经很多国家。",
+    "爵士乐起源于新奥尔良，后来传遍了美国各地。",
+)
+ZH = "".join(ZH_SENTENCES)
+ZH_QUESTION = "埃菲尔铁塔有多高？"
+
+
+@pytest.fixture(scope="module")
+def default(proxy: Proxy) -> Compressor:
+    return Compressor(CompressorConfig(model="gpt-4o"), proxy=proxy)
+
+
+# -- non-English sentences -----------------------------------------------------------------
+
+
+def test_default_scorer_ranks_cjk_sentences_one_by_one(proxy: Proxy) -> None:
+    """The sentence scorer gives every CJK sentence its own cosine (one span each)."""
+    ts = SentenceScorer(proxy).score(ZH, question=ZH_QUESTION)
+    spans = [ZH[a:b] for a, b in ts.offsets]
+    assert spans == list(ZH_SENTENCES)
+    assert int(np.argmax(ts.scores)) == 2  # the sentence about the tower's height
+    # texts without CJK full stops are split as before (English output unchanged)
+    en = "Dr. Smith came. He left! Why? Then\nnothing"
+    en_spans = [en[a:b] for a, b in SentenceScorer(proxy).score(en).offsets]
+    assert en_spans == ["Dr.", " Smith came.", " He left!", " Why?", " Then", "nothing"]
+
+
+def test_default_keeps_the_answer_sentence_of_a_chinese_passage(default: Compressor) -> None:
+    for ratio in (0.5, 0.3):
+        r = default.compress(ZH + "\n\n问题：" + ZH_QUESTION, ratio=ratio)
+        assert r.changed
+        assert ZH_SENTENCES[2] in r.text, (ratio, r.text)
+        assert r.text.rstrip().endswith(ZH_QUESTION)
+
+
+def test_an_abbreviation_after_a_cjk_full_stop_does_not_end_a_sentence() -> None:
+    text = "北京是中国的首都。Dr. Smith lives there. 他很好。"
+    for language in ("en", "zh"):
+        got = [text[a:b] for a, b in split_sentences(text, language=language)]
+        assert got == ["北京是中国的首都。", "Dr. Smith lives there.", "他很好。"], language
+    # a closing quote stays with the full stop before it; offsets stay absolute
+    quoted = "前言。「こんにちは。」と彼は言った。Mr. Tanaka agreed. 終わり。"
+    got = [quoted[a:b] for a, b in split_sentences(quoted, 3, len(quoted), "ja")]
+    assert got == ["「こんにちは。」", "と彼は言った。", "Mr. Tanaka agreed.", "終わり。"]
+
+
+# -- a single passage and its protected content ----------------------------------------------
+
+ORDER = (
+    "The order 4711 shipped on 2024-03-05 to bob@example.org via https://x.example/t. "
+    "It was late. The customer called twice about it and was unhappy with the delay."
+)
+PROTECTED = ("4711", "2024-03-05", "bob@example.org", "https://x.example/t")
+
+
+@pytest.mark.parametrize("scorer", [None, "relevance"])
+def test_a_single_passage_keeps_its_protected_content(proxy: Proxy, scorer: str | None) -> None:
+    """Default (``keep_protected`` on) and ``relevance`` (off: only a passage dropped whole
+    takes its protections, and a lone passage is never dropped whole)."""
+    comp = Compressor(CompressorConfig(scorer=scorer, model="gpt-4o"), proxy=proxy)  # type: ignore[arg-type]
+    for ratio in (0.5, 0.05, 0.001):
+        r = comp.compress(ORDER, ratio=ratio)
+        assert r.changed and r.decisions.get("passage", 0) == 0
+        for kept in PROTECTED:
+            assert kept in r.text, (scorer, ratio, r.text)
+
+
+# -- bounded memory -------------------------------------------------------------------------
+
+DOCS = (
+    "Bananas grow in tropical regions. They are yellow when ripe. Farmers harvest them green.",
+    "The Eiffel Tower is in Paris. It is 330 metres tall. It opened to visitors in 1889.",
+    "Coffee beans are roasted seeds. Roasting changes their taste. Espresso is strong coffee.",
+    "Rivers carry water to the sea. Some rivers freeze in winter. The Nile is very long.",
+)
+
+
+def test_default_path_memory_is_bounded_for_200_passages_and_a_10k_token_one(
+    default: Compressor,
+) -> None:
+    many = "\n\n".join(f"Passage {i}: " + DOCS[i % 4] for i in range(200))
+    long_one = " ".join(DOCS * 130)  # one passage of about 10k tokens
+    assert default.count_tokens(long_one) > 9_500
+    for text in (many, long_one):
+        prompt = text + "\n\nQuestion: How tall is the Eiffel Tower?"
+        tracemalloc.start()
+        r = default.compress(prompt, ratio=0.3)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert r.tokens_after < r.tokens_before and "330" in r.text
+        # windows and sentence embeddings run a batch at a time: linear in the text
+        assert peak < 400 * len(text) + 64_000_000, peak
+
+
+# -- no question ----------------------------------------------------------------------------
+
+
+def test_a_prompt_without_a_question_is_scored_without_one(default: Compressor) -> None:
+    text = "\n\n".join(DOCS)  # statements only: nothing may be taken for the question
+    assert segment(text).question is None
+    r = default.compress(text, ratio=0.5)
+    assert r.changed and r.text.strip()
+    assert r.tokens_after < r.tokens_before
+    assert default.compress(text, ratio=0.5).text == r.text  # deterministic
