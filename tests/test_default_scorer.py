@@ -88,10 +88,12 @@ def test_fingerprint_changes_with_the_default_but_not_for_an_explicit_head(
     default: Compressor, head: Compressor, proxy: Proxy
 ) -> None:
     """Verdicts keyed by the old default's fingerprint are never reused by the new default;
-    ``scorer="head"`` compresses as the old default did and keeps its verdicts."""
-    old_default_key = repr(("head", None, 0.7, sorted(COMPRESSIBLE_ROLES), SegmentConfig()))
+    ``scorer="head"`` compresses as the old default did, on segmentation revision 2 (its
+    revision-1 verdicts, screened while a final query block could be dropped as a
+    demonstration, re-screen once)."""
+    revision_1 = repr(("head", None, 0.7, sorted(COMPRESSIBLE_ROLES), SegmentConfig()))
     plain = Compressor(CompressorConfig(scorer="head"), proxy=proxy)
-    assert plain.config.settings_key() == old_default_key
+    assert plain.config.settings_key() == revision_1[:-1] + ", 'segment:2')"
     explicit = Compressor(
         CompressorConfig(scorer="sentence", coarse_to_fine=True, model="gpt-4o"), proxy=proxy
     )
@@ -162,3 +164,32 @@ def test_protected_text_stays_when_its_passage_goes(default: Compressor, proxy: 
     kept = CompressorConfig(scorer="sentence", coarse_to_fine=True, keep_protected=True)
     assert "keep_protected" in kept.settings_key()
     assert "keep_protected" not in explicit.config.settings_key()
+
+
+def test_few_shot_query_block_survives_every_ratio(default: Compressor) -> None:
+    """A template few-shot prompt whose query ends in the shared answer prompt (BIG-bench
+    vitaminc's layout): demonstrations may go, the query block never does (segmentation
+    revision 1 took it for a demonstration and dropped it at ratio 0.5)."""
+    demo = (
+        "Passage: Westlife: According to the British Phonographic Industry, Westlife has been "
+        "certified for 13 million albums and 9.8 million singles, with more than {n} million "
+        "combined sales in the UK.\nClaim: Westlife made under 23.5 million sales in the UK.\n"
+        "True, False, or Neither? {a}"
+    )
+    query = (
+        "Passage: Bengal tiger: The Bengal tiger is the most numerous tiger subspecies.\n"
+        "Claim: The Bengal tiger is a member of the largest dog species.\n"
+        "True, False, or Neither?"
+    )
+    text = (
+        "Answer whether the related claim is True, False or Neither.\n\n"
+        + "\n\n".join(
+            demo.format(n=n, a=a) for n, a in ((24, "False"), (23, "Neither"), (22, "True"))
+        )
+        + "\n\n"
+        + query
+    )
+    for ratio in (0.8, 0.5, 0.25):
+        out = default.compress(text, ratio=ratio)
+        assert out.text.endswith(query), ratio
+        assert out.text.count("Passage:") < 4 or ratio == 0.8

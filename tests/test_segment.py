@@ -342,6 +342,40 @@ def test_other_demo_styles() -> None:
     assert seg.demos == () and seg.question is None
 
 
+# Final query blocks that revision 1 took for one more demonstration (and could drop whole).
+_OPEN_TAILS = [
+    # no answer label after answered blocks
+    "Q: What is two plus two?\nA: 4\n\nQ: What is three plus three?\nA: 6\n\n"
+    "Q: What is five plus five?",
+    # the query ends in a question mark
+    "Review: great film\nSentiment: positive\n\nReview: awful plot\nSentiment: negative\n\n"
+    "Review: I loved the actors\nIs it positive or negative?",
+    # the shared answer prompt without its answer (BIG-bench vitaminc's layout)
+    "Passage: a b c.\nClaim: x.\nTrue, False, or Neither? True\n\n"
+    "Passage: d e f.\nClaim: y.\nTrue, False, or Neither? False\n\n"
+    "Passage: g h.\nClaim: z.\nTrue, False, or Neither?",
+    # a strict prefix of the demonstrations' labelled lines (the claim follows elsewhere)
+    "Passage: a b c.\nClaim: x.\nTrue, False, or Neither? True\n\n"
+    "Passage: d e f.\nClaim: y.\nTrue, False, or Neither? False\n\nPassage: g h.\n",
+]
+
+
+@pytest.mark.parametrize("text", _OPEN_TAILS)
+def test_final_query_block_is_not_a_demonstration(text: str) -> None:
+    seg = segment(text)
+    last = text.rstrip().rsplit("\n\n", 1)[1]
+    assert len(seg.demos) == 2
+    assert all(last not in seg.text[a:b] for a, b in seg.demos)
+    assert seg.question is not None and seg.text[slice(*seg.question)] == last
+
+
+def test_complete_final_demonstration_stays_a_demonstration() -> None:
+    io = "Input: a\nOutput: b\n\nInput: c\nOutput: d\n\nInput: e\nOutput: f"
+    assert len(segment(io).demos) == 3
+    tpl = "Review: good\nSentiment: positive\n\nReview: bad\nSentiment: negative"
+    assert len(segment(tpl).demos) == 2
+
+
 def test_question_sentence_fallback() -> None:
     text = (
         "Some context. More context?\n\n"

@@ -144,6 +144,10 @@ class CompressorConfig:
             self.sentence_weight,
             sorted(self.roles),
             self.segment,
+            # segmentation revision 2: a final query block is never taken for one more
+            # demonstration (revision 1 could drop it whole); verdicts screened under
+            # revision 1 are not reused
+            "segment:2",
         )
         if self.demo_scorer_name != self.scorer_name:  # the default: two scorers
             base = (*base, "demos", self.demo_scorer_name)

@@ -316,9 +316,10 @@ def _label_blocks(text: str) -> list[tuple[Range, bool]]:
 
 
 def _is_open(text: str, rng: Range, answer: str | None, done: list[str]) -> bool:
-    """An unanswered block: empty answer, only the answers' shared preamble, or a bare label."""
+    """An unanswered block: empty answer, only the answers' shared preamble, a bare label,
+    or no answer label at all after answered blocks ("Q: ...?" following "Q: ...\nA: 4")."""
     if answer is None:
-        return bool(_OPEN_END.search(text, rng[0], rng[1]))
+        return bool(done) or bool(_OPEN_END.search(text, rng[0], rng[1]))
     if not answer:
         return True
     return bool(done) and all(a.startswith(answer) and len(a) > len(answer) for a in done)
@@ -346,8 +347,40 @@ def _template_blocks(text: str, code_lines: set[int]) -> list[tuple[Range, bool]
         return []
     blocks = [(r, True) for r in best[:-1]]
     last = best[-1]
-    blocks.append((last, not _OPEN_END.search(text, last[0], last[1])))
+    blocks.append((last, not _template_open(text, last, best[:-1])))
     return blocks
+
+
+def _template_open(text: str, last: Range, answered: list[Range]) -> bool:
+    """Whether ``last``, the final block of a run of template blocks, is the unanswered
+    query rather than one more demonstration. It is when it ends in an open label
+    ("Sentiment:") or a question mark, when its final line is the shared answer prompt
+    without the answer (``True, False, or Neither?`` after blocks ending
+    ``True, False, or Neither? True``), or when its labelled lines are a strict prefix of
+    every earlier block's (``Passage: ...`` alone after ``Passage: ...`` / ``Claim: ...``)."""
+    body = text[last[0] : last[1]].rstrip()
+    if _OPEN_END.search(body) or body.endswith(("?", "？")):
+        return True
+    lines = body.splitlines()
+    finals = [text[a:b].rstrip().splitlines()[-1].strip() for a, b in answered]
+    tail = lines[-1].strip()
+    if all(len(f) > len(tail) and f.startswith(tail) for f in finals):
+        return True
+    keys = _line_keys(lines)
+    return all(
+        len(k) > len(keys) and k[: len(keys)] == keys
+        for k in (_line_keys(text[a:b].splitlines()) for a, b in answered)
+    )
+
+
+def _line_keys(lines: list[str]) -> list[str]:
+    """The "Label:" prefixes of ``lines``, in order (lines without one are skipped)."""
+    keys = []
+    for line in lines:
+        m = _TEMPLATE_PREFIX.match(line)
+        if m:
+            keys.append(re.sub(r"\d+", "#", m.group(1)))
+    return keys
 
 
 _ANSWER_PREFIX_WORDS = 12
