@@ -123,9 +123,19 @@ class DemoCompressor:
 
     @property
     def fingerprint(self) -> str:
-        """Names the demonstration set and the method (part of the sieve's verdict key)."""
-        method = self.config.resolved_method(len(self.demos))
-        return f"demos-v{DEMOS_VERSION}-{self._set_hash}-{method}"
+        """Names the ranking that is applied (part of the sieve's verdict key).
+
+        Once the attribution is ready: the demonstration set, the method that ran and the
+        attribution's cache key (scorer fingerprint, e.g. the LM proxy's float32 or int8
+        export or the MiniLM head fallback; validation requests; format), so that a verdict
+        screened on one ranking is never reused for another. Before that, a provisional
+        ``...-pending`` name: prompts go out unchanged until the ranking exists.
+        """
+        attr = self._attr
+        if attr is None:
+            method = self.config.resolved_method(len(self.demos))
+            return f"demos-v{DEMOS_VERSION}-{self._set_hash}-{method}-pending"
+        return f"demos-v{DEMOS_VERSION}-{self._set_hash}-{attr.method}-{attr.key[:16]}"
 
     @property
     def attribution(self) -> DemoAttribution | None:
