@@ -334,8 +334,7 @@ def _template_blocks(text: str, code_lines: set[int]) -> list[tuple[Range, bool]
     run: list[Range] = []
     prev_key: str | None = None
     for p in paras:
-        m = _TEMPLATE_PREFIX.match(text, p[0])
-        key = re.sub(r"\d+", "#", m.group(1)) if m and p[0] not in code_lines else None
+        key = _label_key(text, p[0]) if p[0] not in code_lines else None
         if key is not None and key == prev_key:
             run.append(p)
         else:
@@ -375,12 +374,13 @@ def _template_open(text: str, last: Range, answered: list[Range]) -> bool:
 
 def _line_keys(lines: list[str]) -> list[str]:
     """The "Label:" prefixes of ``lines``, in order (lines without one are skipped)."""
-    keys = []
-    for line in lines:
-        m = _TEMPLATE_PREFIX.match(line)
-        if m:
-            keys.append(re.sub(r"\d+", "#", m.group(1)))
-    return keys
+    return [k for k in map(_label_key, lines) if k is not None]
+
+
+def _label_key(text: str, pos: int = 0) -> str | None:
+    """The "Label:" prefix at ``text[pos:]`` with its digits as ``#``, or None."""
+    m = _TEMPLATE_PREFIX.match(text, pos)
+    return re.sub(r"\d+", "#", m.group(1)) if m else None
 
 
 _ANSWER_PREFIX_WORDS = 12
