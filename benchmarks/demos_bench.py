@@ -110,13 +110,22 @@ def _cache_path() -> Path:
     return cache_dir() / "bench" / "demos-calls.sqlite3"
 
 
+def answers(
+    bench: Bench, d: Draw, fmt: DemoFormat, kept: Sequence[Demonstration]
+) -> list[str | None]:
+    """The target's greedy reply to each test question, parsed to one of ``d.choices``
+    (``None`` where no choice is stated)."""
+    out = []
+    for q, _ in d.test:
+        reply = bench.target.generate(bench.target.chat_text(fmt.render(kept, q), fmt.system))
+        out.append(parse_answer(reply, d.choices))
+    return out
+
+
 def accuracy(bench: Bench, d: Draw, fmt: DemoFormat, kept: Sequence[Demonstration]) -> list[int]:
     """1/0 per test question: the target's greedy reply parsed against the gold answer."""
-    out = []
-    for q, gold in d.test:
-        reply = bench.target.generate(bench.target.chat_text(fmt.render(kept, q), fmt.system))
-        out.append(int(parse_answer(reply, d.choices) == gold))
-    return out
+    got = answers(bench, d, fmt, kept)
+    return [int(a == gold) for a, (_, gold) in zip(got, d.test, strict=True)]
 
 
 def selfinfo_order(bench: Bench, d: Draw, fmt: DemoFormat) -> tuple[list[float], float]:
@@ -283,20 +292,27 @@ def run_a(bench: Bench, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------- part (b)
 
 
+def poison(d: Draw, flip: float, repeat: int) -> tuple[list[Demonstration], list[int]]:
+    """``d``'s demonstrations with ``round(flip * n)`` of them (seeded by task and part (b)'s
+    ``repeat``) given a wrong label, and the indices flipped."""
+    rng = random.Random(f"{d.task}:{repeat}:flip")
+    n = len(d.demos)
+    flipped = sorted(rng.sample(range(n), round(flip * n)))
+    demos = list(d.demos)
+    for i in flipped:
+        others = [c for c in d.choices if c != demos[i].output]
+        demos[i] = Demonstration(demos[i].input, rng.choice(others))
+    return demos, flipped
+
+
 def run_b(bench: Bench, args: argparse.Namespace) -> None:
     path = RESULTS / "b.jsonl"
     cfg = _config(args)
     for repeat, task in _todo(path, args.repeats, [args.poison_task]):
         t0 = time.perf_counter()
         d = draw(task, 100 + repeat, args.poison_demos, args.val, args.test)
-        rng = random.Random(f"{task}:{repeat}:flip")
         n = len(d.demos)
-        n_flip = round(args.flip * n)
-        flipped = sorted(rng.sample(range(n), n_flip))
-        demos = list(d.demos)
-        for i in flipped:
-            others = [c for c in d.choices if c != demos[i].output]
-            demos[i] = Demonstration(demos[i].input, rng.choice(others))
+        demos, flipped = poison(d, args.flip, repeat)
         fmt = fmt_for(TASKS[task])
         from .demos_target import OracleScorer
 
@@ -366,6 +382,31 @@ def run_probe(bench: Bench, args: argparse.Namespace) -> None:
         _append(RESULTS / "probe.jsonl", rec)
         log.info("probe %s: %d/%d with demonstrations, %d/%d without", task, sum(full),
                  len(full), sum(zero), len(zero))  # fmt: skip
+
+
+def run_poison_probe(bench: Bench, args: argparse.Namespace) -> None:
+    """Do flipped labels hurt the target? Per task, part (b)'s repeat-0 draw: accuracy on the
+    test questions with the clean demonstrations, with the poisoned ones, and with none
+    (``results/demos/poison_probe.jsonl``). Part (b) can only separate cleaning methods on
+    a task where the poisoned accuracy is clearly below the clean one."""
+    for task in args.tasks:
+        d = draw(task, 100, args.poison_demos, args.val, args.test)
+        demos, flipped = poison(d, args.flip, 0)
+        fmt = fmt_for(TASKS[task])
+        gold = [g for _, g in d.test]
+        rec: dict[str, Any] = {
+            "task": task, "n_demos": len(d.demos), "flipped": flipped, "n_test": len(d.test),
+            "target": bench.target_model, "gold": gold,
+            "last_label": {"clean": d.demos[-1].output, "poisoned": demos[-1].output},
+        }  # fmt: skip
+        for name, kept in (("clean", list(d.demos)), ("poisoned", demos), ("zero", [])):
+            got = answers(bench, d, fmt, kept)
+            rec[f"{name}_answers"] = got
+            rec[f"{name}_correct"] = [int(a == g) for a, g in zip(got, gold, strict=True)]
+        _append(RESULTS / "poison_probe.jsonl", rec)
+        log.info("poison probe %s: clean %d, poisoned %d, none %d of %d", task,
+                 sum(rec["clean_correct"]), sum(rec["poisoned_correct"]),
+                 sum(rec["zero_correct"]), len(d.test))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- fidelity
@@ -457,7 +498,9 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.demos_bench")
-    ap.add_argument("part", choices=("a", "b", "probe", "fidelity", "timing", "report"))
+    ap.add_argument(
+        "part", choices=("a", "b", "probe", "poison-probe", "fidelity", "timing", "report")
+    )
     ap.add_argument("--tasks", default="sports_understanding,navigate,snarks,"
                     "date_understanding,logical_deduction_three_objects")  # fmt: skip
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -493,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     bench = Bench(args.target, args.threads, args.int8)
     parts = {
-        "a": run_a, "b": run_b, "probe": run_probe, "fidelity": run_fidelity,
+        "a": run_a, "b": run_b, "probe": run_probe, "poison-probe": run_poison_probe,
+        "fidelity": run_fidelity,
         "timing": run_timing,
     }  # fmt: skip
     parts[args.part](bench, args)

@@ -103,6 +103,40 @@ def part_probe(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def part_poison_probe(rows: list[dict[str, Any]]) -> list[str]:
+    """Whether flipped labels hurt the target: clean vs poisoned vs no demonstrations on part
+    (b)'s first draw of each task, and how often the reply repeats the label of the last
+    demonstration (the recency bias of Zhao et al., 2021, "Calibrate Before Use")."""
+    if not rows:
+        return []
+    r0 = rows[0]
+    out = [
+        f"### Do flipped labels hurt the target? ({r0['target']}, part (b)'s first draw per "
+        f"task: {r0['n_demos']} demonstrations, {len(r0['flipped'])} of them flipped, "
+        f"{r0['n_test']} test questions)",
+        "",
+        "| task | chance | clean | poisoned | none | clean vs poisoned (McNemar) "
+        "| clean vs none (McNemar) | replies = last demonstration's label, clean / none |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c, p, z = r["clean_correct"], r["poisoned_correct"], r["zero_correct"]
+        lo, hi = wilson(sum(c), len(c))
+        cp = mcnemar([bool(x) for x in c], [bool(x) for x in p])
+        cz = mcnemar([bool(x) for x in c], [bool(x) for x in z])
+        last = r["last_label"]["clean"]
+        same = np.mean([a == last for a in r["clean_answers"]])
+        same0 = np.mean([a == last for a in r["zero_answers"]])
+        out.append(
+            f"| {r['task']} | {_chance(r['task']):.2f} | {np.mean(c):.0%} [{lo:.0%}, {hi:.0%}] "
+            f"| {np.mean(p):.0%} | {np.mean(z):.0%} | {cp['a_only']} / {cp['b_only']}, "
+            f"p {cp['p']:.2g} | {cz['a_only']} / {cz['b_only']}, p {cz['p']:.2g} "
+            f"| {same:.0%} / {same0:.0%} |"
+        )
+    out.append("")
+    return out
+
+
 def part_a(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(a) no finished draws yet."]
@@ -331,7 +365,8 @@ def main() -> None:
     a, b, timing = _load("a.jsonl"), _load("b.jsonl"), _load("timing.jsonl")
     fid = _load("fidelity.jsonl")
     lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]
-    lines += part_probe(_load("probe.jsonl")) + part_a(a) + part_a_half(a) + part_b(b)
+    lines += part_probe(_load("probe.jsonl")) + part_poison_probe(_load("poison_probe.jsonl"))
+    lines += part_a(a) + part_a_half(a) + part_b(b)
     lines += part_fidelity(fid) + part_c(a, b, timing, fid)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")

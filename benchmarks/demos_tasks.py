@@ -32,6 +32,9 @@ class TaskSpec:
     header: str
     labels: dict[str, str] | None = None  # binary: target_scores key -> answer word
     letters: bool = False  # multiple choice with (A).. options
+    #: keep only the examples whose gold label is in ``labels`` (multiemo: positive and
+    #: negative of its four sentiment classes, an SST-2-like binary task)
+    subset: bool = False
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -84,6 +87,32 @@ TASKS: dict[str, TaskSpec] = {
             letters=True,
         ),
         TaskSpec(
+            "sentiment", "multiemo/all_sentence_en",
+            "Classify the sentiment of the review sentence. Answer positive or negative.\n\n",
+            labels={"positive": "positive", "negative": "negative"}, subset=True,
+        ),
+        TaskSpec(
+            "fever", "fact_checker/fever",
+            "Verify the claim. Answer true or false.\n\n",
+            labels={"true": "true", "false": "false"},
+        ),
+        TaskSpec(
+            "implicatures", "implicatures",
+            "Does Speaker 2's answer mean yes or no? Answer yes or no.\n\n",
+            labels={"yes": "yes", "no": "no"},
+        ),
+        TaskSpec(
+            "metaphor_boolean", "metaphor_boolean",
+            "Given a metaphoric sentence, identify if the second sentence is the correct "
+            "paraphrase of the first. Answer True or False.\n\n",
+            labels={"True": "True", "False": "False"},
+        ),
+        TaskSpec(
+            "strategyqa", "strategyqa",
+            "Answer the question. Answer Yes or No.\n\n",
+            labels={"Yes": "Yes", "No": "No"},
+        ),
+        TaskSpec(
             "vitaminc_fact_verification", "vitaminc_fact_verification",
             "Based only on the passage, answer whether the claim is True, False or Neither.\n\n",
             labels={"True": "True", "False": "False", "Neither": "Neither"},
@@ -129,7 +158,10 @@ def items(spec: TaskSpec) -> list[tuple[str, str, tuple[str, ...]]]:
         gold = max(scores, key=lambda k: scores[k])
         text = str(e["input"]).strip()
         if spec.labels is not None:
-            if set(scores) != set(spec.labels):
+            if spec.subset:
+                if gold not in spec.labels or not set(spec.labels) <= set(scores):
+                    continue
+            elif set(scores) != set(spec.labels):
                 continue
             out.append((text, spec.labels[gold], tuple(spec.labels.values())))
         else:

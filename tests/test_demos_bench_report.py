@@ -47,3 +47,45 @@ def test_fixed_rung_pools_draws_and_pairs_questions() -> None:
     # proxy right and random wrong on 3 questions, never the reverse: exact p = 0.25
     assert "| 3 / 0 | 0.25 |" in text
     assert part_a_half([rows[2]]) == []
+
+
+def test_poison_flips_the_share_asked_and_never_keeps_a_label() -> None:
+    from benchmarks.demos_bench import poison
+    from benchmarks.demos_tasks import Draw
+
+    from promptsieve.demos import Demonstration
+
+    demos = tuple(Demonstration(f"q{i}", "yes" if i % 2 else "no") for i in range(16))
+    d = Draw("implicatures", 100, demos, (), (("q", "yes"),), ("yes", "no"))
+    poisoned, flipped = poison(d, 0.375, 0)
+    assert len(flipped) == 6 and flipped == sorted(set(flipped))
+    for i, (before, after) in enumerate(zip(demos, poisoned, strict=True)):
+        assert after.input == before.input
+        assert (after.output != before.output) == (i in flipped)
+    assert poison(d, 0.375, 0) == (poisoned, flipped)  # seeded by task and repeat
+    assert poison(d, 0.375, 1)[1] != flipped
+
+
+def test_sentiment_keeps_only_positive_and_negative_reviews() -> None:
+    # multiemo has four classes; the SST-like task keeps the two polar ones (BIG-bench sdist)
+    from benchmarks.demos_tasks import items
+
+    rows = items(TASKS["sentiment"])
+    assert len(rows) > 30_000
+    assert {gold for _, gold, _ in rows} == {"positive", "negative"}
+    assert {choices for _, _, choices in rows} == {("positive", "negative")}
+
+
+def test_poison_probe_table_counts_last_label_repeats() -> None:
+    from benchmarks.demos_report import part_poison_probe
+
+    row = {
+        "task": "implicatures", "target": "t", "n_demos": 16, "flipped": [1, 2], "n_test": 4,
+        "last_label": {"clean": "no", "poisoned": "yes"},
+        "clean_answers": ["no", "no", "no", "no"], "zero_answers": ["yes", "no", "yes", None],
+        "clean_correct": [1, 0, 1, 0], "poisoned_correct": [1, 0, 1, 0],
+        "zero_correct": [0, 1, 1, 1],
+    }  # fmt: skip
+    text = "\n".join(part_poison_probe([row]))
+    assert "| implicatures | 0.50 | 50% [15%, 85%] | 50% | 75% |" in text
+    assert "| 100% / 25% |" in text

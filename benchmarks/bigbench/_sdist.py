@@ -57,6 +57,13 @@ TASK_FILES: dict[str, str] = {
     # MathQA-derived grade-school word problems (5 numeric options): the offline stand-in
     # for GSM8K in the demonstration benchmark (GSM8K's questions are not on the registry)
     "elementary_math_qa": "elementary_math_qa/question_only",
+    # classification tasks for the poisoned-demonstration benchmark (#17 (b)): the paper
+    # used SST; multiemo's English review sentences (positive/negative only) stand in for it
+    "multiemo_sentence_en": "multiemo/all_sentence_en",
+    "fever": "fact_checker/fever",
+    "implicatures": "implicatures",
+    "metaphor_boolean": "metaphor_boolean",
+    "strategyqa": "strategyqa",
 }
 
 
