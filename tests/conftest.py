@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,3 +30,35 @@ def proxy(proxy_cache_dir: Path) -> Iterator[object]:
     from promptsieve.proxy import Proxy, ProxyConfig
 
     yield Proxy.load(ProxyConfig(cache_dir=proxy_cache_dir))
+
+
+def _cached_lm_proxy(int8: bool) -> Any:
+    """The Qwen LM proxy from the user's cache (``PROMPTSIEVE_LM_CACHE`` or
+    ``<user cache>/promptsieve/proxy``), never exported here: the float32 export needs torch
+    and takes minutes, so tests that need it skip where it is absent, CI included."""
+    import platformdirs
+
+    from promptsieve._errors import ConfigError
+    from promptsieve.proxy.lm import LMProxy, LMProxyConfig
+
+    env = os.environ.get("PROMPTSIEVE_LM_CACHE")
+    cache = Path(env) if env else Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
+    try:
+        return LMProxy.load(
+            LMProxyConfig(cache_dir=cache, allow_export=False, download=False, int8=int8,
+                          batch_size=4)
+        )  # fmt: skip
+    except ConfigError as exc:
+        pytest.skip(f"the {'int8' if int8 else 'float32'} LM proxy is not cached here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def lm8() -> Any:
+    """The cached int8 Qwen LM proxy (skips where absent)."""
+    return _cached_lm_proxy(True)
+
+
+@pytest.fixture(scope="module")
+def lm32() -> Any:
+    """The cached float32 Qwen LM proxy (skips where absent)."""
+    return _cached_lm_proxy(False)

@@ -80,29 +80,14 @@ def test_before_the_attribution_nothing_is_compressed_under_any_key(proxy: Any) 
     assert comp.fingerprint != pending
 
 
-def test_int8_and_float32_lm_proxies_give_different_keys(tmp_path: Path) -> None:
-    import os
-
-    import platformdirs
-
-    from promptsieve._errors import ConfigError
+def test_int8_and_float32_lm_proxies_give_different_keys(
+    lm32: Any, lm8: Any, tmp_path: Path
+) -> None:
     from promptsieve.demos import LMDemoScorer
-    from promptsieve.proxy.lm import LMProxy, LMProxyConfig
 
-    env = os.environ.get("PROMPTSIEVE_LM_CACHE")  # as tests/test_lm_int8.py
-    cache = Path(env) if env else Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
     keys = []
-    for int8 in (False, True):
-        try:
-            lm = LMProxy.load(
-                LMProxyConfig(cache_dir=cache, allow_export=False, download=False,
-                              int8=int8, batch_size=4)
-            )  # fmt: skip
-        except ConfigError as exc:
-            pytest.skip(f"the LM proxy (int8={int8}) is not cached here: {exc}")
-        demos, val = DEMOS[:2], VAL[:1]
-        comp = DemoCompressor(demos, val, fmt=FMT, scorer=LMDemoScorer(lm),
+    for lm in (lm32, lm8):
+        comp = DemoCompressor(DEMOS[:2], VAL[:1], fmt=FMT, scorer=LMDemoScorer(lm),
                               config=DemoAttributionConfig(cache_dir=tmp_path))  # fmt: skip
         keys.append(_ready(comp))
-        del lm, comp
     assert keys[0] != keys[1]

@@ -4,12 +4,11 @@ CI runs the torch-free parts (fingerprints, the cache look-up, the quantisation 
 real MiniLM graph that CI exports anyway). The Qwen parts need the float32 and int8 exports
 in the user's cache (``<promptsieve cache>/proxy/lm-<fingerprint>``, built once by
 ``LMProxy.load(LMProxyConfig(int8=...))``) and are skipped where they are absent, CI
-included, like ``test_lm_proxy.py``.
+included, like ``test_lm_proxy.py`` (fixtures ``lm8`` / ``lm32`` in ``conftest.py``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +16,6 @@ import numpy as np
 import pytest
 
 from promptsieve._errors import ConfigError
-
-
-def _default_cache() -> Path:
-    import platformdirs
-
-    env = os.environ.get("PROMPTSIEVE_LM_CACHE")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
-
-
-def _load(int8: bool) -> Any:
-    from promptsieve.proxy.lm import LMProxy, LMProxyConfig
-
-    try:
-        return LMProxy.load(
-            LMProxyConfig(cache_dir=_default_cache(), allow_export=False, download=False,
-                          int8=int8, batch_size=4)
-        )  # fmt: skip
-    except ConfigError as exc:
-        pytest.skip(f"the {'int8' if int8 else 'float32'} LM proxy is not cached here: {exc}")
-
-
-@pytest.fixture(scope="module")
-def lm8() -> Any:
-    return _load(True)
-
-
-@pytest.fixture(scope="module")
-def lm32() -> Any:
-    return _load(False)
-
 
 # ------------------------------------------------------------------ torch-free, runs in CI
 
