@@ -239,6 +239,37 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for task in sorted({r["task"] for r in rows}):
         out += _part_b_task([r for r in rows if r["task"] == task])
+    return out + _part_b_pooled(rows)
+
+
+def _part_b_pooled(rows: list[dict[str, Any]]) -> list[str]:
+    """Every draw's test questions pooled (tasks and repeats): McNemar of proxy cleaning
+    against random deletion of the same count, against no cleaning, and against the oracle."""
+    rows = [
+        r for r in rows if all(m in r["methods"] for m in ("none", "proxy", "oracle", "random"))
+    ]
+    if len({r["task"] for r in rows}) < 2:
+        return []
+    acc = {
+        m: [bool(c) for r in rows for c in r["methods"][m]["correct"]]
+        for m in ("none", "proxy", "oracle", "random")
+    }
+    n = len(acc["none"])
+    out = [
+        f"### (b) pooled: {len(rows)} draws, {len({r['task'] for r in rows})} tasks, "
+        f"{n} test questions",
+        "",
+        "| method | accuracy [95 % CI] | proxy vs it: proxy-only / it-only, exact p |",
+        "|---|---|---|",
+    ]
+    for m in ("none", "proxy", "oracle", "random"):
+        lo, hi = wilson(sum(acc[m]), n)
+        cell = ""
+        if m != "proxy":
+            mc = mcnemar(acc["proxy"], acc[m])
+            cell = f"{mc['a_only']} / {mc['b_only']}, p {mc['p']:.3g}"
+        out.append(f"| {m} | {np.mean(acc[m]):.1%} [{lo:.0%}, {hi:.0%}] | {cell} |")
+    out.append("")
     return out
 
 
@@ -277,8 +308,32 @@ def _part_b_task(rows: list[dict[str, Any]]) -> list[str]:
             mc = mcnemar([bool(x) for x in acc["proxy"]], [bool(x) for x in acc[other]])
             n10, n01, p = mc["a_only"], mc["b_only"], mc["p"]
             out.append(f"- proxy vs {other}: McNemar {n10} vs {n01} discordant, exact p = {p:.3g}")
+    out += _b_fidelity(rows)
     out.append("")
     return out
+
+
+def _b_fidelity(rows: list[dict[str, Any]]) -> list[str]:
+    """Proxy vs oracle on the same draws: Spearman of the Shapley values and the overlap
+    (Jaccard) of the removed sets, per draw."""
+    pairs = [
+        (r["methods"]["proxy"], r["methods"]["oracle"])
+        for r in rows
+        if "values" in r["methods"].get("proxy", {}) and "values" in r["methods"].get("oracle", {})
+    ]
+    if not pairs:
+        return []
+    rho = [float(spearmanr(p["values"], o["values"]).statistic) for p, o in pairs]
+    jac = [
+        len(set(p["removed"]) & set(o["removed"]))
+        / max(1, len(set(p["removed"]) | set(o["removed"])))
+        for p, o in pairs
+    ]
+    return [
+        f"- proxy vs oracle Shapley values: Spearman {', '.join(f'{x:.2f}' for x in rho)} "
+        f"(mean {np.mean(rho):.2f}); removed sets, Jaccard "
+        f"{', '.join(f'{x:.2f}' for x in jac)}"
+    ]
 
 
 def part_fidelity(rows: list[dict[str, Any]]) -> list[str]:

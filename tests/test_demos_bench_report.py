@@ -89,3 +89,22 @@ def test_poison_probe_table_counts_last_label_repeats() -> None:
     text = "\n".join(part_poison_probe([row]))
     assert "| implicatures | 0.50 | 50% [15%, 85%] | 50% | 75% |" in text
     assert "| 100% / 25% |" in text
+
+
+def test_poisoned_draws_pool_across_tasks() -> None:
+    from benchmarks.demos_report import part_b
+
+    def draw(task: str, **correct: list[int]) -> dict[str, Any]:
+        methods = {m: {"correct": c, "removed": [0]} for m, c in correct.items()}
+        return {"task": task, "repeat": 0, "n_demos": 16, "flipped": [0], "n_test": 2,
+                "target": "t", "samples": 64, "methods": methods}  # fmt: skip
+
+    rows = [
+        draw("fever", none=[0, 0], proxy=[1, 1], oracle=[1, 0], random=[0, 1]),
+        draw("implicatures", none=[1, 0], proxy=[1, 1], oracle=[1, 1], random=[1, 0]),
+    ]
+    text = "\n".join(part_b(rows))
+    assert "### (b) pooled: 2 draws, 2 tasks, 4 test questions" in text
+    assert "| none | 25.0% [5%, 70%] | 3 / 0, p 0.25 |" in text
+    assert "| random | 50.0% [15%, 85%] | 2 / 0, p 0.5 |" in text
+    assert "pooled" not in "\n".join(part_b(rows[:1]))  # one task: nothing to pool
