@@ -1,0 +1,34 @@
+"""The fidelity benchmark's pruning rules (``benchmarks/relevance_fidelity.py``), no model."""
+
+from __future__ import annotations
+
+import numpy as np
+from benchmarks.relevance_fidelity import coarse_keep, keep_best_first
+
+
+def test_coarse_keep_drops_whole_passages_first_then_sentences() -> None:
+    # passage 0: two weak sentences; passage 1: the answer; passage 2: one weak sentence
+    scores = np.array([0.1, 0.2, 0.9, 0.3, 0.05])
+    doc_of = [0, 0, 1, 1, 2]
+    costs = [10] * 5
+    assert coarse_keep(scores, doc_of, costs, 0.5) == {2, 3}
+    assert coarse_keep(scores, doc_of, costs, 0.25) == {2}
+    # a sentence of a strong passage outranks a better-scored one of a weak passage
+    scores = np.array([0.5, 0.45, 0.9, 0.4, 0.05])
+    assert keep_best_first(scores, costs, 0.5) == {0, 2}
+    assert coarse_keep(scores, doc_of, costs, 0.5) == {2, 3}
+
+
+def test_coarse_keep_never_exceeds_the_budget_and_never_empties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        scores = rng.random(n)
+        doc_of = sorted(rng.integers(0, 4, n).tolist())
+        costs = rng.integers(1, 40, n).tolist()
+        ratio = float(rng.uniform(0.05, 1.0))
+        kept = coarse_keep(scores, doc_of, costs, ratio)
+        assert kept
+        assert len(kept) == 1 or sum(costs[i] for i in kept) <= ratio * sum(costs)
+        best = int(np.argmax(scores))
+        assert any(doc_of[i] == doc_of[best] for i in kept)  # the best passage stays
