@@ -10,7 +10,6 @@ The Shapley code itself is tested on a real model CI has in ``test_demos.py``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,29 +22,10 @@ import pytest
 from promptsieve._errors import ConfigError
 
 
-def _default_cache() -> Path:
-    # the user's cache, not the tests' temporary one: the export is too big to repeat
-    import platformdirs
-
-    env = os.environ.get("PROMPTSIEVE_LM_CACHE")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("promptsieve")) / "proxy"
-
-
-def _load() -> Any:
-    from promptsieve.proxy.lm import LMProxy, LMProxyConfig
-
-    try:
-        return LMProxy.load(
-            LMProxyConfig(cache_dir=_default_cache(), allow_export=False, download=False,
-                          batch_size=4)
-        )  # fmt: skip
-    except ConfigError as exc:
-        pytest.skip(f"the LM proxy export is not cached here: {exc}")
-
-
 @pytest.fixture(scope="module")
-def lm() -> Any:
-    return _load()
+def lm(lm32: Any) -> Any:
+    """The cached float32 LM proxy (``conftest.py``; skips where it is not exported)."""
+    return lm32
 
 
 def test_missing_export_is_a_config_error(tmp_path: Path) -> None:
@@ -119,15 +99,14 @@ def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path) -> N
     assert a.tokens > 0 and a.proxy == scorer.fingerprint
 
 
-def test_the_request_side_never_imports_torch() -> None:
-    _load()  # skips when the export is absent
+def test_the_request_side_never_imports_torch(lm: Any) -> None:
     code = textwrap.dedent(
         f"""
         import json, sys
         from promptsieve.proxy.lm import LMProxy, LMProxyConfig
         from promptsieve.demos import LMDemoScorer, Demonstration, ValidationExample
         from promptsieve.demos import attribute_demos, DemoAttributionConfig
-        lm = LMProxy.load(LMProxyConfig(cache_dir={str(_default_cache())!r},
+        lm = LMProxy.load(LMProxyConfig(cache_dir={str(lm.config.cache_dir)!r},
                                         allow_export=False, download=False))
         d = [Demonstration("Is the sky blue?", "yes"), Demonstration("Is fire cold?", "no")]
         attribute_demos(d, [ValidationExample("Is snow white?", "yes")],
