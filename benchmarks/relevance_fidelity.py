@@ -75,12 +75,24 @@ def keep_best_first(scores: np.ndarray, costs: Sequence[int], ratio: float) -> s
     return kept
 
 
+PASSAGE_WEIGHT = 0.5  # CompressorConfig.passage_weight's default
+
+
+def passage_scores(scores: np.ndarray, doc_of: Sequence[int]) -> np.ndarray:
+    """Each sentence's passage score: the best sentence score of its passage, as in
+    ``promptsieve._coarse.score_part``; shape ``(n_sentences,)``."""
+    best: dict[int, float] = {}
+    for s, d in zip(scores, doc_of, strict=True):
+        best[d] = max(best.get(d, -np.inf), float(s))
+    return np.array([best[d] for d in doc_of], dtype=np.float64)
+
+
 def coarse_keep(
     scores: np.ndarray,
     doc_of: Sequence[int],
     costs: Sequence[int],
     ratio: float,
-    passage_weight: float = 0.5,
+    passage_weight: float = PASSAGE_WEIGHT,
 ) -> set[int]:
     """Sentences kept by the SDK's coarse-to-fine order (``promptsieve._allocate``): whole
     passages first, lowest passage score (its best sentence) first, while a passage fits in
@@ -90,7 +102,8 @@ def coarse_keep(
     :func:`keep_best_first`'s at the same ratio (ties: the later item drops first)."""
     n = len(scores)
     docs = sorted(set(doc_of))
-    pscore = {d: max(scores[i] for i in range(n) if doc_of[i] == d) for d in docs}
+    per_sentence = passage_scores(scores, doc_of)
+    pscore = {doc_of[i]: per_sentence[i] for i in range(n)}
     budget = ratio * sum(costs)
     kept = set(range(n))
     used = float(sum(costs))
@@ -102,7 +115,7 @@ def coarse_keep(
             break
         kept -= set(members)
         used -= cost
-    key = {i: scores[i] + passage_weight * pscore[doc_of[i]] for i in kept}
+    key = {i: scores[i] + passage_weight * per_sentence[i] for i in kept}
     for i in sorted(kept, key=lambda i: (key[i], -i)):
         if used <= budget or len(kept) == 1:
             break
@@ -168,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         docs = doc_sentences(item)
         qb = question_block(item.question)
         oracle = loo.attribute(docs, qb)
-        context, spans, _ = build_context(docs)
+        context, spans, doc_of = build_context(docs)
         costs = [count_tokens(context[a:b], "gpt-4o") for a, b in spans]
         drops = np.array(oracle.drops)
         row: dict[str, Any] = {
@@ -188,11 +201,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, fn in rankers.items():
             all_scores[name] = np.asarray(fn(context, spans, qb), dtype=np.float64)
         row["proxy_cpu_ms"] = proxy_ms[-1]
-        _, _, doc_of = build_context(docs)
-        for name, base in coarse.items():
-            pw = np.array([max(all_scores[base][j] for j in range(len(spans))
-                               if doc_of[j] == doc_of[i]) for i in range(len(spans))])  # fmt: skip
-            all_scores[name] = all_scores[base] + 0.5 * pw  # its sentence keys
+        for name, base in coarse.items():  # its sentence keys
+            pw = passage_scores(all_scores[base], doc_of)
+            all_scores[name] = all_scores[base] + PASSAGE_WEIGHT * pw
         for name, sc in all_scores.items():
             m: dict[str, Any] = {}
             if name != "oracle":
