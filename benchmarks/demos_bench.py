@@ -55,7 +55,7 @@ from promptsieve.demos import (
     attribute_demos,
 )
 
-from .demos_tasks import TASKS, Draw, draw, fmt_for, parse_answer
+from .demos_tasks import LAYOUTS, TASKS, Draw, draw, fmt_for, parse_answer
 
 log = logging.getLogger("benchmarks.demos")
 
@@ -117,7 +117,7 @@ def answers(
     (``None`` where no choice is stated)."""
     out = []
     for q, _ in d.test:
-        reply = bench.target.generate(bench.target.chat_text(fmt.render(kept, q), fmt.system))
+        reply = bench.target.generate(bench.target.prompt(fmt, kept, q))
         out.append(parse_answer(reply, d.choices))
     return out
 
@@ -134,7 +134,7 @@ def selfinfo_order(bench: Bench, d: Draw, fmt: DemoFormat) -> tuple[list[float],
 
     lm = bench.lm.lm
     t0 = time.perf_counter()
-    opening, _ = chatml(fmt.system)
+    opening = chatml(fmt.system)[0] if fmt.chat else ""
     pieces = [lm.encode(opening + fmt.header)] + [lm.encode(fmt.render_demo(x)) for x in d.demos]
     ids = np.concatenate(pieces)
     lp = lm.token_logprobs(ids)
@@ -221,7 +221,7 @@ def _backfill_half(bench: Bench, path: Path) -> None:
         if "full_correct" in r:
             continue
         d = draw(r["task"], r["repeat"], r["n_demos"], r["n_val"], r["n_test"])
-        fmt = fmt_for(TASKS[r["task"]])
+        fmt = fmt_for(TASKS[r["task"]], r.get("layout", "turn"))
 
         def acc(kept_idx: tuple[int, ...], d: Draw = d, fmt: DemoFormat = fmt) -> list[int]:
             return accuracy(bench, d, fmt, [d.demos[i] for i in kept_idx])
@@ -238,7 +238,7 @@ def run_a(bench: Bench, args: argparse.Namespace) -> None:
     for repeat, task in _todo(path, args.repeats, args.tasks):
         t0 = time.perf_counter()
         d = draw(task, repeat, args.demos, args.val, args.test)
-        fmt = fmt_for(TASKS[task])
+        fmt = fmt_for(TASKS[task], args.layout)
         ords = orders(bench, d, fmt, args.methods, cfg)
         acc_cache: dict[tuple[int, ...], list[int]] = {}
 
@@ -257,7 +257,7 @@ def run_a(bench: Bench, args: argparse.Namespace) -> None:
         base = sum(full) / len(full)
         rec: dict[str, Any] = {
             "task": task, "repeat": repeat, "n_demos": n, "n_test": len(d.test),
-            "n_val": len(d.validation), "target": bench.target_model,
+            "n_val": len(d.validation), "target": bench.target_model, "layout": args.layout,
             "full_acc": base, "zero_shot_acc": None, "methods": {},
             "shap": cfg.resolved_method(n), "samples": args.samples,
         }  # fmt: skip
@@ -313,12 +313,13 @@ def run_b(bench: Bench, args: argparse.Namespace) -> None:
         d = draw(task, 100 + repeat, args.poison_demos, args.val, args.test)
         n = len(d.demos)
         demos, flipped = poison(d, args.flip, repeat)
-        fmt = fmt_for(TASKS[task])
+        fmt = fmt_for(TASKS[task], args.layout)
         from .demos_target import OracleScorer
 
         rec: dict[str, Any] = {
             "task": task, "repeat": repeat, "n_demos": n, "flipped": flipped,
             "n_test": len(d.test), "n_val": len(d.validation), "target": bench.target_model,
+            "layout": args.layout,
             "samples": args.samples, "shap": cfg.resolved_method(n), "methods": {},
         }  # fmt: skip
         poisoned = Draw(d.task, d.repeat, tuple(demos), d.validation, d.test, d.choices)
@@ -372,12 +373,13 @@ def run_probe(bench: Bench, args: argparse.Namespace) -> None:
     test questions with all demonstrations and with none (``results/demos/probe.jsonl``)."""
     for task in args.tasks:
         d = draw(task, 0, args.demos, args.val, args.test)
-        fmt = fmt_for(TASKS[task])
+        fmt = fmt_for(TASKS[task], args.layout)
         full = accuracy(bench, d, fmt, list(d.demos))
         zero = accuracy(bench, d, fmt, [])
         rec = {
             "task": task, "n_demos": len(d.demos), "n_test": len(d.test),
-            "target": bench.target_model, "full_correct": full, "zero_correct": zero,
+            "target": bench.target_model, "layout": args.layout, "full_correct": full,
+            "zero_correct": zero,
         }  # fmt: skip
         _append(RESULTS / "probe.jsonl", rec)
         log.info("probe %s: %d/%d with demonstrations, %d/%d without", task, sum(full),
@@ -392,11 +394,11 @@ def run_poison_probe(bench: Bench, args: argparse.Namespace) -> None:
     for task in args.tasks:
         d = draw(task, 100, args.poison_demos, args.val, args.test)
         demos, flipped = poison(d, args.flip, 0)
-        fmt = fmt_for(TASKS[task])
+        fmt = fmt_for(TASKS[task], args.layout)
         gold = [g for _, g in d.test]
         rec: dict[str, Any] = {
             "task": task, "n_demos": len(d.demos), "flipped": flipped, "n_test": len(d.test),
-            "target": bench.target_model, "gold": gold,
+            "target": bench.target_model, "layout": args.layout, "gold": gold,
             "last_label": {"clean": d.demos[-1].output, "poisoned": demos[-1].output},
         }  # fmt: skip
         for name, kept in (("clean", list(d.demos)), ("poisoned", demos), ("zero", [])):
@@ -421,12 +423,12 @@ def run_fidelity(bench: Bench, args: argparse.Namespace) -> None:
     cfg = _config(args)
     for repeat, task in _todo(path, args.repeats, args.tasks):
         d = draw(task, repeat, args.demos, args.val, args.test)
-        ords = orders(bench, d, fmt_for(TASKS[task]), ["proxy", "oracle"], cfg)
+        ords = orders(bench, d, fmt_for(TASKS[task], args.layout), ["proxy", "oracle"], cfg)
         p, o = ords["proxy"]["values"], ords["oracle"]["values"]
         rec = {
             "task": task, "repeat": repeat, "n_demos": len(d.demos), "n_val": args.val,
             "shap": cfg.resolved_method(len(d.demos)), "samples": args.samples,
-            "target": bench.target_model,
+            "target": bench.target_model, "layout": args.layout,
             "spearman": float(spearmanr(p, o)[0]), "kendall": float(kendalltau(p, o)[0]),
             "same_least_useful": ords["proxy"]["order"][0] == ords["oracle"]["order"][0],
             "methods": ords,
@@ -441,7 +443,7 @@ def run_fidelity(bench: Bench, args: argparse.Namespace) -> None:
 def run_timing(bench: Bench, args: argparse.Namespace) -> None:
     """Attribution time of one 8-demonstration task on the proxy, cache off."""
     d = draw(args.tasks[0], 0, 8, args.val, 1)
-    fmt = fmt_for(TASKS[d.task])
+    fmt = fmt_for(TASKS[d.task], args.layout)
     cfg = DemoAttributionConfig(
         cache=False, max_validation=args.val, method=args.method, samples=args.samples
     )
@@ -516,6 +518,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--poison-demos", type=int, default=16)
     ap.add_argument("--flip", type=float, default=0.3)
     ap.add_argument("--method", default="auto", choices=("auto", "exact", "kernel"))
+    ap.add_argument(
+        "--layout", default="turn", choices=LAYOUTS,
+        help="demonstrations in one user message (turn) or as message pairs (turns)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="results folder")
     args = ap.parse_args(argv)
     if args.out is not None:

@@ -115,9 +115,12 @@ def part_poison_probe(rows: list[dict[str, Any]]) -> list[str]:
         f"task: {r0['n_demos']} demonstrations, {len(r0['flipped'])} of them flipped, "
         f"{r0['n_test']} test questions)",
         "",
-        "| task | chance | clean | poisoned | none | clean vs poisoned (McNemar) "
+        "Layout *turn*: the demonstrations and the question in one user message; *turns*: "
+        "one user/assistant message pair per demonstration, then the question.",
+        "",
+        "| task | layout | chance | clean | poisoned | none | clean vs poisoned (McNemar) "
         "| clean vs none (McNemar) | replies = last demonstration's label, clean / none |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, p, z = r["clean_correct"], r["poisoned_correct"], r["zero_correct"]
@@ -128,7 +131,8 @@ def part_poison_probe(rows: list[dict[str, Any]]) -> list[str]:
         same = np.mean([a == last for a in r["clean_answers"]])
         same0 = np.mean([a == last for a in r["zero_answers"]])
         out.append(
-            f"| {r['task']} | {_chance(r['task']):.2f} | {np.mean(c):.0%} [{lo:.0%}, {hi:.0%}] "
+            f"| {r['task']} | {r.get('layout', 'turn')} | {_chance(r['task']):.2f} "
+            f"| {np.mean(c):.0%} [{lo:.0%}, {hi:.0%}] "
             f"| {np.mean(p):.0%} | {np.mean(z):.0%} | {cp['a_only']} / {cp['b_only']}, "
             f"p {cp['p']:.2g} | {cz['a_only']} / {cz['b_only']}, p {cz['p']:.2g} "
             f"| {same:.0%} / {same0:.0%} |"

@@ -82,6 +82,12 @@ class LlamaTarget:
         opening, closing = chatml(system)
         return opening + user + closing
 
+    def prompt(self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str) -> str:
+        """The full text the target reads: ``fmt``'s rendering in one ChatML user turn
+        (``fmt.chat``), or as it is (a layout that carries its own ChatML turns)."""
+        text = fmt.render(demos, query)
+        return self.chat_text(text, fmt.system) if fmt.chat else text
+
     def _tok(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
@@ -193,8 +199,7 @@ class OracleScorer:
             kept = [demos[k] for k in coalitions[i]]
             vals = [
                 self.target.score(
-                    self.target.chat_text(fmt.render(kept, v.input), fmt.system),
-                    fmt.render_answer(v.answer),
+                    self.target.prompt(fmt, kept, v.input), fmt.render_answer(v.answer)
                 )
                 for v in validation
             ]

@@ -20,7 +20,7 @@ from typing import Any
 
 from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
 
-__all__ = ["TASKS", "Draw", "TaskSpec", "draw", "items", "parse_answer"]
+__all__ = ["LAYOUTS", "TASKS", "Draw", "TaskSpec", "draw", "fmt_for", "items", "parse_answer"]
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,40 @@ TASKS: dict[str, TaskSpec] = {
 FORMAT_TEMPLATE = {"demo": "Q: {input}\nA: {output}\n\n", "query": "Q: {input}\nA:"}
 
 
-def fmt_for(spec: TaskSpec) -> DemoFormat:
-    """The layout of ``spec``'s prompts: BBH's direct-answer layout as one chat user turn,
-    with :data:`benchmarks.suites.CHAT_ANSWER_FORMAT` as the system prompt (without it the
-    instruct target opens with a preamble and no answer is parsed: 0/40 on
-    date_understanding)."""
+#: How demonstrations reach the target: ``turn``, all in one user message (BBH's layout);
+#: ``turns``, one user/assistant message pair per demonstration before the question (how a
+#: chat client sends few-shot examples, e.g. LangChain's ``FewShotChatMessagePromptTemplate``).
+LAYOUTS = ("turn", "turns")
+
+
+def fmt_for(spec: TaskSpec, layout: str = "turn") -> DemoFormat:
+    """The layout of ``spec``'s prompts, with :data:`benchmarks.suites.CHAT_ANSWER_FORMAT`
+    as the system prompt (without it the instruct target opens with a preamble and no answer
+    is parsed: 0/40 on date_understanding).
+
+    ``turn``: BBH's direct-answer layout as one chat user turn. ``turns``: the task's
+    instruction joins the system prompt, and each demonstration is a user message (its
+    input) answered by an assistant message (its label), in Qwen's ChatML exactly as
+    llama.cpp's server renders a message list; the prompt is then complete text
+    (``chat=False``), which the target and the proxy take as it is.
+    """
+    from promptsieve.proxy.lm import chatml
+
     from .suites import CHAT_ANSWER_FORMAT
 
-    return DemoFormat(header=spec.header, chat=True, system=CHAT_ANSWER_FORMAT, **FORMAT_TEMPLATE)
+    if layout == "turn":
+        return DemoFormat(
+            header=spec.header, chat=True, system=CHAT_ANSWER_FORMAT, **FORMAT_TEMPLATE
+        )
+    if layout != "turns":
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    opening, closing = chatml(f"{CHAT_ANSWER_FORMAT}\n{spec.header.strip()}")
+    return DemoFormat(
+        header=opening,
+        demo="{input}" + closing + "{output}<|im_end|>\n<|im_start|>user\n",
+        query="{input}" + closing,
+        chat=False,
+    )
 
 
 def _examples(folder: str) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ if [ ! -f "$BIGBENCH/bigbench-1.0.0.tar.gz" ]; then
   if [ -f "$CI_COPY" ]; then
     ln -f "$CI_COPY" "$BIGBENCH/" 2>/dev/null || cp "$CI_COPY" "$BIGBENCH/"
   else
-    python -m pip download -q --no-deps --no-binary=:all: -d "$BIGBENCH" bigbench==1.0.0 \
+    python -m benchmarks.bigbench.fetch \
       || echo "install.sh: could not fetch bigbench==1.0.0; the BIG-bench tests will try again" >&2
   fi
 fi

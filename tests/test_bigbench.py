@@ -1,15 +1,17 @@
 """BIG-bench task suites: the real sdist's task files (fetched once into the cache, verified).
 
-The first test run fetches ``bigbench==1.0.0`` (≈ 360 MB) with pip into the cache unless
+The first test run fetches ``bigbench==1.0.0`` (≈ 360 MB) from PyPI into the cache unless
 ``$PROMPTSIEVE_REGISTRY_DIR`` holds it; CI caches it (scripts/install.sh).
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks.bigbench import (
@@ -149,7 +151,7 @@ def test_missing_or_corrupt_sdist_names_what_to_fetch(
 ) -> None:
     monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
-    with pytest.raises(ConfigError, match=r"pip download --no-deps bigbench==1\.0\.0"):
+    with pytest.raises(ConfigError, match=r"python -m benchmarks\.bigbench\.fetch"):
         _sdist.sdist_path(download=False)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -160,3 +162,50 @@ def test_missing_or_corrupt_sdist_names_what_to_fetch(
     with pytest.raises(ConfigError, match="corrupt"):
         _sdist.sdist_path(download=False)
     shutil.rmtree(bad)
+
+
+def _serve_index(tmp_path: Path, payload: bytes) -> tuple[str, Any]:
+    """A PEP 691 index on 127.0.0.1 listing one file named like the sdist (``payload``)."""
+    import http.server
+    import threading
+
+    root = tmp_path / "index"
+    (root / "simple" / "bigbench").mkdir(parents=True)
+    (root / "files").mkdir()
+    (root / "files" / _sdist.SDIST_FILE).write_bytes(payload)
+    page = {"files": [{"filename": _sdist.SDIST_FILE, "url": f"../../files/{_sdist.SDIST_FILE}"}]}
+    (root / "simple" / "bigbench" / "index.html").write_text(json.dumps(page))
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/simple", server
+
+
+def test_fetch_from_the_index_verifies_the_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip download refuses this sdist from pip 26.3 on; the index's JSON page is read instead
+    payload = b"not the sdist" * 100
+    url, server = _serve_index(tmp_path, payload)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", url)
+        monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
+        with pytest.raises(ConfigError, match="does not match its pinned SHA-256"):
+            _sdist.sdist_path()
+        assert not list((tmp_path / "cache").rglob("bigbench-1.0.0.tar.gz*"))  # nothing kept
+        monkeypatch.setattr(_sdist, "SDIST_SHA256", hashlib.sha256(payload).hexdigest())
+        monkeypatch.setattr(_sdist, "SDIST_SIZE", len(payload))
+        got = _sdist.sdist_path()
+        assert got.read_bytes() == payload and got.parent == tmp_path / "cache" / "registry" / (
+            "bigbench-1.0.0"
+        )
+    finally:
+        server.shutdown()

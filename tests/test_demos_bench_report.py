@@ -18,6 +18,29 @@ def test_chat_layout_carries_the_answer_format_system_message() -> None:
         assert fmt.render([], "Q1").startswith(spec.header)
 
 
+def test_turns_layout_is_one_message_pair_per_demonstration() -> None:
+    # the ChatML that llama.cpp's server renders for [system, (user, assistant) per
+    # demonstration, user]: the target and the proxy read exactly this text
+    from promptsieve.demos import Demonstration
+
+    spec = TASKS["implicatures"]
+    fmt = fmt_for(spec, "turns")
+    assert not fmt.chat
+    demos = [Demonstration("Is it cold?\nSpeaker 2: Bring a coat.", "Yes"),
+             Demonstration("Done?\nSpeaker 2: Not yet.", "No")]  # fmt: skip
+    text = fmt.render(demos, "Hungry?\nSpeaker 2: I just ate.")
+    head, *turns = text.split("<|im_start|>")
+    assert head == ""
+    roles = [t.partition("\n")[0] for t in turns]
+    contents = [t.partition("\n")[2].removesuffix("<|im_end|>\n") for t in turns]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    assert contents[0] == f"{CHAT_ANSWER_FORMAT}\n{spec.header.strip()}"
+    assert contents[1:5] == [demos[0].input, "Yes", demos[1].input, "No"]
+    assert contents[5] == "Hungry?\nSpeaker 2: I just ate."
+    assert contents[6] == ""  # the prompt ends where the assistant's answer starts
+    assert fmt.render([], "Q").count("<|im_start|>user") == 1
+
+
 def test_parse_answer_letters_and_labels() -> None:
     letters = ("(A)", "(B)", "(C)")
     assert parse_answer("(B)", letters) == "(B)"
@@ -87,7 +110,7 @@ def test_poison_probe_table_counts_last_label_repeats() -> None:
         "zero_correct": [0, 1, 1, 1],
     }  # fmt: skip
     text = "\n".join(part_poison_probe([row]))
-    assert "| implicatures | 0.50 | 50% [15%, 85%] | 50% | 75% |" in text
+    assert "| implicatures | turn | 0.50 | 50% [15%, 85%] | 50% | 75% |" in text
     assert "| 100% / 25% |" in text
 
 

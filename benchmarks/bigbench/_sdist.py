@@ -3,10 +3,15 @@
 The sdist (≈ 360 MB on the package registry) carries every BIG-bench task's full example set
 as ``bigbench/benchmark_tasks/<task>/task.json``. It is never pip-installed (that pulls heavy
 dependencies) and never fetched at import time: :func:`task_examples` fetches it on first use
-with ``pip download --no-deps bigbench==1.0.0`` into ``<cache>/registry/bigbench-1.0.0/``
-(or finds it under ``$PROMPTSIEVE_REGISTRY_DIR``), checks its SHA-256, and extracts the task
+from the package index's JSON API (PEP 691; ``$PIP_INDEX_URL``, default PyPI) into
+``<cache>/registry/bigbench-1.0.0/`` (or finds it under ``$PROMPTSIEVE_REGISTRY_DIR``),
+checks its SHA-256, and extracts the task
 files this benchmark reads into ``<cache>/bench/bigbench-1.0.0/``, with a manifest of their
 hashes so that a damaged extracted file is noticed and extracted again.
+
+Not ``pip download``: from pip 26.3 on it refuses this sdist while preparing its metadata
+("Distributions from PyPI cannot declare direct URL dependencies", its ``bleurt`` requirement),
+even with ``--no-deps``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
+import shutil
 import tarfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -98,29 +104,61 @@ def _find_sdist() -> Path | None:
     return None
 
 
+def _index_url() -> str:
+    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+
+
+def _fetch() -> Path:
+    """Download the sdist from the index named by its PEP 691 JSON page; the file only
+    appears under its real name once all of it has arrived and its SHA-256 matches.
+
+    Raises:
+        OSError: the index or the file cannot be read.
+        ValueError: the index does not list the file, or the bytes do not match.
+    """
+    page = f"{_index_url()}/bigbench/"
+    req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        files = json.load(resp).get("files", [])
+    entry = next((f for f in files if f.get("filename") == SDIST_FILE), None)
+    if entry is None:
+        raise ValueError(f"{page} does not list {SDIST_FILE}")
+    dest = _download_dir() / SDIST_FILE
+    part = dest.with_name(dest.name + ".part")
+    h = hashlib.sha256()
+    url = urllib.parse.urljoin(page, entry["url"])
+    with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as out:
+        while block := resp.read(1 << 22):
+            h.update(block)
+            out.write(block)
+    if h.hexdigest() != SDIST_SHA256:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"the downloaded {SDIST_FILE} does not match its pinned SHA-256")
+    shutil.move(part, dest)
+    return dest
+
+
 def sdist_path(*, download: bool = True) -> Path:
-    """The verified sdist; fetched with ``pip download --no-deps`` when absent.
+    """The verified sdist; fetched from the package index when absent (see module docstring).
 
     Raises:
         ConfigError: it is missing and cannot be fetched, or its SHA-256 does not match
-            (the message names the file to delete and the command that fetches it).
+            (the message names the file to delete and where to fetch it from).
     """
-    hint = f"fetch it with: pip download --no-deps {REQUIREMENT} -d {_download_dir()}"
+    hint = (
+        f"fetch it with: python -m benchmarks.bigbench.fetch (or download {SDIST_FILE} from "
+        f"{_index_url()}/bigbench/ into {_download_dir()})"
+    )
     path = _find_sdist()
     if path is None:
         if not download:
             raise ConfigError(f"{SDIST_FILE} not found; {hint}")
         _download_dir().mkdir(parents=True, exist_ok=True)
         log.warning("fetching %s (≈ 360 MB) into %s", REQUIREMENT, _download_dir())
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-            "--disable-pip-version-check", "-q", "-d", str(_download_dir()), REQUIREMENT,
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        path = _find_sdist()
-        if proc.returncode != 0 or path is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-            raise ConfigError(f"could not fetch {REQUIREMENT} ({tail[0]}); {hint}")
+        try:
+            path = _fetch()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"could not fetch {REQUIREMENT} ({exc}); {hint}") from exc
     if path.stat().st_size != SDIST_SIZE or _sha256(path) != SDIST_SHA256:
         raise ConfigError(f"{path} is corrupt (sha256 mismatch); delete it and {hint}")
     return path

@@ -1,0 +1,23 @@
+"""``python -m benchmarks.bigbench.fetch``: fetch and verify the ``bigbench==1.0.0`` sdist
+into the cache (what the BIG-bench suites and tests otherwise do on first use)."""
+
+from __future__ import annotations
+
+import sys
+
+from promptsieve import ConfigError
+
+from ._sdist import sdist_path
+
+
+def main() -> int:
+    try:
+        print(sdist_path())
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
