@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs promptsieve with every extra into ./.venv on a fresh machine (idempotent).
 # llama-cpp-python builds from source (about 6 minutes); its wheel is cached in
-# $PROMPTSIEVE_WHEEL_CACHE so later runs on the same machine skip the build.
+# $PROMPTSIEVE_WHEEL_CACHE, keyed by version and build flags, so later runs skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
@@ -27,12 +27,30 @@ fi
 python -m pip install -q -U pip wheel
 # The CPU build of torch that lies on disk; an unconstrained torch pulls a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "install.sh: building llama-cpp-python from source (about 6 minutes)..."
-  mkdir -p "$WHEELS"
-  python -m pip wheel -q --no-deps -w "$WHEELS" "llama-cpp-python>=0.3"
+# llama-cpp-python, pinned, built for this CPU's vector extensions but never AMX: a native
+# (-march=native) build on a CPU that reports AMX died with a general-protection fault in
+# libggml-cpu at the first decode of every model (seen on this project's 2-core VMs). Measured
+# there, prompt processing of Qwen2.5-Coder-1.5B: AVX2 31 tok/s, with the AVX-512 flags 53 tok/s.
+# The wheel cache is keyed by version and flags; --no-cache-dir, because pip's own wheel cache
+# ignores CMAKE_ARGS and would hand back a build made with other flags.
+LLAMA_VERSION=0.3.36
+LLAMA_CMAKE="-DGGML_NATIVE=OFF"
+for pair in avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 \
+  avx_vnni:AVX_VNNI; do
+  if grep -qw "${pair%%:*}" /proc/cpuinfo 2>/dev/null; then
+    LLAMA_CMAKE="$LLAMA_CMAKE -DGGML_${pair##*:}=ON"
+  fi
+done
+LLAMA_WHEELS="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$(printf %s "$LLAMA_CMAKE" | sha256sum | cut -c1-12)"
+if ! ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "install.sh: building llama-cpp-python $LLAMA_VERSION from source (about 6-10 minutes;" \
+    "CMAKE_ARGS=$LLAMA_CMAKE)..."
+  mkdir -p "$LLAMA_WHEELS"
+  CMAKE_ARGS="$LLAMA_CMAKE" python -m pip wheel -q --no-cache-dir --no-deps -w "$LLAMA_WHEELS" \
+    "llama-cpp-python==$LLAMA_VERSION"
 fi
-python -m pip install -q --find-links "$WHEELS" -e ".[cpu,export,openai,anthropic,litellm,langchain,redis,report,otel,local,bench,dev]"
+python -m pip install -q --find-links "$LLAMA_WHEELS" "llama-cpp-python[server]==$LLAMA_VERSION" \
+  -e ".[cpu,export,openai,anthropic,litellm,langchain,redis,report,otel,local,bench,dev]"
 
 # BIG-bench task data for the benchmark suites: the bigbench==1.0.0 sdist (about 360 MB), fetched
 # once into promptsieve's cache, keyed by version (never pip-installed: its dependencies are heavy).
