@@ -235,7 +235,7 @@ def run_a(bench: Bench, args: argparse.Namespace) -> None:
     path = RESULTS / "a.jsonl"
     cfg = _config(args)
     _backfill_half(bench, path)
-    for repeat, task in _todo(path, args.repeats, args.tasks):
+    for repeat, task in _todo(path, args.repeats, args.tasks, args.layout):
         t0 = time.perf_counter()
         d = draw(task, repeat, args.demos, args.val, args.test)
         fmt = fmt_for(TASKS[task], args.layout)
@@ -308,7 +308,7 @@ def poison(d: Draw, flip: float, repeat: int) -> tuple[list[Demonstration], list
 def run_b(bench: Bench, args: argparse.Namespace) -> None:
     path = RESULTS / "b.jsonl"
     cfg = _config(args)
-    for repeat, task in _todo(path, args.repeats, [args.poison_task]):
+    for repeat, task in _todo(path, args.repeats, [args.poison_task], args.layout):
         t0 = time.perf_counter()
         d = draw(task, 100 + repeat, args.poison_demos, args.val, args.test)
         n = len(d.demos)
@@ -421,7 +421,7 @@ def run_fidelity(bench: Bench, args: argparse.Namespace) -> None:
 
     path = RESULTS / "fidelity.jsonl"
     cfg = _config(args)
-    for repeat, task in _todo(path, args.repeats, args.tasks):
+    for repeat, task in _todo(path, args.repeats, args.tasks, args.layout):
         d = draw(task, repeat, args.demos, args.val, args.test)
         ords = orders(bench, d, fmt_for(TASKS[task], args.layout), ["proxy", "oracle"], cfg)
         p, o = ords["proxy"]["values"], ords["oracle"]["values"]
@@ -472,23 +472,24 @@ def _config(args: argparse.Namespace) -> DemoAttributionConfig:
     return DemoAttributionConfig(samples=args.samples, max_validation=args.val, method=args.method)
 
 
-def _todo(path: Path, repeats: int, tasks: Sequence[str]) -> Iterator[tuple[int, str]]:
-    """(repeat, task) pairs, repeat-major, not yet recorded in ``path`` (runs resume)."""
+def _todo(path: Path, repeats: int, tasks: Sequence[str], layout: str) -> Iterator[tuple[int, str]]:
+    """(repeat, task) pairs, repeat-major, not yet recorded in ``path`` for ``layout`` (runs
+    resume)."""
     done = _done(path)
     for repeat in range(repeats):
         for task in tasks:
-            if (task, repeat) not in done:
+            if (task, repeat, layout) not in done:
                 yield repeat, task
 
 
-def _done(path: Path) -> set[tuple[str, int]]:
+def _done(path: Path) -> set[tuple[str, int, str]]:
     if not path.is_file():
         return set()
     out = set()
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            out.add((r["task"], int(r["repeat"])))
+            out.add((r["task"], int(r["repeat"]), r.get("layout", "turn")))
     return out
 
 

@@ -131,7 +131,7 @@ def part_poison_probe(rows: list[dict[str, Any]]) -> list[str]:
         same = np.mean([a == last for a in r["clean_answers"]])
         same0 = np.mean([a == last for a in r["zero_answers"]])
         out.append(
-            f"| {r['task']} | {r.get('layout', 'turn')} | {_chance(r['task']):.2f} "
+            f"| {r['task']} | {_layout(r)} | {_chance(r['task']):.2f} "
             f"| {np.mean(c):.0%} [{lo:.0%}, {hi:.0%}] "
             f"| {np.mean(p):.0%} | {np.mean(z):.0%} | {cp['a_only']} / {cp['b_only']}, "
             f"p {cp['p']:.2g} | {cz['a_only']} / {cz['b_only']}, p {cz['p']:.2g} "
@@ -241,9 +241,17 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(b) no finished draws yet."]
     out: list[str] = []
-    for task in sorted({r["task"] for r in rows}):
-        out += _part_b_task([r for r in rows if r["task"] == task])
-    return out + _part_b_pooled(rows)
+    for layout in sorted({_layout(r) for r in rows}):
+        here = [r for r in rows if _layout(r) == layout]
+        for task in sorted({r["task"] for r in here}):
+            out += _part_b_task([r for r in here if r["task"] == task])
+        out += _part_b_pooled(here)
+    return out
+
+
+def _layout(r: dict[str, Any]) -> str:
+    """How the draw's demonstrations reached the target (records before the option: turn)."""
+    return str(r.get("layout", "turn"))
 
 
 def _part_b_pooled(rows: list[dict[str, Any]]) -> list[str]:
@@ -261,7 +269,7 @@ def _part_b_pooled(rows: list[dict[str, Any]]) -> list[str]:
     n = len(acc["none"])
     out = [
         f"### (b) pooled: {len(rows)} draws, {len({r['task'] for r in rows})} tasks, "
-        f"{n} test questions",
+        f"{n} test questions, layout {_layout(rows[0])}",
         "",
         "| method | accuracy [95 % CI] | proxy vs it: proxy-only / it-only, exact p |",
         "|---|---|---|",
@@ -283,8 +291,8 @@ def _part_b_task(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         f"### (b) Poisoned demonstrations ({len(rows)} draws of {task}: {r0['n_demos']} "
         f"demonstrations, {len(r0['flipped'])} flipped labels, {r0['n_test']} test questions "
-        f"per draw; target {r0['target']}; Kernel SHAP, {r0['samples']} coalitions; chance "
-        f"{_chance(task):.0%})",
+        f"per draw; target {r0['target']}; layout {_layout(r0)}; Kernel SHAP, {r0['samples']} "
+        f"coalitions; chance {_chance(task):.0%})",
         "",
         "| method | accuracy | 95 % CI | removed (mean) | flipped among removed |",
         "|---|---|---|---|---|",

@@ -131,3 +131,8 @@ def test_poisoned_draws_pool_across_tasks() -> None:
     assert "| none | 25.0% [5%, 70%] | 3 / 0, p 0.25 |" in text
     assert "| random | 50.0% [15%, 85%] | 2 / 0, p 0.5 |" in text
     assert "pooled" not in "\n".join(part_b(rows[:1]))  # one task: nothing to pool
+    # draws in the message-pair layout are reported apart, never pooled with the others
+    turns = [{**r, "layout": "turns"} for r in rows]
+    text = "\n".join(part_b(rows + turns[:1]))
+    assert text.count("### (b) pooled") == 1 and "layout turns; Kernel SHAP" in text
+    assert "2 draws, 2 tasks, 4 test questions, layout turn" in text
