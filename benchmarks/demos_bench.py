@@ -130,12 +130,9 @@ def accuracy(bench: Bench, d: Draw, fmt: DemoFormat, kept: Sequence[Demonstratio
 
 def selfinfo_order(bench: Bench, d: Draw, fmt: DemoFormat) -> tuple[list[float], float]:
     """Mean surprisal (nats/token) of each demonstration in the full prompt, on the proxy."""
-    from promptsieve.proxy.lm import chatml
-
     lm = bench.lm.lm
     t0 = time.perf_counter()
-    opening = chatml(fmt.system)[0] if fmt.chat else ""
-    pieces = [lm.encode(opening + fmt.header)] + [lm.encode(fmt.render_demo(x)) for x in d.demos]
+    pieces = [lm.encode(fmt.lm_prefix())] + [lm.encode(fmt.lm_demo(x)) for x in d.demos]
     ids = np.concatenate(pieces)
     lp = lm.token_logprobs(ids)
     scores, pos = [], len(pieces[0])

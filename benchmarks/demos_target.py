@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
-from promptsieve.proxy.lm import chatml
 
 from .target import CallCache
 
@@ -78,15 +77,10 @@ class LlamaTarget:
             *self._llm.tokenize(b"<|endoftext|>", add_bos=False, special=True),
         }
 
-    def chat_text(self, user: str, system: str | None = None) -> str:
-        opening, closing = chatml(system)
-        return opening + user + closing
-
     def prompt(self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str) -> str:
-        """The full text the target reads: ``fmt``'s rendering in one ChatML user turn
-        (``fmt.chat``), or as it is (a layout that carries its own ChatML turns)."""
-        text = fmt.render(demos, query)
-        return self.chat_text(text, fmt.system) if fmt.chat else text
+        """The full text the target reads (:meth:`promptsieve.demos.DemoFormat.lm_text`: the
+        GGUF's ChatML, as llama.cpp's server lays out the same messages)."""
+        return fmt.lm_text(demos, query)
 
     def _tok(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -136,27 +136,19 @@ def fmt_for(spec: TaskSpec, layout: str = "turn") -> DemoFormat:
     is parsed: 0/40 on date_understanding).
 
     ``turn``: BBH's direct-answer layout as one chat user turn. ``turns``: the task's
-    instruction joins the system prompt, and each demonstration is a user message (its
-    input) answered by an assistant message (its label), in Qwen's ChatML exactly as
-    llama.cpp's server renders a message list; the prompt is then complete text
-    (``chat=False``), which the target and the proxy take as it is.
+    instruction ends the system message, and each demonstration is a user message (its
+    input) answered by an assistant message (its label) (``DemoFormat(pairs=True)``).
     """
-    from promptsieve.proxy.lm import chatml
-
     from .suites import CHAT_ANSWER_FORMAT
 
-    if layout == "turn":
-        return DemoFormat(
-            header=spec.header, chat=True, system=CHAT_ANSWER_FORMAT, **FORMAT_TEMPLATE
-        )
-    if layout != "turns":
+    if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    opening, closing = chatml(f"{CHAT_ANSWER_FORMAT}\n{spec.header.strip()}")
     return DemoFormat(
-        header=opening,
-        demo="{input}" + closing + "{output}<|im_end|>\n<|im_start|>user\n",
-        query="{input}" + closing,
-        chat=False,
+        header=spec.header,
+        chat=True,
+        system=CHAT_ANSWER_FORMAT,
+        pairs=layout == "turns",
+        **FORMAT_TEMPLATE,
     )
 
 

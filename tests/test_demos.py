@@ -23,6 +23,7 @@ from promptsieve.demos import (
     DEMOS_VERSION,
     DemoAttributionConfig,
     DemoCompressor,
+    DemoFormat,
     Demonstration,
     ValidationExample,
     attribute_demos,
@@ -235,6 +236,38 @@ def test_remove_demos_from_text_and_messages() -> None:
                                           "What is 2+2?"]  # fmt: skip
     # a prompt without the demonstrations: None (the caller sends it unchanged)
     assert remove_demos("no demos here", DEMOS[:2], [0], FMT) is None
+    # the message-pair layout matches pairs only, never rendered text
+    as_pairs = DemoFormat(pairs=True)
+    assert remove_demos(prompt, DEMOS[:3], [1], as_pairs) is None
+    again = remove_demos(msgs, DEMOS[:2], [0], as_pairs)
+    assert isinstance(again, tuple) and [m.content for m in again] == [m.content for m in pairs]
+
+
+def test_pairs_layout_is_chatml_message_pairs() -> None:
+    with pytest.raises(ConfigError, match=r"pairs=True.*chat=True"):
+        DemoFormat(pairs=True, chat=False)
+    fmt = DemoFormat(header="Answer yes or no.\n", system="Be brief.", pairs=True)
+    text = fmt.lm_text(DEMOS[:2], "Is it?")
+    assert text == (
+        "<|im_start|>system\nBe brief.\nAnswer yes or no.<|im_end|>\n"
+        f"<|im_start|>user\n{DEMOS[0].input}<|im_end|>\n"
+        f"<|im_start|>assistant\n{DEMOS[0].output}<|im_end|>\n"
+        f"<|im_start|>user\n{DEMOS[1].input}<|im_end|>\n"
+        f"<|im_start|>assistant\n{DEMOS[1].output}<|im_end|>\n"
+        "<|im_start|>user\nIs it?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # pieces add up to the whole, so the scorer's shared-prefix KV cache sees the same text
+    assert fmt.lm_prefix() + fmt.lm_demo(DEMOS[0]) + fmt.lm_query("q") == fmt.lm_text(
+        DEMOS[:1], "q"
+    )
+    one_turn = DemoFormat(header="H\n")
+    assert one_turn.lm_text(DEMOS[:1], "q").endswith(
+        "<|im_start|>user\nH\n" + one_turn.render_demo(DEMOS[0]) + "Q: q\nA:<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert DemoFormat(chat=False).lm_text(DEMOS[:1], "q") == DemoFormat(chat=False).render(
+        DEMOS[:1], "q"
+    )
 
 
 def test_demo_compressor_ladder_and_fail_open(scorer: CosineScorer, tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ def test_kv_cache_and_batching_match_one_full_pass(lm: Any) -> None:
     assert batched[0] > nonsense[0]  # a real language model, not noise
 
 
-def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pairs", [False, True], ids=["one-turn", "message-pairs"])
+def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path, pairs: bool) -> None:
     from promptsieve import _shapley
     from promptsieve.demos import (
         DemoAttributionConfig,
@@ -80,17 +81,28 @@ def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path) -> N
         Demonstration("Is water wet?", "no"),  # a flipped label
     ]
     val = [ValidationExample("Is snow white?", "yes"), ValidationExample("Is ice hot?", "no")]
-    fmt = DemoFormat(header="Answer yes or no.\n\n")
+    fmt = DemoFormat(header="Answer yes or no.\n\n", pairs=pairs)
     scorer = LMDemoScorer(lm)
     a = attribute_demos(demos, val, fmt=fmt, scorer=scorer,
                         config=DemoAttributionConfig(cache_dir=tmp_path))  # fmt: skip
-    # brute force: every coalition as one plain pass over the whole text
+    # brute force: every coalition as one plain pass over the whole text, laid out here
     opening, closing = chatml()
+    sys_block = opening.removesuffix("<|im_start|>user\n")
     table = {}
     for c in _shapley.coalitions(3):
         vals = []
         for v in val:
-            pre = lm.encode(opening + fmt.render([demos[i] for i in c], v.input) + closing)
+            if pairs:
+                turns = "".join(
+                    f"<|im_start|>user\n{demos[i].input}<|im_end|>\n"
+                    f"<|im_start|>assistant\n{demos[i].output}<|im_end|>\n"
+                    for i in c
+                )
+                head = sys_block.replace("<|im_end|>", "\nAnswer yes or no.<|im_end|>", 1)
+                text = f"{head}{turns}<|im_start|>user\n{v.input}{closing}"
+            else:
+                text = opening + fmt.render([demos[i] for i in c], v.input) + closing
+            pre = lm.encode(text)
             ans = lm.encode(v.answer)
             lp = lm.token_logprobs(np.concatenate([pre, ans]))
             vals.append(lp[len(pre) :].sum())
@@ -118,3 +130,36 @@ def test_the_request_side_never_imports_torch(lm: Any) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_pairs_layout_is_the_gguf_chat_template() -> None:
+    """``DemoFormat(pairs=True).lm_text`` equals what Qwen's own chat template (stored in the
+    GGUF, rendered by llama-cpp-python's Jinja formatter, as its server does) makes of the
+    same messages. Needs the Qwen GGUF in the cache (skipped elsewhere, CI included)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from promptsieve.demos import DemoFormat, Demonstration
+    from promptsieve.local import gguf_path
+
+    try:
+        path = gguf_path("qwen2.5-coder-0.5b-instruct", download=False)
+    except ConfigError:
+        pytest.skip("the Qwen2.5-Coder-0.5B GGUF is not in the cache")
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    fmt = DemoFormat(header="Answer yes or no.", system="Reply briefly.", pairs=True)
+    demos = [Demonstration("Is the sky blue?", "yes"), Demonstration("Is fire cold?", "no")]
+    messages = [{"role": "system", "content": "Reply briefly.\nAnswer yes or no."}]
+    for d in demos:
+        messages.append({"role": "user", "content": d.input})
+        messages.append({"role": "assistant", "content": d.output})
+    messages.append({"role": "user", "content": "Is snow white?"})
+    ref = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="")(messages=messages)
+    assert fmt.lm_text(demos, "Is snow white?") == ref.prompt
+    # and with the model's default system prompt
+    plain = DemoFormat(pairs=True)
+    ref0 = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="")(
+        messages=messages[1:]
+    )
+    assert plain.lm_text(demos, "Is snow white?") == ref0.prompt

@@ -37,6 +37,13 @@ def clean_command(
         bool, typer.Option(help="score inside the proxy's chat template (instruct targets)")
     ] = True,
     method: Annotated[str, typer.Option(help="auto | exact | kernel")] = "auto",
+    pairs: Annotated[
+        bool,
+        typer.Option(
+            help="demonstrations as user/assistant message pairs, as a chat client sends them "
+            "(needs --chat; --header then ends the system message)"
+        ),
+    ] = False,
     samples: Annotated[int, typer.Option(help="Kernel SHAP coalitions")] = 1000,
     margin: Annotated[float, typer.Option(help="remove only values below -margin (nats)")] = 0.0,
     max_validation: Annotated[int, typer.Option(help="validation requests used")] = 8,
@@ -61,7 +68,9 @@ def clean_command(
     try:
         ds = load_demonstrations(demos)
         vs = load_validation(validation)
-        fmt = DemoFormat(header=header, demo=demo_template, query=query_template, chat=chat)
+        fmt = DemoFormat(
+            header=header, demo=demo_template, query=query_template, chat=chat, pairs=pairs
+        )
         cfg = DemoAttributionConfig(
             method=method,  # type: ignore[arg-type]
             samples=samples,

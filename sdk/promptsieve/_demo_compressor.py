@@ -210,13 +210,13 @@ def remove_demos(
     """``prompt`` without the demonstrations ``drop``; None when they are not all found.
 
     Looks for each demonstration's rendered text (``fmt.render_demo``) in the text parts of
-    user/assistant messages, in order, else for user/assistant message pairs whose texts are
-    the demonstration's input and output.
+    user/assistant messages, in order, else (and only, with ``fmt.pairs``) for user/assistant
+    message pairs whose texts are the demonstration's input and output.
     """
     messages, bare = as_messages(prompt)
     if not drop:
         return prompt if isinstance(prompt, str) else tuple(messages)
-    out = _remove_rendered(messages, demos, set(drop), fmt)
+    out = None if fmt.pairs else _remove_rendered(messages, demos, set(drop), fmt)
     if out is None:
         out = _remove_pairs(messages, demos, set(drop))
     if out is None:

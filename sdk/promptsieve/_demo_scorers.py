@@ -56,14 +56,11 @@ class LMDemoScorer:
         coalitions: Sequence[tuple[int, ...]],
     ) -> np.ndarray:
         """``(len(coalitions), len(validation))`` answer log-probs (nats)."""
-        from promptsieve.proxy.lm import chatml
-
         lm = self.lm
-        opening, closing = chatml(fmt.system) if fmt.chat else ("", "")
-        head = lm.encode(opening + fmt.header)
-        demo_ids = [lm.encode(fmt.render_demo(d)) for d in demos]
+        head = lm.encode(fmt.lm_prefix())
+        demo_ids = [lm.encode(fmt.lm_demo(d)) for d in demos]
         conts = [
-            (lm.encode(fmt.render_query(v.input) + closing), lm.encode(fmt.render_answer(v.answer)))
+            (lm.encode(fmt.lm_query(v.input)), lm.encode(fmt.render_answer(v.answer)))
             for v in validation
         ]
         bad = [i for i, (_, t) in enumerate(conts) if len(t) == 0]

@@ -56,6 +56,16 @@ class DemoFormat:
     target receives it) and the answer is the assistant's reply; ``system`` is the system
     prompt (None: the model's default). Templates use ``{input}``, ``{output}``,
     ``{answer}``.
+
+    ``pairs=True`` (needs ``chat=True``): each demonstration is a user message (its input)
+    answered by an assistant message (its output), and the question is the last user
+    message, as chat clients send few-shot examples (LangChain's
+    ``FewShotChatMessagePromptTemplate``, the OpenAI "few-shot as turns" pattern). The
+    ``demo`` and ``query`` templates are then not used, and ``header``, when set, ends the
+    system message. The layout changes what an instruct target does with its examples
+    (``benchmarks/README.md``: on Qwen2.5-Coder-1.5B-Instruct, demonstrations in one user
+    message made it repeat the last label; as message pairs they helped and it followed
+    their labels), so score them in the layout the target receives.
     """
 
     header: str = ""
@@ -64,6 +74,7 @@ class DemoFormat:
     answer: str = "{answer}"
     chat: bool = True
     system: str | None = None
+    pairs: bool = False
 
     def __post_init__(self) -> None:
         for name, fields in (("demo", ("input", "output")), ("query", ("input",))):
@@ -73,6 +84,8 @@ class DemoFormat:
                     raise ConfigError(f"DemoFormat.{name} must contain {{{f}}}, got {tpl!r}")
         if "{answer}" not in self.answer:
             raise ConfigError("DemoFormat.answer must contain {answer}")
+        if self.pairs and not self.chat:
+            raise ConfigError("DemoFormat(pairs=True) needs chat=True (message pairs are chat)")
 
     def render_demo(self, d: Demonstration) -> str:
         return self.demo.replace("{input}", d.input).replace("{output}", d.output)
@@ -84,8 +97,52 @@ class DemoFormat:
         return self.answer.replace("{answer}", text)
 
     def render(self, demos: Sequence[Demonstration], query: str) -> str:
-        """The user prompt: header, demonstrations in order, query."""
+        """The user prompt: header, demonstrations in order, query (one user message; with
+        ``pairs`` the messages are :meth:`lm_text`'s turns instead)."""
         return self.header + "".join(self.render_demo(d) for d in demos) + self.render_query(query)
+
+    # -- the text a causal LM reads (Qwen's ChatML when ``chat``) -------------------------
+
+    def lm_prefix(self) -> str:
+        """Everything before the first demonstration."""
+        if not self.chat:
+            return self.header
+        from promptsieve.proxy.lm import chatml
+
+        if not self.pairs:
+            return chatml(self.system)[0] + self.header
+        return chatml(self._pair_system())[0].removesuffix("<|im_start|>user\n")
+
+    def lm_demo(self, d: Demonstration) -> str:
+        """One demonstration (with ``pairs``: its user and assistant messages)."""
+        if not self.pairs:
+            return self.render_demo(d)
+        user, assistant = "<|im_start|>user\n", "<|im_start|>assistant\n"
+        return f"{user}{d.input}<|im_end|>\n{assistant}{d.output}<|im_end|>\n"
+
+    def lm_query(self, text: str) -> str:
+        """The question, up to where the answer starts."""
+        if not self.chat:
+            return self.render_query(text)
+        from promptsieve.proxy.lm import chatml
+
+        closing = chatml(self.system)[1]
+        if not self.pairs:
+            return self.render_query(text) + closing
+        return f"<|im_start|>user\n{text}" + closing
+
+    def lm_text(self, demos: Sequence[Demonstration], query: str) -> str:
+        """The whole prompt as the target's chat template lays it out (``chat``), or as it
+        is; the answer (:meth:`render_answer`) follows it."""
+        return self.lm_prefix() + "".join(self.lm_demo(d) for d in demos) + self.lm_query(query)
+
+    def _pair_system(self) -> str | None:
+        if not self.header.strip():
+            return self.system
+        from promptsieve.proxy.lm import QWEN_SYSTEM
+
+        base = QWEN_SYSTEM if self.system is None else self.system
+        return f"{base}\n{self.header.strip()}"
 
 
 @dataclass(frozen=True)
