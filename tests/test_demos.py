@@ -312,3 +312,26 @@ def test_without_lm_proxy_the_head_ranks(
                         config=DemoAttributionConfig(lm=lm, fallback=False))  # fmt: skip
     with pytest.raises(ConfigError, match="not found"):
         clean_demos(DEMOS, VAL, fmt=FMT, config=DemoAttributionConfig(lm=lm))
+
+
+def test_label_with_target_sends_the_layout_of_the_format() -> None:
+    from promptsieve.demos import label_with_target
+
+    seen: list[Any] = []
+
+    def ask(prompt: Any) -> str:
+        seen.append(prompt)
+        return " yes \n"
+
+    one = label_with_target(DEMOS[:2], ["Is it?"], ask, FMT)
+    assert one == [ValidationExample("Is it?", "yes")]
+    assert seen[0] == FMT.render(DEMOS[:2], "Is it?")
+    label_with_target(DEMOS[:2], ["Is it?"], ask, DemoFormat(system="Be brief.", pairs=True))
+    assert seen[1] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": DEMOS[0].input},
+        {"role": "assistant", "content": DEMOS[0].output},
+        {"role": "user", "content": DEMOS[1].input},
+        {"role": "assistant", "content": DEMOS[1].output},
+        {"role": "user", "content": "Is it?"},
+    ]
