@@ -51,6 +51,13 @@ if ! ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
 fi
 python -m pip install -q --find-links "$LLAMA_WHEELS" "llama-cpp-python[server]==$LLAMA_VERSION" \
   -e ".[cpu,export,openai,anthropic,litellm,langchain,redis,report,otel,local,bench,dev]"
+# An existing venv may hold a llama-cpp-python of the same version built otherwise (pip keeps
+# it): install this wheel over it once.
+LLAMA_WHL=$(ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -1)
+if [ "$(cat .venv/.llama-wheel 2>/dev/null)" != "$LLAMA_WHL" ]; then
+  python -m pip install -q --no-deps --force-reinstall "$LLAMA_WHL"
+  echo "$LLAMA_WHL" > .venv/.llama-wheel
+fi
 
 # BIG-bench task data for the benchmark suites: the bigbench==1.0.0 sdist (about 360 MB), fetched
 # once into promptsieve's cache, keyed by version (never pip-installed: its dependencies are heavy).
