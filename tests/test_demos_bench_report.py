@@ -25,10 +25,10 @@ def test_turns_layout_is_one_message_pair_per_demonstration() -> None:
 
     spec = TASKS["implicatures"]
     fmt = fmt_for(spec, "turns")
-    assert not fmt.chat
+    assert fmt.chat and fmt.pairs
     demos = [Demonstration("Is it cold?\nSpeaker 2: Bring a coat.", "Yes"),
              Demonstration("Done?\nSpeaker 2: Not yet.", "No")]  # fmt: skip
-    text = fmt.render(demos, "Hungry?\nSpeaker 2: I just ate.")
+    text = fmt.lm_text(demos, "Hungry?\nSpeaker 2: I just ate.")
     head, *turns = text.split("<|im_start|>")
     assert head == ""
     roles = [t.partition("\n")[0] for t in turns]
@@ -38,7 +38,7 @@ def test_turns_layout_is_one_message_pair_per_demonstration() -> None:
     assert contents[1:5] == [demos[0].input, "Yes", demos[1].input, "No"]
     assert contents[5] == "Hungry?\nSpeaker 2: I just ate."
     assert contents[6] == ""  # the prompt ends where the assistant's answer starts
-    assert fmt.render([], "Q").count("<|im_start|>user") == 1
+    assert fmt.lm_text([], "Q").count("<|im_start|>user") == 1
 
 
 def test_parse_answer_letters_and_labels() -> None:
