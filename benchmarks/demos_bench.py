@@ -117,7 +117,7 @@ def answers(
     (``None`` where no choice is stated)."""
     out = []
     for q, _ in d.test:
-        reply = bench.target.generate(bench.target.prompt(fmt, kept, q))
+        reply = bench.target.generate(fmt.lm_text(kept, q))
         out.append(parse_answer(reply, d.choices))
     return out
 

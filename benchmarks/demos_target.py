@@ -77,11 +77,6 @@ class LlamaTarget:
             *self._llm.tokenize(b"<|endoftext|>", add_bos=False, special=True),
         }
 
-    def prompt(self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str) -> str:
-        """The full text the target reads (:meth:`promptsieve.demos.DemoFormat.lm_text`: the
-        GGUF's ChatML, as llama.cpp's server lays out the same messages)."""
-        return fmt.lm_text(demos, query)
-
     def _tok(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
@@ -192,9 +187,7 @@ class OracleScorer:
         for i in sorted(range(len(coalitions)), key=lambda j: coalitions[j]):
             kept = [demos[k] for k in coalitions[i]]
             vals = [
-                self.target.score(
-                    self.target.prompt(fmt, kept, v.input), fmt.render_answer(v.answer)
-                )
+                self.target.score(fmt.lm_text(kept, v.input), fmt.render_answer(v.answer))
                 for v in validation
             ]
             out[i] = float(np.mean(vals))

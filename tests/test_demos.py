@@ -335,3 +335,12 @@ def test_label_with_target_sends_the_layout_of_the_format() -> None:
         {"role": "assistant", "content": DEMOS[1].output},
         {"role": "user", "content": "Is it?"},
     ]
+    # header without system: the header alone is the system message, in the proxy's text too
+    header_only = DemoFormat(header="Answer yes or no.\n", pairs=True)
+    label_with_target(DEMOS[:1], ["Is it?"], ask, header_only)
+    assert seen[2][0] == {"role": "system", "content": "Answer yes or no."}
+    assert header_only.lm_text(DEMOS[:1], "Is it?").startswith(
+        "<|im_start|>system\nAnswer yes or no.<|im_end|>\n<|im_start|>user\n"
+    )
+    with pytest.raises(ConfigError, match="pairs=True"):
+        FMT.messages(DEMOS[:1], "Is it?")

@@ -148,18 +148,18 @@ def test_pairs_layout_is_the_gguf_chat_template() -> None:
         pytest.skip("the Qwen2.5-Coder-0.5B GGUF is not in the cache")
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     template = llm.metadata["tokenizer.chat_template"]
-    fmt = DemoFormat(header="Answer yes or no.", system="Reply briefly.", pairs=True)
     demos = [Demonstration("Is the sky blue?", "yes"), Demonstration("Is fire cold?", "no")]
-    messages = [{"role": "system", "content": "Reply briefly.\nAnswer yes or no."}]
-    for d in demos:
-        messages.append({"role": "user", "content": d.input})
-        messages.append({"role": "assistant", "content": d.output})
-    messages.append({"role": "user", "content": "Is snow white?"})
-    ref = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="")(messages=messages)
-    assert fmt.lm_text(demos, "Is snow white?") == ref.prompt
-    # and with the model's default system prompt
-    plain = DemoFormat(pairs=True)
-    ref0 = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="")(
-        messages=messages[1:]
-    )
-    assert plain.lm_text(demos, "Is snow white?") == ref0.prompt
+
+    def rendered(messages: list[dict[str, str]]) -> str:
+        out = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="")(messages=messages)
+        return str(out.prompt)
+
+    # system and header; header alone (no Qwen default then); neither (the template's default)
+    for fmt in (
+        DemoFormat(header="Answer yes or no.", system="Reply briefly.", pairs=True),
+        DemoFormat(header="Answer yes or no.", pairs=True),
+        DemoFormat(pairs=True),
+    ):
+        messages = fmt.messages(demos, "Is snow white?")
+        assert fmt.lm_text(demos, "Is snow white?") == rendered(messages)
+    assert messages[0] == {"role": "user", "content": "Is the sky blue?"}

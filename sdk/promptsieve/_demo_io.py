@@ -108,19 +108,11 @@ def label_with_target(
     ``ask(prompt) -> answer`` sends the full prompt (all demonstrations) to the target once
     per input; its answer, stripped, becomes the answer the proxy scores. ``prompt`` is the
     user message ``fmt.render(demos, input)`` (a ``str``), or, with ``fmt.pairs``, the
-    OpenAI-style message list ``[{"role": ..., "content": ...}, ...]`` (system message when
-    ``fmt.system`` or ``fmt.header`` is set, one user/assistant pair per demonstration, the
-    input as the last user message) to pass as ``messages=``.
+    OpenAI-style message list :meth:`DemoFormat.messages` to pass as ``messages=``.
     """
     fmt = fmt or DemoFormat()
     return [ValidationExample(x, ask(_prompt(fmt, demos, x)).strip()) for x in inputs]
 
 
 def _prompt(fmt: DemoFormat, demos: Sequence[Demonstration], x: str) -> Any:
-    if not fmt.pairs:
-        return fmt.render(demos, x)
-    system = "\n".join(t for t in (fmt.system or "", fmt.header.strip()) if t)
-    msgs: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    for d in demos:
-        msgs += [{"role": "user", "content": d.input}, {"role": "assistant", "content": d.output}]
-    return [*msgs, {"role": "user", "content": x}]
+    return fmt.messages(demos, x) if fmt.pairs else fmt.render(demos, x)

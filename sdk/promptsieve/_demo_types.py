@@ -136,13 +136,27 @@ class DemoFormat:
         is; the answer (:meth:`render_answer`) follows it."""
         return self.lm_prefix() + "".join(self.lm_demo(d) for d in demos) + self.lm_query(query)
 
-    def _pair_system(self) -> str | None:
-        if not self.header.strip():
-            return self.system
-        from promptsieve.proxy.lm import QWEN_SYSTEM
+    def messages(self, demos: Sequence[Demonstration], query: str) -> list[dict[str, str]]:
+        """The ``pairs`` layout as an OpenAI-style message list, ``[{"role", "content"}, ...]``
+        (pass it as ``messages=``): a system message when ``system`` or ``header`` is set
+        (``system``, then ``header``, one per line), one user/assistant pair per
+        demonstration, and ``query`` as the last user message. :meth:`lm_text` is this list
+        through Qwen2.5's chat template. Raises :class:`ConfigError` without ``pairs``."""
+        if not self.pairs:
+            raise ConfigError("DemoFormat.messages needs pairs=True; use render() otherwise")
+        system = self._pair_system()
+        msgs = [{"role": "system", "content": system}] if system is not None else []
+        for d in demos:
+            msgs += [
+                {"role": "user", "content": d.input},
+                {"role": "assistant", "content": d.output},
+            ]
+        return [*msgs, {"role": "user", "content": query}]
 
-        base = QWEN_SYSTEM if self.system is None else self.system
-        return f"{base}\n{self.header.strip()}"
+    def _pair_system(self) -> str | None:
+        """The system message of the ``pairs`` layout (None: none is sent, and the chat
+        template inserts its default, as ``chatml(None)`` does)."""
+        return "\n".join(t for t in (self.system or "", self.header.strip()) if t) or None
 
 
 @dataclass(frozen=True)
