@@ -3,7 +3,8 @@
 Usage::
 
     python -m benchmarks.relevance_fidelity [--items 16] [--ratios 0.5,0.25]
-        [--model qwen2.5-coder-0.5b-instruct] [--out benchmarks/results/relevance_fidelity]
+        [--model qwen2.5-coder-0.5b-instruct] [--head PATH ...]
+        [--out benchmarks/results/relevance_fidelity]
 
 The protocol of Liu et al. (ACL 2026, arXiv 2505.12509, "Revitalizing Black-Box
 Interpretability"): on held-out items — multi-document QA items of about 500 tokens built
@@ -20,11 +21,14 @@ log-probability of its answer (``benchmarks/_loo.py``):
 * (c) cost: the proxy's CPU milliseconds per item against the oracle's target calls, prompt
   tokens evaluated (with the KV-cache reuse, and as independent calls) and seconds.
 
-Baselines in the same table: the sentence scorer (cosine to the question on the full
-encoder), document order, and a seeded random ranking. The ``coarse (…)`` rows prune with
-the SDK's coarse-to-fine order over the same sentence scores (:func:`coarse_keep`: whole
-passages first, then sentences keyed by score + 0.5 x passage score), the way
-``Compressor()`` cuts retrieved documents; their Spearman is over those sentence keys.
+``--head PATH`` (repeatable) adds a row ``relevance (<file stem>)`` for another relevance
+head, e.g. one trained with the target's leave-one-out labels (``train_relevance
+--teacher-items``). Baselines in the same table: the sentence scorer (cosine to the
+question on the full encoder), document order, and a seeded random ranking. The
+``coarse (…)`` rows prune with the SDK's coarse-to-fine order over the same sentence scores
+(:func:`coarse_keep`: whole passages first, then sentences keyed by score + 0.5 x passage
+score), the way ``Compressor()`` cuts retrieved documents; their Spearman is over those
+sentence keys.
 Writes ``<out>.json`` and ``<out>.md``.
 """
 
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from promptsieve.proxy import Proxy, ProxyConfig
-    from promptsieve.proxy.relevance import RelevanceScorer
+    from promptsieve.proxy.relevance import RelevanceConfig, RelevanceScorer
     from promptsieve.tokens import count_tokens
 
     from .bigbench.multidoc import multidoc_raw
@@ -163,19 +167,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rankers: dict[str, Callable[[str, list[tuple[int, int]], str], np.ndarray]] = {}
     proxy_ms: list[float] = []
 
-    def relevance(context: str, spans: list[tuple[int, int]], q: str) -> np.ndarray:
-        c0 = time.process_time()
-        ts = scorer.score(context, question=q)
-        out = scorer.pool(ts, spans)
-        proxy_ms.append(1000 * (time.process_time() - c0))
-        return out
+    def timed(rs: Any, cpu_ms: list[float]) -> Callable[[str, list[tuple[int, int]], str], Any]:
+        def rank(context: str, spans: list[tuple[int, int]], q: str) -> np.ndarray:
+            c0 = time.process_time()
+            out = rs.pool(rs.score(context, question=q), spans)
+            cpu_ms.append(1000 * (time.process_time() - c0))
+            return np.asarray(out)
 
-    rankers["relevance (proxy)"] = relevance
+        return rank
+
+    rankers["relevance (proxy)"] = timed(scorer, proxy_ms)
+    for path in args.head:
+        other = RelevanceScorer(proxy, RelevanceConfig(head=Path(path)))
+        rankers[f"relevance ({Path(path).stem})"] = timed(other, [])
     rankers["sentence (cosine)"] = sentence_cosine
     rankers["document order"] = lambda c, s, q: -np.arange(len(s), dtype=np.float64)
     rankers["random"] = lambda c, s, q: np.array([rng.random() for _ in s])
     # the SDK's coarse-to-fine order over the same sentence scores (passages first)
     coarse = {"coarse (cosine)": "sentence (cosine)", "coarse (relevance)": "relevance (proxy)"}
+    coarse.update({f"coarse ({Path(p).stem})": f"relevance ({Path(p).stem})" for p in args.head})
     rows: list[dict[str, Any]] = []
     for n, item in enumerate(items):
         docs = doc_sentences(item)
@@ -352,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=16)
     ap.add_argument("--ratios", default="0.5,0.25")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--head", action="append", default=[], help="another relevance head file")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     run(ap.parse_args(argv))
     return 0

@@ -4,7 +4,8 @@ Usage::
 
     python -m benchmarks.train_relevance teacher [--items 24] [--model qwen2.5-coder-0.5b-instruct]
     python -m benchmarks.train_relevance train [--depths 2,3] [--seed 0] [--train-items 1200]
-        [--teacher-items 24] [--out-dir sdk/promptsieve/proxy/heads] [--name relevance-v1]
+        [--teacher-items 24] [--teacher-repeat 1] [--out-dir sdk/promptsieve/proxy/heads]
+        [--name relevance-v1]
 
 Data (BIG-bench ``disfl_qa`` through ``benchmarks.bigbench``, split by article; the test
 articles are never read here — ``train_passages`` refuses them):
@@ -53,7 +54,7 @@ import numpy as np
 log = logging.getLogger("train_relevance")
 
 DEFAULT_OUT_DIR = Path("sdk/promptsieve/proxy/heads")
-TEACHER_SIZE = 500
+TEACHER_SIZE = 350  # most items' context + question then fit one 512-token proxy window
 TEACHER_SEED = 7
 PICK_TOLERANCE = 0.01
 
@@ -158,10 +159,24 @@ def fewshot_texts(n: int, seed: int, count: Any) -> list[Text]:
     return out
 
 
-def teacher_items(n: int) -> list[Any]:
+def teacher_items(n: int, proxy: Any) -> list[Any]:
+    """The first ``n`` dev items whose context and question fit one proxy window (the head
+    trains on single windows; :func:`encode` would skip the others after their costly
+    leave-one-out)."""
+    from promptsieve.proxy.relevance import RelevanceConfig, question_ids, windows
+
     from .bigbench.multidoc import multidoc_raw
 
-    return multidoc_raw("dev", TEACHER_SIZE, n, TEACHER_SEED)
+    max_q = RelevanceConfig().max_question_tokens
+    out = []
+    for item in multidoc_raw("dev", TEACHER_SIZE, 4 * n, TEACHER_SEED):
+        context, _, _ = build_context(doc_sentences(item))
+        q = question_ids(proxy, question_block(item.question), max_q)
+        if len(windows(proxy.config, len(proxy.tokenize(context)[0]), len(q))) == 1:
+            out.append(item)
+        if len(out) == n:
+            break
+    return out
 
 
 def doc_sentences(item: Any) -> list[list[str]]:
@@ -170,13 +185,13 @@ def doc_sentences(item: Any) -> list[list[str]]:
     return [sentences(d) for d in item.docs]
 
 
-def teacher_texts(n: int, model: str, compute: bool) -> list[Text]:
+def teacher_texts(n: int, model: str, compute: bool, proxy: Any) -> list[Text]:
     """Leave-one-out teacher labels for the first ``n`` dev items (computed if ``compute``)."""
     from ._loo import LeaveOneOut
 
     loo = LeaveOneOut(model) if compute else None
     out = []
-    for item in teacher_items(n):
+    for item in teacher_items(n, proxy):
         docs = doc_sentences(item)
         qb = question_block(item.question)
         if loo is None:
@@ -422,7 +437,9 @@ def baseline_scores(proxy: Any, texts: Sequence[Text]) -> dict[str, list[np.ndar
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    texts = teacher_texts(args.items, args.model, compute=True)
+    from promptsieve.proxy import Proxy, ProxyConfig
+
+    texts = teacher_texts(args.items, args.model, compute=True, proxy=Proxy.load(ProxyConfig()))
     log.info("teacher labels for %d dev items in %.0f s", len(texts), time.perf_counter() - t0)
     return 0
 
@@ -451,7 +468,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     capacity = 480 - 40
     train = answer_texts("train", args.train_items, args.seed, ptok, capacity)
     train += fewshot_texts(args.fewshot_items, args.seed, ptok)
-    teacher = teacher_texts(args.teacher_items, args.model, compute=False)
+    teacher = teacher_texts(args.teacher_items, args.model, compute=False, proxy=proxy)
     n_teacher_train = len(teacher) * 2 // 3  # the last third of the teacher items is held out
     train += teacher[:n_teacher_train]
     dev = answer_texts("dev", args.dev_items, args.seed + 1, ptok, capacity)
@@ -464,6 +481,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     encs = encode(proxy, train, depths)
     dev_encs = encode(proxy, dev, depths)
     held_encs = encode(proxy, held_teacher, depths) if held_teacher else []
+    encs += [e for e in encs if e.text.kind == "teacher"] * (args.teacher_repeat - 1)
     train = [e.text for e in encs]  # texts longer than one window were skipped
     dev = [e.text for e in dev_encs]
     held_teacher = [e.text for e in held_encs]
@@ -510,6 +528,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "train_answer": sum(t.kind == "answer" for t in train),
             "train_fewshot": sum(t.kind == "fewshot" for t in train),
             "train_teacher": n_teacher_train,
+            "teacher_repeat": args.teacher_repeat,
             "teacher_model": args.model,
             "dev_answer": len(dev),
             "heldout_teacher": len(held_teacher),
@@ -540,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--fewshot-items", type=int, default=150)
     r.add_argument("--dev-items", type=int, default=300)
     r.add_argument("--teacher-items", type=int, default=24)
+    r.add_argument(
+        "--teacher-repeat", type=int, default=1, help="each teacher item this many times an epoch"
+    )
     r.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     r.add_argument("--epochs", type=int, default=6)
     r.add_argument("--threads", type=int, default=2)
