@@ -27,7 +27,10 @@ Model: the proxy's first ``depth`` encoder layers, frozen (their states are comp
 and :class:`~promptsieve.proxy._relevance_head.RelevanceHead` trained on top. Sentence logit
 = learned ``mean``/``max`` pooling of its token logits. Losses: per item, binary
 cross-entropy over sentences plus a listwise softmax cross-entropy (the answer sentence, or
-the teacher's softmax-normalised drops, as the target distribution).
+the teacher's softmax-normalised drops, as the target distribution); teacher items add a
+RankNet pairwise loss (Burges et al., ICML 2005) over the sentence pairs whose drops differ by
+more than ``TEACHER_MARGIN`` nats, so that the head learns the teacher's whole order, not only
+its top sentence.
 
 Selection and report on dev articles (answer labels): mean reciprocal rank of the answer
 sentence, top-1, and whether it survives at 50 % / 25 % of the context's tokens when
@@ -56,6 +59,7 @@ log = logging.getLogger("train_relevance")
 DEFAULT_OUT_DIR = Path("sdk/promptsieve/proxy/heads")
 TEACHER_SIZE = 350  # most items' context + question then fit one 512-token proxy window
 TEACHER_SEED = 7
+TEACHER_MARGIN = 0.1  # nats: teacher pairs closer than this carry no order
 PICK_TOLERANCE = 0.01
 
 
@@ -318,7 +322,14 @@ def item_loss(logit: Any, text: Text) -> Any:
     y = torch.from_numpy(text.labels).float()
     if text.kind == "teacher":
         target = torch.softmax(y.clamp(-10, 10), 0)
-        return -(target * torch.log_softmax(logit, 0)).sum()
+        listwise = -(target * torch.log_softmax(logit, 0)).sum()
+        # RankNet on the pairs the teacher orders by more than TEACHER_MARGIN nats: the
+        # softmax target above is nearly one-hot on the answer sentence, this term carries
+        # the teacher's order of the rest (the oracle ranking that fidelity is measured on)
+        ordered = (y[:, None] - y[None, :]) > TEACHER_MARGIN
+        if not bool(ordered.any()):
+            return listwise
+        return listwise + F.softplus(-(logit[:, None] - logit[None, :])[ordered]).mean()
     if text.kind == "fewshot":
         return 0.3 * F.binary_cross_entropy_with_logits(logit, y)
     pos = float(y.sum())

@@ -32,3 +32,20 @@ def test_coarse_keep_never_exceeds_the_budget_and_never_empties() -> None:
         assert len(kept) == 1 or sum(costs[i] for i in kept) <= ratio * sum(costs)
         best = int(np.argmax(scores))
         assert any(doc_of[i] == doc_of[best] for i in kept)  # the best passage stays
+
+
+def test_teacher_loss_learns_the_order_below_the_top_sentence() -> None:
+    """The teacher's softmax target is nearly one-hot on the answer sentence; the RankNet
+    term makes swapping two lower sentences that the teacher orders cost something."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from benchmarks.train_relevance import Text, item_loss
+
+    drops = np.array([0.0, 9.0, 0.5, 0.2, -0.3])  # nats; the answer sentence is 1
+    text = Text("teacher", "c", "q", [(0, 1)] * 5, drops)
+    follows = torch.tensor([0.0, 5.0, 2.0, 1.0, -1.0])
+    swapped = torch.tensor([0.0, 5.0, 1.0, 2.0, -1.0])  # same top, sentences 2 and 3 swapped
+    assert float(item_loss(swapped, text) - item_loss(follows, text)) > 0.05
+    flat = Text("teacher", "c", "q", [(0, 1)] * 3, np.array([0.01, 0.0, 0.02]))  # no order
+    assert float(item_loss(torch.zeros(3), flat)) == pytest.approx(float(np.log(3)), abs=1e-5)
