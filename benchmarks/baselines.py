@@ -319,6 +319,13 @@ def _make_compressor(scorer: ProjectScorer | None, *, coarse: bool = False) -> o
     return comp
 
 
+#: Every method :func:`build_methods` knows, in the order the reports list them.
+METHOD_NAMES = (
+    "none", "random", "truncate", "selfinfo", "attribution", "head", "sentence", "relevance",
+    "coarse", "default",
+)  # fmt: skip
+
+
 def build_methods(
     names: Sequence[str],
     logprobs: LogprobSource,
@@ -346,9 +353,10 @@ def build_methods(
         # the SDK's default Compressor (scorer=None: chosen per part, see CompressorConfig)
         "default": lambda: ProjectMethod(None),
     }
+    assert set(makers) == set(METHOD_NAMES)
     unknown = [n for n in names if n not in makers]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {sorted(makers)}")
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHOD_NAMES)}")
     methods = [makers[n]() for n in names]
     if cache is None:
         return methods

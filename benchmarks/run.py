@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .baselines import Method, build_methods, context_ratio, count
+from .baselines import METHOD_NAMES, Method, build_methods, context_ratio, count
 from .data import (
     BenchItem,
     Kind,
@@ -71,7 +71,8 @@ STOPS: dict[str, tuple[str, ...]] = {
     "gsm8k": ("Q:", "</s>", "<|im_end|>"),
     "needle": ("\n",),
 }
-ALL_METHODS = ("none", "random", "truncate", "selfinfo", "attribution", "head", "sentence")
+#: The legacy lm-eval profiles' methods (the suite profiles name theirs in :mod:`.suites`).
+LEGACY_METHODS = ("none", "random", "truncate", "selfinfo", "attribution", "head", "sentence")
 PRICES = Path(__file__).resolve().parent / "prices.json"
 #: lm-eval's 27 BBH tasks (short names), alphabetical.
 BBH_TASKS = (
@@ -93,7 +94,7 @@ class Profile:
 
     name: str
     ratios: tuple[float, ...]
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = LEGACY_METHODS
     cot_tasks: tuple[str, ...] | None = None
     cot_per_task: int | None = None
     direct_tasks: tuple[str, ...] | None = None
@@ -406,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", default=None, help="model name at --base-url")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/<profile>")
-    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)}")
+    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(METHOD_NAMES)}")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--no-screen", action="store_true")

@@ -6,7 +6,9 @@
     ├── ConfigError (also ValueError)        bad settings or a missing extra, at construction
     ├── StoreError                           the verdict store is unreachable or corrupt
     ├── TargetError                          the target failed while screening offline
-    └── UnsupportedRequest (also ValueError) a request shape no converter can rebuild
+    ├── UnsupportedRequest (also ValueError) a request shape no converter can rebuild
+    ├── SieveClosed (``_threads.py``)        the sieve is closed or the process is exiting
+    └── JudgeError (``fidelity/judge.py``)   the judge gave no usable verdict
 
 Configuration mistakes raise loudly at construction; on the request path every error is
 caught, counted in ``SieveStats.errors`` and the original prompt goes through (fail open).
