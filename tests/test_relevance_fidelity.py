@@ -1,6 +1,9 @@
-"""The fidelity benchmark's pruning rules (``benchmarks/relevance_fidelity.py``), no model."""
+"""The fidelity benchmark's pruning rules (``benchmarks/relevance_fidelity.py``) and the
+relevance head's teacher data and loss (``benchmarks/train_relevance.py``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from benchmarks.relevance_fidelity import coarse_keep, keep_best_first
@@ -49,3 +52,26 @@ def test_teacher_loss_learns_the_order_below_the_top_sentence() -> None:
     assert float(item_loss(swapped, text) - item_loss(follows, text)) > 0.05
     flat = Text("teacher", "c", "q", [(0, 1)] * 3, np.array([0.01, 0.0, 0.02]))  # no order
     assert float(item_loss(torch.zeros(3), flat)) == pytest.approx(float(np.log(3)), abs=1e-5)
+
+
+def test_teacher_items_fit_one_proxy_window(proxy: Any) -> None:
+    """The teacher step computes leave-one-out labels only for dev items the head can train
+    on: context and question in one request-path window (real proxy, real BIG-bench data)."""
+    from benchmarks.train_relevance import (
+        build_context,
+        doc_sentences,
+        question_block,
+        teacher_items,
+    )
+
+    from promptsieve.proxy.relevance import RelevanceConfig, question_ids, windows
+
+    items = teacher_items(6, proxy)
+    assert len(items) == 6 and all(i.id.split("#")[1].startswith("dev:") for i in items)
+    for item in items:
+        context, _, _ = build_context(doc_sentences(item))
+        q = question_ids(
+            proxy, question_block(item.question), RelevanceConfig().max_question_tokens
+        )
+        assert len(windows(proxy.config, len(proxy.tokenize(context)[0]), len(q))) == 1
+    assert [i.id for i in teacher_items(3, proxy)] == [i.id for i in items[:3]]
