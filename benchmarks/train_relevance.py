@@ -315,7 +315,7 @@ def batch_sentence_logits(head: Any, encs: Sequence[Encoded], depth: int) -> lis
     return [pooled[a:z] for a, z in offsets]
 
 
-def item_loss(logit: Any, text: Text) -> Any:
+def item_loss(logit: Any, text: Text, margin: float = TEACHER_MARGIN) -> Any:
     import torch
     import torch.nn.functional as F
 
@@ -326,7 +326,7 @@ def item_loss(logit: Any, text: Text) -> Any:
         # RankNet on the pairs the teacher orders by more than TEACHER_MARGIN nats: the
         # softmax target above is nearly one-hot on the answer sentence, this term carries
         # the teacher's order of the rest (the oracle ranking that fidelity is measured on)
-        ordered = (y[:, None] - y[None, :]) > TEACHER_MARGIN
+        ordered = (y[:, None] - y[None, :]) > margin
         if not bool(ordered.any()):
             return listwise
         return listwise + F.softplus(-(logit[:, None] - logit[None, :])[ordered]).mean()
@@ -340,7 +340,14 @@ def item_loss(logit: Any, text: Text) -> Any:
     return bce + ce
 
 
-def train_head(encs: list[Encoded], depth: int, seed: int, epochs: int, batch: int = 16) -> Any:
+def train_head(
+    encs: list[Encoded],
+    depth: int,
+    seed: int,
+    epochs: int,
+    batch: int = 16,
+    margin: float = TEACHER_MARGIN,
+) -> Any:
     import torch
 
     from promptsieve.proxy._relevance_head import RelevanceHead
@@ -363,12 +370,13 @@ def train_head(encs: list[Encoded], depth: int, seed: int, epochs: int, batch: i
             opt.zero_grad()
             group = [encs[i] for i in bi]
             outs = batch_sentence_logits(head, group, depth)
-            loss = sum(item_loss(o, e.text) for o, e in zip(outs, group, strict=True)) / len(bi)
+            pairs = zip(outs, group, strict=True)
+            loss = sum(item_loss(o, e.text, margin) for o, e in pairs) / len(bi)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += float(loss) * len(bi)
+            total += float(loss.detach()) * len(bi)
         log.info("depth %d epoch %d: loss %.4f", depth, ep + 1, total / len(encs))
     head.eval()
     return head
@@ -481,18 +489,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     train += fewshot_texts(args.fewshot_items, args.seed, ptok)
     teacher = teacher_texts(args.teacher_items, args.model, compute=False, proxy=proxy)
     n_teacher_train = len(teacher) * 2 // 3  # the last third of the teacher items is held out
-    train += teacher[:n_teacher_train]
+    if args.teacher_repeat:  # 0: the teacher items are only evaluated (held-out Spearman)
+        train += teacher[:n_teacher_train]
     dev = answer_texts("dev", args.dev_items, args.seed + 1, ptok, capacity)
     held_teacher = teacher[n_teacher_train:]
     log.info(
         "texts: train %d (answer %d, fewshot %d, teacher %d), dev %d, held-out teacher %d",
         len(train), sum(t.kind == "answer" for t in train), sum(t.kind == "fewshot" for t in train),
-        n_teacher_train, len(dev), len(held_teacher),
+        n_teacher_train if args.teacher_repeat else 0, len(dev), len(held_teacher),
     )  # fmt: skip
     encs = encode(proxy, train, depths)
     dev_encs = encode(proxy, dev, depths)
     held_encs = encode(proxy, held_teacher, depths) if held_teacher else []
-    encs += [e for e in encs if e.text.kind == "teacher"] * (args.teacher_repeat - 1)
+    encs += [e for e in encs if e.text.kind == "teacher"] * max(0, args.teacher_repeat - 1)
     train = [e.text for e in encs]  # texts longer than one window were skipped
     dev = [e.text for e in dev_encs]
     held_teacher = [e.text for e in held_encs]
@@ -502,7 +511,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     heads = {}
     for d in depths:
         t0 = time.perf_counter()
-        head = train_head(encs, d, args.seed, args.epochs)
+        head = train_head(encs, d, args.seed, args.epochs, margin=args.teacher_margin)
         heads[d] = head
         m = ranking_metrics(head_scores(head, dev_encs, d), dev, gpt)
         if held_encs:
@@ -538,8 +547,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "data": {
             "train_answer": sum(t.kind == "answer" for t in train),
             "train_fewshot": sum(t.kind == "fewshot" for t in train),
-            "train_teacher": n_teacher_train,
+            "train_teacher": n_teacher_train if args.teacher_repeat else 0,
             "teacher_repeat": args.teacher_repeat,
+            "teacher_margin": args.teacher_margin,
             "teacher_model": args.model,
             "dev_answer": len(dev),
             "heldout_teacher": len(held_teacher),
@@ -571,7 +581,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--dev-items", type=int, default=300)
     r.add_argument("--teacher-items", type=int, default=24)
     r.add_argument(
-        "--teacher-repeat", type=int, default=1, help="each teacher item this many times an epoch"
+        "--teacher-repeat",
+        type=int,
+        default=1,
+        help="each teacher item this many times an epoch (0: held-out evaluation only)",
+    )
+    r.add_argument(
+        "--teacher-margin",
+        type=float,
+        default=TEACHER_MARGIN,
+        help="nats; the RankNet term's pairs differ by more (inf: listwise loss only)",
     )
     r.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     r.add_argument("--epochs", type=int, default=6)
