@@ -4,8 +4,8 @@ Usage::
 
     python -m benchmarks.train_relevance teacher [--items 24] [--model qwen2.5-coder-0.5b-instruct]
     python -m benchmarks.train_relevance train [--depths 2,3] [--seed 0] [--train-items 1200]
-        [--teacher-items 24] [--teacher-repeat 1] [--out-dir sdk/promptsieve/proxy/heads]
-        [--name relevance-v1]
+        [--teacher-items 24] [--teacher-repeat 1] [--teacher-margin 0.1]
+        [--out-dir sdk/promptsieve/proxy/heads] [--name relevance-v1]
 
 Data (BIG-bench ``disfl_qa`` through ``benchmarks.bigbench``, split by article; the test
 articles are never read here — ``train_passages`` refuses them):
@@ -17,8 +17,11 @@ articles are never read here — ``train_passages`` refuses them):
   instruction in front, as the Compressor then sees them.
 * **Target-teacher labels** (dev articles; ``teacher`` step): the local target's own
   leave-one-out drop in the log-probability of its answer when one sentence is removed
-  (``benchmarks/_loo.py``; the 0.5B Qwen2.5-Coder target on this CPU). Items of about 500
-  tokens (gold + distractors of the dev split). Cached in ``benchmarks/.cache/``.
+  (``benchmarks/_loo.py``; the 0.5B Qwen2.5-Coder target on this CPU). Items of about 350
+  tokens (gold + distractors of the dev split), only those whose context and question fit
+  one proxy window (:func:`teacher_items`). Cached in ``benchmarks/.cache/``; the last third
+  is held out for the Spearman against the teacher. Session 11's result (39 items did not
+  help): ``benchmarks/results/relevance_teacher.md``.
 * **Few-shot / instruction text**: lm-eval's few-shot demonstration passages and pydoc
   topics (``benchmarks/_head_data``), every sentence labelled relevant, so the head does not
   learn that everything but one sentence can go where nothing was retrieved.

@@ -87,7 +87,6 @@ def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path, pair
                         config=DemoAttributionConfig(cache_dir=tmp_path))  # fmt: skip
     # brute force: every coalition as one plain pass over the whole text, laid out here
     opening, closing = chatml()
-    sys_block = opening.removesuffix("<|im_start|>user\n")
     table = {}
     for c in _shapley.coalitions(3):
         vals = []
@@ -98,7 +97,8 @@ def test_lm_attribution_equals_brute_force_shapley(lm: Any, tmp_path: Path, pair
                     f"<|im_start|>assistant\n{demos[i].output}<|im_end|>\n"
                     for i in c
                 )
-                head = sys_block.replace("<|im_end|>", "\nAnswer yes or no.<|im_end|>", 1)
+                # the header alone is the system message (no default prompt then)
+                head = "<|im_start|>system\nAnswer yes or no.<|im_end|>\n"
                 text = f"{head}{turns}<|im_start|>user\n{v.input}{closing}"
             else:
                 text = opening + fmt.render([demos[i] for i in c], v.input) + closing
