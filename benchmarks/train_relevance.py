@@ -6,6 +6,8 @@ Usage::
     python -m benchmarks.train_relevance train [--depths 2,3] [--seed 0] [--train-items 1200]
         [--teacher-items 24] [--teacher-repeat 1] [--teacher-margin 0.1]
         [--out-dir sdk/promptsieve/proxy/heads] [--name relevance-v1]
+    python -m benchmarks.train_relevance heldout --head A.safetensors [--head B.safetensors]
+        [--teacher-items 100] [--out results.json]
 
 Data (BIG-bench ``disfl_qa`` through ``benchmarks.bigbench``, split by article; the test
 articles are never read here — ``train_passages`` refuses them):
@@ -421,15 +423,28 @@ def ranking_metrics(
     }
 
 
-def _spearman_teacher(scores: Sequence[np.ndarray], texts: Sequence[Text]) -> float:
+def teacher_spearmans(scores: Sequence[np.ndarray], texts: Sequence[Text]) -> list[float]:
+    """Per item, Spearman's rho between a ranker's sentence scores and the teacher's drops
+    (nan where either is constant or the item has fewer than 3 sentences); aligned with
+    ``texts``, so two rankers pair item by item."""
     from scipy.stats import spearmanr
 
-    vals = [
-        float(spearmanr(s, t.labels).statistic)
-        for s, t in zip(scores, texts, strict=True)
-        if len(s) > 2 and np.std(t.labels) > 0
-    ]
-    return float(np.nanmean(vals)) if vals else float("nan")
+    out = []
+    for s, t in zip(scores, texts, strict=True):
+        ok = len(s) > 2 and np.std(t.labels) > 0 and np.std(s) > 0
+        out.append(float(spearmanr(s, t.labels).statistic) if ok else float("nan"))
+    return out
+
+
+def _spearman_teacher(scores: Sequence[np.ndarray], texts: Sequence[Text]) -> float:
+    vals = teacher_spearmans(scores, texts)
+    return float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else float("nan")
+
+
+def split_teacher(teacher: list[Text]) -> tuple[list[Text], list[Text]]:
+    """The first two thirds of the teacher items train; the last third is held out."""
+    n = len(teacher) * 2 // 3
+    return teacher[:n], teacher[n:]
 
 
 def head_scores(head: Any, encs: list[Encoded], depth: int) -> list[np.ndarray]:
@@ -491,11 +506,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = answer_texts("train", args.train_items, args.seed, ptok, capacity)
     train += fewshot_texts(args.fewshot_items, args.seed, ptok)
     teacher = teacher_texts(args.teacher_items, args.model, compute=False, proxy=proxy)
-    n_teacher_train = len(teacher) * 2 // 3  # the last third of the teacher items is held out
+    teacher_train, held_teacher = split_teacher(teacher)
+    n_teacher_train = len(teacher_train)
     if args.teacher_repeat:  # 0: the teacher items are only evaluated (held-out Spearman)
-        train += teacher[:n_teacher_train]
+        train += teacher_train
     dev = answer_texts("dev", args.dev_items, args.seed + 1, ptok, capacity)
-    held_teacher = teacher[n_teacher_train:]
     log.info(
         "texts: train %d (answer %d, fewshot %d, teacher %d), dev %d, held-out teacher %d",
         len(train), sum(t.kind == "answer" for t in train), sum(t.kind == "fewshot" for t in train),
@@ -569,6 +584,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heldout(args: argparse.Namespace) -> int:
+    """Committed heads and the cosine baseline against the held-out teacher items: mean
+    Spearman per ranker with a percentile bootstrap 95 % interval over items
+    (``scipy.stats.bootstrap``, seeded), and a paired Wilcoxon signed-rank test of each
+    ranker against the first head (``scipy.stats.wilcoxon``) on the items both can rank."""
+    from scipy.stats import bootstrap, wilcoxon
+
+    from promptsieve.proxy import Proxy, ProxyConfig
+    from promptsieve.proxy._relevance_head import load_relevance_head
+
+    proxy = Proxy.load(ProxyConfig())
+    teacher = teacher_texts(args.teacher_items, args.model, compute=False, proxy=proxy)
+    _, held = split_teacher(teacher)
+    if not held:
+        log.error("no cached teacher items: run `python -m benchmarks.train_relevance teacher`")
+        return 2
+    heads = {Path(p).stem: load_relevance_head(p) for p in args.head}
+    depths = sorted({h.layers for h in heads.values()})
+    encs = encode(proxy, held, depths)
+    held = [e.text for e in encs]
+    per_item = {name: teacher_spearmans(head_scores(h, encs, h.layers), held)
+                for name, h in heads.items()}  # fmt: skip
+    base = baseline_scores(proxy, held)
+    per_item |= {k: teacher_spearmans(v, held) for k, v in base.items()}
+    first = next(iter(heads))
+    rows: dict[str, Any] = {}
+    for name, vals in per_item.items():
+        v = np.array([x for x in vals if not np.isnan(x)])
+        ci = bootstrap((v,), np.mean, confidence_level=0.95, method="percentile",
+                       random_state=args.seed, n_resamples=10_000).confidence_interval  # fmt: skip
+        row: dict[str, Any] = {"mean": float(v.mean()), "ci95": [float(ci.low), float(ci.high)],
+                               "n": len(v),
+                               "items": [None if np.isnan(x) else x for x in vals]}  # fmt: skip
+        if name != first:
+            pairs = [(a, b) for a, b in zip(per_item[first], vals, strict=True)
+                     if not (np.isnan(a) or np.isnan(b))]  # fmt: skip
+            d = np.array([a - b for a, b in pairs])
+            row[f"vs {first}"] = {
+                "n": len(d), "first_higher": int((d > 0).sum()), "other_higher": int((d < 0).sum()),
+                "wilcoxon_p": float(wilcoxon(d).pvalue) if np.any(d) else 1.0,
+            }  # fmt: skip
+        rows[name] = row
+        log.info("%s: %.3f [%.3f, %.3f] (n %d)", name, row["mean"], *row["ci95"], row["n"])
+    summary = {
+        "command": "python -m benchmarks.train_relevance " + " ".join(sys.argv[1:]),
+        "teacher_model": args.model,
+        "heldout_items": len(held),
+        "rankers": rows,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "items"}
+                      for k, v in rows.items()}, indent=1))  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ap = argparse.ArgumentParser(prog="python -m benchmarks.train_relevance")
@@ -601,8 +672,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR))
     r.add_argument("--name", default="relevance-v1")
     r.add_argument("--dry-run", action="store_true")
+    h = sub.add_parser("heldout", help="committed heads vs the held-out teacher items")
+    h.add_argument("--head", action="append", required=True, help="a head's .safetensors")
+    h.add_argument("--teacher-items", type=int, default=100)
+    h.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--out", default=None, help="write the per-item figures here (JSON)")
     args = ap.parse_args(argv)
-    return cmd_teacher(args) if args.cmd == "teacher" else cmd_train(args)
+    commands = {"teacher": cmd_teacher, "train": cmd_train, "heldout": cmd_heldout}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,49 @@ def test_teacher_items_fit_one_proxy_window(proxy: Any) -> None:
         )
         assert len(windows(proxy.config, len(proxy.tokenize(context)[0]), len(q))) == 1
     assert [i.id for i in teacher_items(3, proxy)] == [i.id for i in items[:3]]
+
+
+def test_teacher_spearmans_pair_items_and_mark_unrankable_ones() -> None:
+    from benchmarks.train_relevance import Text, split_teacher, teacher_spearmans
+
+    texts = [
+        Text("teacher", "c", "q", [(0, 1)] * 4, np.array([3.0, 1.0, 0.5, 0.0])),
+        Text("teacher", "c", "q", [(0, 1)] * 4, np.array([0.0, 0.0, 0.0, 0.0])),  # flat teacher
+        Text("teacher", "c", "q", [(0, 1)] * 2, np.array([1.0, 0.0])),  # too short
+    ]
+    scores = [np.array([4.0, 3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 0])]
+    rho = teacher_spearmans(scores, texts)
+    assert rho[0] == 1.0 and np.isnan(rho[1]) and np.isnan(rho[2])
+    assert np.isnan(teacher_spearmans([np.zeros(4)], texts[:1])[0])  # a constant ranker
+    train, held = split_teacher(list(range(59)))  # type: ignore[arg-type]
+    assert len(train) == 39 and held == list(range(39, 59))
+
+
+def test_heldout_reproduces_the_committed_teacher_figures(
+    proxy: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """``train_relevance heldout`` on the committed leave-one-out labels and heads (real
+    proxy, real BIG-bench dev items) gives the figures in ``results/relevance_teacher.md``."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("torch")
+    import benchmarks._loo as loo
+    from benchmarks.train_relevance import main
+
+    shutil.copy(Path("benchmarks/results/heads/loo-qwen2.5-coder-0.5b-instruct.jsonl"), tmp_path)
+    monkeypatch.setattr(loo, "CACHE_DIR", tmp_path)
+    out = tmp_path / "heldout.json"
+    v1 = "sdk/promptsieve/proxy/heads/relevance-v1.safetensors"
+    v2 = "benchmarks/results/heads/relevance-v2-teacher.safetensors"
+    assert main(["heldout", "--head", v1, "--head", v2, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rankers"]
+    assert rows["relevance-v1"]["n"] == 20
+    assert rows["relevance-v1"]["mean"] == pytest.approx(0.233, abs=0.005)
+    assert rows["relevance-v2-teacher"]["mean"] == pytest.approx(0.104, abs=0.005)
+    lo, hi = rows["relevance-v1"]["ci95"]
+    assert lo < rows["relevance-v1"]["mean"] < hi
+    assert rows["relevance-v2-teacher"]["vs relevance-v1"]["first_higher"] == 15
