@@ -107,29 +107,30 @@ class DemoFormat:
         """Everything before the first demonstration."""
         if not self.chat:
             return self.header
-        from promptsieve.proxy.lm import chatml
+        from promptsieve.proxy.lm import chatml, chatml_turn
 
         if not self.pairs:
             return chatml(self.system)[0] + self.header
-        return chatml(self._pair_system())[0].removesuffix("<|im_start|>user\n")
+        return chatml(self._pair_system())[0].removesuffix(chatml_turn("user", close=False))
 
     def lm_demo(self, d: Demonstration) -> str:
         """One demonstration (with ``pairs``: its user and assistant messages)."""
         if not self.pairs:
             return self.render_demo(d)
-        user, assistant = "<|im_start|>user\n", "<|im_start|>assistant\n"
-        return f"{user}{d.input}<|im_end|>\n{assistant}{d.output}<|im_end|>\n"
+        from promptsieve.proxy.lm import chatml_turn
+
+        return chatml_turn("user", d.input) + chatml_turn("assistant", d.output)
 
     def lm_query(self, text: str) -> str:
         """The question, up to where the answer starts."""
         if not self.chat:
             return self.render_query(text)
-        from promptsieve.proxy.lm import chatml
+        from promptsieve.proxy.lm import chatml, chatml_turn
 
         closing = chatml(self.system)[1]
         if not self.pairs:
             return self.render_query(text) + closing
-        return f"<|im_start|>user\n{text}" + closing
+        return chatml_turn("user", text, close=False) + closing
 
     def lm_text(self, demos: Sequence[Demonstration], query: str) -> str:
         """The whole prompt as the target's chat template lays it out (``chat``), or as it

@@ -39,7 +39,7 @@ from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
 from promptsieve.proxy._runtime import CPU
 
-__all__ = ["KVState", "LMProxy", "LMProxyConfig", "chatml"]
+__all__ = ["KVState", "LMProxy", "LMProxyConfig", "chatml", "chatml_turn"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,20 @@ log = logging.getLogger(__name__)
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
+def chatml_turn(role: str, text: str = "", *, close: bool = True) -> str:
+    """One ChatML message as Qwen2.5's chat template writes it:
+    ``<|im_start|>{role}\\n{text}<|im_end|>\\n``, or without the ``<|im_end|>`` when not
+    ``close`` (a turn that the rest of the prompt, or the model's answer, continues)."""
+    return f"<|im_start|>{role}\n{text}" + ("<|im_end|>\n" if close else "")
+
+
 def chatml(system: str | None = None) -> tuple[str, str]:
     """``(opening, closing)`` of one ChatML user turn: ``opening + user text + closing`` is
-    the prompt after which the assistant's answer starts (Qwen2.5's chat template)."""
+    the prompt after which the assistant's answer starts (Qwen2.5's chat template; with
+    ``system=None`` its default system message, :data:`QWEN_SYSTEM`)."""
     sys_text = QWEN_SYSTEM if system is None else system
-    opening = f"<|im_start|>system\n{sys_text}<|im_end|>\n<|im_start|>user\n"
-    return opening, "<|im_end|>\n<|im_start|>assistant\n"
+    opening = chatml_turn("system", sys_text) + chatml_turn("user", close=False)
+    return opening, "<|im_end|>\n" + chatml_turn("assistant", close=False)
 
 
 @dataclass(frozen=True)
