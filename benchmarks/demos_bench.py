@@ -9,7 +9,8 @@ metric is the share of demonstrations removed (the last rung before the first fa
 Methods:
 
 - ``proxy``: exact Shapley / Kernel SHAP on the ONNX LM proxy (Qwen2.5-Coder-0.5B-Instruct);
-- ``oracle``: the same procedure on the target itself (its log-probabilities via llama.cpp);
+- ``oracle``: the same procedure on the target itself (its log-probabilities via llama.cpp,
+  or, with ``--base-url``, an OpenAI-compatible chat API's first-token log-probabilities);
 - ``random``: a seeded random order;
 - ``selfinfo``: LLMLingua-style self-information, the mean surprisal of a demonstration's
   tokens under the proxy LM in the full prompt (low = predictable = removed first);
@@ -69,8 +70,11 @@ METHODS = ("proxy", "oracle", "random", "selfinfo", "head")
 class Bench:
     """Lazily built shared components (the proxy LM, the target, the head)."""
 
-    def __init__(self, target_model: str, threads: int | None, int8: bool) -> None:
+    def __init__(
+        self, target_model: str, threads: int | None, int8: bool, base_url: str | None = None
+    ) -> None:
         self.target_model = target_model
+        self.base_url = base_url
         self.threads = threads
         self.int8 = int8
         self._lm: LMDemoScorer | None = None
@@ -90,11 +94,14 @@ class Bench:
     @property
     def target(self) -> Any:
         if self._target is None:
-            from .demos_target import LlamaTarget
+            from .demos_target import ChatTarget, LlamaTarget
             from .target import CallCache
 
             cache = CallCache(_cache_path())
-            self._target = LlamaTarget(self.target_model, cache=cache, n_threads=self.threads)
+            if self.base_url:
+                self._target = ChatTarget(self.base_url, self.target_model, cache=cache)
+            else:
+                self._target = LlamaTarget(self.target_model, cache=cache, n_threads=self.threads)
         return self._target
 
     @property
@@ -117,7 +124,7 @@ def answers(
     (``None`` where no choice is stated)."""
     out = []
     for q, _ in d.test:
-        reply = bench.target.generate(fmt.lm_text(kept, q))
+        reply = bench.target.reply(fmt, kept, q)
         out.append(parse_answer(reply, d.choices))
     return out
 
@@ -509,7 +516,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--val", type=int, default=3)
     ap.add_argument("--test", type=int, default=40)
     ap.add_argument("--samples", type=int, default=1000, help="Kernel SHAP coalitions")
-    ap.add_argument("--target", default="qwen2.5-coder-1.5b-instruct")
+    ap.add_argument(
+        "--target", default="qwen2.5-coder-1.5b-instruct",
+        help="an embedded GGUF (llama.cpp in-process), or with --base-url the API's model name",
+    )  # fmt: skip
+    ap.add_argument(
+        "--base-url", default=None,
+        help="an OpenAI-compatible chat API as the target (key: $OPENAI_API_KEY); the oracle "
+        "then reads the answer's first-token log-probability (benchmarks.demos_target.ChatTarget)",
+    )  # fmt: skip
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--int8", action="store_true", help="int8 LM proxy")
     ap.add_argument("--poison-task", default="sports_understanding")
@@ -538,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         report_main()
         return
-    bench = Bench(args.target, args.threads, args.int8)
+    bench = Bench(args.target, args.threads, args.int8, args.base_url)
     parts = {
         "a": run_a, "b": run_b, "probe": run_probe, "poison-probe": run_poison_probe,
         "fidelity": run_fidelity,

@@ -1,4 +1,9 @@
-"""The target for the demonstration benchmarks: an embedded Qwen GGUF in llama.cpp, in-process.
+"""The targets of the demonstration benchmarks: an embedded Qwen GGUF in llama.cpp,
+in-process (:class:`LlamaTarget`), or any OpenAI-compatible chat API (:class:`ChatTarget`).
+
+Both serve what the benchmark asks of a target, for a :class:`~promptsieve.demos.DemoFormat`,
+demonstrations and a question: ``reply`` (the greedy answer; accuracy) and ``answer_logprob``
+(the log-probability of a given answer; the oracle).
 
 One ``llama_cpp.Llama`` serves both what the benchmark asks of the target:
 
@@ -26,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +39,7 @@ from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
 
 from .target import CallCache
 
-__all__ = ["LlamaTarget", "OracleScorer"]
+__all__ = ["ChatTarget", "LlamaTarget", "OracleScorer"]
 
 
 class LlamaTarget:
@@ -161,6 +167,129 @@ class LlamaTarget:
         self.cache.put(key, {"text": text}, dt)
         return text
 
+    def reply(self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str) -> str:
+        """The greedy reply to ``query`` after ``demos``, laid out by ``fmt``."""
+        return self.generate(fmt.lm_text(demos, query))
+
+    def answer_logprob(
+        self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str, answer: str
+    ) -> float:
+        """log p(``answer`` | the prompt), nats, every answer token."""
+        return self.score(fmt.lm_text(demos, query), answer)
+
+
+class ChatTarget:
+    """An OpenAI-compatible chat completions API as the benchmark's target (a hosted model,
+    or a llama.cpp / vLLM server), through the official ``openai`` client.
+
+    - ``reply``: ``temperature=0``, ``seed=0``, at most ``max_tokens`` tokens.
+    - ``answer_logprob``: chat APIs score no given continuation, so the oracle reads the
+      first answer position: one token with ``logprobs=True, top_logprobs=k`` (OpenAI allows
+      k ≤ 20). The value is the log of the probability mass of the listed tokens that begin
+      the answer (stripped token text a non-empty prefix of the stripped answer). For
+      label answers (True / False, yes / no, (A)…) the first token decides the label. When
+      no listed token begins the answer, the value is the smallest listed log-probability,
+      an upper bound (counted in ``counts["floored"]``).
+
+    The layout sent is :meth:`DemoFormat.messages`. Every response goes through the call
+    cache, keyed by the base URL, model and request body. ``counts``: ``calls`` (requests
+    asked for, cached or not), ``computed_calls`` (sent), ``prompt_tokens`` (the API's
+    ``usage.prompt_tokens``, what it bills).
+
+    Raises :class:`~promptsieve.ConfigError` at construction without ``openai`` installed,
+    and ``RuntimeError`` when the API returns no log-probabilities (the oracle needs them).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        cache: CallCache | None = None,
+        top_logprobs: int = 20,
+        max_tokens: int = 12,
+        timeout: float = 120.0,
+        client: object | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:
+            from promptsieve import ConfigError
+
+            raise ConfigError("ChatTarget needs the openai client: pip install openai") from exc
+        self.model = model
+        self.identity = f"chat:{base_url.rstrip('/')}:{model}"
+        self.cache = cache or CallCache(None)
+        self.top_logprobs = top_logprobs
+        self.max_tokens = max_tokens
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "none")
+        self._client: Any = client or openai.OpenAI(
+            base_url=base_url, api_key=key, timeout=timeout, max_retries=3
+        )
+        self.counts: Counter[str] = Counter()
+        self.seconds = 0.0
+
+    def _call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = CallCache.key(self.identity, kind, body)
+        self.counts["calls"] += 1
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.counts["prompt_tokens"] += int(hit[0].get("prompt_tokens", 0))
+            return hit[0]
+        t0 = time.perf_counter()
+        resp = self._client.chat.completions.create(model=self.model, **body)
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        choice = resp.choices[0]
+        out: dict[str, Any] = {
+            "text": choice.message.content or "",
+            "prompt_tokens": int(getattr(resp.usage, "prompt_tokens", 0) or 0),
+        }
+        if body.get("logprobs"):
+            content = getattr(choice.logprobs, "content", None) or []
+            if not content or not content[0].top_logprobs:
+                raise RuntimeError(
+                    f"{self.identity} returned no top_logprobs; the oracle needs a chat API "
+                    "with logprobs=True and top_logprobs (OpenAI, vLLM and llama.cpp have them)"
+                )
+            out["top"] = [[t.token, float(t.logprob)] for t in content[0].top_logprobs]
+        self.counts["computed_calls"] += 1
+        self.counts["prompt_tokens"] += out["prompt_tokens"]
+        self.cache.put(key, out, dt)
+        return out
+
+    def reply(self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str) -> str:
+        """The greedy reply to ``query`` after ``demos`` (``fmt.messages``)."""
+        body = {"messages": fmt.messages(demos, query), "max_tokens": self.max_tokens,
+                "temperature": 0.0, "seed": 0}  # fmt: skip
+        return str(self._call("reply", body)["text"])
+
+    def answer_logprob(
+        self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str, answer: str
+    ) -> float:
+        """log of the first-position probability mass that begins ``answer`` (nats; see
+        the class docstring)."""
+        body = {"messages": fmt.messages(demos, query), "max_tokens": 1, "temperature": 0.0,
+                "seed": 0, "logprobs": True, "top_logprobs": self.top_logprobs}  # fmt: skip
+        top = self._call("first-token", body)["top"]
+        return first_token_logprob(top, answer, self.counts)
+
+
+def first_token_logprob(
+    top: Sequence[Sequence[Any]], answer: str, counts: Counter[str] | None = None
+) -> float:
+    """``log Σ p(t)`` over the listed ``(token, logprob)`` pairs whose stripped text is a
+    non-empty prefix of the stripped ``answer``; the smallest listed logprob when none is
+    (an upper bound; ``counts["floored"]`` += 1)."""
+    want = answer.strip()
+    hits = [float(lp) for tok, lp in top if tok.strip() and want.startswith(tok.strip())]
+    if hits:
+        return float(np.logaddexp.reduce(hits))
+    if counts is not None:
+        counts["floored"] += 1
+    return min(float(lp) for _, lp in top)
+
 
 class OracleScorer:
     """:class:`promptsieve.demos.CoalitionScorer` on the target itself (the paper's oracle).
@@ -169,7 +298,7 @@ class OracleScorer:
     coalitions are visited in lexicographic order so llama.cpp reuses the shared prefix.
     """
 
-    def __init__(self, target: LlamaTarget) -> None:
+    def __init__(self, target: LlamaTarget | ChatTarget) -> None:
         self.target = target
 
     @property
@@ -187,7 +316,7 @@ class OracleScorer:
         for i in sorted(range(len(coalitions)), key=lambda j: coalitions[j]):
             kept = [demos[k] for k in coalitions[i]]
             vals = [
-                self.target.score(fmt.lm_text(kept, v.input), fmt.render_answer(v.answer))
+                self.target.answer_logprob(fmt, kept, v.input, fmt.render_answer(v.answer))
                 for v in validation
             ]
             out[i] = float(np.mean(vals))

@@ -342,5 +342,3 @@ def test_label_with_target_sends_the_layout_of_the_format() -> None:
     assert header_only.lm_text(DEMOS[:1], "Is it?").startswith(
         "<|im_start|>system\nAnswer yes or no.<|im_end|>\n<|im_start|>user\n"
     )
-    with pytest.raises(ConfigError, match="pairs=True"):
-        FMT.messages(DEMOS[:1], "Is it?")

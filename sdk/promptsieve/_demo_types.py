@@ -138,13 +138,24 @@ class DemoFormat:
         return self.lm_prefix() + "".join(self.lm_demo(d) for d in demos) + self.lm_query(query)
 
     def messages(self, demos: Sequence[Demonstration], query: str) -> list[dict[str, str]]:
-        """The ``pairs`` layout as an OpenAI-style message list, ``[{"role", "content"}, ...]``
-        (pass it as ``messages=``): a system message when ``system`` or ``header`` is set
-        (``system``, then ``header``, one per line), one user/assistant pair per
-        demonstration, and ``query`` as the last user message. :meth:`lm_text` is this list
-        through Qwen2.5's chat template. Raises :class:`ConfigError` without ``pairs``."""
+        """The prompt as an OpenAI-style message list, ``[{"role", "content"}, ...]`` (pass it
+        as ``messages=`` to a chat API); :meth:`lm_text` is this list through Qwen2.5's chat
+        template.
+
+        With ``pairs``: a system message when ``system`` or ``header`` is set (``system``,
+        then ``header``, one per line), one user/assistant pair per demonstration, and
+        ``query`` as the last user message. Without: a system message when ``system`` is
+        set, then one user message, :meth:`render`. Where no system message is sent, Qwen's
+        chat template adds its default one, as :meth:`lm_text` does; other templates may not.
+
+        Raises:
+            ConfigError: ``chat=False`` (a completion prompt is :meth:`lm_text`, not messages).
+        """
+        if not self.chat:
+            raise ConfigError("DemoFormat.messages needs chat=True; use lm_text() otherwise")
         if not self.pairs:
-            raise ConfigError("DemoFormat.messages needs pairs=True; use render() otherwise")
+            head = [{"role": "system", "content": self.system}] if self.system is not None else []
+            return [*head, {"role": "user", "content": self.render(demos, query)}]
         system = self._pair_system()
         msgs = [{"role": "system", "content": system}] if system is not None else []
         for d in demos:
