@@ -537,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="results folder")
     args = ap.parse_args(argv)
+    if args.base_url and args.out is None:
+        ap.error("--base-url needs --out DIR: another target's draws go to a results folder "
+                 "of their own (results/demos/ holds the embedded Qwen target's)")  # fmt: skip
     if args.out is not None:
         global RESULTS
         RESULTS = args.out
@@ -551,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.part == "report":
         from .demos_report import main as report_main
 
-        report_main()
+        report_main(RESULTS)
         return
     bench = Bench(args.target, args.threads, args.int8, args.base_url)
     parts = {

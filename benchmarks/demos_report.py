@@ -428,7 +428,10 @@ def part_c(
     return out
 
 
-def main() -> None:
+def main(results: Path | None = None) -> None:
+    """Write ``report.md`` from the ``*.jsonl`` of ``results`` (default ``results/demos``)."""
+    global RESULTS
+    RESULTS = results or RESULTS
     a, b, timing = _load("a.jsonl"), _load("b.jsonl"), _load("timing.jsonl")
     fid = _load("fidelity.jsonl")
     lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]

@@ -183,21 +183,23 @@ class ChatTarget:
     or a llama.cpp / vLLM server), through the official ``openai`` client.
 
     - ``reply``: ``temperature=0``, ``seed=0``, at most ``max_tokens`` tokens.
-    - ``answer_logprob``: chat APIs score no given continuation, so the oracle reads the
-      first answer position: one token with ``logprobs=True, top_logprobs=k`` (OpenAI allows
-      k ≤ 20). The value is the log of the probability mass of the listed tokens that begin
-      the answer (stripped token text a non-empty prefix of the stripped answer). For
-      label answers (True / False, yes / no, (A)…) the first token decides the label. When
-      no listed token begins the answer, the value is the smallest listed log-probability,
-      an upper bound (counted in ``counts["floored"]``).
+    - ``answer_logprob``: a chat API scores no given continuation, so the oracle reads the
+      greedy reply's log-probabilities: ``answer_tokens`` tokens with ``logprobs=True,
+      top_logprobs=k`` (OpenAI allows k ≤ 20), walked by :func:`answer_path_logprob`. The
+      value is the answer's log-probability along the greedy path up to the first position
+      where the path leaves the answer, and there the mass of the listed tokens that
+      continue the answer. It equals the full answer log-probability (what
+      :class:`LlamaTarget` scores) when the greedy reply is the answer; otherwise it leaves
+      out the answer's tokens after that position (an upper bound).
 
     The layout sent is :meth:`DemoFormat.messages`. Every response goes through the call
-    cache, keyed by the base URL, model and request body. ``counts``: ``calls`` (requests
-    asked for, cached or not), ``computed_calls`` (sent), ``prompt_tokens`` (the API's
-    ``usage.prompt_tokens``, what it bills).
+    cache, keyed by ``identity`` (default: base URL and model) and the request body.
+    ``counts``: ``calls`` (asked for, cached or not), ``computed_calls`` (sent),
+    ``prompt_tokens`` (the API's ``usage.prompt_tokens``, what it bills), ``floored`` and
+    ``truncated`` (see :func:`answer_path_logprob`).
 
-    Raises :class:`~promptsieve.ConfigError` at construction without ``openai`` installed,
-    and ``RuntimeError`` when the API returns no log-probabilities (the oracle needs them).
+    Raises :class:`~promptsieve.ConfigError` at construction without ``openai`` installed;
+    ``RuntimeError`` naming the API when a call fails or returns no log-probabilities.
     """
 
     def __init__(
@@ -207,7 +209,9 @@ class ChatTarget:
         *,
         api_key: str | None = None,
         cache: CallCache | None = None,
+        identity: str | None = None,
         top_logprobs: int = 20,
+        answer_tokens: int = 6,
         max_tokens: int = 12,
         timeout: float = 120.0,
         client: object | None = None,
@@ -219,9 +223,11 @@ class ChatTarget:
 
             raise ConfigError("ChatTarget needs the openai client: pip install openai") from exc
         self.model = model
-        self.identity = f"chat:{base_url.rstrip('/')}:{model}"
+        self.base_url = base_url
+        self.identity = identity or f"chat:{base_url.rstrip('/')}:{model}"
         self.cache = cache or CallCache(None)
         self.top_logprobs = top_logprobs
+        self.answer_tokens = answer_tokens
         self.max_tokens = max_tokens
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "none")
         self._client: Any = client or openai.OpenAI(
@@ -230,7 +236,14 @@ class ChatTarget:
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
 
+    @property
+    def oracle_id(self) -> str:
+        """What the oracle's values depend on (the demos cache's fingerprint)."""
+        return f"{self.identity}:answer-path-v1:k{self.top_logprobs}:n{self.answer_tokens}"
+
     def _call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        import openai
+
         key = CallCache.key(self.identity, kind, body)
         self.counts["calls"] += 1
         hit = self.cache.get(key)
@@ -238,9 +251,17 @@ class ChatTarget:
             self.counts["prompt_tokens"] += int(hit[0].get("prompt_tokens", 0))
             return hit[0]
         t0 = time.perf_counter()
-        resp = self._client.chat.completions.create(model=self.model, **body)
+        try:
+            resp = self._client.chat.completions.create(model=self.model, **body)
+        except openai.APIError as exc:
+            raise RuntimeError(
+                f"chat target {self.model!r} at {self.base_url} failed: {exc} (the base URL is "
+                "the API's root, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1)"
+            ) from exc
         dt = time.perf_counter() - t0
         self.seconds += dt
+        if not resp.choices:
+            raise RuntimeError(f"chat target {self.model!r} at {self.base_url}: no choices")
         choice = resp.choices[0]
         out: dict[str, Any] = {
             "text": choice.message.content or "",
@@ -248,12 +269,16 @@ class ChatTarget:
         }
         if body.get("logprobs"):
             content = getattr(choice.logprobs, "content", None) or []
-            if not content or not content[0].top_logprobs:
+            if not content or not all(c.top_logprobs for c in content):
                 raise RuntimeError(
-                    f"{self.identity} returned no top_logprobs; the oracle needs a chat API "
-                    "with logprobs=True and top_logprobs (OpenAI, vLLM and llama.cpp have them)"
+                    f"chat target {self.model!r} at {self.base_url} returned no top_logprobs; "
+                    "the oracle needs logprobs=True and top_logprobs (OpenAI, vLLM and "
+                    "llama.cpp have them)"
                 )
-            out["top"] = [[t.token, float(t.logprob)] for t in content[0].top_logprobs]
+            out["path"] = [
+                [c.token, float(c.logprob), [[t.token, float(t.logprob)] for t in c.top_logprobs]]
+                for c in content
+            ]
         self.counts["computed_calls"] += 1
         self.counts["prompt_tokens"] += out["prompt_tokens"]
         self.cache.put(key, out, dt)
@@ -268,27 +293,65 @@ class ChatTarget:
     def answer_logprob(
         self, fmt: DemoFormat, demos: Sequence[Demonstration], query: str, answer: str
     ) -> float:
-        """log of the first-position probability mass that begins ``answer`` (nats; see
-        the class docstring)."""
-        body = {"messages": fmt.messages(demos, query), "max_tokens": 1, "temperature": 0.0,
-                "seed": 0, "logprobs": True, "top_logprobs": self.top_logprobs}  # fmt: skip
-        top = self._call("first-token", body)["top"]
-        return first_token_logprob(top, answer, self.counts)
+        """log p(``answer``) read off the greedy reply (nats; :func:`answer_path_logprob`)."""
+        if not answer.strip():
+            return 0.0
+        body = {"messages": fmt.messages(demos, query), "max_tokens": self.answer_tokens,
+                "temperature": 0.0, "seed": 0, "logprobs": True,
+                "top_logprobs": self.top_logprobs}  # fmt: skip
+        path = self._call("answer-path", body)["path"]
+        return answer_path_logprob(path, answer, self.counts)
 
 
-def first_token_logprob(
-    top: Sequence[Sequence[Any]], answer: str, counts: Counter[str] | None = None
+def answer_path_logprob(
+    path: Sequence[Sequence[Any]], answer: str, counts: Counter[str] | None = None
 ) -> float:
-    """``log Σ p(t)`` over the listed ``(token, logprob)`` pairs whose stripped text is a
-    non-empty prefix of the stripped ``answer``; the smallest listed logprob when none is
-    (an upper bound; ``counts["floored"]`` += 1)."""
-    want = answer.strip()
-    hits = [float(lp) for tok, lp in top if tok.strip() and want.startswith(tok.strip())]
-    if hits:
-        return float(np.logaddexp.reduce(hits))
+    """log p(``answer``) from a greedy reply's log-probabilities, nats.
+
+    ``path``: per generated position ``[token, logprob, [[listed token, logprob], ...]]``
+    (an OpenAI ``logprobs.content``). Leading whitespace of the answer and of the first
+    token is ignored, and so is the answer's trailing whitespace. While the greedy token is
+    a proper prefix of what remains of the answer, its log-probability is added and the walk
+    goes on (so "(", "A", ")" and Qwen's "(A", ")" both score "(A)" token by token). At
+    the first other position, the value adds the log of the mass of the listed tokens that
+    begin the rest of the answer, or end it with punctuation only (a token shared by several
+    answers counts for each); when none is listed, the smallest listed log-probability, an
+    upper bound for each unlisted token (``counts["floored"]``). A reply that ends inside
+    the answer returns the sum so far (``counts["truncated"]``). An empty answer scores 0.
+    """
+    rest = answer.strip()
+    if not rest:
+        return 0.0
+    total = 0.0
+    for i, (token, logprob, top) in enumerate(path):
+        g = _norm(token, i == 0)
+        if g and len(g) < len(rest) and rest.startswith(g):
+            total += float(logprob)
+            rest = rest[len(g) :]
+            continue
+        hits = [float(lp) for t, lp in top if _begins(_norm(t, i == 0), rest)]
+        if hits:
+            return total + float(np.logaddexp.reduce(hits))
+        if counts is not None:
+            counts["floored"] += 1
+        return total + min(float(lp) for _, lp in top)
     if counts is not None:
-        counts["floored"] += 1
-    return min(float(lp) for _, lp in top)
+        counts["truncated"] += 1
+    return total
+
+
+def _norm(token: str, first: bool) -> str:
+    return token.lstrip() if first else token
+
+
+def _begins(token: str, rest: str) -> bool:
+    """``token`` starts ``rest``, or is all of it plus punctuation ("yes." for "yes", not
+    "not" for "no")."""
+    if not token:
+        return False
+    if rest.startswith(token):
+        return True
+    return token.startswith(rest) and not any(ch.isalnum() for ch in token[len(rest) :])
 
 
 class OracleScorer:
@@ -303,7 +366,7 @@ class OracleScorer:
 
     @property
     def fingerprint(self) -> str:
-        return f"oracle:{self.target.identity}"
+        return f"oracle:{getattr(self.target, 'oracle_id', self.target.identity)}"
 
     def values(
         self,

@@ -558,7 +558,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.dry_run:
         save_relevance_head(head, path)
     summary = {
-        "command": "python -m benchmarks.train_relevance " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.train_relevance " + " ".join(args.argv),
         "seed": args.seed,
         "picked_depth": pick,
         "pool": [float(head.pool[0].detach()), float(head.pool[1].detach())],
@@ -600,6 +600,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     if not held:
         log.error("no cached teacher items: run `python -m benchmarks.train_relevance teacher`")
         return 2
+    if len({Path(p).stem for p in args.head}) < len(args.head):
+        log.error("two --head files share a name; rename one (rows are named by file stem)")
+        return 2
     heads = {Path(p).stem: load_relevance_head(p) for p in args.head}
     depths = sorted({h.layers for h in heads.values()})
     encs = encode(proxy, held, depths)
@@ -628,7 +631,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         rows[name] = row
         log.info("%s: %.3f [%.3f, %.3f] (n %d)", name, row["mean"], *row["ci95"], row["n"])
     summary = {
-        "command": "python -m benchmarks.train_relevance " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.train_relevance " + " ".join(args.argv),
         "teacher_model": args.model,
         "heldout_items": len(held),
         "rankers": rows,
@@ -679,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--out", default=None, help="write the per-item figures here (JSON)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"teacher": cmd_teacher, "train": cmd_train, "heldout": cmd_heldout}
     return commands[args.cmd](args)
 

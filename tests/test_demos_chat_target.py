@@ -6,7 +6,6 @@ went over the wire; a scripted server only for the API that returns no log-proba
 from __future__ import annotations
 
 import json
-import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ import pytest
 
 from _scripted_server import Recorded, Reply, ScriptedServer, chat_completion
 from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
+
+pytestmark = pytest.mark.slow
 
 DEMOS = [
     Demonstration("Is fire hot?", "yes"),
@@ -78,19 +79,27 @@ def test_chat_target_sends_the_format_layout_and_caches(
     assert len(recorder.bodies("/chat/completions")) == 1
 
 
-def test_answer_logprob_reads_the_first_answer_token(recorder: ScriptedServer) -> None:
+MC_DEMOS = [
+    Demonstration("Which is a fruit? Options: (A) apple (B) car (C) rock", "(A)"),
+    Demonstration("Which is a color? Options: (A) dog (B) red (C) sky", "(B)"),
+]
+MC = DemoFormat(pairs=True, system="Answer with the option letter in parentheses.")
+MC_Q = "Which is an animal? Options: (A) cat (B) table (C) cloud"
+
+
+def test_answer_logprob_walks_the_greedy_reply(recorder: ScriptedServer) -> None:
+    """Gemma splits "(A)" into "(", "A", ")": each option is scored past the shared "(",
+    and the option the target picks greedily scores highest."""
     t = _target(recorder.url)
     recorder.clear()
-    reply = t.reply(TURN, DEMOS, "Is lava hot?").strip()
-    assert reply
-    own = t.answer_logprob(TURN, DEMOS, "Is lava hot?", reply)
+    values = {a: t.answer_logprob(MC, MC_DEMOS, MC_Q, a) for a in ("(A)", "(B)", "(C)")}
     body = recorder.bodies("/chat/completions")[-1]
-    assert body["max_tokens"] == 1 and body["logprobs"] is True and body["top_logprobs"] == 20
-    # greedy decoding picks the most probable first token: the reply's own first token has
-    # the largest listed mass, so no other answer scores higher
-    assert own <= 0.0 and math.isfinite(own)
-    for other in ("zebra", "Paris", "42"):
-        assert t.answer_logprob(TURN, DEMOS, "Is lava hot?", other) <= own + 1e-6
+    assert body["max_tokens"] == t.answer_tokens and body["logprobs"] is True
+    assert body["top_logprobs"] == 20
+    assert len(set(values.values())) == 3 and all(-20 < v < 0 for v in values.values())
+    picked = t.reply(MC, MC_DEMOS, MC_Q).strip()[:3]
+    assert picked in values and values[picked] == max(values.values())
+    assert t.counts["floored"] == 0
 
 
 def test_oracle_values_on_a_chat_target(recorder: ScriptedServer) -> None:
@@ -101,21 +110,40 @@ def test_oracle_values_on_a_chat_target(recorder: ScriptedServer) -> None:
     values = OracleScorer(t).values(DEMOS, VAL, TURN, coalitions)
     assert values.shape == (4,) and np.all(np.isfinite(values))
     assert t.counts["computed_calls"] == len(coalitions) * len(VAL)
-    assert OracleScorer(t).fingerprint == f"oracle:{t.identity}"
+    # the demos cache never reuses values of another definition of the oracle's value
+    assert OracleScorer(t).fingerprint == f"oracle:{t.oracle_id}"
+    assert OracleScorer(_target(recorder.url, top_logprobs=5)).fingerprint != (
+        OracleScorer(t).fingerprint
+    )
 
 
-def test_first_token_logprob_sums_the_tokens_that_begin_the_answer() -> None:
+def test_answer_path_logprob_scores_the_answer_token_by_token() -> None:
     from collections import Counter
 
-    from benchmarks.demos_target import first_token_logprob
+    from benchmarks.demos_target import answer_path_logprob
 
-    top = [["True", -0.5], [" True", -2.0], ["False", -1.2], ["Tr", -6.0]]
-    assert first_token_logprob(top, " True") == pytest.approx(
-        float(np.logaddexp.reduce([-0.5, -2.0, -6.0]))
-    )
+    lse = np.logaddexp
+    split = [  # a tokenizer that splits "(C)" into "(", "C", ")" (Gemma)
+        ["(", -0.03, [["(", -0.03], ["The", -4.0]]],
+        ["C", -0.97, [["C", -0.97], ["B", -1.21], ["A", -1.53]]],
+        [")", -0.01, [[")", -0.01], [").", -5.0], [")A", -6.0]]],
+    ]
     counts: Counter[str] = Counter()
-    assert first_token_logprob(top, "Neither", counts) == -6.0  # not listed: an upper bound
-    assert counts["floored"] == 1
+    assert answer_path_logprob(split, "(C)", counts) == pytest.approx(-1.0 + lse(-0.01, -5.0))
+    assert answer_path_logprob(split, "(B)", counts) == pytest.approx(-0.03 - 1.21)
+    assert answer_path_logprob(split, "(D)", counts) == pytest.approx(-0.03 - 1.53)
+    assert counts["floored"] == 1  # "D" is not listed: the smallest listed value
+    joined = [["(C", -0.5, [["(C", -0.5], ["(B", -1.0], ["(", -3.0]]], [")", -0.01, [[")", -0.01]]]]
+    assert answer_path_logprob(joined, "(C)") == pytest.approx(-0.51)  # Qwen: "(C", ")"
+    assert answer_path_logprob(joined, "(B)") == pytest.approx(lse(-1.0, -3.0))
+    words = [[" yes.", -0.2, [[" yes.", -0.2], [" Yes", -1.0], [" no", -2.0], [" not", -2.5]]]]
+    assert answer_path_logprob(words, " yes") == pytest.approx(-0.2)  # "yes" + punctuation
+    assert answer_path_logprob(words, "no") == pytest.approx(-2.0)  # not "not"
+    assert answer_path_logprob(words, "Yes\n") == pytest.approx(-1.0)
+    assert answer_path_logprob(words, "") == 0.0
+    short = [["(", -0.1, [["(", -0.1]]]]
+    assert answer_path_logprob(short, "(A)", counts) == pytest.approx(-0.1)
+    assert counts["truncated"] == 1
 
 
 def test_a_chat_api_without_logprobs_is_a_clear_error() -> None:
@@ -127,6 +155,14 @@ def test_a_chat_api_without_logprobs_is_a_clear_error() -> None:
         assert t.reply(TURN, DEMOS, "Is lava hot?") == "yes"
         with pytest.raises(RuntimeError, match="top_logprobs"):
             t.answer_logprob(TURN, DEMOS, "Is lava hot?", "yes")
+
+
+def test_an_unreachable_api_names_its_url() -> None:
+    with ScriptedServer() as srv:
+        url = srv.url
+    t = _target(url, timeout=5.0)
+    with pytest.raises(RuntimeError, match=url.replace(".", r"\.") + ".*base URL"):
+        t.reply(TURN, DEMOS, "Is lava hot?")
 
 
 def test_messages_of_the_one_message_layout() -> None:
@@ -141,3 +177,11 @@ def test_messages_of_the_one_message_layout() -> None:
     ]
     with pytest.raises(ConfigError, match="chat=True"):
         DemoFormat(chat=False).messages(DEMOS, "Is it?")
+
+
+def test_a_chat_target_run_needs_its_own_results_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.demos_bench import main
+
+    with pytest.raises(SystemExit):
+        main(["b", "--target", "gpt-4o-mini", "--base-url", "http://127.0.0.1:9/v1"])
+    assert "--base-url needs --out" in capsys.readouterr().err
