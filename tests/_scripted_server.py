@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ __all__ = [
     "completion",
     "completion_chunks",
     "error",
+    "forward_to",
     "prompt_words",
     "response_events",
     "response_object",
@@ -391,6 +394,25 @@ def error(status: int, message: str = "scripted error") -> Reply:
         status=status,
         json={"error": {"message": message, "type": "invalid_request_error", "code": None}},
     )
+
+
+def forward_to(base_url: str, timeout: float = 120.0) -> Responder:
+    """A responder that passes each request on to a real server at ``base_url`` (``.../v1``)
+    and returns its answer: a recording pass-through in front of it."""
+
+    def forward(rec: Recorded) -> Reply:
+        req = urllib.request.Request(
+            base_url + rec.path.split("/v1", 1)[1],
+            data=rec.body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return Reply(status=resp.status, json=json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            return Reply(status=exc.code, json=json.loads(exc.read() or b"{}"))
+
+    return forward
 
 
 def default_responder(rec: Recorded) -> Reply:

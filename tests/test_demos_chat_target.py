@@ -5,9 +5,6 @@ went over the wire; a scripted server only for the API that returns no log-proba
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _scripted_server import Recorded, Reply, ScriptedServer, chat_completion
+from _scripted_server import Recorded, Reply, ScriptedServer, chat_completion, forward_to
 from promptsieve.demos import DemoFormat, Demonstration, ValidationExample
 
 pytestmark = pytest.mark.slow
@@ -35,22 +32,8 @@ def recorder() -> Iterator[ScriptedServer]:
     """A pass-through in front of a real llama.cpp server that records every request."""
     from promptsieve.local import LocalTarget
 
-    with LocalTarget.start() as target:
-
-        def forward(rec: Recorded) -> Reply:
-            req = urllib.request.Request(
-                target.base_url + rec.path.split("/v1", 1)[1],
-                data=rec.body,
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=120) as resp:
-                    return Reply(status=resp.status, json=json.loads(resp.read()))
-            except urllib.error.HTTPError as exc:
-                return Reply(status=exc.code, json=json.loads(exc.read() or b"{}"))
-
-        with ScriptedServer(forward) as srv:
-            yield srv
+    with LocalTarget.start() as target, ScriptedServer(forward_to(target.base_url)) as srv:
+        yield srv
 
 
 def _target(url: str, cache_path: Path | None = None, **kw: Any) -> Any:

@@ -8,8 +8,6 @@ needle retrieval over Python's pydoc topics, short direct answers, temperature 0
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from _scripted_server import Recorded, Reply, ScriptedServer
+from _scripted_server import ScriptedServer, forward_to
 from promptsieve._context import task
 from promptsieve.fidelity import Action, Gate, GateConfig, SQLiteStore, VerdictKey
 from promptsieve.sieve import Sieve, SieveConfig
@@ -78,21 +76,7 @@ def local_target() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def recorder(local_target: Any) -> Iterator[ScriptedServer]:
     """A pass-through server in front of the target that records every request body."""
-
-    def forward(rec: Recorded) -> Reply:
-        path = rec.path.split("/v1", 1)[1]
-        req = urllib.request.Request(
-            local_target.base_url + path,
-            data=rec.body,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                return Reply(status=resp.status, json=json.loads(resp.read()))
-        except urllib.error.HTTPError as exc:
-            return Reply(status=exc.code, json=json.loads(exc.read() or b"{}"))
-
-    with ScriptedServer(forward) as srv:
+    with ScriptedServer(forward_to(local_target.base_url)) as srv:
         yield srv
 
 
