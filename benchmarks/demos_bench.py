@@ -10,7 +10,7 @@ Methods:
 
 - ``proxy``: exact Shapley / Kernel SHAP on the ONNX LM proxy (Qwen2.5-Coder-0.5B-Instruct);
 - ``oracle``: the same procedure on the target itself (its log-probabilities via llama.cpp,
-  or, with ``--base-url``, an OpenAI-compatible chat API's first-token log-probabilities);
+  or, with ``--base-url``, an OpenAI-compatible chat API's, read off its greedy reply);
 - ``random``: a seeded random order;
 - ``selfinfo``: LLMLingua-style self-information, the mean surprisal of a demonstration's
   tokens under the proxy LM in the full prompt (low = predictable = removed first);
@@ -522,8 +522,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     ap.add_argument(
         "--base-url", default=None,
-        help="an OpenAI-compatible chat API as the target (key: $OPENAI_API_KEY); the oracle "
-        "then reads the answer's first-token log-probability (benchmarks.demos_target.ChatTarget)",
+        help="an OpenAI-compatible chat API as the target (key: $OPENAI_API_KEY; needs --out); "
+        "the oracle reads log-probabilities off its greedy reply (demos_target.ChatTarget)",
     )  # fmt: skip
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--int8", action="store_true", help="int8 LM proxy")
