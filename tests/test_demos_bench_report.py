@@ -128,8 +128,10 @@ def test_poisoned_draws_pool_across_tasks() -> None:
     ]
     text = "\n".join(part_b(rows))
     assert "### (b) pooled: 2 draws, 2 tasks, 4 test questions" in text
-    assert "| none | 25.0% [5%, 70%] | 3 / 0, p 0.25 |" in text
-    assert "| random | 50.0% [15%, 85%] | 2 / 0, p 0.5 |" in text
+    assert "| none | 25.0% [5%, 70%] | 3 / 0, p 0.25 | 2 / 0, p 0.5 |" in text
+    assert "| random | 50.0% [15%, 85%] | 2 / 0, p 0.5 | 2 / 1, p 1 |" in text
+    assert "| proxy | 100.0% [51%, 100%] |  | 0 / 1, p 1 |" in text
+    assert "| oracle | 75.0% [30%, 95%] | 1 / 0, p 1 |  |" in text
     assert "pooled" not in "\n".join(part_b(rows[:1]))  # one task: nothing to pool
     # draws in the message-pair layout are reported apart, never pooled with the others
     turns = [{**r, "layout": "turns"} for r in rows]
