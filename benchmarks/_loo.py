@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LeaveOneOut", "LooResult", "cached_result", "render"]
+__all__ = ["LeaveOneOut", "LooResult", "ProxyLeaveOneOut", "cached_result", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +98,7 @@ class LeaveOneOut:
             bos_token="",
         )
         self._cached: list[int] = []  # tokens currently in the KV cache
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        self._path = CACHE_DIR / f"loo-{model}.jsonl"
-        self._memo: dict[str, dict[str, Any]] = {}
-        if self._path.is_file():
-            for line in self._path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self._memo[row["key"]] = row["result"]
-                except (ValueError, KeyError):
-                    continue
+        self._memo = _Memo(model)
 
     # -- prompt -> tokens ---------------------------------------------------------------------
     def _prompt_tokens(self, prompt: str) -> list[int]:
@@ -167,10 +158,9 @@ class LeaveOneOut:
     # -- public -------------------------------------------------------------------------------
     def attribute(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult:
         """Leave-one-out drops for every sentence of ``docs`` (flat order)."""
-        key = _key(self.model, docs, question_block)
-        hit = self._memo.get(key)
+        hit = self._memo.get(docs, question_block)
         if hit is not None:
-            return LooResult(**{**hit, "drops": tuple(hit["drops"])})
+            return hit
         t0 = time.perf_counter()
         full = self._prompt_tokens(render(docs, question_block))
         answer, n_gen = self._generate(full)
@@ -197,10 +187,7 @@ class LeaveOneOut:
             tokens_no_cache=no_cache,
             seconds=time.perf_counter() - t0,
         )
-        row = asdict(res)
-        self._memo[key] = row
-        with self._path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "result": row}) + "\n")
+        self._memo.put(docs, question_block, res)
         return res
 
     def answer(self, prompt: str) -> str:
@@ -214,20 +201,118 @@ def _key(model: str, docs: Sequence[Sequence[str]], question_block: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+class _Memo:
+    """``model``'s leave-one-out results as JSON lines (``{"key", "result"}``) in
+    ``CACHE_DIR/loo-<model>.jsonl``, appended as they are computed so that an interrupted run
+    resumes; keyed by :func:`_key`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.path = path = CACHE_DIR / f"loo-{model}.jsonl"
+        self._rows: dict[str, LooResult] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    r = row["result"]
+                    self._rows[row["key"]] = LooResult(**{**r, "drops": tuple(r["drops"])})
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def get(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult | None:
+        return self._rows.get(_key(self.model, docs, question_block))
+
+    def put(self, docs: Sequence[Sequence[str]], question_block: str, res: LooResult) -> None:
+        key = _key(self.model, docs, question_block)
+        self._rows[key] = res
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "result": asdict(res)}) + "\n")
+
+
 def cached_result(
     model: str, docs: Sequence[Sequence[str]], question_block: str
 ) -> LooResult | None:
     """A cached leave-one-out result, or None (never loads the target)."""
-    path = CACHE_DIR / f"loo-{model}.jsonl"
-    if not path.is_file():
-        return None
-    key = _key(model, docs, question_block)
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row.get("key") == key:
-            r = row["result"]
-            return LooResult(**{**r, "drops": tuple(r["drops"])})
-    return None
+    return _Memo(model).get(docs, question_block)
+
+
+class ProxyLeaveOneOut:
+    """The same leave-one-out attribution computed on the ONNX LM proxy
+    (:class:`promptsieve.proxy.lm.LMProxy`, Qwen2.5-Coder-0.5B-Instruct) instead of the target:
+    the paper's proxy explanation. It explains the proxy's *own* greedy answer, so it needs no
+    target call and could run before a request is sent.
+
+    The prompt is the one :class:`LeaveOneOut` builds (one ChatML user message after Qwen's
+    default system message, :func:`promptsieve.proxy.lm.chatml`). Each variant reuses the full
+    prompt's KV cache up to the longest common token prefix. ``calls`` counts graph runs,
+    ``tokens`` the tokens fed (the cost figures of :class:`LooResult`), ``seconds`` wall time.
+    Cached in ``benchmarks/.cache/loo-proxy-<fingerprint>.jsonl``.
+    """
+
+    def __init__(self, lm: Any) -> None:
+        from promptsieve.proxy.lm import chatml
+
+        self.lm = lm
+        self.model = f"proxy-{lm.fingerprint}"
+        self._open, self._close = chatml(None)
+        stops = [lm.encode(t) for t in ("<|im_end|>", "<|endoftext|>")]
+        self._eos_ids = {int(t[0]) for t in stops if len(t) == 1}
+        self._memo = _Memo(self.model)
+
+    def _ids(self, prompt: str) -> np.ndarray:
+        return self.lm.encode(self._open + prompt + self._close)
+
+    def _generate(self, ids: np.ndarray) -> tuple[Any, list[int]]:
+        state = self.lm.extend(None, ids)
+        full_state, out = state, []
+        for _ in range(MAX_ANSWER_TOKENS):
+            nxt = int(np.argmax(state.last_logprobs))
+            if nxt in self._eos_ids:
+                break
+            out.append(nxt)
+            state = self.lm.extend(state, np.array([nxt]))
+        return full_state, out
+
+    def attribute(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult:
+        """Leave-one-out drops of the proxy's own answer for every sentence of ``docs``."""
+        from promptsieve.proxy.lm import KVState
+
+        hit = self._memo.get(docs, question_block)
+        if hit is not None:
+            return hit
+        t0 = time.perf_counter()
+        runs0, tok0 = self.lm.runs, self.lm.tokens_run
+        full = self._ids(render(docs, question_block))
+        state, answer = self._generate(full)
+        if not answer:
+            answer = [min(self._eos_ids)]
+        ans = np.asarray(answer, dtype=np.int64)
+        logp_full = float(self.lm.score(state, [(np.zeros(0, np.int64), ans)])[0])
+        no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
+        n_sent = sum(len(d) for d in docs)
+        drops = []
+        for i in range(n_sent):
+            var = self._ids(render(docs, question_block, drop=i))
+            lcp = 0
+            for a, b in zip(full, var, strict=False):
+                if a != b:
+                    break
+                lcp += 1
+            lcp = min(lcp, len(var) - 1)
+            past = tuple(np.ascontiguousarray(p[:, :, :lcp, :]) for p in state.past)
+            prefix = KVState(past, lcp, None)
+            lp = float(self.lm.score(prefix, [(var[lcp:], ans)])[0])
+            no_cache += len(var) + len(answer)
+            drops.append(logp_full - lp)
+        res = LooResult(
+            answer=self.lm.decode(answer).strip(),
+            logp_full=logp_full,
+            drops=tuple(float(d) for d in drops),
+            calls=self.lm.runs - runs0,
+            tokens=self.lm.tokens_run - tok0,
+            tokens_no_cache=no_cache,
+            seconds=time.perf_counter() - t0,
+        )
+        self._memo.put(docs, question_block, res)
+        return res

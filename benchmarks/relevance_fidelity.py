@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks.relevance_fidelity [--items 16] [--ratios 0.5,0.25]
-        [--model qwen2.5-coder-0.5b-instruct] [--head PATH ...]
+        [--model qwen2.5-coder-0.5b-instruct] [--head PATH ...] [--lm-proxy]
         [--out benchmarks/results/relevance_fidelity]
 
 The protocol of Liu et al. (ACL 2026, arXiv 2505.12509, "Revitalizing Black-Box
@@ -25,7 +25,10 @@ log-probability of its answer (``benchmarks/_loo.py``):
 head, e.g. one trained with the target's leave-one-out labels (``train_relevance
 --teacher-items``). Baselines in the same table: the sentence scorer (cosine to the
 question on the full encoder), document order, and a seeded random ranking. The
-``coarse (…)`` rows prune with the SDK's coarse-to-fine order over the same sentence scores
+``--lm-proxy`` adds the paper's own proxy explanation: the same leave-one-out attribution
+computed on the ONNX LM proxy (Qwen2.5-Coder-0.5B-Instruct) for *its own* answer
+(``_loo.ProxyLeaveOneOut``; no target call), with its cost in graph runs, tokens and seconds.
+The ``coarse (…)`` rows prune with the SDK's coarse-to-fine order over the same sentence scores
 (:func:`coarse_keep`: whole passages first, then sentences keyed by score + 0.5 x passage
 score), the way ``Compressor()`` cuts retrieved documents; their Spearman is over those
 sentence keys.
@@ -80,6 +83,7 @@ def keep_best_first(scores: np.ndarray, costs: Sequence[int], ratio: float) -> s
 
 
 PASSAGE_WEIGHT = 0.5  # CompressorConfig.passage_weight's default
+LM_ROW = "proxy LM leave-one-out"
 
 
 def passage_scores(scores: np.ndarray, doc_of: Sequence[int]) -> np.ndarray:
@@ -192,6 +196,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the SDK's coarse-to-fine order over the same sentence scores (passages first)
     coarse = {"coarse (cosine)": "sentence (cosine)", "coarse (relevance)": "relevance (proxy)"}
     coarse.update({f"coarse ({Path(p).stem})": f"relevance ({Path(p).stem})" for p in args.head})
+    lm_loo = None
+    if args.lm_proxy:
+        from promptsieve.proxy.lm import LMProxy
+
+        from ._loo import ProxyLeaveOneOut
+
+        lm_loo = ProxyLeaveOneOut(LMProxy.load())
+        coarse[f"coarse ({LM_ROW})"] = LM_ROW
     rows: list[dict[str, Any]] = []
     for n, item in enumerate(items):
         docs = doc_sentences(item)
@@ -216,6 +228,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         all_scores = {"oracle": drops}
         for name, fn in rankers.items():
             all_scores[name] = np.asarray(fn(context, spans, qb), dtype=np.float64)
+        if lm_loo is not None:
+            c0 = time.process_time()
+            lm = lm_loo.attribute(docs, qb)
+            all_scores[LM_ROW] = np.array(lm.drops)
+            row["lm_proxy"] = {
+                "answer": lm.answer,
+                "runs": lm.calls,
+                "tokens": lm.tokens,
+                "seconds": lm.seconds,
+                "cpu_ms": 1000 * (time.process_time() - c0),  # ~0 when cached
+            }
         row["proxy_cpu_ms"] = proxy_ms[-1]
         for name, base in coarse.items():  # its sentence keys
             pw = passage_scores(all_scores[base], doc_of)
@@ -284,7 +307,7 @@ def _write(
                 "proxy_over_oracle": p / o if o else float("nan"),
                 "mcnemar_p": mcnemar(pa, oa)["p"],
             }
-    cost = {
+    cost: dict[str, Any] = {
         "proxy_cpu_ms_mean": float(np.mean(prox)) if prox else float("nan"),
         "oracle_ms_mean": float(np.mean(oracle_ms)) if oracle_ms else float("nan"),
         "oracle_calls_mean": float(np.mean([r["oracle"]["calls"] for r in rows])) if rows else 0,
@@ -298,6 +321,18 @@ def _write(
     cost["proxy_share_of_oracle_time"] = (
         cost["proxy_cpu_ms_mean"] / cost["oracle_ms_mean"] if oracle_ms else float("nan")
     )
+    lm = [r["lm_proxy"] for r in rows if "lm_proxy" in r]
+    if lm:
+        cost["lm_proxy"] = {
+            "seconds_mean": float(np.mean([m["seconds"] for m in lm])),
+            "runs_mean": float(np.mean([m["runs"] for m in lm])),
+            "tokens_mean": float(np.mean([m["tokens"] for m in lm])),
+            "share_of_oracle_time": float(np.mean([m["seconds"] for m in lm]))
+            / (cost["oracle_ms_mean"] / 1000),
+            "answer_agrees_with_target": sum(
+                agree(r["lm_proxy"]["answer"], r["answer"]) for r in rows if "lm_proxy" in r
+            ),
+        }
     out = {
         "command": "python -m benchmarks.relevance_fidelity " + " ".join(sys.argv[1:]),
         "target": args.model,
@@ -359,6 +394,15 @@ def _markdown(out: dict[str, Any], ratios: list[float]) -> str:
         f"{100 * c['proxy_share_of_oracle_time']:.2f} %.",
         "",
     ]
+    if "lm_proxy" in c:
+        m = c["lm_proxy"]
+        lines += [
+            f"The LM proxy's leave-one-out: {m['runs_mean']:.1f} graph runs, "
+            f"{m['tokens_mean']:.0f} tokens, {m['seconds_mean']:.1f} s wall per item "
+            f"({100 * m['share_of_oracle_time']:.0f} % of the oracle's time, 0 target calls); "
+            f"its own answer equals the target's on {m['answer_agrees_with_target']} items.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -369,6 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ratios", default="0.5,0.25")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--head", action="append", default=[], help="another relevance head file")
+    ap.add_argument(
+        "--lm-proxy",
+        action="store_true",
+        help="add the ONNX LM proxy's own leave-one-out attribution as a ranking",
+    )
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     run(ap.parse_args(argv))
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from benchmarks.relevance_fidelity import coarse_keep, keep_best_first
 
 
@@ -121,3 +122,35 @@ def test_heldout_reproduces_the_committed_teacher_figures(
     lo, hi = rows["relevance-v1"]["ci95"]
     assert lo < rows["relevance-v1"]["mean"] < hi
     assert rows["relevance-v2-teacher"]["vs relevance-v1"]["first_higher"] == 15
+
+
+def test_proxy_leave_one_out_on_the_real_lm_proxy(
+    lm32: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """``ProxyLeaveOneOut`` (the paper's proxy explanation on the ONNX LM proxy): the sentence
+    that holds the answer gets the largest drop; each drop equals the one computed without
+    the KV-cache reuse; a second call is served from the cache without running the graph."""
+    import benchmarks._loo as loo
+
+    monkeypatch.setattr(loo, "CACHE_DIR", tmp_path)
+    docs = [
+        ["The Nile flows north through Egypt.", "It is about 6,650 km long."],
+        ["Mount Kilimanjaro is in Tanzania.", "Its summit is called Uhuru Peak."],
+    ]
+    qb = "Answer in a few words.\nQuestion: What is the summit of Mount Kilimanjaro called?"
+    pl = loo.ProxyLeaveOneOut(lm32)
+    res = pl.attribute(docs, qb)
+    assert "uhuru" in res.answer.lower()
+    assert len(res.drops) == 4
+    assert int(np.argmax(res.drops)) == 3
+    assert res.drops[3] > 1.0  # nats
+    # the same drop without the KV-cache prefix: the variant scored from the empty state
+    answer = lm32.encode(res.answer)
+    var = pl._ids(loo.render(docs, qb, drop=3))
+    direct = float(lm32.score(None, [(var, answer)])[0])
+    full = float(lm32.score(None, [(pl._ids(loo.render(docs, qb)), answer)])[0])
+    assert full - direct == pytest.approx(res.drops[3], abs=0.05)
+    runs = lm32.runs
+    again = loo.ProxyLeaveOneOut(lm32).attribute(docs, qb)
+    assert again == res
+    assert lm32.runs == runs
