@@ -14,8 +14,11 @@ def write_results(out: str | Path, data: Mapping[str, Any], markdown: str) -> Pa
     """Write ``data`` as ``<out>.json`` and ``markdown`` as ``<out>.md`` (folders made as
     needed); returns the JSON path."""
     path = Path(out)
+    if path.suffix in (".json", ".md"):
+        path = path.with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    js = path.with_suffix(".json")
+    # appended, not with_suffix: "relevance_fidelity_1.5b" keeps its ".5b"
+    path.parent.joinpath(path.name + ".md").write_text(markdown, encoding="utf-8")
+    js = path.parent / (path.name + ".json")
     js.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return js

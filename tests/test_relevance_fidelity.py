@@ -154,3 +154,18 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     again = loo.ProxyLeaveOneOut(lm32).attribute(docs, qb)
     assert again == res
     assert lm32.runs == runs
+
+
+def test_write_results_keeps_dots_in_the_name(tmp_path: Any) -> None:
+    """``--out results/relevance_fidelity_1.5b`` writes ``relevance_fidelity_1.5b.json`` and
+    ``.md`` (``Path.with_suffix`` would have cut ``.5b``); an explicit ``.json`` is one file."""
+    import json
+
+    from benchmarks._results import write_results
+
+    js = write_results(tmp_path / "sub" / "fid_1.5b", {"a": 1}, "# t\n")
+    assert js == tmp_path / "sub" / "fid_1.5b.json"
+    assert json.loads(js.read_text()) == {"a": 1}
+    assert (tmp_path / "sub" / "fid_1.5b.md").read_text() == "# t\n"
+    assert write_results(tmp_path / "r.json", {}, "") == tmp_path / "r.json"
+    assert (tmp_path / "r.md").is_file()
