@@ -14,6 +14,8 @@ resume. Calls and evaluated tokens are counted for the cost comparison.
 
 The ``Liu et al. 2025`` protocol (arXiv 2505.12509, "Revitalizing Black-Box
 Interpretability") compares a proxy's explanation with this oracle's.
+:class:`ProxyLeaveOneOut` computes the same attribution on the ONNX LM proxy, for the
+proxy's own answer: the paper's proxy explanation.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class LooResult:
     answer: str
     logp_full: float
     drops: tuple[float, ...]
-    calls: int  # target evaluations (1 generation + one per sentence)
-    tokens: int  # prompt tokens evaluated (after KV-cache reuse)
+    calls: int  # target: 1 generation + one per sentence; LM proxy: graph runs
+    tokens: int  # tokens evaluated (after KV-cache reuse)
     tokens_no_cache: int  # what the same calls evaluate without reuse
     seconds: float
 
@@ -134,7 +136,9 @@ class LeaveOneOut:
         self._cached = list(tokens)
         return rows, len(tokens) - lcp
 
-    def _generate(self, prompt_tokens: list[int]) -> tuple[list[int], int]:
+    def _generate(self, prompt_tokens: list[int]) -> tuple[list[int], int, int | None]:
+        """Greedy answer tokens, tokens evaluated, and the stop token that ended the answer
+        (None at :data:`MAX_ANSWER_TOKENS`)."""
         toks = list(prompt_tokens)
         out: list[int] = []
         evaluated = 0
@@ -143,10 +147,10 @@ class LeaveOneOut:
             evaluated += n
             nxt = int(np.argmax(rows[len(toks) - 1]))
             if nxt in self._eos_ids:
-                break
+                return out, evaluated, nxt
             out.append(nxt)
             toks.append(nxt)
-        return out, evaluated
+        return out, evaluated, None
 
     def _answer_logp(self, prompt_tokens: list[int], answer: list[int]) -> tuple[float, int]:
         toks = prompt_tokens + answer
@@ -163,9 +167,8 @@ class LeaveOneOut:
             return hit
         t0 = time.perf_counter()
         full = self._prompt_tokens(render(docs, question_block))
-        answer, n_gen = self._generate(full)
-        if not answer:
-            answer = [self._eos_ids.__iter__().__next__()]
+        out, n_gen, stop = self._generate(full)
+        answer = out or [stop if stop is not None else self.llm.token_eos()]  # an empty answer
         logp_full, n0 = self._answer_logp(full, answer)
         tokens = n_gen + n0
         no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
@@ -179,7 +182,7 @@ class LeaveOneOut:
             drops.append(logp_full - lp)
         drops.reverse()
         res = LooResult(
-            answer=self.llm.detokenize(answer).decode("utf-8", errors="replace").strip(),
+            answer=self.llm.detokenize(out).decode("utf-8", errors="replace").strip(),
             logp_full=logp_full,
             drops=tuple(float(d) for d in drops),
             calls=1 + n_sent,
@@ -192,7 +195,7 @@ class LeaveOneOut:
 
     def answer(self, prompt: str) -> str:
         """The target's greedy answer to ``prompt`` (one user message), stripped."""
-        out, _ = self._generate(self._prompt_tokens(prompt))
+        out, _, _ = self._generate(self._prompt_tokens(prompt))
         return self.llm.detokenize(out).decode("utf-8", errors="replace").strip()
 
 
@@ -263,16 +266,18 @@ class ProxyLeaveOneOut:
     def _ids(self, prompt: str) -> np.ndarray:
         return self.lm.encode(self._open + prompt + self._close)
 
-    def _generate(self, ids: np.ndarray) -> tuple[Any, list[int]]:
+    def _generate(self, ids: np.ndarray) -> tuple[Any, list[int], int]:
+        """The prompt's KV state, the greedy answer's tokens, and the token that follows them
+        (the stop token, or the next answer token at :data:`MAX_ANSWER_TOKENS`)."""
         state = self.lm.extend(None, ids)
-        full_state, out = state, []
-        for _ in range(MAX_ANSWER_TOKENS):
+        full_state = state
+        out: list[int] = []
+        while True:
             nxt = int(np.argmax(state.last_logprobs))
-            if nxt in self._eos_ids:
-                break
+            if nxt in self._eos_ids or len(out) == MAX_ANSWER_TOKENS:
+                return full_state, out, nxt
             out.append(nxt)
             state = self.lm.extend(state, np.array([nxt]))
-        return full_state, out
 
     def attribute(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult:
         """Leave-one-out drops of the proxy's own answer for every sentence of ``docs``."""
@@ -284,9 +289,8 @@ class ProxyLeaveOneOut:
         t0 = time.perf_counter()
         runs0, tok0 = self.lm.runs, self.lm.tokens_run
         full = self._ids(render(docs, question_block))
-        state, answer = self._generate(full)
-        if not answer:
-            answer = [min(self._eos_ids)]
+        state, out, stop = self._generate(full)
+        answer = out or [stop]  # an empty answer: score the stop token the proxy gave
         ans = np.asarray(answer, dtype=np.int64)
         logp_full = float(self.lm.score(state, [(np.zeros(0, np.int64), ans)])[0])
         no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
@@ -306,7 +310,7 @@ class ProxyLeaveOneOut:
             no_cache += len(var) + len(answer)
             drops.append(logp_full - lp)
         res = LooResult(
-            answer=self.lm.decode(answer).strip(),
+            answer=self.lm.decode(out).strip(),
             logp_full=logp_full,
             drops=tuple(float(d) for d in drops),
             calls=self.lm.runs - runs0,

@@ -12,7 +12,8 @@ __all__ = ["write_results"]
 
 def write_results(out: str | Path, data: Mapping[str, Any], markdown: str) -> Path:
     """Write ``data`` as ``<out>.json`` and ``markdown`` as ``<out>.md`` (folders made as
-    needed); returns the JSON path."""
+    needed); returns the JSON path. A ``.json`` or ``.md`` ending of ``out`` is dropped
+    first; any other dot stays part of the name."""
     path = Path(out)
     if path.suffix in (".json", ".md"):
         path = path.with_suffix("")

@@ -24,7 +24,7 @@ log-probability of its answer (``benchmarks/_loo.py``):
 ``--head PATH`` (repeatable) adds a row ``relevance (<file stem>)`` for another relevance
 head, e.g. one trained with the target's leave-one-out labels (``train_relevance
 --teacher-items``). Baselines in the same table: the sentence scorer (cosine to the
-question on the full encoder), document order, and a seeded random ranking. The
+question on the full encoder), document order, and a seeded random ranking.
 ``--lm-proxy`` adds the paper's own proxy explanation: the same leave-one-out attribution
 computed on the ONNX LM proxy (Qwen2.5-Coder-0.5B-Instruct) for *its own* answer
 (``_loo.ProxyLeaveOneOut``; no target call), with its cost in graph runs, tokens and seconds.
@@ -328,10 +328,15 @@ def _write(
             "runs_mean": float(np.mean([m["runs"] for m in lm])),
             "tokens_mean": float(np.mean([m["tokens"] for m in lm])),
             "share_of_oracle_time": float(np.mean([m["seconds"] for m in lm]))
-            / (cost["oracle_ms_mean"] / 1000),
-            "answer_agrees_with_target": sum(
-                agree(r["lm_proxy"]["answer"], r["answer"]) for r in rows if "lm_proxy" in r
-            ),
+            / (cost["oracle_ms_mean"] / 1000)
+            if cost["oracle_ms_mean"]
+            else float("nan"),
+            "answer_agrees_with_target": {
+                "k": sum(
+                    agree(r["lm_proxy"]["answer"], r["answer"]) for r in rows if "lm_proxy" in r
+                ),
+                "n": len(lm),
+            },
         }
     out = {
         "command": "python -m benchmarks.relevance_fidelity " + " ".join(sys.argv[1:]),
@@ -400,7 +405,8 @@ def _markdown(out: dict[str, Any], ratios: list[float]) -> str:
             f"The LM proxy's leave-one-out: {m['runs_mean']:.1f} graph runs, "
             f"{m['tokens_mean']:.0f} tokens, {m['seconds_mean']:.1f} s wall per item "
             f"({100 * m['share_of_oracle_time']:.0f} % of the oracle's time, 0 target calls); "
-            f"its own answer equals the target's on {m['answer_agrees_with_target']} items.",
+            f"its own answer equals the target's on {m['answer_agrees_with_target']['k']} of "
+            f"{m['answer_agrees_with_target']['n']} items.",
             "",
         ]
     return "\n".join(lines)

@@ -128,8 +128,9 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     lm32: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
     """``ProxyLeaveOneOut`` (the paper's proxy explanation on the ONNX LM proxy): the sentence
-    that holds the answer gets the largest drop; each drop equals the one computed without
-    the KV-cache reuse; a second call is served from the cache without running the graph."""
+    that holds the answer gets the largest drop; every drop equals the one computed without
+    the KV-cache reuse; the cost counters add up; a second call is served from the cache
+    without running the graph."""
     import benchmarks._loo as loo
 
     monkeypatch.setattr(loo, "CACHE_DIR", tmp_path)
@@ -139,21 +140,59 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     ]
     qb = "Answer in a few words.\nQuestion: What is the summit of Mount Kilimanjaro called?"
     pl = loo.ProxyLeaveOneOut(lm32)
+    runs = lm32.runs
     res = pl.attribute(docs, qb)
     assert "uhuru" in res.answer.lower()
     assert len(res.drops) == 4
     assert int(np.argmax(res.drops)) == 3
     assert res.drops[3] > 1.0  # nats
-    # the same drop without the KV-cache prefix: the variant scored from the empty state
-    answer = lm32.encode(res.answer)
-    var = pl._ids(loo.render(docs, qb, drop=3))
-    direct = float(lm32.score(None, [(var, answer)])[0])
-    full = float(lm32.score(None, [(pl._ids(loo.render(docs, qb)), answer)])[0])
-    assert full - direct == pytest.approx(res.drops[3], abs=0.05)
+    _, answer, _ = pl._generate(pl._ids(loo.render(docs, qb)))  # the generated token ids
+    n_answer = len(answer)
+    # runs: 1 prompt + one per answer token + the full answer's score + one per sentence
+    assert res.calls == lm32.runs - runs - (1 + n_answer) == 2 + n_answer + 4
+    assert res.tokens < res.tokens_no_cache
+    ans = np.asarray(answer, dtype=np.int64)
+    full = float(lm32.score(None, [(pl._ids(loo.render(docs, qb)), ans)])[0])
+    assert full == pytest.approx(res.logp_full, abs=0.01)
+    for i, drop in enumerate(res.drops):  # each variant scored from the empty state
+        var = pl._ids(loo.render(docs, qb, drop=i))
+        assert full - float(lm32.score(None, [(var, ans)])[0]) == pytest.approx(drop, abs=0.01)
     runs = lm32.runs
     again = loo.ProxyLeaveOneOut(lm32).attribute(docs, qb)
     assert again == res
     assert lm32.runs == runs
+
+
+def test_fidelity_report_counts_the_lm_proxy_rows(tmp_path: Any) -> None:
+    """``_write`` on two synthetic rows: agreement rates, the proxy's share of the oracle's
+    agreement, and the LM proxy's cost and answer agreement with its denominator."""
+    import argparse
+
+    from benchmarks.relevance_fidelity import LM_ROW, _write
+
+    def row(agree_lm: bool, lm_answer: str) -> dict[str, Any]:
+        m = {"spearman": 0.5, "top3": 1.0, "top30pct": 1.0}
+        return {
+            "answer": "Uhuru Peak",
+            "oracle": {"calls": 5, "tokens": 100, "tokens_no_cache": 300, "seconds": 10.0},
+            "proxy_cpu_ms": 100.0,
+            "lm_proxy": {"answer": lm_answer, "runs": 9, "tokens": 80, "seconds": 4.0},
+            "methods": {
+                "oracle": {"agree@0.5": True},
+                LM_ROW: {**m, "agree@0.5": agree_lm},
+            },
+        }
+
+    args = argparse.Namespace(model="m", out=str(tmp_path / "fid"))
+    out = _write(args, [0.5], [row(True, "Uhuru peak."), row(False, "Kibo")])
+    assert out["summary"][LM_ROW]["agree@0.5"]["k"] == 1
+    assert out["proxy_vs_oracle"][LM_ROW]["0.5"]["proxy_over_oracle"] == 0.5
+    lm = out["cost"]["lm_proxy"]
+    assert lm["share_of_oracle_time"] == pytest.approx(0.4)
+    assert lm["answer_agrees_with_target"] == {"k": 1, "n": 2}
+    md = (tmp_path / "fid.md").read_text()
+    assert "equals the target's on 1 of 2 items" in md
+    assert f"| {LM_ROW} | 0.500 |" in md
 
 
 def test_write_results_keeps_dots_in_the_name(tmp_path: Any) -> None:
