@@ -80,6 +80,12 @@ def _chance_note(flat: list[str]) -> list[str]:
     ]
 
 
+LAYOUT_NOTE = (
+    "Layout *turn*: the demonstrations and the question in one user message; *turns*: "
+    "one user/assistant message pair per demonstration, then the question."
+)
+
+
 def part_probe(rows: list[dict[str, Any]]) -> list[str]:
     """Whether the target uses the demonstrations at all: all of them vs none, per task."""
     if not rows:
@@ -88,15 +94,19 @@ def part_probe(rows: list[dict[str, Any]]) -> list[str]:
         f"### Does the target use the demonstrations? ({rows[0]['target']}, one draw per "
         f"task, {rows[0]['n_demos']} demonstrations vs none, same test questions)",
         "",
-        "| task | chance | with demonstrations | without | McNemar: with-only / without-only, p |",
-        "|---|---|---|---|---|",
+        LAYOUT_NOTE,
+        "",
+        "| task | layout | test questions | chance | with demonstrations | without "
+        "| McNemar: with-only / without-only, p |",
+        "|---|---|---:|---|---|---|---|",
     ]
     for r in rows:
         f, z = r["full_correct"], r["zero_correct"]
         lo, hi = wilson(sum(f), len(f))
         mc = mcnemar([bool(x) for x in f], [bool(x) for x in z])
         out.append(
-            f"| {r['task']} | {_chance(r['task']):.2f} | {np.mean(f):.0%} [{lo:.0%}, {hi:.0%}] "
+            f"| {r['task']} | {_layout(r)} | {len(f)} | {_chance(r['task']):.2f} "
+            f"| {np.mean(f):.0%} [{lo:.0%}, {hi:.0%}] "
             f"| {np.mean(z):.0%} | {mc['a_only']} / {mc['b_only']}, {mc['p']:.2g} |"
         )
     out.append("")
@@ -115,8 +125,7 @@ def part_poison_probe(rows: list[dict[str, Any]]) -> list[str]:
         f"task: {r0['n_demos']} demonstrations, {len(r0['flipped'])} of them flipped, "
         f"{r0['n_test']} test questions)",
         "",
-        "Layout *turn*: the demonstrations and the question in one user message; *turns*: "
-        "one user/assistant message pair per demonstration, then the question.",
+        LAYOUT_NOTE,
         "",
         "| task | layout | chance | clean | poisoned | none | clean vs poisoned (McNemar) "
         "| clean vs none (McNemar) | replies = last demonstration's label, clean / none |",
