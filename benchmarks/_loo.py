@@ -101,6 +101,8 @@ class LeaveOneOut:
         )
         self._cached: list[int] = []  # tokens currently in the KV cache
         self._memo = _Memo(model)
+        # greedy answers by a hash of the model and prompt (no prompt text is stored)
+        self._answers = _Store(CACHE_DIR / f"answers-{model}.jsonl", "answer")
 
     # -- prompt -> tokens ---------------------------------------------------------------------
     def _prompt_tokens(self, prompt: str) -> list[int]:
@@ -110,12 +112,8 @@ class LeaveOneOut:
     def _eval(self, tokens: list[int], want: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
         """Evaluate ``tokens`` reusing the KV cache; log-softmax rows at positions ``want``."""
         llm = self.llm
-        lcp = 0
-        for a, b in zip(self._cached, tokens, strict=False):
-            if a != b:
-                break
-            lcp += 1
-        lcp = min(lcp, len(tokens) - 1)  # always evaluate at least the last token
+        # always evaluate at least the last token
+        lcp = min(_common_prefix(self._cached, tokens), len(tokens) - 1)
         want_set = {p for p in want}
         lcp = min([lcp, *want_set])  # positions we need logits for must be re-evaluated
         llm._ctx.kv_cache_seq_rm(-1, lcp, -1)
@@ -194,43 +192,80 @@ class LeaveOneOut:
         return res
 
     def answer(self, prompt: str) -> str:
-        """The target's greedy answer to ``prompt`` (one user message), stripped."""
+        """The target's greedy answer to ``prompt`` (one user message), stripped; cached by
+        the prompt's hash."""
+        key = hashlib.sha256(json.dumps([self.model, prompt]).encode()).hexdigest()[:24]
+        if key in self._answers.rows:
+            return str(self._answers.rows[key])
         out, _, _ = self._generate(self._prompt_tokens(prompt))
-        return self.llm.detokenize(out).decode("utf-8", errors="replace").strip()
+        text = self.llm.detokenize(out).decode("utf-8", errors="replace").strip()
+        self._answers.put(key, text)
+        return text
 
 
-def _key(model: str, docs: Sequence[Sequence[str]], question_block: str) -> str:
-    blob = json.dumps([model, [list(d) for d in docs], question_block]).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
+def _common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
-class _Memo:
-    """``model``'s leave-one-out results as JSON lines (``{"key", "result"}``) in
-    ``CACHE_DIR/loo-<model>.jsonl``, appended as they are computed so that an interrupted run
-    resumes; keyed by :func:`_key`."""
+def _key(
+    model: str, docs: Sequence[Sequence[str]], question_block: str, answer: str | None = None
+) -> str:
+    parts: list[Any] = [model, [list(d) for d in docs], question_block]
+    if answer is not None:  # an explained answer given by the caller, not generated
+        parts.append(answer)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.path = path = CACHE_DIR / f"loo-{model}.jsonl"
-        self._rows: dict[str, LooResult] = {}
+
+class _Store:
+    """A key -> JSON value map kept as appended JSON lines ``{"key": ..., <field>: value}``
+    at ``path`` (unreadable lines skipped), so that an interrupted run resumes."""
+
+    def __init__(self, path: Path, field: str) -> None:
+        self.path, self.field = path, field
+        self.rows: dict[str, Any] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     row = json.loads(line)
-                    r = row["result"]
-                    self._rows[row["key"]] = LooResult(**{**r, "drops": tuple(r["drops"])})
+                    self.rows[str(row["key"])] = row[field]
                 except (ValueError, KeyError, TypeError):
                     continue
 
-    def get(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult | None:
-        return self._rows.get(_key(self.model, docs, question_block))
-
-    def put(self, docs: Sequence[Sequence[str]], question_block: str, res: LooResult) -> None:
-        key = _key(self.model, docs, question_block)
-        self._rows[key] = res
+    def put(self, key: str, value: Any) -> None:
+        self.rows[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "result": asdict(res)}) + "\n")
+            f.write(json.dumps({"key": key, self.field: value}) + "\n")
+
+
+class _Memo:
+    """``model``'s leave-one-out results in ``CACHE_DIR/loo-<model>.jsonl`` (field
+    ``result``), keyed by :func:`_key`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._store = _Store(CACHE_DIR / f"loo-{model}.jsonl", "result")
+
+    def get(
+        self, docs: Sequence[Sequence[str]], question_block: str, answer: str | None = None
+    ) -> LooResult | None:
+        r = self._store.rows.get(_key(self.model, docs, question_block, answer))
+        return None if r is None else LooResult(**{**r, "drops": tuple(r["drops"])})
+
+    def put(
+        self,
+        docs: Sequence[Sequence[str]],
+        question_block: str,
+        res: LooResult,
+        answer: str | None = None,
+    ) -> None:
+        self._store.put(_key(self.model, docs, question_block, answer), asdict(res))
 
 
 def cached_result(
@@ -243,14 +278,17 @@ def cached_result(
 class ProxyLeaveOneOut:
     """The same leave-one-out attribution computed on the ONNX LM proxy
     (:class:`promptsieve.proxy.lm.LMProxy`, Qwen2.5-Coder-0.5B-Instruct) instead of the target:
-    the paper's proxy explanation. It explains the proxy's *own* greedy answer, so it needs no
-    target call and could run before a request is sent.
+    the paper's proxy explanation. By default it explains the proxy's *own* greedy answer, so
+    it needs no target call and could run before a request is sent; given ``answer`` (the
+    target's reply to the full prompt, known for every screened request because the original
+    prompt was sent) it explains that answer instead.
 
     The prompt is the one :class:`LeaveOneOut` builds (one ChatML user message after Qwen's
     default system message, :func:`promptsieve.proxy.lm.chatml`). Each variant reuses the full
     prompt's KV cache up to the longest common token prefix. ``calls`` counts graph runs,
     ``tokens`` the tokens fed (the cost figures of :class:`LooResult`), ``seconds`` wall time.
-    Cached in ``benchmarks/.cache/loo-proxy-<fingerprint>.jsonl``.
+    Cached in ``benchmarks/.cache/loo-proxy-<fingerprint>.jsonl``, keyed by the prompt pieces
+    and the given answer.
     """
 
     def __init__(self, lm: Any) -> None:
@@ -261,53 +299,56 @@ class ProxyLeaveOneOut:
         self._open, self._close = chatml(None)
         stops = [lm.encode(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self._eos_ids = {int(t[0]) for t in stops if len(t) == 1}
+        self._im_end = int(stops[0][0])
         self._memo = _Memo(self.model)
 
     def _ids(self, prompt: str) -> np.ndarray:
         return self.lm.encode(self._open + prompt + self._close)
 
-    def _generate(self, ids: np.ndarray) -> tuple[Any, list[int], int]:
-        """The prompt's KV state, the greedy answer's tokens, and the token that follows them
-        (the stop token, or the next answer token at :data:`MAX_ANSWER_TOKENS`)."""
-        state = self.lm.extend(None, ids)
-        full_state = state
+    def _generate(self, state: Any) -> tuple[list[int], int | None]:
+        """The greedy answer's tokens after ``state`` and the stop token that ended it (None
+        at :data:`MAX_ANSWER_TOKENS`)."""
         out: list[int] = []
         while True:
             nxt = int(np.argmax(state.last_logprobs))
-            if nxt in self._eos_ids or len(out) == MAX_ANSWER_TOKENS:
-                return full_state, out, nxt
+            if nxt in self._eos_ids:
+                return out, nxt
             out.append(nxt)
+            if len(out) == MAX_ANSWER_TOKENS:
+                return out, None
             state = self.lm.extend(state, np.array([nxt]))
 
-    def attribute(self, docs: Sequence[Sequence[str]], question_block: str) -> LooResult:
-        """Leave-one-out drops of the proxy's own answer for every sentence of ``docs``."""
+    def attribute(
+        self, docs: Sequence[Sequence[str]], question_block: str, answer: str | None = None
+    ) -> LooResult:
+        """Leave-one-out drops for every sentence of ``docs`` (flat order) of the proxy's own
+        greedy answer, or of ``answer`` when given (an empty one scores the end of turn)."""
         from promptsieve.proxy.lm import KVState
 
-        hit = self._memo.get(docs, question_block)
+        hit = self._memo.get(docs, question_block, answer)
         if hit is not None:
             return hit
         t0 = time.perf_counter()
         runs0, tok0 = self.lm.runs, self.lm.tokens_run
         full = self._ids(render(docs, question_block))
-        state, out, stop = self._generate(full)
-        answer = out or [stop]  # an empty answer: score the stop token the proxy gave
-        ans = np.asarray(answer, dtype=np.int64)
+        state = self.lm.extend(None, full)
+        if answer is None:
+            out, stop = self._generate(state)
+        else:
+            out, stop = [int(t) for t in self.lm.encode(answer)], self._im_end
+        # an empty answer: score the stop token that ended it
+        ans = np.asarray(out or [stop if stop is not None else self._im_end], dtype=np.int64)
         logp_full = float(self.lm.score(state, [(np.zeros(0, np.int64), ans)])[0])
-        no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
+        gen = len(full) * (1 + len(out)) if answer is None else 0  # greedy, no reuse
+        no_cache = gen + len(full) + len(ans)
         n_sent = sum(len(d) for d in docs)
         drops = []
         for i in range(n_sent):
             var = self._ids(render(docs, question_block, drop=i))
-            lcp = 0
-            for a, b in zip(full, var, strict=False):
-                if a != b:
-                    break
-                lcp += 1
-            lcp = min(lcp, len(var) - 1)
+            lcp = min(_common_prefix(full, var), len(var) - 1)
             past = tuple(np.ascontiguousarray(p[:, :, :lcp, :]) for p in state.past)
-            prefix = KVState(past, lcp, None)
-            lp = float(self.lm.score(prefix, [(var[lcp:], ans)])[0])
-            no_cache += len(var) + len(answer)
+            lp = float(self.lm.score(KVState(past, lcp, None), [(var[lcp:], ans)])[0])
+            no_cache += len(var) + len(ans)
             drops.append(logp_full - lp)
         res = LooResult(
             answer=self.lm.decode(out).strip(),
@@ -318,5 +359,5 @@ class ProxyLeaveOneOut:
             tokens_no_cache=no_cache,
             seconds=time.perf_counter() - t0,
         )
-        self._memo.put(docs, question_block, res)
+        self._memo.put(docs, question_block, res, answer)
         return res

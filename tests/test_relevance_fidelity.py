@@ -146,7 +146,7 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     assert len(res.drops) == 4
     assert int(np.argmax(res.drops)) == 3
     assert res.drops[3] > 1.0  # nats
-    _, answer, _ = pl._generate(pl._ids(loo.render(docs, qb)))  # the generated token ids
+    answer, _ = pl._generate(lm32.extend(None, pl._ids(loo.render(docs, qb))))  # token ids
     n_answer = len(answer)
     # runs: 1 prompt + one per answer token + the full answer's score + one per sentence
     assert res.calls == lm32.runs - runs - (1 + n_answer) == 2 + n_answer + 4
@@ -161,6 +161,18 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     again = loo.ProxyLeaveOneOut(lm32).attribute(docs, qb)
     assert again == res
     assert lm32.runs == runs
+
+    # explaining a given answer (the target's): another cache entry; the sentence that
+    # supports *that* answer gets the largest drop
+    given = pl.attribute(docs, qb, answer="Egypt")
+    assert given.answer == "Egypt"
+    assert int(np.argmax(given.drops)) == 0
+    ids = lm32.encode("Egypt")
+    assert float(lm32.score(None, [(pl._ids(loo.render(docs, qb)), ids)])[0]) == pytest.approx(
+        given.logp_full, abs=0.01
+    )
+    assert given.calls == 1 + 1 + 4  # the prompt, the answer's score, one per sentence
+    assert loo.ProxyLeaveOneOut(lm32).attribute(docs, qb) == res
 
 
 def test_fidelity_report_counts_the_lm_proxy_rows(tmp_path: Any) -> None:
