@@ -159,7 +159,7 @@ def part_a(rows: list[dict[str, Any]]) -> list[str]:
         f"### (a) Share of demonstrations removed at ≥ 0.9 × full-prompt accuracy "
         f"({len(rows)} draws: {len(tasks)} tasks × repeats; target {rows[0]['target']}, "
         f"{rows[0]['n_demos']} demonstrations, {rows[0]['n_val']} validation requests, "
-        f"{rows[0]['n_test']} test questions per draw)",
+        f"{rows[0]['n_test']} test questions per draw; layout {_layout(rows[0])})",
         "",
         "| task | draws | chance | full acc | zero-shot acc | " + " | ".join(methods) + " |",
         "|---|---|---|---|---|" + "---|" * len(methods),
@@ -219,7 +219,8 @@ def part_a_half(rows: list[dict[str, Any]]) -> list[str]:
     n_q = sum(len(r["full_correct"]) for r in rows)
     out = [
         f"#### (a) on a fixed rung: half of the demonstrations removed, each method's least "
-        f"useful first ({len(rows)} draws, {n_q} test questions pooled)",
+        f"useful first ({len(rows)} draws, {n_q} test questions pooled; layout "
+        f"{_layout(rows[0])})",
         "",
         "The share-removed score stops at the first rung below 0.9 × full accuracy, and with "
         "20 test questions one question is 5 points, so it mostly measures noise. Here every "
@@ -453,7 +454,10 @@ def main(results: Path | None = None) -> None:
     fid = _load("fidelity.jsonl")
     lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]
     lines += part_probe(_load("probe.jsonl")) + part_poison_probe(_load("poison_probe.jsonl"))
-    lines += part_a(a) + part_a_half(a) + part_b(b)
+    for layout in sorted({_layout(r) for r in a}) or ["turn"]:
+        here = [r for r in a if _layout(r) == layout]
+        lines += part_a(here) + part_a_half(here)
+    lines += part_b(b)
     lines += part_fidelity(fid) + part_c(a, b, timing, fid)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")

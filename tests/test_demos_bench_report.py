@@ -138,3 +138,30 @@ def test_poisoned_draws_pool_across_tasks() -> None:
     text = "\n".join(part_b(rows + turns[:1]))
     assert text.count("### (b) pooled") == 1 and "layout turns; Kernel SHAP" in text
     assert "2 draws, 2 tasks, 4 test questions, layout turn" in text
+
+
+def test_report_gives_each_layout_its_own_selection_table(tmp_path: Any) -> None:
+    """Draws in the one-message layout and as message pairs are never averaged together."""
+    import json
+
+    from benchmarks import demos_report
+
+    def draw(layout: str, share: float, repeat: int) -> dict[str, Any]:
+        m = {"share": share, "values": [0.1, 0.2, 0.3], "half_correct": [1, 0],
+             "seconds": 1.0, "evaluations": 60, "target": {}, "cached": True}  # fmt: skip
+        return {
+            "task": "sports_understanding", "repeat": repeat, "layout": layout,
+            "target": "q", "n_demos": 8, "n_val": 3, "n_test": 2, "full_acc": 0.5,
+            "zero_shot_acc": 0.5, "full_correct": [1, 0],
+            "methods": {k: dict(m) for k in ("proxy", "oracle", "random")},
+        }  # fmt: skip
+
+    rows = [draw("turn", 0.25, 0), draw("turns", 0.75, 0), draw("turns", 0.5, 1)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    demos_report.main(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    one, pairs = text.split("layout turn)")[1], text.split("layout turns)")[1]
+    assert "(1 draws:" in text and "(2 draws:" in text
+    assert "| sports_understanding | 1 |" in one.split("###")[0]
+    assert "**62.5%**" in pairs.split("####")[0]  # the mean of the two message-pair draws
+    assert "**25.0%**" in one.split("####")[0]
