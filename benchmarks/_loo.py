@@ -15,7 +15,7 @@ resume. Calls and evaluated tokens are counted for the cost comparison.
 The ``Liu et al. 2025`` protocol (arXiv 2505.12509, "Revitalizing Black-Box
 Interpretability") compares a proxy's explanation with this oracle's.
 :class:`ProxyLeaveOneOut` computes the same attribution on the ONNX LM proxy, for the
-proxy's own answer: the paper's proxy explanation.
+proxy's own answer (the paper's proxy explanation) or for a given one (the target's).
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ class LeaveOneOut:
         answer = out or [stop if stop is not None else self.llm.token_eos()]  # an empty answer
         logp_full, n0 = self._answer_logp(full, answer)
         tokens = n_gen + n0
-        no_cache = len(full) * (1 + len(answer)) + len(full) + len(answer)
+        # greedy steps without reuse: one per answer token, plus the one that gave the stop
+        no_cache = len(full) * (len(out) + (stop is not None)) + len(full) + len(answer)
         n_sent = sum(len(d) for d in docs)
         drops = []
         for i in reversed(range(n_sent)):  # later sentences first: shortest re-evaluations
@@ -256,7 +257,10 @@ class _Memo:
         self, docs: Sequence[Sequence[str]], question_block: str, answer: str | None = None
     ) -> LooResult | None:
         r = self._store.rows.get(_key(self.model, docs, question_block, answer))
-        return None if r is None else LooResult(**{**r, "drops": tuple(r["drops"])})
+        try:
+            return None if r is None else LooResult(**{**r, "drops": tuple(r["drops"])})
+        except (KeyError, TypeError):  # a row of another schema: recompute
+            return None
 
     def put(
         self,
@@ -299,6 +303,7 @@ class ProxyLeaveOneOut:
         self._open, self._close = chatml(None)
         stops = [lm.encode(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self._eos_ids = {int(t[0]) for t in stops if len(t) == 1}
+        assert len(stops[0]) == 1, "<|im_end|> is one token in Qwen2.5's vocabulary"
         self._im_end = int(stops[0][0])
         self._memo = _Memo(self.model)
 
@@ -339,7 +344,8 @@ class ProxyLeaveOneOut:
         # an empty answer: score the stop token that ended it
         ans = np.asarray(out or [stop if stop is not None else self._im_end], dtype=np.int64)
         logp_full = float(self.lm.score(state, [(np.zeros(0, np.int64), ans)])[0])
-        gen = len(full) * (1 + len(out)) if answer is None else 0  # greedy, no reuse
+        # greedy steps without reuse: one per answer token, plus the one that gave the stop
+        gen = len(full) * (len(out) + (stop is not None)) if answer is None else 0
         no_cache = gen + len(full) + len(ans)
         n_sent = sum(len(d) for d in docs)
         drops = []

@@ -30,7 +30,8 @@ computed on the ONNX LM proxy (Qwen2.5-Coder-0.5B-Instruct) for *its own* answer
 (``_loo.ProxyLeaveOneOut``; no target call), with its cost in graph runs, tokens and seconds,
 and the same attribution of the *target's* answer to the full prompt (known for every
 screened request, since the original prompt is sent; the row "… (target's answer)").
-``--rows NAME`` (repeatable) keeps only those rankings (and the oracle), to add a row cheaply.
+``--rows NAME`` (repeatable) keeps only those rankings and the oracle (and skips the LM
+proxy's leave-one-out that none of them needs), to add a row cheaply.
 The ``coarse (…)`` rows prune with the SDK's coarse-to-fine order over the same sentence scores
 (:func:`coarse_keep`: whole passages first, then sentences keyed by score + 0.5 x passage
 score), the way ``Compressor()`` cuts retrieved documents; their Spearman is over those
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -241,6 +243,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ("lm_proxy", LM_ROW, None),
                 ("lm_proxy_target", LM_TARGET_ROW, oracle.answer),
             ):
+                if wanted is not None and not {name, f"coarse ({name})"} & wanted:
+                    continue
                 lm = lm_loo.attribute(docs, qb, answer=given)
                 all_scores[name] = np.array(lm.drops)
                 row[key] = {
@@ -251,6 +255,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
         row["proxy_cpu_ms"] = proxy_ms[-1]
         for name, base in coarse.items():  # its sentence keys
+            if base not in all_scores:  # an LM row that was not asked for
+                continue
             pw = passage_scores(all_scores[base], doc_of)
             all_scores[name] = all_scores[base] + PASSAGE_WEIGHT * pw
         for name, sc in all_scores.items():
@@ -272,26 +278,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 m[f"answer@{r}"] = ans
             row["methods"][name] = m
         rows.append(row)
+        first = next((k for k in row["methods"] if k != "oracle"), None)
         log.info(
-            "%d/%d %s: oracle %.0f s, proxy %.0f CPU-ms, rho %.2f",
-            n + 1, len(items), item.id, oracle.seconds, proxy_ms[-1],
-            row["methods"].get("relevance (proxy)", {}).get("spearman", float("nan")),
+            "%d/%d %s: oracle %.0f s, proxy %.0f CPU-ms, rho(%s) %.2f",
+            n + 1, len(items), item.id, oracle.seconds, proxy_ms[-1], first,
+            row["methods"][first]["spearman"] if first else float("nan"),
         )  # fmt: skip
         _write(args, ratios, rows)
     return _write(args, ratios, rows)
 
 
 def _rows_wanted(rows: list[str] | None, known: Sequence[str]) -> set[str] | None:
-    """The ``--rows`` names as a set (None: every ranking); SystemExit naming the known ones
-    on an unknown name."""
+    """The ``--rows`` names plus ``"oracle"`` as a set (None: every ranking); SystemExit
+    naming the known ones on an unknown name."""
     if not rows:
         return None
-    unknown = [r for r in rows if r not in known]
+    unknown = [r for r in rows if r not in known and r != "oracle"]
     if unknown:
         raise SystemExit(
             f"unknown --rows {unknown}; known rankings: " + ", ".join(repr(k) for k in known)
         )
-    return set(rows)
+    return {*rows, "oracle"}
 
 
 def _write(
@@ -359,13 +366,14 @@ def _write(
             "share_of_oracle_time": secs / (cost["oracle_ms_mean"] / 1000)
             if cost["oracle_ms_mean"]
             else float("nan"),
-            "answer_agrees_with_target": {
+        }
+        if key == "lm_proxy":  # the target-answer row explains the target's answer itself
+            cost[key]["answer_agrees_with_target"] = {
                 "k": sum(agree(r[key]["answer"], r["answer"]) for r in with_lm),
                 "n": len(lm),
-            },
-        }
+            }
     out = {
-        "command": "python -m benchmarks.relevance_fidelity " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.relevance_fidelity " + shlex.join(sys.argv[1:]),
         "target": args.model,
         "items": len(rows),
         "item_size_tokens": SIZE,

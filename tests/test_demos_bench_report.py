@@ -140,7 +140,7 @@ def test_poisoned_draws_pool_across_tasks() -> None:
     assert "2 draws, 2 tasks, 4 test questions, layout turn" in text
 
 
-def test_report_gives_each_layout_its_own_selection_table(tmp_path: Any) -> None:
+def test_report_gives_each_layout_its_own_selection_table(tmp_path: Any, monkeypatch: Any) -> None:
     """Draws in the one-message layout and as message pairs are never averaged together."""
     import json
 
@@ -158,6 +158,7 @@ def test_report_gives_each_layout_its_own_selection_table(tmp_path: Any) -> None
 
     rows = [draw("turn", 0.25, 0), draw("turns", 0.75, 0), draw("turns", 0.5, 1)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(demos_report, "RESULTS", tmp_path)  # main() rebinds it
     demos_report.main(tmp_path)
     text = (tmp_path / "report.md").read_text()
     one, pairs = text.split("layout turn)")[1], text.split("layout turns)")[1]

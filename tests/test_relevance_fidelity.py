@@ -148,7 +148,8 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
     assert res.drops[3] > 1.0  # nats
     answer, _ = pl._generate(lm32.extend(None, pl._ids(loo.render(docs, qb))))  # token ids
     n_answer = len(answer)
-    # runs: 1 prompt + one per answer token + the full answer's score + one per sentence
+    # runs (the answer is short of the cap): 1 prompt + one per answer token + the full
+    # answer's score + one per sentence
     assert res.calls == lm32.runs - runs - (1 + n_answer) == 2 + n_answer + 4
     assert res.tokens < res.tokens_no_cache
     ans = np.asarray(answer, dtype=np.int64)
@@ -172,7 +173,16 @@ def test_proxy_leave_one_out_on_the_real_lm_proxy(
         given.logp_full, abs=0.01
     )
     assert given.calls == 1 + 1 + 4  # the prompt, the answer's score, one per sentence
+    runs = lm32.runs
     assert loo.ProxyLeaveOneOut(lm32).attribute(docs, qb) == res
+    assert loo.ProxyLeaveOneOut(lm32).attribute(docs, qb, answer="Egypt") == given
+    assert lm32.runs == runs
+    # an empty answer scores the end of the turn
+    empty = pl.attribute(docs, qb, answer="")
+    im_end = lm32.encode("<|im_end|>")
+    assert empty.logp_full == pytest.approx(
+        float(lm32.score(None, [(pl._ids(loo.render(docs, qb)), im_end)])[0]), abs=0.01
+    )
 
 
 def test_fidelity_report_counts_the_lm_proxy_rows(tmp_path: Any) -> None:
@@ -220,3 +230,30 @@ def test_write_results_keeps_dots_in_the_name(tmp_path: Any) -> None:
     assert (tmp_path / "sub" / "fid_1.5b.md").read_text() == "# t\n"
     assert write_results(tmp_path / "r.json", {}, "") == tmp_path / "r.json"
     assert (tmp_path / "r.md").is_file()
+
+
+def test_memo_keys_stay_those_of_earlier_runs() -> None:
+    """Without a given answer the cache key is the one earlier runs wrote (their caches stay
+    valid); a given answer, even an empty one, gets another key."""
+    import hashlib
+    import json
+
+    import benchmarks._loo as loo
+
+    docs, qb = [["a.", "b."], ["c."]], "Question: q"
+    old = hashlib.sha256(json.dumps(["m", [["a.", "b."], ["c."]], qb]).encode()).hexdigest()
+    assert loo._key("m", docs, qb) == old[:24]
+    assert (
+        len({loo._key("m", docs, qb), loo._key("m", docs, qb, ""), loo._key("m", docs, qb, "x")})
+        == 3
+    )
+
+
+def test_rows_option_keeps_the_oracle_and_names_the_known_rows() -> None:
+    from benchmarks.relevance_fidelity import _rows_wanted
+
+    known = ["sentence (cosine)", "coarse (cosine)"]
+    assert _rows_wanted(None, known) is None
+    assert _rows_wanted(["coarse (cosine)"], known) == {"coarse (cosine)", "oracle"}
+    with pytest.raises(SystemExit, match="known rankings: 'sentence \\(cosine\\)'"):
+        _rows_wanted(["cosine"], known)
