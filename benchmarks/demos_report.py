@@ -183,7 +183,8 @@ def part_a(rows: list[dict[str, Any]]) -> list[str]:
     cells = []
     for m in methods:
         lo, hi = _boot(means[m])
-        cells.append(f"**{np.mean(means[m]):.1%}** [{lo:.0%}, {hi:.0%}]")
+        ci = f" [{lo:.0%}, {hi:.0%}]" if len(means[m]) > 1 else " (one draw: no interval)"
+        cells.append(f"**{np.mean(means[m]):.1%}**{ci}")
     out.append("| **mean** | " + f"{len(rows)} | | | | " + " | ".join(cells) + " |")
     out.append("")
     out += _chance_note(flat)
@@ -223,7 +224,9 @@ def part_a_half(rows: list[dict[str, Any]]) -> list[str]:
         f"{_layout(rows[0])})",
         "",
         "The share-removed score stops at the first rung below 0.9 × full accuracy, and with "
-        "20 test questions one question is 5 points, so it mostly measures noise. Here every "
+        f"{len(rows[0]['full_correct'])} test questions one question is "
+        f"{100 / len(rows[0]['full_correct']):.1f} "
+        "points, so it mostly measures noise. Here every "
         "method removes the same number of demonstrations and the target's answers are "
         "compared question by question.",
         "",
