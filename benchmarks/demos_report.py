@@ -254,8 +254,7 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(b) no finished draws yet."]
     out: list[str] = []
-    for layout in sorted({_layout(r) for r in rows}):
-        here = [r for r in rows if _layout(r) == layout]
+    for here in _by_layout(rows):
         for task in sorted({r["task"] for r in here}):
             out += _part_b_task([r for r in here if r["task"] == task])
         out += _part_b_pooled(here)
@@ -265,6 +264,11 @@ def part_b(rows: list[dict[str, Any]]) -> list[str]:
 def _layout(r: dict[str, Any]) -> str:
     """How the draw's demonstrations reached the target (records before the option: turn)."""
     return str(r.get("layout", "turn"))
+
+
+def _by_layout(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` grouped by :func:`_layout`, layouts in name order (no rows: no groups)."""
+    return [[r for r in rows if _layout(r) == lay] for lay in sorted({_layout(r) for r in rows})]
 
 
 def _part_b_pooled(rows: list[dict[str, Any]]) -> list[str]:
@@ -457,8 +461,7 @@ def main(results: Path | None = None) -> None:
     fid = _load("fidelity.jsonl")
     lines = ["# Demonstration selection and cleaning (seed paper's protocol)", ""]
     lines += part_probe(_load("probe.jsonl")) + part_poison_probe(_load("poison_probe.jsonl"))
-    for layout in sorted({_layout(r) for r in a}) or ["turn"]:
-        here = [r for r in a if _layout(r) == layout]
+    for here in _by_layout(a) or [[]]:
         lines += part_a(here) + part_a_half(here)
     lines += part_b(b)
     lines += part_fidelity(fid) + part_c(a, b, timing, fid)
