@@ -78,3 +78,30 @@ def test_explain_writes_a_readable_html_heat_map(runner: CliRunner, tmp_path: Pa
     assert "<span style=" in html and 'title="' in html
     body = html[html.index("<pre>") : html.index("</pre>")]
     assert "Our refund policy is simple" in re.sub(r"<[^>]+>", "", body)
+
+
+def test_bad_configuration_is_one_line_not_a_traceback(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT, encoding="utf-8")
+    res = runner.invoke(app, ["compress", str(f), "--scorer", "bogus"])
+    assert res.exit_code == 2
+    assert res.output.startswith("Error: ") and "scorer" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    monkeypatch.setenv("PROMPTSIEVE_PROXY_DIR", str(tmp_path / "nowhere"))
+    for cmd in ("compress", "explain"):
+        res = runner.invoke(app, [cmd, str(f)])
+        assert res.exit_code == 2, (cmd, res.output)
+        assert res.output.startswith("Error: ") and "nowhere" in res.output
+        assert "Traceback" not in res.output
+
+
+def test_explain_refuses_an_unwritable_html_path_before_scoring(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT, encoding="utf-8")
+    res = runner.invoke(app, ["explain", str(f), "--html", str(tmp_path / "no" / "map.html")])
+    assert res.exit_code == 2
+    assert "is not a folder" in " ".join(re.sub("[│╭╮╰╯─]", " ", res.output).split())

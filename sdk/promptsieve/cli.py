@@ -6,12 +6,15 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from promptsieve._export_cli import export_command
 from promptsieve._report_cli import report_command
+
+if TYPE_CHECKING:
+    from promptsieve.compressor import Compressor
 
 app = typer.Typer(
     name="promptsieve",
@@ -36,6 +39,18 @@ def _read_text(path: Path) -> str:
             f"(byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "convert it first, e.g. iconv -t UTF-8"
         ) from exc
+
+
+def _compressor(scorer: str | None) -> Compressor:
+    """A Compressor for ``scorer``; bad configuration is one ``Error:`` line and exit 2."""
+    from promptsieve._errors import ConfigError
+    from promptsieve.compressor import Compressor, CompressorConfig
+
+    try:
+        return Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _ratio(value: float) -> float:
@@ -63,10 +78,8 @@ def compress(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""
-    from promptsieve.compressor import Compressor, CompressorConfig
-
     text = _read_text(file)
-    comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+    comp = _compressor(scorer)
     result = comp.compress(text, ratio=ratio, question=question)
     if as_json:
         report = {
@@ -105,15 +118,20 @@ def explain(
 ) -> None:
     """Show what the proxy finds important; --html: passage, sentence and token decisions."""
     from promptsieve._heatmap import render_decisions_html
-    from promptsieve.compressor import Compressor, CompressorConfig
 
     if scorer not in ("head", "attribution", "sentence", "relevance"):
         raise typer.BadParameter("scorer must be 'head', 'attribution', 'sentence' or 'relevance'")
+    if html is not None and not html.parent.is_dir():  # before minutes of scoring, not after
+        raise typer.BadParameter(f"cannot write {html}: {html.parent} is not a folder")
     text = _read_text(file)
-    comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+    comp = _compressor(scorer)
     if html is not None:
         expl = comp.explain_decisions(text, question=question, ratio=ratio)
-        html.write_text(render_decisions_html(expl, title=file.name), encoding="utf-8")
+        try:
+            html.write_text(render_decisions_html(expl, title=file.name), encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"Error: cannot write {html}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from exc
         typer.echo(f"wrote {html}")
         return
     scores = comp.explain(text, question=question)
