@@ -138,9 +138,10 @@ def test_adapters_use_the_public_api() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for name, line in _imports(tree, module, top_level_only=False):
             parts = name.split(".")
-            if parts[0] != "promptsieve" or len(parts) < 2:
+            private = [i for i, part in enumerate(parts) if part.startswith("_")]
+            if parts[0] != "promptsieve" or not private:
                 continue
-            mod = ".".join(parts[:2])
-            if parts[1].startswith("_") and mod not in private_ok:
+            # the first private part at any depth (``promptsieve.proxy._x`` too)
+            if ".".join(parts[: private[0] + 1]) not in private_ok:
                 bad.append(f"{module}:{line} imports {name}")
     assert not bad, "\n".join(bad)
