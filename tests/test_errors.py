@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import promptsieve as ps
+from promptsieve.fidelity import ScreenConfig
 
 
 def test_every_exported_exception_is_in_the_tree() -> None:
@@ -44,6 +46,16 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("DemoAttributionConfig method", lambda: ps.DemoAttributionConfig(method="lasso")),  # type: ignore[arg-type]
     ("DemoFormat template", lambda: ps.DemoFormat(demo="Q: {input}\n")),
     ("DemoCompressor validation", lambda: ps.DemoCompressor([ps.Demonstration("a", "b")] * 2, [])),
+    # NaN passes a plain ``x <= 0`` check; each of these must still fail at construction
+    ("SieveConfig NaN budget", lambda: ps.SieveConfig(scoring_budget_ms=math.nan)),
+    ("SieveConfig NaN drain", lambda: ps.SieveConfig(drain_timeout_s=math.nan)),
+    ("SieveConfig NaN wait", lambda: ps.SieveConfig(backpressure_wait_ms=math.nan)),
+    ("GateConfig NaN ttl", lambda: ps.GateConfig(ttl=math.nan)),
+    ("GateConfig fractional budget", lambda: ps.GateConfig(budget=2.5)),
+    ("GateConfig guard threshold", lambda: ps.GateConfig(guard_threshold=5)),
+    ("ScreenConfig NaN judge timeout", lambda: ScreenConfig(judge_timeout_s=math.nan)),
+    ("ScreenConfig metric", lambda: ScreenConfig(metric="bogus")),
+    ("ScreenConfig noise kind", lambda: ScreenConfig(noise_kind="bogus")),
 ]
 
 

@@ -95,16 +95,16 @@ class SieveConfig:
             raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
         if self.guard_threshold is not None and not -1.0 <= self.guard_threshold <= 1.0:
             raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
-        if self.scoring_budget_ms <= 0:
+        if not self.scoring_budget_ms > 0:  # written so that NaN fails too
             raise ConfigError("scoring_budget_ms must be positive")
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.backpressure not in ("wait", "skip"):
             raise ConfigError(f"backpressure must be 'wait' or 'skip', got {self.backpressure!r}")
-        if self.backpressure_wait_ms < 0:
+        if not self.backpressure_wait_ms >= 0:
             raise ConfigError("backpressure_wait_ms must be >= 0")
-        if self.drain_timeout_s < 0:
+        if not self.drain_timeout_s >= 0:
             raise ConfigError("drain_timeout_s must be >= 0 seconds")
         labelled = self.gate is not None and self.gate.mode == "labelled"
         if labelled and self.judge is None:

@@ -134,8 +134,8 @@ class GateConfig:
             raise ConfigError(f"tau must be in (0, 1), got {self.tau}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if self.budget < 1:
-            raise ConfigError(f"budget must be >= 1 comparison per ratio, got {self.budget}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
+            raise ConfigError(f"budget must be a whole number >= 1 per ratio, got {self.budget!r}")
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
         if len(set(self.ratios)) != len(self.ratios):
@@ -143,8 +143,10 @@ class GateConfig:
         for name in ("shadow_rate", "monitor_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.ttl <= 0:
+        if not self.ttl > 0:  # NaN fails too
             raise ConfigError(f"ttl must be positive seconds, got {self.ttl}")
+        if not -1.0 <= self.guard_threshold <= 1.0:
+            raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
 
 
 def guard_ok(similarity: float, threshold: float) -> bool:

@@ -101,10 +101,20 @@ class ScreenConfig:
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
-        if self.judge_timeout_s <= 0:
+        if not self.judge_timeout_s > 0:  # NaN fails too
             raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
         if self.noise_samples < 0:
             raise ConfigError(f"noise_samples must be >= 0, got {self.noise_samples}")
+        if self.noise_kind not in ("reflow", "reorder", "auto"):
+            raise ConfigError(
+                f"noise_kind must be 'reflow', 'reorder' or 'auto', got {self.noise_kind!r}"
+            )
+        if isinstance(self.metric, str):  # an unknown name raises ConfigError now, not mid-run
+            get_metric(self.metric, embed=_name_check, judge=_name_check)
+
+
+def _name_check(*_: Any) -> Any:  # stands in for embed/judge when only a name is checked
+    raise AssertionError("never called")
 
 
 @dataclass(frozen=True)
