@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
+from promptsieve.fidelity.gate import check_guard_threshold
 from promptsieve.prompt import Request
 
 if TYPE_CHECKING:
@@ -93,8 +94,8 @@ class SieveConfig:
             raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
         if not self.verify and self.ratio is None:
             raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
-        if self.guard_threshold is not None and not -1.0 <= self.guard_threshold <= 1.0:
-            raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
+        if self.guard_threshold is not None:
+            check_guard_threshold(self.guard_threshold)
         if not self.scoring_budget_ms > 0:  # written so that NaN fails too
             raise ConfigError("scoring_budget_ms must be positive")
         for name in ("scoring_workers", "max_background", "max_pending"):

@@ -145,8 +145,13 @@ class GateConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.ttl > 0:  # NaN fails too
             raise ConfigError(f"ttl must be positive seconds, got {self.ttl}")
-        if not -1.0 <= self.guard_threshold <= 1.0:
-            raise ConfigError(f"guard_threshold must be in [-1, 1], got {self.guard_threshold!r}")
+        check_guard_threshold(self.guard_threshold)
+
+
+def check_guard_threshold(value: float) -> None:
+    """Raise ConfigError unless ``value`` (a cosine) is in [-1, 1]; NaN fails too."""
+    if not -1.0 <= value <= 1.0:
+        raise ConfigError(f"guard_threshold must be in [-1, 1], got {value!r}")
 
 
 def guard_ok(similarity: float, threshold: float) -> bool:

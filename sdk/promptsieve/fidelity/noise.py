@@ -186,6 +186,12 @@ def reorder_passages(text: str, rng: random.Random) -> str:
     return "".join(b + (seps[k] if k < len(seps) else "") for k, b in enumerate(blocks))
 
 
+def check_variant_kind(kind: object, name: str = "variant kind") -> None:
+    """Raise ConfigError unless ``kind`` is a :data:`VariantKind`; ``name`` labels the message."""
+    if kind not in ("reflow", "reorder", "auto"):
+        raise ConfigError(f"{name} must be 'reflow', 'reorder' or 'auto', got {kind!r}")
+
+
 def _rewrite_text(text: str, kind: VariantKind, rng: random.Random) -> str:
     out = text
     if kind in ("reorder", "auto"):
@@ -210,8 +216,7 @@ def variant(
     stays in place.
     Deterministic for a ``seed``. Raises ConfigError on an unknown ``kind``.
     """
-    if kind not in ("reflow", "reorder", "auto"):
-        raise ConfigError(f"variant kind must be 'reflow', 'reorder' or 'auto', got {kind!r}")
+    check_variant_kind(kind)
     rng = random.Random(seed)
     if isinstance(prompt, str):
         return _rewrite_text(prompt, kind, rng)

@@ -39,7 +39,13 @@ from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
 from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
-from promptsieve.fidelity.noise import NoiseFloor, VariantKind, noise_floor, variant
+from promptsieve.fidelity.noise import (
+    NoiseFloor,
+    VariantKind,
+    check_variant_kind,
+    noise_floor,
+    variant,
+)
 from promptsieve.fidelity.samples import body_problem, gold_problem, split_gold
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import Verdict, VerdictKey, VerdictState, VerdictStore
@@ -105,10 +111,7 @@ class ScreenConfig:
             raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
         if self.noise_samples < 0:
             raise ConfigError(f"noise_samples must be >= 0, got {self.noise_samples}")
-        if self.noise_kind not in ("reflow", "reorder", "auto"):
-            raise ConfigError(
-                f"noise_kind must be 'reflow', 'reorder' or 'auto', got {self.noise_kind!r}"
-            )
+        check_variant_kind(self.noise_kind, "noise_kind")
         if isinstance(self.metric, str):  # an unknown name raises ConfigError now, not mid-run
             get_metric(self.metric, embed=_name_check, judge=_name_check)
 
