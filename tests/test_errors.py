@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +58,9 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("ScreenConfig NaN judge timeout", lambda: ScreenConfig(judge_timeout_s=math.nan)),
     ("ScreenConfig metric", lambda: ScreenConfig(metric="bogus")),
     ("ScreenConfig noise kind", lambda: ScreenConfig(noise_kind="bogus")),
+    ("HTTPTarget URL", lambda: ps.fidelity.HTTPTarget("localhost:8080", "m")),
+    ("HTTPTarget scheme", lambda: ps.fidelity.HTTPTarget("ftp://127.0.0.1/v1", "m")),
+    ("HTTPTarget timeout", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=0)),
 ]
 
 
@@ -63,6 +68,57 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
 def test_bad_configuration_raises_config_error(what: str, build: Callable[[], Any]) -> None:
     with pytest.raises(ps.ConfigError):
         build()
+
+
+WRONG_TYPE: list[tuple[str, Callable[[], Any], str]] = [
+    ("ratio as text", lambda: ps.SieveConfig(ratio="0.5"), r"SieveConfig\(ratio=\.\.\.\)"),
+    ("ratios as a number", lambda: ps.GateConfig(ratios=0.5), r"ratios=.*tuple or list"),
+    ("patterns as text", lambda: ps.SegmentConfig(keep_patterns="abc"), "keep_patterns"),
+    ("bool as a number", lambda: ScreenConfig(tau=True), "tau"),
+    ("budget as text", lambda: ps.GateConfig(budget="10"), "budget"),
+    ("Compressor config", lambda: ps.Compressor("x"), r"Compressor\(config=\.\.\.\)"),
+    ("Sieve config", lambda: ps.Sieve("x"), r"Sieve\(config=\.\.\.\)"),
+    ("Sieve gate", lambda: ps.Sieve(gate="x"), r"Sieve\(gate=\.\.\.\)"),
+    ("Sieve compressor", lambda: ps.Sieve(compressor=3), "compressor"),
+    ("Gate store", lambda: ps.fidelity.Gate("notastore"), "verdict store"),
+    ("Gate config", lambda: ps.fidelity.Gate(None, ps.SieveConfig()), "GateConfig"),
+]
+
+
+@pytest.mark.parametrize(("what", "build", "match"), WRONG_TYPE, ids=[w[0] for w in WRONG_TYPE])
+def test_wrong_types_raise_config_error_naming_the_argument(
+    what: str, build: Callable[[], Any], match: str
+) -> None:
+    with pytest.raises(ps.ConfigError, match=match):
+        build()
+
+
+CONFIGS = sorted(
+    name
+    for name in ps.__all__
+    if name.endswith("Config") and dataclasses.is_dataclass(getattr(ps, name))
+)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_field_rejects_a_foreign_object(name: str) -> None:
+    """Each exported config checks every typed field at construction (``Any`` excepted)."""
+    cls = getattr(ps, name)
+    hints = typing.get_type_hints(cls, localns=vars(ps))
+    for field in dataclasses.fields(cls):
+        if hints[field.name] is Any:
+            continue
+        with pytest.raises(ps.ConfigError, match=field.name):
+            cls(**{field.name: object()})
+
+
+def test_lenient_types_still_fit() -> None:
+    """An int fits a float field, numpy scalars fit, a str fits a Path, a list a tuple."""
+    import numpy as np
+
+    ps.SieveConfig(verify=False, ratio=1)
+    ps.GateConfig(ratios=[np.float32(0.5), 0.25], budget=np.int64(40))
+    ps.ProxyConfig(cache_dir="/tmp/x")
 
 
 def test_adapters_raise_config_error_for_bad_arguments() -> None:

@@ -276,7 +276,7 @@ def test_fdr_mode_applies_only_e_bh_discoveries(tmp_path: Path) -> None:
         ({"mode": "labelled", "epsilon": 0.7}, r"epsilon must be in \[0.0, 0.5\]"),
         ({"mode": "labelled", "rho": 0.2}, r"rho must be in \[0.5, 1.0\]"),
         ({"epsilon": 0.05}, "margins of mode='labelled'"),
-        ({"mode": "nope"}, "mode must be"),
+        ({"mode": "nope"}, r"mode=...\) must be one of .agreement., .labelled."),
         ({"noise_rate": 1.0}, "noise_rate"),
         ({"fdr_q": 0.0}, "fdr_q"),
     ],

@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
 
 __all__ = [
@@ -196,6 +197,7 @@ class DemoAttributionConfig:
     lm: Any = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in ("auto", "exact", "kernel"):
             raise ConfigError(f"method must be auto, exact or kernel, got {self.method!r}")
         if self.samples < 2:

@@ -42,7 +42,8 @@ def export_command(
             if saved is not None:
                 os.environ[PROXY_DIR_ENV] = saved
         names = ", ".join(a.name for a in ARTIFACTS if not only or a.name in only)
-        typer.echo(f"building: {names}", err=True)
+        if names:  # an unknown name is refused by export_all, below
+            typer.echo(f"building: {names}", err=True)
         done = export_all(out, config, only=only)
     except ConfigError as exc:
         typer.echo(f"Error: {exc}", err=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
-from promptsieve.savings import LedgerRow, read_ledger
+from promptsieve.savings import LedgerRow, _sqlite_file, read_ledger
 
 __all__ = ["Prices", "ReportData", "TaskSummary", "load_prices", "read_report", "render_html"]
 
@@ -284,9 +284,7 @@ def read_report(
         verdict_rows = _redis_verdicts(store, redis_prefix)
         ledger_path = store if savings is None else savings
     else:
-        where = Path(store)
-        if not where.is_file():
-            raise StoreError(f"no such store file: {where}")
+        where = _sqlite_file(store)
         verdict_rows = _read_verdicts(where)
         ledger_path = where if savings is None else savings
     tasks: dict[tuple[str, str], TaskSummary] = {}

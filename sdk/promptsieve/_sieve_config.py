@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
 from promptsieve.fidelity.gate import check_guard_threshold
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["CompressorLike", "GateLike", "SieveConfig"]
 
 
+@runtime_checkable
 class CompressorLike(Protocol):
     """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
 
@@ -32,6 +34,7 @@ class CompressorLike(Protocol):
     def similarity(self, a: str, b: str) -> float: ...
 
 
+@runtime_checkable
 class GateLike(Protocol):
     """What the sieve needs from a gate (``promptsieve.fidelity.Gate`` fits)."""
 
@@ -90,6 +93,7 @@ class SieveConfig:
     drain_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
             raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
         if not self.verify and self.ratio is None:

@@ -124,6 +124,10 @@ def explain(
     if html is not None and not html.parent.is_dir():  # before minutes of scoring, not after
         raise typer.BadParameter(f"cannot write {html}: {html.parent} is not a folder")
     text = _read_text(file)
+    if not text.strip():
+        raise typer.BadParameter(
+            f"{'stdin' if str(file) == '-' else file} holds no text to explain"
+        )
     comp = _compressor(scorer)
     if html is not None:
         expl = comp.explain_decisions(text, question=question, ratio=ratio)

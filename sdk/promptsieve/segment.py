@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import regex
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
 from promptsieve._passages import split_passages
 from promptsieve._regions import (
@@ -71,6 +72,7 @@ class SegmentConfig:
     protect_question: bool = True  # the final question (last Q:/question sentence) is protected
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if bool(self.keep_open) != bool(self.keep_close):
             raise ConfigError("keep_open and keep_close must both be set or both be empty")
         for pattern in self.keep_patterns:

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from promptsieve._call import Call
 from promptsieve._comparisons import Comparisons
+from promptsieve._config_types import check_argument
 from promptsieve._errors import ConfigError
 from promptsieve._events import SieveObserver, notify, request_event
 from promptsieve._lifecycle import (
@@ -59,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_COMPRESSOR_LIKE = "a promptsieve.Compressor (or an object with fingerprint, compress, similarity)"
+
 _P = TypeVar("_P")
 
 
@@ -83,6 +86,9 @@ class Sieve:
         compressor: CompressorLike | None = None,
         gate: GateLike | None = None,
     ) -> None:
+        check_argument("Sieve", "config", config, SieveConfig, "a SieveConfig")
+        check_argument("Sieve", "compressor", compressor, CompressorLike, _COMPRESSOR_LIKE)
+        check_argument("Sieve", "gate", gate, GateLike, "a promptsieve.fidelity.Gate")
         self.config = config or SieveConfig()
         gate_config = getattr(gate, "config", None)
         if getattr(gate_config, "mode", None) == "labelled" and self.config.judge is None:

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from promptsieve._config_types import check_argument, check_field_types
 from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity.ebh import ebh_discoveries
 from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_mode
@@ -69,6 +70,8 @@ from promptsieve.fidelity.store import (
 __all__ = ["Action", "Decision", "Gate", "GateConfig", "guard_ok"]
 
 log = logging.getLogger(__name__)
+
+_STORE_LIKE = "a verdict store (SQLiteStore, RedisStore or a VerdictStore implementation)"
 
 
 class Action(str, Enum):
@@ -125,6 +128,7 @@ class GateConfig:
     fdr_q: float | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_mode(self.mode, self.epsilon, self.rho)
         if not 0 <= self.noise_rate < 1:
             raise ConfigError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
@@ -134,7 +138,7 @@ class GateConfig:
             raise ConfigError(f"tau must be in (0, 1), got {self.tau}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
+        if self.budget < 1:  # its type (a whole number) is checked above
             raise ConfigError(f"budget must be a whole number >= 1 per ratio, got {self.budget!r}")
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
@@ -169,6 +173,8 @@ class Gate:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        check_argument("Gate", "store", store, VerdictStore, _STORE_LIKE)
+        check_argument("Gate", "config", config, GateConfig, "a GateConfig")
         self.config = config or GateConfig()
         self.store: VerdictStore = store if store is not None else SQLiteStore()
         self._clock = clock

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
@@ -98,6 +99,7 @@ class ScreenConfig:
     noise_kind: VariantKind = "auto"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 0 < self.tau < 1 or not 0 < self.delta < 1:
             raise ConfigError(f"tau and delta must be in (0, 1), got {self.tau}, {self.delta}")
         if self.budget < 1:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from promptsieve._errors import TargetError, missing_extra
+from promptsieve._errors import ConfigError, TargetError, missing_extra
 from promptsieve.fidelity.agree import TargetOutput
 from promptsieve.prompt import Message, Prompt
 
@@ -35,7 +35,9 @@ class HTTPTarget:
 
     ``overrides`` are set on every body (e.g. ``{"temperature": 0}`` so that two calls with
     the same prompt answer the same). The API key defaults to ``$OPENAI_API_KEY``;
-    ``timeout_s`` is per call. :meth:`complete` raises TargetError on any failure.
+    ``timeout`` (seconds) is per call. A base_url that is not an http(s) URL, or a timeout
+    that is not a positive number, raises ConfigError; :meth:`complete` raises TargetError
+    on any failure.
     """
 
     def __init__(
@@ -52,6 +54,19 @@ class HTTPTarget:
         except ImportError:
             raise missing_extra("httpx", "openai") from None
         self._httpx = httpx
+        try:
+            url = httpx.URL(base_url) if isinstance(base_url, str) else None
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(
+                f"HTTPTarget base_url must be an http(s) URL such as "
+                f"'http://127.0.0.1:8080/v1', got {base_url!r}"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ConfigError(
+                f"HTTPTarget timeout must be a positive number of seconds, got {timeout!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.overrides = dict(overrides or {})

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._export import (
     PROXY_DIR_ENV,
@@ -94,6 +95,7 @@ class ProxyConfig:
     proxy_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         where = self.prebuilt_dir()
         if where is not None and not where.is_dir():
             origin = "proxy_dir" if self.proxy_dir is not None else f"${PROXY_DIR_ENV}"

@@ -26,6 +26,7 @@ from typing import Literal, overload
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
 from promptsieve.proxy._runtime import Proxy
 from promptsieve.proxy._scores import TokenScores
@@ -47,6 +48,7 @@ class AttributionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in ("loo", "lime"):
             raise ConfigError(f"method must be 'loo' or 'lime', got {self.method!r}")
         if self.max_units < 1:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
 from promptsieve.proxy._runtime import CPU
@@ -89,6 +90,7 @@ class LMProxyConfig:
     download: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:

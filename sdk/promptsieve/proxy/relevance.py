@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve.proxy._relevance_export import locate_relevance, relevance_metadata
 from promptsieve.proxy._runtime import (
@@ -70,6 +71,7 @@ class RelevanceConfig:
     max_question_tokens: int = 64
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 1 <= self.max_question_tokens <= 200:
             raise ConfigError("max_question_tokens must be in [1, 200]")
 
