@@ -465,6 +465,45 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
 
 
+def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
+    """Two runs (ratios 0.5 and 0.8) become one report on their common items; a run whose
+    answer to the same call differs, or of another model, is refused."""
+    from benchmarks.merge_runs import MergeError, main, merge
+
+    def run(ratio: float, items: int, model: str = "m") -> dict[str, object]:
+        rows = [_suite_row("s", "none", 1.0, i, True) for i in range(items)]
+        rows += [_suite_row("s", "truncate", ratio, i, i % 2 == 0) for i in range(items)]
+        return {
+            "meta": {"model": model, "command": f"bench --ratios {ratio}", "target_calls": 5},
+            "methods": {"truncate": {"ok": True}},
+            "suites": {"s": {"kind": "direct", "avg_prompt_tokens": 400.0}},
+            "rows": rows,
+            "noise": [{"suite": "s", "item": f"s#{i}", "agree": True} for i in range(items)],
+            "screening": [],
+        }
+
+    merged = merge([run(0.5, 30), run(0.8, 20)], suite="s")
+    assert merged["meta"]["items"] == 20 and merged["meta"]["target_calls"] == 10
+    assert {(r["method"], r["ratio"]) for r in merged["rows"]} == {
+        ("none", 1.0),
+        ("truncate", 0.5),
+        ("truncate", 0.8),
+    }
+    assert len(merged["rows"]) == 60 and len(merged["noise"]) == 20
+    other = run(0.8, 20)
+    other["rows"][0]["answer"] = "(c)"  # the uncompressed answer to item 0 differs
+    with pytest.raises(MergeError, match="answers differ"):
+        merge([run(0.5, 30), other])
+    with pytest.raises(MergeError, match="different targets"):
+        merge([run(0.5, 30), run(0.8, 20, model="n")])
+    for name, data in (("a", run(0.5, 30)), ("b", run(0.8, 20))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    assert "| s | truncate | 0.8 | 20 |" in (tmp_path / "m" / "report.md").read_text()
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+
+
 def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) -> None:
     """Chat targets get the answer-format system message on label suites only; QA bodies
     (and so their cached calls) are unchanged."""
