@@ -61,6 +61,11 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("HTTPTarget URL", lambda: ps.fidelity.HTTPTarget("localhost:8080", "m")),
     ("HTTPTarget scheme", lambda: ps.fidelity.HTTPTarget("ftp://127.0.0.1/v1", "m")),
     ("HTTPTarget timeout", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=0)),
+    ("HTTPTarget model", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", None)),  # type: ignore[arg-type]
+    (
+        "HTTPTarget overrides",
+        lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", overrides="t=0"),
+    ),  # type: ignore[arg-type]
 ]
 
 
@@ -112,13 +117,67 @@ def test_every_config_field_rejects_a_foreign_object(name: str) -> None:
             cls(**{field.name: object()})
 
 
-def test_lenient_types_still_fit() -> None:
-    """An int fits a float field, numpy scalars fit, a str fits a Path, a list a tuple."""
+def test_lenient_types_still_fit_and_are_stored_plain(tmp_path: Any) -> None:
+    """Values a user would write fit, and are stored as plain Python values, so that a
+    config stays hashable and its verdict key does not depend on the spelling."""
+    import enum
+    import re
+    from fractions import Fraction
+
     import numpy as np
 
-    ps.SieveConfig(verify=False, ratio=1)
-    ps.GateConfig(ratios=[np.float32(0.5), 0.25], budget=np.int64(40))
-    ps.ProxyConfig(cache_dir="/tmp/x")
+    class Mode(str, enum.Enum):
+        SKIP = "skip"
+
+    assert ps.SieveConfig(verify=np.False_, ratio=1).verify is False
+    gate = ps.GateConfig(ratios=[np.float32(0.5), Fraction(1, 4)], budget=np.int64(40))
+    assert gate.ratios == (0.5, 0.25) and type(gate.budget) is int and hash(gate)
+
+    def key(g: ps.GateConfig) -> str:
+        return ps.SieveConfig(gate=g).settings_key()
+
+    assert key(gate) == key(ps.GateConfig(ratios=(0.5, 0.25), budget=40))
+    assert key(ps.GateConfig(tau=np.float64(0.9))) == key(ps.GateConfig())
+    assert hash(ps.CompressorConfig(roles=["user"]))
+    assert ps.SieveConfig(backpressure=Mode.SKIP).backpressure == "skip"  # type: ignore[arg-type]
+    ps.SieveConfig(store_path=tmp_path / "v.sqlite3")
+    ps.ProxyConfig(cache_dir=str(tmp_path))
+    ps.SegmentConfig(keep_patterns=(re.compile(r"ID-\d+"), r"\d{4}"))
+    with pytest.raises(ps.ConfigError, match=r"an item Decimal"):
+        from decimal import Decimal
+
+        ps.GateConfig(ratios=(Decimal("0.5"),))
+
+
+def test_parts_are_checked_without_loading_anything(tmp_path: Any) -> None:
+    """Sieve(compressor=...) must not load the proxy (a property would), and only what is
+    always used is required: a compressor without ``similarity`` runs with the guard off,
+    a verdict store with get/put/record/delete works outside labelled mode."""
+    from promptsieve.fidelity import Gate, SQLiteStore
+
+    comp = ps.Compressor(ps.CompressorConfig(proxy=ps.ProxyConfig(model_dir=tmp_path / "none")))
+    ps.Sieve(compressor=comp).close()
+    assert comp._proxy is None  # not loaded
+
+    class Minimal:
+        fingerprint = "minimal"
+
+        def compress(self, prompt: Any, *, ratio: float | None = None) -> Any:
+            return prompt
+
+    ps.Sieve(ps.SieveConfig(verify=False, ratio=0.5, guard=False), compressor=Minimal()).close()  # type: ignore[arg-type]
+    inner = SQLiteStore(tmp_path / "v.sqlite3")
+
+    class OldStore:
+        get, put, record, delete = inner.get, inner.put, inner.record, inner.delete
+
+    Gate(OldStore())  # type: ignore[arg-type]
+    with pytest.raises(ps.ConfigError, match="has no record"):
+        Gate(type("NoRecord", (), {"get": 1, "put": 1, "delete": 1})())  # type: ignore[arg-type]
+    with pytest.raises(ps.ConfigError, match=r"SieveConfig\(gate=\.\.\.\)"):
+        ps.Sieve(gate=ps.GateConfig())  # type: ignore[arg-type]
+    with pytest.raises(ps.ConfigError, match=r"CompressorConfig\(proxy=\.\.\.\)"):
+        ps.Compressor(proxy=ps.ProxyConfig())  # type: ignore[arg-type]
 
 
 def test_adapters_raise_config_error_for_bad_arguments() -> None:

@@ -548,3 +548,17 @@ def test_a_compressor_that_raises_skips_the_sample(server: _Server) -> None:
     with HTTPTarget(url(server), "scripted") as target:
         result = screen("c", make_samples(35), target, ScreenConfig(ratios=(0.8,)), compress=flaky)
     assert result.ratios[0].skipped == 1 and result.ratios[0].n == 30 and result.passed
+
+
+def test_an_unreachable_target_stores_no_verdict(tmp_path: Path) -> None:
+    """Every call refused (a closed port on 127.0.0.1): nothing was measured, so no FAILED
+    verdict is stored for live traffic to find."""
+    store = SQLiteStore(tmp_path / "v.sqlite3")
+    key = VerdictKey("colors", "scripted", "proxy", "settings")
+    cfg = ScreenConfig(ratios=(0.5,), budget=2, retries=0)
+    with HTTPTarget("http://127.0.0.1:9/v1", "scripted", timeout=0.5) as target:
+        result = screen(
+            "colors", make_samples(2), target, cfg, compress=drop_words, store=store, key=key
+        )
+    assert not result.measured and not result.passed and result.errors == result.calls > 0
+    assert store.get(key) is None

@@ -3,50 +3,88 @@
 Every public ``*Config`` dataclass calls :func:`check_field_types` first in its
 ``__post_init__``, so that ``SieveConfig(ratio="0.5")`` fails at construction with a
 sentence naming the field, instead of a ``TypeError`` from a comparison later on. The
-check is lenient where users are: an ``int`` fits a ``float`` field (numpy scalars too),
-a ``str`` fits a ``Path`` field, a list fits a ``tuple[X, ...]`` field. A bool never fits
-a number field. Annotations it does not know are not checked.
+check is lenient where users are, and then stores the plain Python value, so that a config
+stays hashable and its verdict key does not depend on how a number was spelt:
+
+* an ``int`` or a numpy/``fractions`` real fits a ``float`` field (stored as ``float``);
+  a numpy integer fits an ``int`` field (stored as ``int``); ``numpy.bool_`` fits a bool;
+* a ``str`` fits a ``Path`` field; a ``str`` subclass (``StrEnum``) fits a ``Literal``;
+* a list fits a ``tuple[X, ...]`` field (stored as a tuple), any collection a ``frozenset``.
+
+A bool never fits a number field. Annotations it does not know are not checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 import os
+import reprlib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, Union
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["check_argument", "check_field_types"]
+__all__ = ["check_field_types", "check_instance", "check_members"]
+
+_NO = object()  # "does not fit"
+_SHORT = reprlib.Repr()  # Python 3.10 and 3.11 take no keyword arguments here
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def check_field_types(config: Any) -> None:
-    """Raise :class:`ConfigError` when a field of the dataclass ``config`` has a wrong type."""
+    """Raise :class:`ConfigError` when a field of the dataclass ``config`` has a wrong type;
+    store each fitting value in its plain form (see the module docstring)."""
     cls = type(config)
     for field in dataclasses.fields(config):
         hint = _hints(cls).get(field.name)
         if hint is None:
             continue
         value = getattr(config, field.name)
-        if not _fits(value, hint):
+        plain = _fit(value, hint)
+        if plain is _NO:
             raise ConfigError(
                 f"{cls.__name__}({field.name}=...) must be {_describe(hint)}, "
-                f"got {type(value).__name__} {value!r}"
+                f"got {_what(value, hint)}"
             )
+        if plain is not value:
+            object.__setattr__(config, field.name, plain)  # frozen dataclasses too
 
 
-def check_argument(owner: str, name: str, value: Any, expected: type, what: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is None or an instance of ``expected``.
+def check_instance(owner: str, name: str, value: Any, cls: type, hint: str = "") -> None:
+    """Raise :class:`ConfigError` unless ``value`` is None or an instance of ``cls``;
+    ``hint`` is added to the message (e.g. where the value given belongs instead)."""
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(
+            f"{owner}({name}=...) must be a {cls.__name__}, got {type(value).__name__}"
+            + (f": {hint}" if hint else "")
+        )
 
-    ``expected`` may be a ``runtime_checkable`` protocol (its methods are then checked by
-    name). ``what`` says in words what fits, e.g. ``"a SieveConfig"``.
-    """
-    if value is not None and not isinstance(value, expected):
-        raise ConfigError(f"{owner}({name}=...) must be {what}, got {type(value).__name__}")
+
+def check_members(owner: str, name: str, value: Any, members: Iterable[str], what: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is None or has every attribute in
+    ``members``. Attributes are looked up without running properties (a compressor's
+    ``fingerprint`` would load its proxy model). ``what`` says in words what fits."""
+    if value is None:
+        return
+    missing = [m for m in members if not _has(value, m)]
+    if missing:
+        raise ConfigError(
+            f"{owner}({name}=...) must be {what}; the {type(value).__name__} given has no "
+            + ", ".join(missing)
+        )
+
+
+def _has(value: Any, member: str) -> bool:
+    try:
+        inspect.getattr_static(value, member)
+    except AttributeError:
+        return False
+    return True
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -66,38 +104,72 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def _fits(value: Any, hint: Any) -> bool:
+def _fit(value: Any, hint: Any) -> Any:
+    """``value`` in its plain form if it fits ``hint``, else ``_NO``."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
-        return True
+        return value
     if origin is Union or origin is types.UnionType:
-        return any(_fits(value, arg) for arg in args)
+        for arg in args:
+            plain = _fit(value, arg)
+            if plain is not _NO:
+                return plain
+        return _NO
     if hint is type(None):
-        return value is None
+        return value if value is None else _NO
     if origin is Literal:
-        return any(type(value) is type(arg) and value == arg for arg in args)
+        return next((arg for arg in args if isinstance(value, type(arg)) and value == arg), _NO)
     if hint is bool:
-        return isinstance(value, bool)
+        return bool(value) if _is_bool(value) else _NO
     if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        ok = isinstance(value, numbers.Integral) and not _is_bool(value)
+        return (value if type(value) is int else int(value)) if ok else _NO
     if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = isinstance(value, numbers.Real) and not _is_bool(value)
+        return (value if type(value) is float else float(value)) if ok else _NO
     if hint is str:
-        return isinstance(value, str)
+        return value if isinstance(value, str) else _NO
     if hint is Path:
-        return isinstance(value, str | os.PathLike)
+        return value if isinstance(value, str | os.PathLike) else _NO
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return isinstance(value, tuple | list) and all(_fits(item, args[0]) for item in value)
+        if not isinstance(value, tuple | list):
+            return _NO
+        items = [_fit(item, args[0]) for item in value]
+        return _NO if any(i is _NO for i in items) else _same(value, tuple(items))
     if origin in (frozenset, set):
-        return isinstance(value, frozenset | set | tuple | list) and all(
-            _fits(item, args[0]) for item in value
-        )
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            return _NO
+        items = [_fit(item, args[0]) for item in value]
+        return _NO if any(i is _NO for i in items) else _same(value, frozenset(items))
     if origin is Callable or hint is Callable:
-        return callable(value)
-    if isinstance(hint, type) and origin is None:
-        return isinstance(value, hint)
-    return True
+        return value if callable(value) else _NO
+    if isinstance(origin, type):  # re.Pattern[str], os.PathLike[str]
+        return value if isinstance(value, origin) else _NO
+    if isinstance(hint, type):
+        return value if isinstance(value, hint) else _NO
+    return value
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+
+
+def _same(value: Any, plain: Any) -> Any:
+    """``value`` itself when it already equals its plain form in type and items."""
+    return value if type(value) is type(plain) and value == plain else plain
+
+
+def _what(value: Any, hint: Any) -> str:
+    """The wrong value in words; for a collection, its first item that does not fit."""
+    origin = typing.get_origin(hint)
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (Union, types.UnionType) and len(inner) == 1:
+        return _what(value, inner[0])
+    if origin in (tuple, frozenset, set) and isinstance(value, tuple | list | set | frozenset):
+        bad = next((i for i in value if _fit(i, typing.get_args(hint)[0]) is _NO), None)
+        return f"an item {type(bad).__name__} {_SHORT.repr(bad)}"
+    return f"{type(value).__name__} {_SHORT.repr(value)}"
 
 
 def _describe(hint: Any) -> str:
@@ -110,9 +182,9 @@ def _describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(arg) for arg in args)
     if hint is float:
-        return "a number"
+        return "a number (int or float)"
     if hint is int:
-        return "a whole number"
+        return "a whole number (int)"
     if hint is Path:
         return "a path (str or os.PathLike)"
     if origin is tuple:
@@ -121,10 +193,13 @@ def _describe(hint: Any) -> str:
         return f"a set of {_plural(args[0])}"
     if origin is Callable or hint is Callable:
         return "a callable"
+    if isinstance(origin, type):
+        return f"a {origin.__name__}"
     if isinstance(hint, type):
         return {bool: "True or False", str: "a string"}.get(hint, f"a {hint.__name__}")
     return str(hint)
 
 
 def _plural(hint: Any) -> str:
-    return {float: "numbers", int: "whole numbers", str: "strings"}.get(hint, _describe(hint))
+    plurals = {float: "numbers", int: "whole numbers", str: "strings"}
+    return plurals.get(hint) or _describe(hint)

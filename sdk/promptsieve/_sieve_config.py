@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["CompressorLike", "GateLike", "SieveConfig"]
 
 
-@runtime_checkable
 class CompressorLike(Protocol):
     """What the sieve needs from a compressor (``promptsieve.Compressor`` fits).
 
@@ -34,7 +34,6 @@ class CompressorLike(Protocol):
     def similarity(self, a: str, b: str) -> float: ...
 
 
-@runtime_checkable
 class GateLike(Protocol):
     """What the sieve needs from a gate (``promptsieve.fidelity.Gate`` fits)."""
 
@@ -56,7 +55,7 @@ class SieveConfig:
     #: Passed to ``Gate(store, gate)`` when the sieve builds its own gate (ratio ladder, τ, δ).
     gate: GateConfig | None = None
     #: SQLite file of the default verdict store (None: the store's own default path).
-    store_path: str | None = None
+    store_path: str | Path | None = None
     #: Passed to ``Compressor(compressor)`` when the sieve builds its own compressor.
     compressor: CompressorConfig | None = None
     #: Agreement metric: "exact", "numeric", "choice", "json", "tool_calls", "f1:0.8",

@@ -18,7 +18,7 @@ import numpy as np
 
 from promptsieve._allocate import PartScores
 from promptsieve._coarse import coarse_prune, score_part
-from promptsieve._config_types import check_argument, check_field_types
+from promptsieve._config_types import check_field_types, check_instance, check_members
 from promptsieve._errors import ConfigError
 from promptsieve._passages import split_passages
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
@@ -273,8 +273,11 @@ class Compressor:
         proxy: Proxy | None = None,
         scorer: Scorer | None = None,
     ):
-        check_argument("Compressor", "config", config, CompressorConfig, "a CompressorConfig")
-        check_argument("Compressor", "scorer", scorer, Scorer, "a promptsieve.proxy Scorer")
+        check_instance("Compressor", "config", config, CompressorConfig)
+        if isinstance(proxy, ProxyConfig):
+            raise ConfigError("Compressor(proxy=...) takes a loaded Proxy; a ProxyConfig goes in "
+                              "CompressorConfig(proxy=...)")  # fmt: skip
+        check_members("Compressor", "scorer", scorer, ("name", "score"), "a Scorer")
         self.config = config or CompressorConfig()
         self._scorer = scorer
         self._demo_scorer: Scorer | None = None

@@ -65,7 +65,8 @@ Range = tuple[int, int]
 class SegmentConfig:
     """How to cut text into units; see module docstring."""
 
-    keep_patterns: tuple[str, ...] = ()  # user regexes whose matches are protected
+    #: user regexes (text or compiled) whose matches are protected
+    keep_patterns: tuple[str | re.Pattern[str], ...] = ()
     keep_open: str = "<keep>"  # explicit keep-marker, removed from the output
     keep_close: str = "</keep>"
     detect_demos: bool = True
@@ -185,7 +186,7 @@ def _strip_keep_markers(text: str, open_: str, close: str) -> tuple[str, list[Ra
 
 
 @functools.lru_cache(maxsize=128)
-def _compile_user(pattern: str) -> re.Pattern[str]:
+def _compile_user(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from promptsieve._call import Call
 from promptsieve._comparisons import Comparisons
-from promptsieve._config_types import check_argument
+from promptsieve._config_types import check_instance, check_members
 from promptsieve._errors import ConfigError
 from promptsieve._events import SieveObserver, notify, request_event
 from promptsieve._lifecycle import (
@@ -60,7 +60,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_COMPRESSOR_LIKE = "a promptsieve.Compressor (or an object with fingerprint, compress, similarity)"
+
+def _check_parts(config: object, compressor: object, gate: object) -> None:
+    """ConfigError for a wrong kind of part, without loading anything (see Sieve)."""
+    from promptsieve.compressor import CompressorConfig
+
+    check_instance("Sieve", "config", config, SieveConfig)
+    if isinstance(compressor, CompressorConfig):
+        raise ConfigError("Sieve(compressor=...) takes a Compressor; a CompressorConfig goes in "
+                          "SieveConfig(compressor=...)")  # fmt: skip
+    if isinstance(gate, GateConfig):
+        raise ConfigError(
+            "Sieve(gate=...) takes a Gate; a GateConfig goes in SieveConfig(gate=...)"
+        )
+    check_members("Sieve", "compressor", compressor, ("fingerprint", "compress"), "a Compressor")
+    check_members("Sieve", "gate", gate, ("decide", "record"), "a promptsieve.fidelity.Gate")
+
 
 _P = TypeVar("_P")
 
@@ -86,9 +101,7 @@ class Sieve:
         compressor: CompressorLike | None = None,
         gate: GateLike | None = None,
     ) -> None:
-        check_argument("Sieve", "config", config, SieveConfig, "a SieveConfig")
-        check_argument("Sieve", "compressor", compressor, CompressorLike, _COMPRESSOR_LIKE)
-        check_argument("Sieve", "gate", gate, GateLike, "a promptsieve.fidelity.Gate")
+        _check_parts(config, compressor, gate)
         self.config = config or SieveConfig()
         gate_config = getattr(gate, "config", None)
         if getattr(gate_config, "mode", None) == "labelled" and self.config.judge is None:

@@ -109,6 +109,7 @@ def run_cli(
             tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
             epsilon=epsilon, rho=rho,
         )  # fmt: skip
+        target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
         user_judge = _load_judge(judge) if judge else None
         get_metric(metric, judge=_validating)  # unknown names fail before any call
         labelled = cfg.mode == "labelled"
@@ -118,9 +119,10 @@ def run_cli(
         if store:
             key = verdict_key(task, model, fingerprint, gate, metric=metric)
             saved = (_open_store(store), key)
-        target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
     except (ConfigError, StoreError) as exc:
         echo(f"error: {exc}", err=True)
+        if target is not None:
+            target.close()
         return 2
     with target:
         judge_metric: TargetJudge | None = None
@@ -150,8 +152,10 @@ def run_cli(
         echo(json.dumps(report(result), indent=2))
     else:
         _print(result, cfg, echo)
-        if saved[1] is not None:
+        if saved[1] is not None and result.measured:
             echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
+        elif saved[1] is not None:
+            echo(f"no verdict saved: no comparison was counted; is {base_url} reachable?")
     return 0 if result.passed else 1
 
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from promptsieve._config_types import check_argument, check_field_types
+from promptsieve._config_types import check_field_types, check_instance, check_members
 from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity.ebh import ebh_discoveries
 from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_mode
@@ -173,8 +173,8 @@ class Gate:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        check_argument("Gate", "store", store, VerdictStore, _STORE_LIKE)
-        check_argument("Gate", "config", config, GateConfig, "a GateConfig")
+        check_members("Gate", "store", store, ("get", "put", "record", "delete"), _STORE_LIKE)
+        check_instance("Gate", "config", config, GateConfig)
         self.config = config or GateConfig()
         self.store: VerdictStore = store if store is not None else SQLiteStore()
         self._clock = clock

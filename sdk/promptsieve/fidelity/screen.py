@@ -169,6 +169,12 @@ class ScreenResult:
     def passed(self) -> bool:
         return self.verdict is VerdictState.PASSED
 
+    @property
+    def measured(self) -> bool:
+        """False when no paired comparison was counted (every target call failed, say):
+        the result is then no evidence, and :func:`screen` stores no verdict."""
+        return any(r.n > 0 for r in self.ratios)
+
     def summary(self) -> str:
         bound = "n/a" if self.lower is None else f"[{self.lower:.3f}, {self.upper:.3f}]"
         ratio = "none" if self.ratio is None else f"{self.ratio:g}"
@@ -351,7 +357,8 @@ def screen(
     field, which then must be on every sample). ``judge_metric``: the metric behind
     ``metric="judge"`` (a :class:`~promptsieve.fidelity.judge.TargetJudge`; its calls are
     added to ``calls``). ``store`` + ``key``: also write the verdict (with its e-value and the
-    noise-floor counts) where a Gate will find it. Raises ConfigError on bad samples or
+    noise-floor counts) where a Gate will find it, unless no comparison was counted
+    (:attr:`ScreenResult.measured`). Raises ConfigError on bad samples or
     settings, StoreError when the store is down.
     """
     cfg = config or ScreenConfig()
@@ -406,7 +413,16 @@ def screen(
     if store is not None:
         if key is None:
             raise ConfigError("screen(store=...) also needs the verdict key")
-        _save(store, key, result, ttl)
+        if result.measured:
+            _save(store, key, result, ttl)
+        else:
+            log.warning(
+                "screening %s counted no comparison (%d of %d target calls failed): no verdict "
+                "stored",
+                task,
+                result.errors,
+                result.calls,
+            )
     return result
 
 

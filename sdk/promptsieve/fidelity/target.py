@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -45,7 +46,7 @@ class HTTPTarget:
         base_url: str,
         model: str,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = 60.0,
         *,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
@@ -55,7 +56,7 @@ class HTTPTarget:
             raise missing_extra("httpx", "openai") from None
         self._httpx = httpx
         try:
-            url = httpx.URL(base_url) if isinstance(base_url, str) else None
+            url = httpx.URL(base_url) if isinstance(base_url, str | httpx.URL) else None
         except httpx.InvalidURL:
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
@@ -63,16 +64,31 @@ class HTTPTarget:
                 f"HTTPTarget base_url must be an http(s) URL such as "
                 f"'http://127.0.0.1:8080/v1', got {base_url!r}"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ConfigError(
-                f"HTTPTarget timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        self.base_url = base_url.rstrip("/")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"HTTPTarget model must be a model name, got {model!r}")
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ConfigError("HTTPTarget overrides must be a mapping such as {'temperature': 0}")
+        self.base_url = str(base_url).rstrip("/")
         self.model = model
         self.overrides = dict(overrides or {})
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        try:  # seconds, None (no limit) or an httpx.Timeout, as httpx takes them
+            if isinstance(timeout, bool):
+                raise TypeError
+            real = isinstance(timeout, numbers.Real)  # numpy scalars too
+            limits = httpx.Timeout(float(timeout) if real else timeout)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            limits = None
+        if limits is None or any(
+            t is not None and not (isinstance(t, int | float) and t > 0)
+            for t in (limits.connect, limits.read, limits.write, limits.pool)
+        ):
+            raise ConfigError(
+                f"HTTPTarget timeout must be a positive number of seconds, None or an "
+                f"httpx.Timeout, got {timeout!r}"
+            )
+        self._client = httpx.Client(base_url=self.base_url, timeout=limits, headers=headers)
 
     def __repr__(self) -> str:
         return f"HTTPTarget({self.base_url!r}, model={self.model!r})"
