@@ -2,16 +2,17 @@
 
     python -m benchmarks.merge_runs benchmarks/results/headline \\
         benchmarks/results/headline-ratios --suite multidoc_1k \\
-        --out benchmarks/results/headline-ladder
+        --drop-differing --out benchmarks/results/headline-ladder
 
 Two runs measure the same thing only when the target answered the same: the merge refuses
 runs of different models, and runs whose rows for the same (method, ratio, item) differ in
-answer (a different target build or sampling). The uncompressed rows then come from either
-run alike. Rows are kept for the items every run covers (``--suite`` restricts to one
-suite), so each cell's paired tests compare the same items. The noise floor is the union
-of the runs' noise rows (one per item). Screening records are kept with the run they came
-from (each screened its own ladder). The report is :func:`benchmarks.suite_report.
-write_suite_report`'s, so the statistics are the single runs' (Wilson intervals, McNemar).
+answer (a different target build or sampling), unless ``--drop-differing`` leaves those
+items out (and names them). The uncompressed rows then come from either run alike. Rows are
+kept for the items every run covers (``--suite`` restricts to one suite), so each cell's
+paired tests compare the same items. The noise floor is the union of the runs' noise rows
+(one per item). Screening records are kept with the run they came from (each screened its
+own ladder). The report is :func:`benchmarks.suite_report.write_suite_report`'s, so the
+statistics are the single runs' (Wilson intervals, McNemar).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ class MergeError(ValueError):
     """The runs cannot be merged (different targets, or different answers to one call)."""
 
 
-def merge(runs: Sequence[Mapping[str, Any]], *, suite: str | None = None) -> dict[str, Any]:
+def merge(
+    runs: Sequence[Mapping[str, Any]], *, suite: str | None = None, drop_differing: bool = False
+) -> dict[str, Any]:
     """One results mapping from several ``results.json`` mappings of the same target.
 
-    Raises :class:`MergeError` when the models differ, when a (method, ratio, item) has two
-    different answers, or when no item is common to all runs.
+    Raises :class:`MergeError` when the models differ, when no item is common to all runs,
+    or when a (method, ratio, item) has two different answers. With ``drop_differing`` such
+    items are left out instead, and listed in ``meta["dropped_items"]``.
     """
     models = {run["meta"].get("model") for run in runs}
     if len(models) != 1:
@@ -48,6 +52,7 @@ def merge(runs: Sequence[Mapping[str, Any]], *, suite: str | None = None) -> dic
     if not common:
         raise MergeError("no item is common to all runs")
     merged: dict[tuple[str, float, str], Row] = {}
+    dropped: set[str] = set()
     for rows in keep:
         for r in rows:
             if r["item"] not in common:
@@ -55,9 +60,14 @@ def merge(runs: Sequence[Mapping[str, Any]], *, suite: str | None = None) -> dic
             key = (r["method"], r["ratio"], r["item"])
             seen = merged.setdefault(key, r)
             if seen.get("answer") != r.get("answer"):
-                raise MergeError(
-                    f"{key}: answers differ between runs ({seen['answer']!r} vs {r['answer']!r})"
-                )
+                if not drop_differing:
+                    raise MergeError(
+                        f"{key}: answers differ between runs ({seen['answer']!r} vs "
+                        f"{r['answer']!r}); --drop-differing leaves such items out"
+                    )
+                dropped.add(r["item"])
+    common -= dropped
+    merged = {k: r for k, r in merged.items() if k[2] in common}
     noise: dict[str, Row] = {}
     for run in runs:
         for n in run.get("noise", []):
@@ -83,6 +93,7 @@ def merge(runs: Sequence[Mapping[str, Any]], *, suite: str | None = None) -> dic
         runtime_s=sum(run["meta"].get("runtime_s", 0) for run in runs),
         finished=max(str(run["meta"].get("finished", "")) for run in runs),
         items=len(common),
+        dropped_items=sorted(dropped),
     )
     return {
         "meta": meta,
@@ -105,16 +116,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="folders holding a results.json")
     ap.add_argument("--suite", default=None, help="keep only this suite")
     ap.add_argument("--out", type=Path, required=True, help="folder for the merged report")
+    ap.add_argument(
+        "--drop-differing",
+        action="store_true",
+        help="leave out items whose answer to the same call differs between runs",
+    )
     args = ap.parse_args(argv)
     try:
         runs = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in args.runs]
-        results = merge(runs, suite=args.suite)
+        results = merge(runs, suite=args.suite, drop_differing=args.drop_differing)
     except (OSError, json.JSONDecodeError, KeyError, MergeError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(write_suite_report(results, args.out))
+    if results["meta"]["dropped_items"]:
+        print(f"left out (answers differ): {', '.join(results['meta']['dropped_items'])}")
     return 0
 
 

@@ -494,6 +494,9 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     other["rows"][0]["answer"] = "(c)"  # the uncompressed answer to item 0 differs
     with pytest.raises(MergeError, match="answers differ"):
         merge([run(0.5, 30), other])
+    dropped = merge([run(0.5, 30), other], drop_differing=True)
+    assert dropped["meta"]["dropped_items"] == ["s#0"] and dropped["meta"]["items"] == 19
+    assert all(r["item"] != "s#0" for r in dropped["rows"]) and len(dropped["rows"]) == 57
     with pytest.raises(MergeError, match="different targets"):
         merge([run(0.5, 30), run(0.8, 20, model="n")])
     for name, data in (("a", run(0.5, 30)), ("b", run(0.8, 20))):
