@@ -348,6 +348,10 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad.write_text('{"prompt": "x"}\n{oops\n')
     res = CliRunner().invoke(app, [*args[:3], "--samples", str(bad), *args[5:]])
     assert res.exit_code == 2 and "bad.jsonl:2" in res.output
+    # a URL that is not http(s): refused before the proxy loads, naming the option
+    monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: pytest.fail("proxy loaded"))
+    res = CliRunner().invoke(app, [*args[:5], "--base-url", "localhost:8080/v1", *args[7:]])
+    assert res.exit_code == 2 and "--base-url" in res.output, res.output
 
 
 def test_cli_screen_store_seeds_a_live_sieve(

@@ -74,6 +74,37 @@ def test_settings_key_changes_with_metric() -> None:
     assert SieveConfig(gate=GateConfig(tau=0.8)).settings_key() != SieveConfig().settings_key()
 
 
+def _f1_at(original: object, compressed: object, threshold: float = 0.8) -> bool:
+    return True
+
+
+class _Judge:
+    def __call__(self, original: object, compressed: object) -> bool:
+        return True
+
+
+def test_partial_and_object_metrics_have_their_own_keys() -> None:
+    """Two partials of one function are two metrics; a callable object is named by its class
+    (before, both were keyed "module." and shared verdicts)."""
+    import functools
+
+    keys = {
+        SieveConfig(metric=m).settings_key()
+        for m in (
+            _f1_at,
+            functools.partial(_f1_at, threshold=0.5),
+            functools.partial(_f1_at, threshold=0.9),
+            _Judge(),
+        )
+    }
+    assert len(keys) == 4
+    same = functools.partial(_f1_at, threshold=0.5)
+    assert (
+        SieveConfig(metric=same).settings_key()
+        == SieveConfig(metric=functools.partial(_f1_at, threshold=0.5)).settings_key()
+    )
+
+
 # -- task context ----------------------------------------------------------------------------
 def test_task_nesting_and_restore() -> None:
     assert current_task() is None

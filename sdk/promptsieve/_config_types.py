@@ -55,13 +55,11 @@ def check_field_types(config: Any) -> None:
             object.__setattr__(config, field.name, plain)  # frozen dataclasses too
 
 
-def check_instance(owner: str, name: str, value: Any, cls: type, hint: str = "") -> None:
-    """Raise :class:`ConfigError` unless ``value`` is None or an instance of ``cls``;
-    ``hint`` is added to the message (e.g. where the value given belongs instead)."""
+def check_instance(owner: str, name: str, value: Any, cls: type) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is None or an instance of ``cls``."""
     if value is not None and not isinstance(value, cls):
         raise ConfigError(
             f"{owner}({name}=...) must be a {cls.__name__}, got {type(value).__name__}"
-            + (f": {hint}" if hint else "")
         )
 
 

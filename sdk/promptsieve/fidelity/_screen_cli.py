@@ -109,7 +109,10 @@ def run_cli(
             tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
             epsilon=epsilon, rho=rho,
         )  # fmt: skip
-        target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+        try:
+            target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"check --base-url, --model and --timeout: {exc}") from None
         user_judge = _load_judge(judge) if judge else None
         get_metric(metric, judge=_validating)  # unknown names fail before any call
         labelled = cfg.mode == "labelled"

@@ -11,6 +11,7 @@ Agreement-mode keys are byte-for-byte the ones earlier releases computed in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -23,12 +24,19 @@ __all__ = ["metric_name", "settings_key", "verdict_key"]
 
 
 def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
-    """The stable name of a metric spec: the spec string, ``module.qualname`` of a callable,
-    or None (auto). Anything else raises ConfigError."""
+    """The stable name of a metric spec: the spec string, ``module.qualname`` of a function
+    (of its class, for a callable object), or None (auto). A ``functools.partial`` adds its
+    arguments' reprs, so two partials of one function are two metrics (an argument whose
+    repr holds a memory address then makes a key no other process shares: the verdict is
+    screened again, never wrongly reused). Anything else raises ConfigError."""
     if metric is None or isinstance(metric, str):
         return metric
+    if isinstance(metric, functools.partial):
+        keywords = dict(sorted(metric.keywords.items()))
+        return f"{metric_name(metric.func)}(*{metric.args!r}, **{keywords!r})"
     if callable(metric):
-        return f"{getattr(metric, '__module__', '')}.{getattr(metric, '__qualname__', '')}"
+        owner = metric if hasattr(metric, "__qualname__") else type(metric)
+        return f"{owner.__module__}.{owner.__qualname__}"
     raise ConfigError(f"metric must be a name or a callable, got {type(metric).__name__}")
 
 
