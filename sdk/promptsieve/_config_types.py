@@ -97,8 +97,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
             try:
                 _HINTS[cls] = typing.get_type_hints(cls, localns=vars(promptsieve))
-            except NameError:
-                _HINTS[cls] = {}
+            except NameError:  # not resolvable yet (mid-import): unchecked, tried again later
+                return {}
     return _HINTS[cls]
 
 
