@@ -176,6 +176,8 @@ def test_parts_are_checked_without_loading_anything(tmp_path: Any) -> None:
         Gate(type("NoRecord", (), {"get": 1, "put": 1, "delete": 1})())  # type: ignore[arg-type]
     with pytest.raises(ps.ConfigError, match=r"SieveConfig\(gate=\.\.\.\)"):
         ps.Sieve(gate=ps.GateConfig())  # type: ignore[arg-type]
+    with pytest.raises(ps.ConfigError, match=r"takes a Compressor; .*SieveConfig\(compressor="):
+        ps.Sieve(compressor=ps.CompressorConfig())  # type: ignore[arg-type]
     with pytest.raises(ps.ConfigError, match=r"CompressorConfig\(proxy=\.\.\.\)"):
         ps.Compressor(proxy=ps.ProxyConfig())  # type: ignore[arg-type]
 

@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["check_field_types", "check_instance", "check_members"]
+__all__ = ["check_field_types", "check_instance", "check_members", "check_not_config"]
 
 _NO = object()  # "does not fit"
 _SHORT = reprlib.Repr()  # Python 3.10 and 3.11 take no keyword arguments here
@@ -60,6 +60,17 @@ def check_instance(owner: str, name: str, value: Any, cls: type) -> None:
     if value is not None and not isinstance(value, cls):
         raise ConfigError(
             f"{owner}({name}=...) must be a {cls.__name__}, got {type(value).__name__}"
+        )
+
+
+def check_not_config(
+    owner: str, name: str, value: Any, config_cls: type, part: str, home: str
+) -> None:
+    """Raise :class:`ConfigError` when ``value`` is a ``config_cls`` given where the built
+    ``part`` belongs, naming ``home`` (e.g. ``"SieveConfig(gate=...)"``), where it does go."""
+    if isinstance(value, config_cls):
+        raise ConfigError(
+            f"{owner}({name}=...) takes {part}; a {config_cls.__name__} goes in {home}"
         )
 
 

@@ -198,8 +198,6 @@ class DemoAttributionConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.method not in ("auto", "exact", "kernel"):
-            raise ConfigError(f"method must be auto, exact or kernel, got {self.method!r}")
         if self.samples < 2:
             raise ConfigError("samples must be >= 2")
         if not 1 <= self.exact_max <= 16:

@@ -104,8 +104,6 @@ class SieveConfig:
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        if self.backpressure not in ("wait", "skip"):
-            raise ConfigError(f"backpressure must be 'wait' or 'skip', got {self.backpressure!r}")
         if not self.backpressure_wait_ms >= 0:
             raise ConfigError("backpressure_wait_ms must be >= 0")
         if not self.drain_timeout_s >= 0:
@@ -116,8 +114,6 @@ class SieveConfig:
                 "GateConfig(mode='labelled') on live traffic needs SieveConfig(judge=...): a "
                 "callable (request, output) -> bool that labels an answer correct"
             )
-        if self.judge is not None and not callable(self.judge):
-            raise ConfigError("judge must be a callable (request, output) -> bool")
         if self.task is not None and not self.task.strip():
             raise ConfigError("task must be a non-empty string")
         from promptsieve.fidelity import get_metric, metric_name

@@ -18,7 +18,12 @@ import numpy as np
 
 from promptsieve._allocate import PartScores
 from promptsieve._coarse import coarse_prune, score_part
-from promptsieve._config_types import check_field_types, check_instance, check_members
+from promptsieve._config_types import (
+    check_field_types,
+    check_instance,
+    check_members,
+    check_not_config,
+)
 from promptsieve._errors import ConfigError
 from promptsieve._passages import split_passages
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, Span, TextPart, as_messages
@@ -274,9 +279,8 @@ class Compressor:
         scorer: Scorer | None = None,
     ):
         check_instance("Compressor", "config", config, CompressorConfig)
-        if isinstance(proxy, ProxyConfig):
-            raise ConfigError("Compressor(proxy=...) takes a loaded Proxy; a ProxyConfig goes in "
-                              "CompressorConfig(proxy=...)")  # fmt: skip
+        check_not_config("Compressor", "proxy", proxy, ProxyConfig, "a loaded Proxy",
+                         "CompressorConfig(proxy=...)")  # fmt: skip
         check_members("Compressor", "scorer", scorer, ("name", "score"), "a Scorer")
         self.config = config or CompressorConfig()
         self._scorer = scorer

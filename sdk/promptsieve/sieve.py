@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from promptsieve._call import Call
 from promptsieve._comparisons import Comparisons
-from promptsieve._config_types import check_instance, check_members
+from promptsieve._config_types import check_instance, check_members, check_not_config
 from promptsieve._errors import ConfigError
 from promptsieve._events import SieveObserver, notify, request_event
 from promptsieve._lifecycle import (
@@ -66,13 +66,9 @@ def _check_parts(config: object, compressor: object, gate: object) -> None:
     from promptsieve.compressor import CompressorConfig
 
     check_instance("Sieve", "config", config, SieveConfig)
-    if isinstance(compressor, CompressorConfig):
-        raise ConfigError("Sieve(compressor=...) takes a Compressor; a CompressorConfig goes in "
-                          "SieveConfig(compressor=...)")  # fmt: skip
-    if isinstance(gate, GateConfig):
-        raise ConfigError(
-            "Sieve(gate=...) takes a Gate; a GateConfig goes in SieveConfig(gate=...)"
-        )
+    check_not_config("Sieve", "compressor", compressor, CompressorConfig, "a Compressor",
+                     "SieveConfig(compressor=...)")  # fmt: skip
+    check_not_config("Sieve", "gate", gate, GateConfig, "a Gate", "SieveConfig(gate=...)")
     check_members("Sieve", "compressor", compressor, ("fingerprint", "compress"), "a Compressor")
     check_members("Sieve", "gate", gate, ("decide", "record"), "a promptsieve.fidelity.Gate")
 

@@ -49,8 +49,6 @@ class AttributionConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.method not in ("loo", "lime"):
-            raise ConfigError(f"method must be 'loo' or 'lime', got {self.method!r}")
         if self.max_units < 1:
             raise ConfigError("max_units must be >= 1")
         if self.samples is not None and self.samples < 2:
