@@ -210,6 +210,45 @@ def test_ladder_passes_safe_ratios_and_fails_destructive_one(server: _Server) ->
     assert result.calls == len(server.requests)
 
 
+def blank_colours_at_08(body: dict[str, Any], ratio: float) -> dict[str, Any]:
+    """A non-monotone compressor: at 0.8 it deletes every colour word (the answer turns to
+    'none'), at other ratios it thins words as drop_words does."""
+    if ratio != 0.8:
+        return drop_words(body, ratio)
+    new = json.loads(json.dumps(body))
+    for m in new["messages"]:
+        if m["role"] != "system":
+            m["content"] = " ".join(w for w in m["content"].split() if w not in COLORS)
+    return new
+
+
+def test_bonferroni_ladder_reaches_a_rung_behind_a_failing_one(server: _Server) -> None:
+    samples = make_samples(60, seed=3)
+    ratios = (0.8, 0.5, 0.05)
+    with HTTPTarget(url(server), "scripted") as target:
+        fixed = screen("c", samples, target, ScreenConfig(budget=60, ratios=ratios),
+                       compress=blank_colours_at_08)  # fmt: skip
+        cfg = ScreenConfig(budget=60, ratios=ratios, ladder_test="bonferroni")
+        both = screen("c", samples, target, cfg, compress=blank_colours_at_08)
+    # fixed sequence: the first rung fails, so 0.5 is never tried
+    assert fixed.verdict is VerdictState.FAILED and [r.ratio for r in fixed.ratios] == [0.8]
+    # Bonferroni: every rung is tried at delta/3, and the most aggressive pass is applied
+    assert both.passed and both.ratio == 0.5 and both.ladder_test == "bonferroni"
+    r08, r05, r005 = both.ratios
+    assert r08.decision is Outcome.FAIL and r005.decision is Outcome.FAIL
+    # at delta = 0.05 it passes after 30 agreements (the test above); at 0.05/3 it needs more
+    assert r05.decision is Outcome.PASS and 30 < r05.n <= 60
+    assert r05.e_value >= 3 / 0.05 and both.e_value == pytest.approx(r05.e_value / 3)
+    assert both.lower == r05.lower
+    # when several rungs pass, the smallest ratio (the most aggressive) is applied
+    with HTTPTarget(url(server), "scripted") as target:
+        cfg = ScreenConfig(budget=60, ratios=(0.5, 0.8), ladder_test="bonferroni")
+        two = screen("c2", samples, target, cfg, compress=drop_words)
+    assert [r.decision for r in two.ratios] == [Outcome.PASS, Outcome.PASS] and two.ratio == 0.5
+    with pytest.raises(ConfigError, match="ladder_test"):
+        ScreenConfig(ladder_test="parallel")  # type: ignore[arg-type]
+
+
 def test_completions_bodies_and_failure_verdict(server: _Server) -> None:
     samples = make_samples(40, seed=1, chat=False)
     with HTTPTarget(url(server), "scripted") as target:
@@ -344,6 +383,14 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert res.exit_code == 0, res.output
     assert "verdict: passed" in res.output and "ratio chosen: 0.8" in res.output
     assert "target calls spent:" in res.output and "lower bound on agreement: 0.9" in res.output
+    # Bonferroni tests both rungs at delta/2: 35 samples no longer suffice to pass 0.8
+    res = CliRunner().invoke(app, [*args, "--ladder-test", "bonferroni", "--json"])
+    out = json.loads(res.output)
+    assert res.exit_code == 1 and out["ladder_test"] == "bonferroni" and out["ratio"] is None
+    first = out["ratios"][0]
+    assert (first["ratio"], first["reason"], first["n"]) == (0.8, "budget", 35)
+    res = CliRunner().invoke(app, [*args, "--ladder-test", "parallel"])
+    assert res.exit_code == 2 and "--ladder-test must be fixed-sequence or bonferroni" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n{oops\n')
     res = CliRunner().invoke(app, [*args[:3], "--samples", str(bad), *args[5:]])

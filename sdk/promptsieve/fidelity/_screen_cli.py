@@ -75,6 +75,7 @@ def run_cli(
     gold_field: str = "gold",
     judge: str | None = None,
     noise: int = 0,
+    ladder_test: str = "fixed_sequence",
     echo: Callable[..., Any] = print,
 ) -> int:
     """``promptsieve screen``: 0 = passed, 1 = failed, 2 = bad input.
@@ -84,7 +85,16 @@ def run_cli(
     mode looks up, so live traffic starts from the offline verdict. ``mode="labelled"``
     reads each line's ``gold_field`` (or labels with ``judge``, ``module:function``).
     ``metric="judge"`` asks the target whether two answers agree (calls counted).
+    ``ladder_test``: ``fixed_sequence`` or ``bonferroni`` (see ``ScreenConfig``).
     """
+    for flag, value, allowed in (
+        ("--mode", mode, ("agreement", "labelled")),
+        ("--ladder-test", ladder_test.replace("-", "_"), ("fixed_sequence", "bonferroni")),
+    ):
+        if value not in allowed:
+            shown = " or ".join(a.replace("_", "-") for a in allowed)
+            echo(f"error: {flag} must be {shown}, got {value!r}", err=True)
+            return 2
     try:
         ladder = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
@@ -104,6 +114,7 @@ def run_cli(
             rho=rho,
             gold_field=gold_field,
             noise_samples=noise,
+            ladder_test=ladder_test.replace("-", "_"),  # type: ignore[arg-type]
         )
         gate = GateConfig(
             tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
@@ -178,6 +189,7 @@ def report(result: ScreenResult) -> dict[str, Any]:
     return {
         "task": result.task,
         "mode": result.mode,
+        "ladder_test": result.ladder_test,
         "verdict": result.verdict.value,
         "ratio": result.ratio,
         "lower": result.lower,
@@ -225,7 +237,8 @@ def _print(result: ScreenResult, cfg: ScreenConfig, echo: Callable[..., Any]) ->
             f"bounds [{r.lower:.3f}, {r.upper:.3f}], e-value {r.e_value:.3g}, "
             f"{r.skipped} skipped"
         )
-    echo(f"verdict: {result.verdict.value}")
+    tested = "every rung at delta/K" if result.ladder_test == "bonferroni" else "fixed sequence"
+    echo(f"verdict: {result.verdict.value} ({tested})")
     echo(f"ratio chosen: {'none' if result.ratio is None else f'{result.ratio:g}'}")
     bound = "n/a" if result.lower is None else f"{result.lower:.3f}"
     if labelled:
@@ -293,6 +306,13 @@ def screen_command(
     noise: Annotated[
         int, typer.Option(help="measure the noise floor on this many samples first")
     ] = 0,
+    ladder_test: Annotated[
+        str,
+        typer.Option(
+            help="fixed-sequence (stop at the first rung that fails) | bonferroni (every "
+            "rung at delta/K, apply the most aggressive pass)"
+        ),
+    ] = "fixed-sequence",
 ) -> None:
     """Screen a task offline against a target (API key from $OPENAI_API_KEY)."""
     code = run_cli(
@@ -315,6 +335,7 @@ def screen_command(
         gold_field=gold_field,
         judge=judge,
         noise=noise,
+        ladder_test=ladder_test,
         echo=typer.echo,
     )
     raise typer.Exit(code)

@@ -3,8 +3,10 @@
 ``screen(task, samples, target)`` sends each sample (an OpenAI request body) to the target
 once as is and once compressed per ratio, and feeds each pair to the rung's test. The ladder
 runs conservative → aggressive on the SAME samples in the same order; the most aggressive
-ratio that passes is the verdict. Original outputs (and, in labelled mode, their labels) are
-cached, so each sample's original costs one call however many ratios are tried.
+ratio that passes is the verdict (in fixed sequence, stopping at the first rung that does
+not pass; with ``ladder_test="bonferroni"``, every rung at δ/K). Original outputs (and,
+in labelled mode, their labels) are cached, so each sample's original costs one call
+however many ratios are tried.
 
 Two modes (``ScreenConfig.mode``):
 
@@ -82,6 +84,18 @@ class ScreenConfig:
     ``gold_field``: where labelled samples keep their answer. ``judge_timeout_s``: a judge
     slower than this is "not counted". ``noise_samples``/``noise_kind``: measure the noise
     floor on the first samples first. Wrong values raise ConfigError.
+
+    ``ladder_test``: how the rungs share the error budget δ. ``"fixed_sequence"`` (the
+    default, the live Gate's procedure) tests the rungs in the given order, each at δ, and
+    stops at the first that does not pass. ``"bonferroni"`` tests every rung on the same
+    samples at δ/K (K rungs) and applies the most aggressive one that passed: it costs up to
+    K times the compressed calls, and reaches rungs that a neutral conservative rung would
+    block. On the headline multi-document QA task labelled screening of the coarse-to-fine
+    compressor passed 79 % of bootstrap runs this way against 31 % in fixed sequence
+    (``benchmarks/screening_power.py``). Both bound the chance of applying a rung whose
+    null holds by δ (the union bound; for the fixed sequence, Maurer et al. 1995 and
+    Westfall & Krishen 2001), so a verdict means the same either way and the verdict key
+    does not carry the choice.
     """
 
     tau: float = 0.9
@@ -97,6 +111,7 @@ class ScreenConfig:
     judge_timeout_s: float = 60.0
     noise_samples: int = 0
     noise_kind: VariantKind = "auto"
+    ladder_test: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -147,9 +162,12 @@ class RatioResult:
 class ScreenResult:
     """The verdict: ``passed`` with the ``ratio`` to apply, or ``failed`` (ratio None).
 
-    ``e_value``: the smallest e-value over the rungs that passed (the failed first rung's
-    when none did), the value e-BH across tasks uses. ``calls`` counts every target call,
-    judge calls included (``judge_calls`` of them). ``noise``: the measured floor, if asked.
+    ``e_value``: the value e-BH across tasks uses. In fixed sequence, the smallest e-value
+    over the rungs that passed (the failed first rung's when none did); with
+    ``ladder_test="bonferroni"``, the applied rung's e-value over K (the largest over K when
+    none passed), which is again an e-value for the applied rung's null. ``calls`` counts
+    every target call, judge calls included (``judge_calls`` of them). ``noise``: the
+    measured floor, if asked. ``ladder_test``: see :class:`ScreenConfig`.
     """
 
     task: str
@@ -164,6 +182,7 @@ class ScreenResult:
     e_value: float | None = None
     noise: NoiseFloor | None = None
     judge_calls: int = 0
+    ladder_test: str = "fixed_sequence"
 
     @property
     def passed(self) -> bool:
@@ -383,17 +402,7 @@ def screen(
     noise = _measure_noise(run) if cfg.noise_samples else None
     if noise is not None and noise.tau_above_floor and not labelled:
         log.warning("task %r: %s", task, noise.warning())
-    rungs: list[RatioResult] = []
-    best: RatioResult | None = None
-    passed_e: float | None = None
-    for ratio in cfg.ratios:
-        rung = _labelled_ratio(ratio, run) if labelled else _agreement_ratio(ratio, run)
-        rungs.append(rung)
-        log.info("task %r: ratio %s %s after %d pairs", task, ratio, rung.decision.value, rung.n)
-        if rung.decision is not Outcome.PASS:
-            break
-        best = rung
-        passed_e = rung.e_value if passed_e is None else min(passed_e, rung.e_value)
+    best, rungs, e_value = _ladder(task, run)
     shown = best if best is not None else rungs[0]
     judge_calls = int(getattr(judge_metric, "calls", 0)) - judge_before
     result = ScreenResult(
@@ -406,9 +415,10 @@ def screen(
         errors=run.call.errors,
         ratios=tuple(rungs),
         mode=cfg.mode,
-        e_value=passed_e if best is not None else rungs[0].e_value,
+        e_value=e_value,
         noise=noise,
         judge_calls=judge_calls,
+        ladder_test=cfg.ladder_test,
     )
     if store is not None:
         if key is None:
@@ -424,6 +434,33 @@ def screen(
                 result.calls,
             )
     return result
+
+
+def _ladder(task: str, run: _Run) -> tuple[RatioResult | None, list[RatioResult], float]:
+    """Run the rungs under ``cfg.ladder_test``: (the rung to apply or None, every rung
+    tried, the verdict's e-value; see :class:`ScreenResult`)."""
+    cfg = run.cfg
+    bonferroni = cfg.ladder_test == "bonferroni"
+    k = len(cfg.ratios)
+    delta = cfg.delta / k if bonferroni else cfg.delta
+    rungs: list[RatioResult] = []
+    for ratio in cfg.ratios:
+        if cfg.mode == "labelled":
+            rung = _labelled_ratio(ratio, run, delta)
+        else:
+            rung = _agreement_ratio(ratio, run, delta)
+        rungs.append(rung)
+        log.info("task %r: ratio %s %s after %d pairs", task, ratio, rung.decision.value, rung.n)
+        if rung.decision is not Outcome.PASS and not bonferroni:
+            break
+    passed = [r for r in rungs if r.decision is Outcome.PASS]
+    if bonferroni:
+        best = min(passed, key=lambda r: r.ratio, default=None)
+        e_value = (best.e_value if best is not None else max(r.e_value for r in rungs)) / k
+        return best, rungs, e_value
+    if not passed:
+        return None, rungs, rungs[0].e_value
+    return passed[-1], rungs, min(r.e_value for r in passed)
 
 
 def _measure_noise(run: _Run) -> NoiseFloor:
@@ -447,9 +484,9 @@ def _measure_noise(run: _Run) -> NoiseFloor:
     return noise_floor(agree, n, tau=tau)
 
 
-def _agreement_ratio(ratio: float, run: _Run) -> RatioResult:
+def _agreement_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     cfg = run.cfg
-    test = SequentialTest(cfg.tau, cfg.delta, cfg.budget)
+    test = SequentialTest(cfg.tau, delta, cfg.budget)
     state = test.state
     skipped = 0
     for i in range(min(cfg.budget, len(run.bodies))):
@@ -470,9 +507,9 @@ def _agreement_ratio(ratio: float, run: _Run) -> RatioResult:
     return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget)
 
 
-def _labelled_ratio(ratio: float, run: _Run) -> RatioResult:
+def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     cfg = run.cfg
-    test = NonInferiorityTest(cfg.delta, cfg.budget, epsilon=cfg.epsilon, rho=cfg.rho)
+    test = NonInferiorityTest(delta, cfg.budget, epsilon=cfg.epsilon, rho=cfg.rho)
     state = test.state
     skipped = 0
     for i in range(min(cfg.budget, len(run.bodies))):
