@@ -416,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--screen-delta", type=float, default=None, help="override the profile's δ")
     ap.add_argument("--screen-methods", default=None, help="comma list (default: the profile's)")
     ap.add_argument(
+        "--screen-ladder-test",
+        choices=("fixed_sequence", "bonferroni"),
+        default=None,
+        help="how the ladder's rungs share delta (promptsieve.fidelity.ScreenConfig.ladder_test)",
+    )
+    ap.add_argument(
         "--selfinfo-source",
         choices=("local", "echo"),
         default=None,
@@ -446,6 +452,8 @@ def _screen_plan(
         plan = replace(plan, tau=args.screen_tau)
     if args.screen_delta is not None:
         plan = replace(plan, delta=args.screen_delta)
+    if args.screen_ladder_test:
+        plan = replace(plan, ladder_test=args.screen_ladder_test)
     if args.screen_methods:
         plan = replace(plan, methods=tuple(args.screen_methods.split(",")), max_methods=None)
     if not (0 < plan.tau < 1 and 0 < plan.delta < 1):

@@ -39,6 +39,9 @@ class ScreenPlan:
     #: ``promptsieve.fidelity.labelled``; margin: the SDK default epsilon unless ``rho``).
     modes: tuple[str, ...] = ("agreement",)
     rho: float | None = None
+    #: how the ladder's rungs share δ (``ScreenConfig.ladder_test``): "fixed_sequence" (the
+    #: SDK default) or "bonferroni" (every rung at δ/K, the most aggressive pass applied).
+    ladder_test: str = "fixed_sequence"
 
 
 class _ScreenTarget:
@@ -113,6 +116,7 @@ def screen_task(
         metric=metric,
         mode="labelled" if labelled else "agreement",
         rho=plan.rho if labelled else None,
+        ladder_test=plan.ladder_test,
     )
     res = screen(
         items[0].task, bodies, st, cfg, compress=compress, judge=judge if labelled else None
@@ -126,9 +130,13 @@ def screen_task(
         "task": items[0].task,
         "method": method.name,
         "mode": res.mode,
-        "margin": (f"rho={plan.rho:g}" if plan.rho is not None else f"epsilon={DEFAULT_EPSILON:g}")
-        if labelled
-        else f"tau={plan.tau:g}",
+        "margin": (
+            (f"rho={plan.rho:g}" if plan.rho is not None else f"epsilon={DEFAULT_EPSILON:g}")
+            if labelled
+            else f"tau={plan.tau:g}"
+        )
+        + (", every rung at delta/K" if plan.ladder_test == "bonferroni" else ""),
+        "ladder_test": plan.ladder_test,
         "samples": len(items),
         "passed": res.passed,
         "ratio": res.ratio,

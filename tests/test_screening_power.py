@@ -1,0 +1,64 @@
+"""The screening-power benchmark decides each rung exactly as the SDK's tests do."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from benchmarks.screening_power import load_outcomes, procedure_runs, rung_decision
+
+from promptsieve.fidelity.labelled import NonInferiorityTest
+from promptsieve.fidelity.stats import Outcome, SequentialTest
+
+
+def _cells(n: int, p_o: float, p_gain: float, p_loss: float, seed: int) -> np.ndarray:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        o = rng.random() < p_o
+        c = (not o and rng.random() < p_gain) or (o and rng.random() >= p_loss)
+        rows.append((o, c, o == c if rng.random() < 0.9 else o != c))
+    return np.array(rows, dtype=bool)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", ["labelled", "agreement"])
+def test_rung_decision_matches_the_sdk_tests_pair_by_pair(mode: str, seed: int) -> None:
+    cells = _cells(100, 0.5, 0.25, 0.03 * seed, seed)
+    delta = 0.05 / (1 + seed % 3)
+    test = NonInferiorityTest(delta, 100) if mode == "labelled" else SequentialTest(0.9, delta, 100)
+    state = None
+    for o, c, a in cells:
+        state = test.update(bool(o), bool(c)) if mode == "labelled" else test.update(bool(a))
+        if state.decision is not Outcome.CONTINUE:
+            break
+    assert state is not None
+    assert rung_decision(cells, mode, delta) == (state.decision is Outcome.PASS, state.n)
+
+
+def test_procedures_on_a_non_monotone_ladder() -> None:
+    """A neutral conservative rung blocks fixed sequence; Bonferroni reaches the rung that
+    helps, and the bootstrap counts it."""
+    rows = []
+    for i in range(40):
+        item = f"t:{i}"
+        o = i % 2 == 0
+        rows.append({"suite": "s", "item": item, "method": "none", "ratio": 1.0, "correct": o})
+        # 0.8: one loss in four right answers (inferior); 0.5: always right (a gain)
+        loss = o and i % 8 == 0
+        rows += [
+            {"suite": "s", "item": item, "method": "m", "ratio": 0.8, "correct": o and not loss,
+             "agree": not loss, "error": None},
+            {"suite": "s", "item": item, "method": "m", "ratio": 0.5, "correct": True,
+             "agree": o, "error": None},
+        ]  # fmt: skip
+    out = load_outcomes({"rows": rows}, "m")
+    assert out.ratios == (0.8, 0.5) and len(out.items) == 40
+    fixed = procedure_runs(out, "fixed_sequence", "labelled", runs=40)
+    both = procedure_runs(out, "bonferroni", "labelled", runs=40)
+    assert fixed["applied"].get("0.5", 0) == 0 and fixed["pass"][0] < 0.2
+    assert both["applied"]["0.5"] >= 36 and both["pass_at_2x"][0] >= 0.9
+    assert both["calls"] > fixed["calls"]
+    with pytest.raises(ValueError, match="no item"):
+        load_outcomes({"rows": rows}, "absent")
