@@ -200,6 +200,64 @@ def test_labelled_mode_walks_the_ladder_on_pairs(tmp_path: Path) -> None:
     assert v2 is not None and v2.pairs_at(0.8).n == 0
 
 
+def test_bonferroni_reaches_rungs_behind_a_failing_one(tmp_path: Path) -> None:
+    """Fixed sequence stops at a failing 0.8; Bonferroni tests 0.8, 0.5 and 0.3 side by side
+    at delta/3, one rung per shadowed request, and applies 0.5, the most aggressive pass."""
+    clock = Clock()
+    fixed = _gate(tmp_path / "f", clock, monitor_rate=0.0)
+    _drive(fixed, lambda r: r == 0.5)
+    fv = fixed.verdict(KEY)
+    assert fv is not None and fv.state is VerdictState.FAILED and fv.counts_at(0.5).n == 0
+
+    gate = _gate(tmp_path / "b", clock, monitor_rate=0.0, ladder_test="bonferroni")
+    seen = _drive(gate, lambda r: r == 0.5)
+    v = gate.verdict(KEY)
+    assert v is not None and v.state is VerdictState.PASSED and v.ratio == 0.5
+    assert v.testing == 0.5 and v.reason == "passed at delta/3"
+    # the failing rungs stop early; 0.5 needs more agreements than the 30 it needs at delta
+    assert 1 <= seen.count("shadow:0.8") <= 10 and 1 <= seen.count("shadow:0.3") <= 10
+    n05 = seen.count("shadow:0.5")
+    assert v.counts_at(0.5).n == n05 and 30 < n05 <= 100
+    state = gate.evaluate(v.counts_at(0.5))
+    assert v.e_value == pytest.approx(state.e_value / 3) and state.e_value >= 3 / 0.05
+    d = gate.decide(KEY)
+    assert d.action is Action.APPLY and d.ratio == 0.5
+    # the setting is part of the verdict key: a fixed-sequence sieve never reads this verdict
+    from promptsieve.fidelity import settings_key
+
+    assert settings_key(GateConfig()) != settings_key(GateConfig(ladder_test="bonferroni"))
+
+
+def test_bonferroni_stops_when_the_most_aggressive_rung_passes(tmp_path: Path) -> None:
+    """Rungs less aggressive than a pass are moot: once 0.3 passes, screening ends there even
+    if 0.8 is still open; comparisons for a decided rung are no longer counted."""
+    clock = Clock()
+    gate = _gate(tmp_path, clock, monitor_rate=0.0, ladder_test="bonferroni", budget=300)
+    rungs: list[float] = []
+    while (d := gate.decide(KEY)).action is Action.SHADOW:
+        assert d.ratio is not None
+        rungs.append(d.ratio)
+        # 0.8 agrees 90 %: undecided for long; 0.5 and 0.3 always agree
+        gate.record(KEY, d.ratio, d.ratio != 0.8 or len(rungs) % 10 != 0)
+    v = gate.verdict(KEY)
+    assert v is not None and v.state is VerdictState.PASSED and v.ratio == 0.3
+    assert v.counts_at(0.8).n < 100 and set(rungs) == {0.8, 0.5, 0.3}
+    gate.record(KEY, 0.5, False)  # a late result for a rung that decided: not counted
+    assert gate.verdict(KEY).counts_at(0.5).n == v.counts_at(0.5).n  # type: ignore[union-attr]
+    # labelled mode, by pairs: only the rung that helps passes
+    lab = _gate(tmp_path / "l", clock, mode="labelled", ladder_test="bonferroni", budget=200)
+    i = 0
+    while (d := lab.decide(KEY)).action is Action.SHADOW:
+        assert d.ratio is not None
+        i += 1
+        if d.ratio == 0.5:  # gains: the compressed answer is right whenever the original is
+            lab.record_pair(KEY, d.ratio, i % 5 < 3, i % 5 < 4)
+        else:  # losses at 0.8 and 0.3
+            lab.record_pair(KEY, d.ratio, True, i % 3 == 0)
+    lv = lab.verdict(KEY)
+    assert lv is not None and lv.state is VerdictState.PASSED and lv.ratio == 0.5
+
+
 def test_e_value_is_recorded_per_verdict(tmp_path: Path) -> None:
     clock = Clock()
     gate = _gate(tmp_path, clock, monitor_rate=0.0)
@@ -279,6 +337,8 @@ def test_fdr_mode_applies_only_e_bh_discoveries(tmp_path: Path) -> None:
         ({"mode": "nope"}, r"mode=...\) must be one of .agreement., .labelled."),
         ({"noise_rate": 1.0}, "noise_rate"),
         ({"fdr_q": 0.0}, "fdr_q"),
+        ({"ladder_test": "bonferroni", "fdr_q": 0.1}, "fixed_sequence' only"),
+        ({"ladder_test": "parallel"}, "ladder_test"),
     ],
 )
 def test_new_settings_are_validated(kw: dict[str, object], match: str) -> None:

@@ -118,7 +118,7 @@ def run_cli(
         )
         gate = GateConfig(
             tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
-            epsilon=epsilon, rho=rho,
+            epsilon=epsilon, rho=rho, ladder_test=cfg.ladder_test,
         )  # fmt: skip
         try:
             target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)

@@ -12,8 +12,14 @@ While screening, live traffic gets the ORIGINAL prompt and a share (``shadow_rat
 requests also sends the compressed variant in the background (SHADOW): zero risk to users.
 Each ratio of the ladder (conservative → aggressive, fixed order) gets its own sequential
 test; no multiplicity correction is needed for a fixed sequence that stops at the first
-failure. After a pass, a share ``monitor_rate`` of the compressed requests also sends the
-original, and a sequential test of H0: agreement ≥ τ revokes the verdict when agreement is
+failure. With ``GateConfig(ladder_test="bonferroni")`` every rung is tested at δ/K instead:
+each shadowed request tests one rung (the least-tested of those still open), so a request
+costs one compressed call as before, and the most aggressive rung that passes is applied once
+no more aggressive rung is open. A neutral conservative rung then no longer blocks rungs that
+help (``benchmarks/screening_power.py``; see :class:`~promptsieve.fidelity.ScreenConfig`).
+
+After a pass, a share ``monitor_rate`` of the compressed requests also sends the original,
+and a sequential test of H0: agreement ≥ τ revokes the verdict when agreement is
 significantly below τ.
 
 Labelled mode (``GateConfig(mode="labelled")``): where the caller can label answers (a gold
@@ -50,7 +56,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from promptsieve._config_types import check_field_types, check_instance, check_members
 from promptsieve._errors import ConfigError, StoreError
@@ -109,7 +115,9 @@ class GateConfig:
     of accuracy; ``epsilon`` in [0, 0.5] or ``rho`` in [0.5, 1], see
     :mod:`promptsieve.fidelity.labelled`). ``noise_rate``: share of shadow decisions that
     measure the noise floor instead (0 = never). ``fdr_q``: apply passed verdicts only as
-    e-BH discoveries at this level across the store (None = off). Raises ConfigError.
+    e-BH discoveries at this level across the store (None = off). ``ladder_test``:
+    ``"fixed_sequence"`` or ``"bonferroni"`` (see the module docstring; Bonferroni does not
+    combine with ``fdr_q``). Raises ConfigError.
     """
 
     tau: float = 0.9
@@ -126,9 +134,14 @@ class GateConfig:
     rho: float | None = None
     noise_rate: float = 0.0
     fdr_q: float | None = None
+    ladder_test: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence"
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.ladder_test == "bonferroni" and self.fdr_q is not None:
+            raise ConfigError(
+                "fdr_q (e-BH across tasks) works with ladder_test='fixed_sequence' only"
+            )
         check_mode(self.mode, self.epsilon, self.rho)
         if not 0 <= self.noise_rate < 1:
             raise ConfigError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
@@ -187,12 +200,15 @@ class Gate:
         #: Store operations that failed (StoreError) and were absorbed: each counted once.
         self.store_errors = 0
         self._floor_warned: set[str] = set()
-        self._screen_test = SequentialTest(self.config.tau, self.config.delta, self.config.budget)
+        self._bonferroni = self.config.ladder_test == "bonferroni"
+        #: each rung's level: δ, or δ/K under Bonferroni
+        rung_delta = self.config.delta / (len(self.config.ratios) if self._bonferroni else 1)
+        self._screen_test = SequentialTest(self.config.tau, rung_delta, self.config.budget)
         self._monitor_test = SequentialTest(self.config.tau, self.config.delta, None)
         self._labelled_test: NonInferiorityTest | None = None
         if self.config.mode == "labelled":
             self._labelled_test = NonInferiorityTest(
-                self.config.delta,
+                rung_delta,
                 self.config.budget,
                 epsilon=self.config.epsilon,
                 rho=self.config.rho,
@@ -286,7 +302,8 @@ class Gate:
         self.store.delete(key)
 
     def evaluate(self, counts: Counts | Pairs, *, monitor: bool = False) -> TestState:
-        """The sequential test's state for screening (or monitoring) counts.
+        """The sequential test's state for screening (or monitoring) counts: one rung's,
+        at δ (δ/K under Bonferroni; monitoring always at δ).
 
         ``Pairs`` (labelled mode) go to the non-inferiority test; raises ConfigError when
         the gate is not in labelled mode.
@@ -345,23 +362,58 @@ class Gate:
             log.info("task %r: screening starts at ratio %s", key.task, first)
         return self.store.get(key)  # ours, or whatever a concurrent writer put
 
-    def _shadow(self, key: VerdictKey, v: Verdict) -> Decision:
-        ratio = v.testing
-        assert ratio is not None
+    def _load(self, key: VerdictKey, v: Verdict, ratio: float, now: float) -> int:
+        """Comparisons counted and in flight at ``ratio`` (stale in-flight ones dropped)."""
         slot = (key.digest, v.generation, ratio)
-        now = self._clock()
         with self._lock:
             live = [t for t in self._in_flight.get(slot, []) if now - t < _IN_FLIGHT_S]
             self._in_flight[slot] = live
         done = v.pairs_at(ratio).n if self._labelled_test else v.counts_at(ratio).n
-        if done + len(live) >= self.config.budget:
-            return BYPASS  # enough comparisons on the way; wait for their results
+        return done + len(live)
+
+    def _rung_state(self, v: Verdict, ratio: float) -> TestState:
+        if self._labelled_test is not None:
+            return self._labelled_test.evaluate(v.pairs_at(ratio))
+        return self.evaluate(v.counts_at(ratio))
+
+    def _open_rungs(self, v: Verdict) -> list[float]:
+        """Bonferroni: the undecided rungs more aggressive than the best pass so far."""
+        return [
+            r
+            for r in self.config.ratios
+            if (v.ratio is None or r < v.ratio)
+            and self._rung_state(v, r).decision is Outcome.CONTINUE
+        ]
+
+    def _shadow(self, key: VerdictKey, v: Verdict) -> Decision:
+        now = self._clock()
+        if self._bonferroni:  # the least-loaded open rung with room left
+            loads = [(self._load(key, v, r, now), r) for r in self._open_rungs(v)]
+            loads = [(n, r) for n, r in loads if n < self.config.budget]
+            if not loads:
+                return BYPASS
+            ratio = min(loads)[1]
+        else:
+            assert v.testing is not None
+            ratio = v.testing
+            if self._load(key, v, ratio, now) >= self.config.budget:
+                return BYPASS  # enough comparisons on the way; wait for their results
         if not self._sample(self.config.shadow_rate):
             return BYPASS
         noise = self.config.noise_rate > 0 and self._sample(self.config.noise_rate)
+        if noise and v.testing is not None:  # record_noise frees the slot of v.testing
+            ratio = v.testing
         with self._lock:  # a noise comparison holds a slot too (record_noise or record frees it)
-            self._in_flight.setdefault(slot, []).append(now)
+            self._in_flight.setdefault((key.digest, v.generation, ratio), []).append(now)
         return Decision(Action.SHADOW, ratio, noise=noise)
+
+    def _screening_at(self, v: Verdict, ratio: float) -> bool:
+        """Is a comparison at ``ratio`` one the screening of ``v`` counts?"""
+        if v.state is not VerdictState.SCREENING:
+            return False
+        if self._bonferroni:  # a rung decided meanwhile takes no more comparisons
+            return any(_same(r, ratio) for r in self._open_rungs(v))
+        return _same(v.testing, ratio)
 
     def _settle(self, key: VerdictKey, generation: int, ratio: float) -> None:
         slot = (key.digest, generation, ratio)
@@ -376,7 +428,7 @@ class Gate:
         v = self.store.get(key)
         if v is None:
             return
-        screening = v.state is VerdictState.SCREENING and _same(v.testing, ratio)
+        screening = self._screening_at(v, ratio)
         monitoring = v.state is VerdictState.PASSED and _same(v.ratio, ratio)
         if screening:
             self._settle(key, v.generation, ratio)
@@ -400,7 +452,7 @@ class Gate:
         v = self.store.get(key)
         if v is None:
             return
-        screening = v.state is VerdictState.SCREENING and _same(v.testing, ratio)
+        screening = self._screening_at(v, ratio)
         if screening:
             self._settle(key, v.generation, ratio)
         if original is None or compressed is None or not screening or v.expired(self._clock()):
@@ -409,6 +461,9 @@ class Gate:
         self._after_screening(key, v, ratio, self._labelled_test.evaluate(pairs))
 
     def _after_screening(self, key: VerdictKey, v: Verdict, ratio: float, state: TestState) -> None:
+        if self._bonferroni:
+            self._after_bonferroni(key, v, ratio, state)
+            return
         now = self._clock()
         bounds = {"lower": state.lower, "upper": state.upper, "updated_at": now}
         if state.decision is Outcome.CONTINUE:
@@ -461,6 +516,54 @@ class Gate:
                 state.n,
                 state.successes,
             )
+
+    def _after_bonferroni(
+        self, key: VerdictKey, v: Verdict, ratio: float, state: TestState
+    ) -> None:
+        """Bonferroni: the rung at ``ratio`` decided. A pass more aggressive than the best so
+        far is recorded (its e-value over K is the verdict's e-value); when no more
+        aggressive rung is open, the verdict is final."""
+        if state.decision is Outcome.CONTINUE:
+            return
+        k = len(self.config.ratios)
+        now = self._clock()
+        improved = state.decision is Outcome.PASS and (v.ratio is None or ratio < v.ratio)
+        best = ratio if improved else v.ratio
+        changes: dict[str, Any] = {"updated_at": now}
+        if improved:
+            changes |= {"ratio": ratio, "lower": state.lower, "upper": state.upper}
+            changes["e_value"] = state.e_value / k
+        open_rungs = self._open_rungs(v)
+        ahead = [r for r in open_rungs if not _same(r, ratio) and (best is None or r < best)]
+        if ahead:
+            if not improved:
+                return
+            new = v.replace(**changes)
+            what = f"ratio {ratio} passed at delta/{k}; still screening {ahead}"
+        elif best is not None:
+            new = v.replace(
+                state=VerdictState.PASSED,
+                testing=best,
+                expires_at=now + self.config.ttl,
+                reason=f"passed at delta/{k}",
+                **changes,
+            )
+            what = f"passed at ratio {best} (every rung at delta/{k})"
+        else:
+            others = [self._rung_state(v, r).e_value for r in self.config.ratios if r != ratio]
+            new = v.replace(
+                state=VerdictState.FAILED,
+                testing=None,
+                expires_at=now + self.config.ttl,
+                reason=f"no rung passed at delta/{k}",
+                e_value=max([state.e_value, *others]) / k,
+                lower=state.lower,
+                upper=state.upper,
+                updated_at=now,
+            )
+            what = f"failed: no rung passed at delta/{k}"
+        if self.store.put(key, new, expected_version=v.version):
+            log.info("task %r: %s", key.task, what)
 
     def _check_floor(self, key: VerdictKey, counts: Counts) -> None:
         floor = noise_floor(counts.agree, counts.n, tau=self.config.tau)

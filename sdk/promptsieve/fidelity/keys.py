@@ -2,7 +2,8 @@
 
 A verdict is about (task, target model, proxy fingerprint, settings). The settings part covers
 only what changes the *meaning* of the test: the metric, the instance guard, τ, δ, the ladder
-and, in labelled mode, the mode and its margin. Rates, budgets and TTLs do not, so an offline
+(and how its rungs share δ, when not in fixed sequence) and, in labelled mode, the mode and
+its margin. Rates, budgets and TTLs do not, so an offline
 ``promptsieve screen --store`` and a live sieve with the same test find the same verdict.
 
 Agreement-mode keys are byte-for-byte the ones earlier releases computed in
@@ -49,8 +50,9 @@ def settings_key(
 ) -> str:
     """The settings part of a verdict key (16 hex characters).
 
-    ``gate``: τ, δ, ladder and mode (default ``GateConfig()``); ``guard_threshold`` None
-    means the gate's. Raises ConfigError for a metric that is neither a name nor callable.
+    ``gate``: τ, δ, ladder, ladder test and mode (default ``GateConfig()``);
+    ``guard_threshold`` None means the gate's. Raises ConfigError for a metric that is
+    neither a name nor callable.
     """
     gate = gate or GateConfig()
     threshold = gate.guard_threshold if guard_threshold is None else guard_threshold
@@ -64,6 +66,8 @@ def settings_key(
     )
     if gate.mode != "agreement":  # agreement keys stay what they always were
         fields = (*fields, gate.mode, gate.epsilon, gate.rho)
+    if gate.ladder_test != "fixed_sequence":  # fixed-sequence keys stay what they were
+        fields = (*fields, gate.ladder_test)
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
 
 

@@ -86,16 +86,17 @@ class ScreenConfig:
     floor on the first samples first. Wrong values raise ConfigError.
 
     ``ladder_test``: how the rungs share the error budget δ. ``"fixed_sequence"`` (the
-    default, the live Gate's procedure) tests the rungs in the given order, each at δ, and
-    stops at the first that does not pass. ``"bonferroni"`` tests every rung on the same
-    samples at δ/K (K rungs) and applies the most aggressive one that passed: it costs up to
-    K times the compressed calls, and reaches rungs that a neutral conservative rung would
-    block. On the headline multi-document QA task labelled screening of the coarse-to-fine
-    compressor passed 79 % of bootstrap runs this way against 31 % in fixed sequence
-    (``benchmarks/screening_power.py``). Both bound the chance of applying a rung whose
-    null holds by δ (the union bound; for the fixed sequence, Maurer et al. 1995 and
-    Westfall & Krishen 2001), so a verdict means the same either way and the verdict key
-    does not carry the choice.
+    default) tests the rungs in the given order, each at δ, and stops at the first that does
+    not pass. ``"bonferroni"`` tests every rung on the same samples at δ/K (K rungs) and
+    applies the most aggressive one that passed: it costs up to K times the compressed
+    calls, and reaches rungs that a neutral conservative rung would block (the live Gate
+    has the same setting, ``GateConfig.ladder_test``). On the headline multi-document QA
+    task labelled screening of the coarse-to-fine compressor passed 79 % of bootstrap runs
+    this way against 31 % in fixed sequence (``benchmarks/screening_power.py``). Both bound
+    the chance of applying a rung whose null holds by δ (the union bound; for the fixed
+    sequence, Maurer et al. 1995 and Westfall & Krishen 2001). The verdict key carries the
+    choice (a screening in progress must not switch procedure), so ``promptsieve screen
+    --store`` seeds a Sieve whose GateConfig has the same ``ladder_test``.
     """
 
     tau: float = 0.9
