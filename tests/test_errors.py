@@ -61,6 +61,11 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("HTTPTarget URL", lambda: ps.fidelity.HTTPTarget("localhost:8080", "m")),
     ("HTTPTarget scheme", lambda: ps.fidelity.HTTPTarget("ftp://127.0.0.1/v1", "m")),
     ("HTTPTarget timeout", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=0)),
+    ("HTTPTarget port", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:99999/v1", "m")),
+    (
+        "HTTPTarget infinite timeout",
+        lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=math.inf),
+    ),
     ("HTTPTarget model", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", None)),  # type: ignore[arg-type]
     (
         "HTTPTarget overrides",

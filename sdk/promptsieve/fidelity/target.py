@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -59,7 +60,8 @@ class HTTPTarget:
             url = httpx.URL(base_url) if isinstance(base_url, str | httpx.URL) else None
         except httpx.InvalidURL:
             url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
+        bad_port = url is not None and url.port is not None and not 0 < url.port < 65536
+        if url is None or url.scheme not in ("http", "https") or not url.host or bad_port:
             raise ConfigError(
                 f"HTTPTarget base_url must be an http(s) URL such as "
                 f"'http://127.0.0.1:8080/v1', got {base_url!r}"
@@ -81,7 +83,7 @@ class HTTPTarget:
         except (TypeError, ValueError):
             limits = None
         if limits is None or any(
-            t is not None and not (isinstance(t, int | float) and t > 0)
+            t is not None and not (isinstance(t, int | float) and 0 < t < math.inf)
             for t in (limits.connect, limits.read, limits.write, limits.pool)
         ):
             raise ConfigError(
