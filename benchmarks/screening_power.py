@@ -233,7 +233,9 @@ def _meta(args: argparse.Namespace, outcomes: list[Outcomes]) -> dict[str, Any]:
         "seed": args.seed,
         "command": "python -m benchmarks.screening_power " + " ".join(
             str(a) for a in (args.results, "--methods", args.methods, "--modes", args.modes,
-                             "--runs", args.runs, "--seed", args.seed)
+                             "--start", args.start, "--n", args.n, "--runs", args.runs,
+                             "--seed", args.seed)
+            + (("--suite", args.suite) if args.suite else ())
         ),
     }  # fmt: skip
 

@@ -58,6 +58,7 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("ScreenConfig NaN judge timeout", lambda: ScreenConfig(judge_timeout_s=math.nan)),
     ("ScreenConfig metric", lambda: ScreenConfig(metric="bogus")),
     ("ScreenConfig noise kind", lambda: ScreenConfig(noise_kind="bogus")),
+    ("ScreenConfig duplicate ratios", lambda: ScreenConfig(ratios=(0.5, 0.5))),
     ("HTTPTarget URL", lambda: ps.fidelity.HTTPTarget("localhost:8080", "m")),
     ("HTTPTarget scheme", lambda: ps.fidelity.HTTPTarget("ftp://127.0.0.1/v1", "m")),
     ("HTTPTarget timeout", lambda: ps.fidelity.HTTPTarget("http://127.0.0.1:9/v1", "m", timeout=0)),

@@ -89,9 +89,9 @@ def run_cli(
     """
     for flag, value, allowed in (
         ("--mode", mode, ("agreement", "labelled")),
-        ("--ladder-test", ladder_test.replace("-", "_"), ("fixed_sequence", "bonferroni")),
+        ("--ladder-test", ladder_test, ("fixed_sequence", "bonferroni")),
     ):
-        if value not in allowed:
+        if value.replace("-", "_") not in allowed:
             shown = " or ".join(a.replace("_", "-") for a in allowed)
             echo(f"error: {flag} must be {shown}, got {value!r}", err=True)
             return 2
@@ -241,11 +241,12 @@ def _print(result: ScreenResult, cfg: ScreenConfig, echo: Callable[..., Any]) ->
     echo(f"verdict: {result.verdict.value} ({tested})")
     echo(f"ratio chosen: {'none' if result.ratio is None else f'{result.ratio:g}'}")
     bound = "n/a" if result.lower is None else f"{result.lower:.3f}"
+    delta = f"{cfg.delta:g}" + (f"/{len(cfg.ratios)}" if result.ladder_test == "bonferroni" else "")
     if labelled:
         test = NonInferiorityText(cfg)
-        echo(f"lower bound on {test.quantity}: {bound} (H0: {test.null}, delta {cfg.delta:g})")
+        echo(f"lower bound on {test.quantity}: {bound} (H0: {test.null}, delta {delta})")
     else:
-        echo(f"lower bound on agreement: {bound} (tau {cfg.tau:g}, delta {cfg.delta:g})")
+        echo(f"lower bound on agreement: {bound} (tau {cfg.tau:g}, delta {delta})")
     if result.e_value is not None:
         echo(f"e-value: {result.e_value:.3g}")
     if result.noise is not None:

@@ -2,9 +2,10 @@
 
 ``screen(task, samples, target)`` sends each sample (an OpenAI request body) to the target
 once as is and once compressed per ratio, and feeds each pair to the rung's test. The ladder
-runs conservative → aggressive on the SAME samples in the same order; the most aggressive
-ratio that passes is the verdict (in fixed sequence, stopping at the first rung that does
-not pass; with ``ladder_test="bonferroni"``, every rung at δ/K). Original outputs (and,
+runs in the given order (conservative → aggressive) on the SAME samples in the same order.
+In fixed sequence the last rung that passes before the first that does not is the verdict;
+with ``ladder_test="bonferroni"`` every rung runs at δ/K and the smallest ratio that passed
+is. Original outputs (and,
 in labelled mode, their labels) are cached, so each sample's original costs one call
 however many ratios are tried.
 
@@ -122,6 +123,8 @@ class ScreenConfig:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
+        if len(set(self.ratios)) != len(self.ratios):
+            raise ConfigError(f"ratios must be distinct, got {self.ratios}")
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
@@ -567,7 +570,8 @@ def _save(store: VerdictStore, key: VerdictKey, result: ScreenResult, ttl: float
         expires_at=now + ttl,
         generation=(old.generation + 1) if old is not None else 1,
         e_value=result.e_value,
-        reason="offline screen",
+        reason="offline screen"
+        + (" (every rung at delta/K)" if result.ladder_test == "bonferroni" else ""),
     )
     if not store.put(key, verdict, expected_version=None if old is None else old.version):
         log.warning("task %r: verdict changed concurrently; offline result not saved", key.task)
