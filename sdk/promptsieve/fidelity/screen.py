@@ -5,9 +5,8 @@ once as is and once compressed per ratio, and feeds each pair to the rung's test
 runs in the given order (conservative → aggressive) on the SAME samples in the same order.
 In fixed sequence the last rung that passes before the first that does not is the verdict;
 with ``ladder_test="bonferroni"`` every rung runs at δ/K and the smallest ratio that passed
-is. Original outputs (and,
-in labelled mode, their labels) are cached, so each sample's original costs one call
-however many ratios are tried.
+is. Original outputs (and, in labelled mode, their labels) are cached, so each sample's
+original costs one call however many ratios are tried.
 
 Two modes (``ScreenConfig.mode``):
 
