@@ -383,6 +383,8 @@ def _screen_all(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from promptsieve.fidelity.ladder import LADDER_TESTS
+
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="promptsieve bench", description="promptsieve bench")
     ap.add_argument("--profile", choices=sorted({*PROFILES, *SUITE_PROFILES}), default="quick")
@@ -395,6 +397,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-threads", type=int, default=None, help="llama.cpp threads (local)")
     ap.add_argument(
         "--max-items", type=int, default=None, help="cap every suite at N items (prefix-stable)"
+    )
+    ap.add_argument(
+        "--skip-items",
+        type=int,
+        default=0,
+        help="leave out each suite's first N items (continue a committed run on another "
+        "machine; stack the two with benchmarks.merge_runs)",
     )
     ap.add_argument("--suites", default=None, help="comma list of suite names to run")
     ap.add_argument("--ratios", default=None, help="comma list of keep ratios (suite profiles)")
@@ -417,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--screen-methods", default=None, help="comma list (default: the profile's)")
     ap.add_argument(
         "--screen-ladder-test",
-        choices=("fixed_sequence", "bonferroni"),
+        choices=LADDER_TESTS,
         default=None,
         help="how the ladder's rungs share delta (promptsieve.fidelity.ScreenConfig.ladder_test)",
     )
@@ -431,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.base_url and not args.model:
         ap.error("--base-url needs --model")
+    if args.skip_items and args.profile not in SUITE_PROFILES:
+        ap.error(f"--skip-items needs a suite profile ({', '.join(sorted(SUITE_PROFILES))})")
     args.argv = argv
     args.out = args.out or Path("benchmarks/results") / args.profile
     args.selfinfo_source = args.selfinfo_source or ("echo" if args.base_url else "local")
@@ -469,7 +480,12 @@ def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
     if args.methods:
         profile = replace(profile, methods=tuple(args.methods.split(",")))
     try:
-        profile = limit(profile, args.max_items, args.suites.split(",") if args.suites else None)
+        profile = limit(
+            profile,
+            args.max_items,
+            args.suites.split(",") if args.suites else None,
+            skip=args.skip_items,
+        )
         if args.ratios:
             ratios = tuple(float(r) for r in args.ratios.split(","))
             if not all(0 < r < 1 for r in ratios):

@@ -1,11 +1,11 @@
 """Screen-and-apply: compare target outputs, test sequentially, cache verdicts.
 
 ``agree`` compares outputs (``judge``: the target as judge), ``stats`` runs the agreement
-test and ``labelled`` the non-inferiority test, both anytime-valid with e-values; ``noise``
-measures the noise floor; ``store`` keeps verdicts (SQLite or Redis) and ``ebh`` controls the
-share of wrongly passed tasks across a store; ``keys`` computes verdict keys; ``gate`` decides
-bypass / shadow / apply per request; ``samples``, ``target`` and ``screen`` run the same
-ladder offline on a file of requests.
+test and ``labelled`` the non-inferiority test, both anytime-valid with e-values; ``ladder``
+says how a ratio ladder's rungs share δ; ``noise`` measures the noise floor; ``store`` keeps
+verdicts (SQLite or Redis) and ``ebh`` controls the share of wrongly passed tasks across a
+store; ``keys`` computes verdict keys; ``gate`` decides bypass / shadow / apply per request;
+``samples``, ``target`` and ``screen`` run the same ladder offline on a file of requests.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from promptsieve.fidelity.gate import Action, Decision, Gate, GateConfig, guard_
 from promptsieve.fidelity.judge import JudgeError, TargetJudge, target_judge
 from promptsieve.fidelity.keys import metric_name, settings_key, verdict_key
 from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_margin
+from promptsieve.fidelity.ladder import LadderTest
 from promptsieve.fidelity.noise import (
     NoiseFloor,
     VariantKind,
@@ -73,6 +74,7 @@ __all__ = [
     "HTTPTarget",
     "Judge",
     "JudgeError",
+    "LadderTest",
     "Metric",
     "NoiseFloor",
     "NonInferiorityTest",

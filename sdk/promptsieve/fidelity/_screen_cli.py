@@ -15,6 +15,7 @@ from promptsieve.fidelity.agree import get_metric
 from promptsieve.fidelity.gate import GateConfig
 from promptsieve.fidelity.judge import TargetJudge, target_judge
 from promptsieve.fidelity.keys import verdict_key
+from promptsieve.fidelity.ladder import LADDER_TESTS
 from promptsieve.fidelity.samples import load_samples
 from promptsieve.fidelity.screen import (
     CompressFn,
@@ -89,7 +90,7 @@ def run_cli(
     """
     for flag, value, allowed in (
         ("--mode", mode, ("agreement", "labelled")),
-        ("--ladder-test", ladder_test, ("fixed_sequence", "bonferroni")),
+        ("--ladder-test", ladder_test, LADDER_TESTS),
     ):
         if value.replace("-", "_") not in allowed:
             shown = " or ".join(a.replace("_", "-") for a in allowed)

@@ -62,6 +62,7 @@ from promptsieve._config_types import check_field_types, check_instance, check_m
 from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity.ebh import ebh_discoveries
 from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_mode
+from promptsieve.fidelity.ladder import LadderTest, check_ladder
 from promptsieve.fidelity.noise import NoiseFloor, noise_floor
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import (
@@ -134,7 +135,7 @@ class GateConfig:
     rho: float | None = None
     noise_rate: float = 0.0
     fdr_q: float | None = None
-    ladder_test: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence"
+    ladder_test: LadderTest = "fixed_sequence"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -153,10 +154,7 @@ class GateConfig:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
         if self.budget < 1:  # its type (a whole number) is checked above
             raise ConfigError(f"budget must be a whole number >= 1 per ratio, got {self.budget!r}")
-        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
-            raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
-        if len(set(self.ratios)) != len(self.ratios):
-            raise ConfigError(f"ratios must be distinct, got {self.ratios}")
+        check_ladder(self.ratios)
         for name in ("shadow_rate", "monitor_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -42,6 +42,7 @@ from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
 from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
+from promptsieve.fidelity.ladder import LadderTest, check_ladder
 from promptsieve.fidelity.noise import (
     NoiseFloor,
     VariantKind,
@@ -112,7 +113,7 @@ class ScreenConfig:
     judge_timeout_s: float = 60.0
     noise_samples: int = 0
     noise_kind: VariantKind = "auto"
-    ladder_test: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence"
+    ladder_test: LadderTest = "fixed_sequence"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -120,10 +121,7 @@ class ScreenConfig:
             raise ConfigError(f"tau and delta must be in (0, 1), got {self.tau}, {self.delta}")
         if self.budget < 1:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
-        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
-            raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {self.ratios}")
-        if len(set(self.ratios)) != len(self.ratios):
-            raise ConfigError(f"ratios must be distinct, got {self.ratios}")
+        check_ladder(self.ratios)
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
@@ -185,7 +183,7 @@ class ScreenResult:
     e_value: float | None = None
     noise: NoiseFloor | None = None
     judge_calls: int = 0
-    ladder_test: str = "fixed_sequence"
+    ladder_test: LadderTest = "fixed_sequence"
 
     @property
     def passed(self) -> bool:
