@@ -7,7 +7,10 @@ its margin. Rates, budgets and TTLs do not, so an offline
 ``promptsieve screen --store`` and a live sieve with the same test find the same verdict.
 
 Agreement-mode keys are byte-for-byte the ones earlier releases computed in
-``SieveConfig.settings_key``, so existing stores keep their verdicts.
+``SieveConfig.settings_key``, so existing stores keep their verdicts; the one exception is a
+metric that is a lambda or a nested function, whose name alone was shared by every such
+function of its module (it now carries a digest of its code, see :func:`metric_name`), so
+such a task is screened once more.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
     (of its class, for a callable object), or None (auto). A ``functools.partial`` adds its
     arguments' reprs, so two partials of one function are two metrics (an argument whose
     repr holds a memory address then makes a key no other process shares: the verdict is
-    screened again, never wrongly reused). Anything else raises ConfigError."""
+    screened again, never wrongly reused). A lambda or a nested function (its qualname
+    holds ``<lambda>`` or ``<locals>``, so it names no one function) adds a digest of its
+    code and of the values it closes over, so editing it, or two of them in one module, never
+    shares a verdict. Anything else raises ConfigError."""
     if metric is None or isinstance(metric, str):
         return metric
     if isinstance(metric, functools.partial):
@@ -37,8 +43,50 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
         return f"{metric_name(metric.func)}(*{metric.args!r}, **{keywords!r})"
     if callable(metric):
         owner = metric if hasattr(metric, "__qualname__") else type(metric)
-        return f"{owner.__module__}.{owner.__qualname__}"
+        name = f"{owner.__module__}.{owner.__qualname__}"
+        code = getattr(metric, "__code__", None)
+        if "<" in owner.__qualname__ and code is not None:
+            name += f"#{_code_digest(code, getattr(metric, '__closure__', None))}"
+        return name
     raise ConfigError(f"metric must be a name or a callable, got {type(metric).__name__}")
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _code_digest(code: Any, closure: tuple[Any, ...] | None) -> str:
+    """12 hex characters over a function's bytecode, constants, names and closed-over
+    values: a plain value (number, string, or a tuple, list, set or dict of them) by its
+    repr, a function by its name and code, anything else (a model, a client) by its type,
+    so that a key stays the same across processes."""
+    parts: list[object] = [code.co_code, code.co_names, code.co_varnames]
+    parts += [_code_digest(c, None) if hasattr(c, "co_code") else c for c in code.co_consts]
+    for cell in closure or ():
+        try:
+            parts.append(_closed_over(cell.cell_contents))
+        except ValueError:  # an empty cell (a name assigned later)
+            parts.append(None)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+def _closed_over(value: Any) -> object:
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (tuple, list, set, frozenset)):
+        items = [_closed_over(v) for v in value]
+        return (
+            type(value).__name__,
+            sorted(map(repr, items)) if isinstance(value, (set, frozenset)) else items,
+        )
+    if isinstance(value, dict):
+        return (
+            "dict",
+            sorted((repr(_closed_over(k)), repr(_closed_over(v))) for k, v in value.items()),
+        )
+    code = getattr(value, "__code__", None)
+    if code is not None and hasattr(code, "co_code"):  # a function: its code, not its closure
+        return (getattr(value, "__qualname__", ""), _code_digest(code, None))
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def settings_key(
