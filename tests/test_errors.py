@@ -93,6 +93,7 @@ WRONG_TYPE: list[tuple[str, Callable[[], Any], str]] = [
     ("Sieve compressor", lambda: ps.Sieve(compressor=3), "compressor"),
     ("Gate store", lambda: ps.fidelity.Gate("notastore"), "verdict store"),
     ("Gate config", lambda: ps.fidelity.Gate(None, ps.SieveConfig()), "GateConfig"),
+    ("attribution lm", lambda: ps.DemoAttributionConfig(lm={"int8": True}), r"lm=.*LMProxyConfig"),
 ]
 
 
@@ -121,6 +122,24 @@ def test_every_config_field_rejects_a_foreign_object(name: str) -> None:
             continue
         with pytest.raises(ps.ConfigError, match=field.name):
             cls(**{field.name: object()})
+
+
+def test_a_subclass_with_an_unresolvable_annotation_is_still_checked() -> None:
+    """A user's config subclass may annotate a field with a name only type checkers import;
+    that field goes unchecked, and every inherited field is still checked."""
+    ns: dict[str, Any] = {}
+    exec(  # a class whose annotation names nothing importable
+        "from __future__ import annotations\n"
+        "import dataclasses, promptsieve as ps\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Mine(ps.GateConfig):\n"
+        "    extra: NotImportedAnywhere | None = None\n",
+        ns,
+    )
+    mine = ns["Mine"]
+    assert mine(extra="anything").extra == "anything"
+    with pytest.raises(ps.ConfigError, match=r"Mine\(tau=\.\.\.\)"):
+        mine(tau="0.9")
 
 
 def test_lenient_types_still_fit_and_are_stored_plain(tmp_path: Any) -> None:

@@ -11,7 +11,9 @@ stays hashable and its verdict key does not depend on how a number was spelt:
 * a ``str`` fits a ``Path`` field; a ``str`` subclass (``StrEnum``) fits a ``Literal``;
 * a list fits a ``tuple[X, ...]`` field (stored as a tuple), any collection a ``frozenset``.
 
-A bool never fits a number field. Annotations it does not know are not checked.
+A bool never fits a number field. Annotations it does not know are not checked, nor is a
+field whose annotation names something that resolves nowhere (a subclass's own import for
+type checkers): the other fields still are.
 """
 
 from __future__ import annotations
@@ -101,16 +103,33 @@ _HINTS: dict[type, dict[str, Any]] = {}
 
 def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
-        try:
-            _HINTS[cls] = typing.get_type_hints(cls)
-        except NameError:  # a name imported only for type checkers: the flat API has it
-            import promptsieve
+        import promptsieve  # a name imported only for type checkers: the flat API has it
 
+        for localns in (None, vars(promptsieve)):
             try:
-                _HINTS[cls] = typing.get_type_hints(cls, localns=vars(promptsieve))
-            except NameError:  # not resolvable yet (mid-import): unchecked, tried again later
-                return {}
+                _HINTS[cls] = typing.get_type_hints(cls, localns=localns)
+                break
+            except NameError:
+                continue
+        else:  # some name resolves nowhere (mid-import, or a subclass's own): field by field
+            return _field_hints(cls, vars(promptsieve))  # not kept: tried again next time
     return _HINTS[cls]
+
+
+def _field_hints(cls: type, localns: dict[str, Any]) -> dict[str, Any]:
+    """The annotations of ``cls`` and its bases that resolve; the others stay unchecked."""
+    import sys
+
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        globalns = dict(vars(module)) if module is not None else {}
+        for name, ann in vars(klass).get("__annotations__", {}).items():
+            try:
+                hints[name] = eval(ann, globalns, localns) if isinstance(ann, str) else ann
+            except Exception:  # an unresolvable name: this field is not checked
+                hints.pop(name, None)
+    return hints
 
 
 def _fit(value: Any, hint: Any) -> Any:

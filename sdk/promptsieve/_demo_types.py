@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from promptsieve._config_types import check_field_types
+from promptsieve._config_types import check_field_types, check_instance
 from promptsieve._errors import ConfigError
 
 __all__ = [
@@ -204,6 +204,10 @@ class DemoAttributionConfig:
             raise ConfigError("exact_max must be in [1, 16] (2**n coalitions)")
         if self.max_validation < 1:
             raise ConfigError("max_validation must be >= 1")
+        if self.lm is not None:  # imported only when given (its module pulls in the export)
+            from promptsieve.proxy.lm import LMProxyConfig
+
+            check_instance("DemoAttributionConfig", "lm", self.lm, LMProxyConfig)
 
     def resolved_method(self, n: int) -> Literal["exact", "kernel"]:
         if self.method == "auto":
