@@ -9,8 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +171,45 @@ def test_embedded_qwen_target_answers_in_chat(tmp_path: Path) -> None:
             max_tokens=8,
         )
     assert "paris" in reply.lower()
+
+
+@pytest.mark.skipif(not hasattr(os, "getppid") or os.name != "posix", reason="POSIX re-parenting")
+def test_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A script killed by SIGKILL runs no clean-up; its llama.cpp server must not outlive it
+    (it would keep the cores and the model's memory). The server is a real one (Gemma)."""
+    script = (
+        "import sys, time\n"
+        "from promptsieve.local import LocalTarget, LocalTargetConfig\n"
+        "t = LocalTarget.start(LocalTargetConfig(n_ctx=512, n_threads=1))\n"
+        "print(t.process.pid, t.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid, port = (int(x) for x in parent.stdout.readline().split())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
+            assert r.status == 200  # the server is up and serving
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        assert not _alive(pid), "the llama.cpp server outlived the process that started it"
+    finally:
+        parent.kill()
+        if "pid" in locals() and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Is ``pid`` a live process (not a zombie awaiting its reaper)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"

