@@ -8,9 +8,12 @@ Two runs measure the same thing only when the target answered the same: the merg
 runs of different models, and runs whose rows for the same (method, ratio, item) differ in
 answer (a different target build or sampling), unless ``--drop-differing`` leaves those
 items out (and names them). The uncompressed rows then come from either run alike. Rows are
-kept for the items every run covers (``--suite`` restricts to one suite), so each cell's
-paired tests compare the same items. The noise floor is the union of the runs' noise rows
-(one per item). Screening records are kept with the run they came from (each screened its
+kept for the items that have a row in every (method, ratio) cell of the runs together
+(``--suite`` keeps one suite, ``--ratios`` the uncompressed rows and these ratios), so each
+cell's paired tests compare the same items. Runs join (the same items, other methods or
+ratios) and stack (other items, e.g. a run continued on another machine with
+``promptsieve bench --skip-items``) alike. The noise floor is the union of the runs' noise
+rows (one per item). Screening records are kept with the run they came from (each screened its
 own ladder). The report is :func:`benchmarks.suite_report.write_suite_report`'s, so the
 statistics are the single runs' (Wilson intervals, McNemar).
 """
@@ -36,21 +39,31 @@ class MergeError(ValueError):
 
 
 def merge(
-    runs: Sequence[Mapping[str, Any]], *, suite: str | None = None, drop_differing: bool = False
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    suite: str | None = None,
+    drop_differing: bool = False,
+    ratios: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """One results mapping from several ``results.json`` mappings of the same target.
 
-    Raises :class:`MergeError` when the models differ, when no item is common to all runs,
-    or when a (method, ratio, item) has two different answers. With ``drop_differing`` such
-    items are left out instead, and listed in ``meta["dropped_items"]``.
+    ``ratios``: keep only the uncompressed rows and the rows at these ratios. Raises
+    :class:`MergeError` when the models differ, when no item has a row in every (method,
+    ratio) cell, or when a (method, ratio, item) has two different answers. With
+    ``drop_differing`` such items are left out instead, and listed in
+    ``meta["dropped_items"]``.
     """
     models = {run["meta"].get("model") for run in runs}
     if len(models) != 1:
         raise MergeError(f"runs of different targets: {sorted(map(str, models))}")
-    keep = [_rows(run, suite) for run in runs]
-    common = set.intersection(*({r["item"] for r in rows} for rows in keep))
+    keep = [_rows(run, suite, ratios) for run in runs]
+    cells: dict[tuple[str, float], set[str]] = {}
+    for rows in keep:
+        for r in rows:
+            cells.setdefault((r["method"], r["ratio"]), set()).add(r["item"])
+    common = set.intersection(*cells.values()) if cells else set()
     if not common:
-        raise MergeError("no item is common to all runs")
+        raise MergeError("no item has a row in every (method, ratio) cell of the runs")
     merged: dict[tuple[str, float, str], Row] = {}
     dropped: set[str] = set()
     for rows in keep:
@@ -107,14 +120,20 @@ def merge(
     }
 
 
-def _rows(run: Mapping[str, Any], suite: str | None) -> list[Row]:
-    return [r for r in run["rows"] if suite is None or r["suite"] == suite]
+def _rows(run: Mapping[str, Any], suite: str | None, ratios: Sequence[float] | None) -> list[Row]:
+    return [
+        r
+        for r in run["rows"]
+        if (suite is None or r["suite"] == suite)
+        and (ratios is None or r["method"] == "none" or float(r["ratio"]) in ratios)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="folders holding a results.json")
     ap.add_argument("--suite", default=None, help="keep only this suite")
+    ap.add_argument("--ratios", default=None, help="comma list: keep only these ratios")
     ap.add_argument("--out", type=Path, required=True, help="folder for the merged report")
     ap.add_argument(
         "--drop-differing",
@@ -123,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
+        ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
         runs = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in args.runs]
-        results = merge(runs, suite=args.suite, drop_differing=args.drop_differing)
-    except (OSError, json.JSONDecodeError, KeyError, MergeError) as exc:
+        results = merge(runs, suite=args.suite, drop_differing=args.drop_differing, ratios=ratios)
+    except (OSError, ValueError, KeyError) as exc:  # MergeError and a bad --ratios included
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from benchmarks.screening_sim import wilson
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import SequentialTest
 
-__all__ = ["Outcomes", "load_outcomes", "procedure_runs", "rung_decision"]
+__all__ = ["Outcomes", "load_outcomes", "procedure_runs", "replay", "rung_decision"]
 
 TAU, DELTA, BUDGET = 0.9, 0.05, 100
 
@@ -103,9 +103,17 @@ def rung_decision(cells: NDArray[np.bool_], mode: str, delta: float) -> tuple[bo
     return bool(passes[first]), first + 1
 
 
-def _run(
-    out: Outcomes, idx: NDArray[np.intp], procedure: str, start: float | None, mode: str
+def replay(
+    out: Outcomes,
+    idx: NDArray[np.intp],
+    procedure: str,
+    mode: str,
+    start: float | None = None,
 ) -> tuple[float | None, int]:
+    """One screening of the items ``out.items[idx]``, in that order, under ``procedure``
+    (``fixed_sequence`` or ``bonferroni``; ``start``: drop the rungs above it): (the applied
+    ratio or None, compressed calls spent). On a benchmark's own item order this is what
+    ``screen()`` decided (``tests/test_screening_power.py`` checks it on the committed runs)."""
     ladder = [q for q in out.ratios if start is None or q <= start]
     if procedure == "bonferroni":
         results = [
@@ -142,7 +150,7 @@ def procedure_runs(
     calls = 0
     for _ in range(runs):
         idx = np.array([rng.randrange(len(out.items)) for _ in range(n)], dtype=np.intp)
-        ratio, spent = _run(out, idx, procedure, start, mode)
+        ratio, spent = replay(out, idx, procedure, mode, start)
         applied[ratio] += 1
         calls += spent
     passed = runs - applied[None]

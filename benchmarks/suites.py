@@ -41,11 +41,14 @@ RATIOS = (0.8, 0.5, 0.33, 0.25)
 class Suite:
     """One task's items: ``source`` is ``multidoc`` (``size`` tokens), ``bbh`` (``task``,
     ``cot``) or ``vitaminc``; ``n`` items, of which the first ``noise`` also get a
-    meaning-preserving variant for the noise floor."""
+    meaning-preserving variant for the noise floor. ``skip`` leaves out the first items of
+    that draw (and their noise-floor calls): a second machine continues a committed run
+    without repeating it, and :mod:`benchmarks.merge_runs` stacks the two."""
 
     source: str
     n: int
     noise: int = 0
+    skip: int = 0
     size: int = 1000
     task: str = ""
     cot: bool = False
@@ -75,15 +78,24 @@ class Suite:
         return ("\n\n", "Q:") if self.kind == "direct" else ("\n\nQ:",) if self.cot else ()
 
     def items(self) -> list[BenchItem]:
+        """The draw's items ``skip`` to ``n`` (prefix-stable: the same seed draws the same
+        first items whatever ``n``)."""
         from .bigbench import bbh_task_items, multidoc_items, vitaminc_items
 
         if self.source == "multidoc":
-            return multidoc_items(self.split, self.size, self.n, self.seed)  # type: ignore[arg-type]
-        if self.source == "bbh":
-            return bbh_task_items(self.task, cot=self.cot, n=self.n, seed=self.seed)
-        if self.source == "vitaminc":
-            return vitaminc_items(self.n, self.seed)
-        raise ValueError(f"unknown suite source {self.source!r}")
+            items = multidoc_items(self.split, self.size, self.n, self.seed)  # type: ignore[arg-type]
+        elif self.source == "bbh":
+            items = bbh_task_items(self.task, cot=self.cot, n=self.n, seed=self.seed)
+        elif self.source == "vitaminc":
+            items = vitaminc_items(self.n, self.seed)
+        else:
+            raise ValueError(f"unknown suite source {self.source!r}")
+        return items[self.skip :]
+
+    @property
+    def noisy(self) -> int:
+        """How many of :meth:`items` get a noise-floor call (the draw's first ``noise``)."""
+        return max(0, self.noise - self.skip)
 
     def variant(self, item: BenchItem) -> str:
         """The noise-floor prompt: same meaning, other layout (never the question)."""
@@ -255,18 +267,24 @@ def estimate_seconds(
                 continue
             ctx, q = count(it.context), count(it.question)
             calls = ctx + q + sum(n_methods * (r * ctx + q) for r in ratios)
-            if i < suite.noise:
+            if i < suite.noisy:
                 calls += ctx + q
             total += calls + 20 * suite.max_tokens  # decoding ~20x slower per token
     return total / tok_s
 
 
-def limit(profile: SuiteProfile, max_items: int | None, only: Sequence[str] | None) -> SuiteProfile:
-    """``profile`` with each suite capped at ``max_items`` items (noise floor: half of them)
-    and only the suites named.
+def limit(
+    profile: SuiteProfile,
+    max_items: int | None,
+    only: Sequence[str] | None,
+    skip: int = 0,
+) -> SuiteProfile:
+    """``profile`` with each suite capped at ``max_items`` items (noise floor: half of them),
+    only the suites named, and each suite's first ``skip`` items left out.
 
     Items are drawn prefix-stably, so a capped run's calls are reused from the cache when
-    the full profile runs later.
+    the full profile runs later. Raises ``ValueError`` for an unknown suite or a negative
+    ``skip``.
     """
     from dataclasses import replace
 
@@ -281,6 +299,10 @@ def limit(profile: SuiteProfile, max_items: int | None, only: Sequence[str] | No
             replace(s, n=min(s.n, max_items), noise=min(s.noise, (max_items + 1) // 2))
             for s in suites
         )
+    if skip < 0:
+        raise ValueError("--skip-items must be 0 or more")
+    if skip:
+        suites = tuple(replace(s, skip=skip) for s in suites)
     return replace(profile, suites=suites)
 
 
@@ -312,7 +334,7 @@ def run_suites(
     compressing = [m for m in methods if m.name != "none"]
     eta = estimate_seconds(suites, len(compressing), profile.ratios, tok_s, target)
     n_calls = sum(
-        len(items) * (1 + len(compressing) * len(profile.ratios)) + min(s.noise, len(items))
+        len(items) * (1 + len(compressing) * len(profile.ratios)) + min(s.noisy, len(items))
         for s, items in suites
     )
     print(
@@ -339,7 +361,7 @@ def run_suites(
     for suite, items in suites:
         suite_target = _for_suite(target, suite)
         per = 1 + len(compressing) * len(profile.ratios)
-        total = len(items) * per + min(suite.noise, len(items))
+        total = len(items) * per + min(suite.noisy, len(items))
         bar = tqdm(total=total, desc=suite.name, unit="call", file=sys.stderr)
         rows, noise = _suite_grid(suite, items, compressing, profile.ratios, suite_target, bar)
         bar.close()
@@ -430,7 +452,7 @@ def _suite_grid(
     rows: list[dict[str, Any]] = []
     noise: list[dict[str, Any]] = []
     base: dict[str, str | None] = {}
-    noisy = {it.id for it in items[: suite.noise]}
+    noisy = {it.id for it in items[: suite.noisy]}
     if suite.source == "multidoc":
         for item in items:
             _base_call(suite, item, target, base, rows, bar)

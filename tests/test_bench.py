@@ -470,9 +470,10 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     answer to the same call differs, or of another model, is refused."""
     from benchmarks.merge_runs import MergeError, main, merge
 
-    def run(ratio: float, items: int, model: str = "m") -> dict[str, object]:
-        rows = [_suite_row("s", "none", 1.0, i, True) for i in range(items)]
-        rows += [_suite_row("s", "truncate", ratio, i, i % 2 == 0) for i in range(items)]
+    def run(ratio: float, items: int, model: str = "m", first: int = 0) -> dict[str, object]:
+        span = range(first, items)
+        rows = [_suite_row("s", "none", 1.0, i, True) for i in span]
+        rows += [_suite_row("s", "truncate", ratio, i, i % 2 == 0) for i in span]
         return {
             "meta": {"model": model, "command": f"bench --ratios {ratio}", "target_calls": 5},
             "methods": {"truncate": {"ok": True}},
@@ -499,12 +500,26 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     assert all(r["item"] != "s#0" for r in dropped["rows"]) and len(dropped["rows"]) == 57
     with pytest.raises(MergeError, match="different targets"):
         merge([run(0.5, 30), run(0.8, 20, model="n")])
+    # stacked: items 0-19 and 20-29 of one column set, joined with a 0.5 run of items 0-29;
+    # a third run that stopped inside item 25 (no truncate row) leaves that item out
+    stopped = run(0.25, 27, first=20)
+    stopped["rows"] = [
+        r for r in stopped["rows"] if (r["item"], r["method"]) != ("s#25", "truncate")
+    ]
+    stacked = merge([run(0.8, 20), run(0.8, 30, first=20), run(0.5, 30)])
+    assert stacked["meta"]["items"] == 30 and len(stacked["rows"]) == 90
+    assert merge([run(0.8, 30), run(0.5, 30), stopped])["meta"]["items"] == 6
+    with pytest.raises(MergeError, match="no item has a row in every"):
+        merge([run(0.8, 20), run(0.5, 30, first=20)])
+    # --ratios: the 0.5 column of the first 20 items is left out, so the stack keeps 30
+    assert merge([run(0.8, 30), run(0.5, 20)], ratios=[0.8])["meta"]["items"] == 30
     for name, data in (("a", run(0.5, 30)), ("b", run(0.8, 20))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(data))
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
     assert "| s | truncate | 0.8 | 20 |" in (tmp_path / "m" / "report.md").read_text()
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    assert main([str(tmp_path / "a"), "--ratios", "half", "--out", str(tmp_path / "m")]) == 2
 
 
 def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) -> None:

@@ -90,6 +90,19 @@ def test_multidoc_items_are_seeded_sized_and_vary_the_gold_position() -> None:
     assert item.prompt.endswith(item.question) and item.question.endswith("Answer:")
 
 
+def test_skipped_items_continue_the_same_draw() -> None:
+    """``--skip-items 4`` with ``--max-items 10`` runs items 5-10 of the 10-item draw, and only
+    the noise-floor calls of the draw's first 5 that it still holds."""
+    from benchmarks.suites import PROFILES, limit
+
+    whole = limit(PROFILES["standard"], 10, ["multidoc_1k"]).suites[0]
+    rest = limit(PROFILES["standard"], 10, ["multidoc_1k"], skip=4).suites[0]
+    assert [i.id for i in rest.items()] == [i.id for i in whole.items()][4:]
+    assert (whole.noisy, rest.noisy) == (whole.noise, max(0, whole.noise - 4))
+    with pytest.raises(ValueError, match="skip-items"):
+        limit(PROFILES["standard"], 10, None, skip=-1)
+
+
 def test_bbh_tasks_have_enough_non_exemplar_questions() -> None:
     assert len(bbh_tasks()) >= 13
     for task in bbh_tasks():

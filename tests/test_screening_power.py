@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks.screening_power import load_outcomes, procedure_runs, rung_decision
+from benchmarks.screening_power import load_outcomes, procedure_runs, replay, rung_decision
 
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import Outcome, SequentialTest
@@ -62,3 +64,27 @@ def test_procedures_on_a_non_monotone_ladder() -> None:
     assert both["calls"] > fixed["calls"]
     with pytest.raises(ValueError, match="no item"):
         load_outcomes({"rows": rows}, "absent")
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("run", ["headline-ratios", "headline-ratios-bonferroni"])
+def test_replay_reproduces_what_screen_decided_on_the_committed_runs(run: str) -> None:
+    """The bench screened each method with the SDK's ``screen()`` on its items in order; the
+    replay of the same outcomes in the same order applies the same ratio and spends the same
+    compressed calls, in both modes and under both ladder tests."""
+    results = json.loads((RESULTS / run / "results.json").read_text(encoding="utf-8"))
+    procedure = results["screen_plan"].get("ladder_test", "fixed_sequence")
+    order = [r["item"] for r in results["rows"] if r["method"] == "none"]
+    checked = 0
+    for rec in results["screening"]:
+        out = load_outcomes(results, rec["method"], rec["suite"])
+        assert [r["ratio"] for r in rec["rungs"]] == list(out.ratios[: len(rec["rungs"])])
+        where = {item: i for i, item in enumerate(out.items)}
+        idx = np.array([where[i] for i in order if i in where], dtype=np.intp)
+        applied, calls = replay(out, idx, procedure, rec["mode"])
+        assert applied == rec["ratio"], rec
+        assert calls == sum(r["n"] for r in rec["rungs"]), rec
+        checked += 1
+    assert checked >= 6
