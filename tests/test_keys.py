@@ -4,6 +4,7 @@ metric keeps its key across processes."""
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,58 @@ def test_a_closure_over_an_object_keeps_its_key_across_processes() -> None:
         check=True,
     )
     assert out.stdout.strip() == here
+
+
+def test_defaults_nested_closures_and_stable_reprs_tell_metrics_apart() -> None:
+    """What a metric computes with is in its key: default arguments, what a closed-over
+    function closes over, objects with a stable repr (a regex, a builtin)."""
+    import re
+
+    def within(t: int):  # type: ignore[no-untyped-def]
+        ok = lambda d: d <= t  # noqa: E731
+        return lambda a, b: ok(abs(len(str(a)) - len(str(b))))
+
+    def matching(pattern: re.Pattern[str]):  # type: ignore[no-untyped-def]
+        return lambda a, b: bool(pattern.search(str(a))) == bool(pattern.search(str(b)))
+
+    def normalised(fn):  # type: ignore[no-untyped-def]
+        return lambda a, b: fn(str(a)) == fn(str(b))
+
+    pairs = [
+        (lambda a, b, t=1: a == b, lambda a, b, t=50: a == b),
+        (lambda a, b, *, t=1: a == b, lambda a, b, *, t=50: a == b),
+        (within(1), within(50)),
+        (matching(re.compile(r"\d")), matching(re.compile("yes|no"))),
+        (normalised(str.lower), normalised(str.strip)),
+    ]
+    for one, other in pairs:
+        assert metric_name(one) != metric_name(other)
+    assert metric_name(within(1)) == metric_name(within(1))
+
+
+def test_a_metric_key_is_computed_once_and_is_the_same_under_any_hash_seed() -> None:
+    """A set literal's order varies with PYTHONHASHSEED, and a closed-over cache fills up as
+    the metric runs: neither may change the key."""
+    memo: dict[str, bool] = {}
+
+    def cached(a: object, b: object) -> bool:
+        return memo.setdefault(f"{a}|{b}", str(a) == str(b))
+
+    first = metric_name(cached)
+    cached("x", "y")
+    assert metric_name(cached) == first
+    code = (
+        "from promptsieve.fidelity.keys import metric_name\n"
+        "print(metric_name(lambda a, b: str(a).strip() in {'yes', 'no', 'maybe', 'later'}))\n"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout.split("#")[1]
+        for seed in (0, 1, 2, 3)
+    }
+    assert len(seen) == 1

@@ -15,8 +15,11 @@ such a task is screened once more.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +37,9 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
     repr holds a memory address then makes a key no other process shares: the verdict is
     screened again, never wrongly reused). A lambda or a nested function (its qualname
     holds ``<lambda>`` or ``<locals>``, so it names no one function) adds a digest of its
-    code and of the values it closes over, so editing it, or two of them in one module, never
-    shares a verdict. Anything else raises ConfigError."""
+    code, defaults and closed-over values (:func:`_describe`), so editing it, or two of them
+    in one module, never shares a verdict; the digest is computed once per function object.
+    Anything else raises ConfigError."""
     if metric is None or isinstance(metric, str):
         return metric
     if isinstance(metric, functools.partial):
@@ -44,49 +48,90 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
     if callable(metric):
         owner = metric if hasattr(metric, "__qualname__") else type(metric)
         name = f"{owner.__module__}.{owner.__qualname__}"
-        code = getattr(metric, "__code__", None)
-        if "<" in owner.__qualname__ and code is not None:
-            name += f"#{_code_digest(code, getattr(metric, '__closure__', None))}"
+        if "<" in owner.__qualname__:
+            name += f"#{_digest(metric)}"
         return name
     raise ConfigError(f"metric must be a name or a callable, got {type(metric).__name__}")
 
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_DEPTH = 5  # how deep closed-over containers and functions are described
+#: function object -> its digest: computed once, so a closed-over cache that fills up does
+#: not change the key, and the request path does not describe large closures again
+_DIGESTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _code_digest(code: Any, closure: tuple[Any, ...] | None) -> str:
-    """12 hex characters over a function's bytecode, constants, names and closed-over
-    values: a plain value (number, string, or a tuple, list, set or dict of them) by its
-    repr, a function by its name and code, anything else (a model, a client) by its type,
-    so that a key stays the same across processes."""
-    parts: list[object] = [code.co_code, code.co_names, code.co_varnames]
-    parts += [_code_digest(c, None) if hasattr(c, "co_code") else c for c in code.co_consts]
-    for cell in closure or ():
-        try:
-            parts.append(_closed_over(cell.cell_contents))
-        except ValueError:  # an empty cell (a name assigned later)
-            parts.append(None)
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+def _digest(fn: Any) -> str:
+    with contextlib.suppress(TypeError):  # not weakly referenceable, or unhashable
+        if fn in _DIGESTS:
+            return _DIGESTS[fn]
+    digest = hashlib.sha256(repr(_describe(fn, _DEPTH)).encode()).hexdigest()[:12]
+    with contextlib.suppress(TypeError):
+        _DIGESTS[fn] = digest
+    return digest
 
 
-def _closed_over(value: Any) -> object:
+def _describe(value: Any, depth: int) -> object:
+    """A value's description for a metric digest, the same in every process: a plain value
+    (and a tuple, list, set, frozenset or dict of them) by value, sets in sorted order; a
+    function by its code, defaults and closed-over values; anything whose repr holds no
+    memory address (a dataclass, a compiled regex, an enum member, a builtin) by its repr;
+    anything else (a model, a client) by its type. ``depth`` bounds the nesting."""
     if isinstance(value, _PLAIN):
         return value
-    if isinstance(value, (tuple, list, set, frozenset)):
-        items = [_closed_over(v) for v in value]
-        return (
-            type(value).__name__,
-            sorted(map(repr, items)) if isinstance(value, (set, frozenset)) else items,
-        )
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if depth <= 0:
+        return kind
+    d = depth - 1
+    if isinstance(value, (set, frozenset)):
+        return (kind, sorted(repr(_describe(v, d)) for v in value))
+    if isinstance(value, (tuple, list)):
+        return (kind, [_describe(v, d) for v in value])
     if isinstance(value, dict):
         return (
-            "dict",
-            sorted((repr(_closed_over(k)), repr(_closed_over(v))) for k, v in value.items()),
+            kind,
+            sorted((repr(_describe(k, d)), repr(_describe(v, d))) for k, v in value.items()),
         )
-    code = getattr(value, "__code__", None)
-    if code is not None and hasattr(code, "co_code"):  # a function: its code, not its closure
-        return (getattr(value, "__qualname__", ""), _code_digest(code, None))
-    return f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, types.CodeType):
+        consts = [_describe(c, d) for c in value.co_consts]
+        return (kind, value.co_code, value.co_names, value.co_varnames, consts)
+    if isinstance(value, functools.partial):
+        return (
+            kind,
+            _describe(value.func, d),
+            _describe(value.args, d),
+            _describe(value.keywords, d),
+        )
+    wrapped = getattr(value, "__wrapped__", None)  # functools.lru_cache, functools.wraps
+    if wrapped is not None and wrapped is not value:
+        return (kind, _describe(wrapped, d))
+    if isinstance(value, types.FunctionType):
+        cells: list[object] = []
+        for cell in value.__closure__ or ():
+            try:
+                cells.append(_describe(cell.cell_contents, d))
+            except ValueError:  # an empty cell (a name assigned later)
+                cells.append(None)
+        parts = (value.__code__, value.__defaults__, value.__kwdefaults__)
+        return (value.__qualname__, *(_describe(p, d) for p in parts), cells)
+    if isinstance(value, types.MethodType):
+        return (kind, _describe(value.__func__, d), _describe(value.__self__, d))
+    if isinstance(value, (type, types.ModuleType)):
+        return (
+            kind,
+            getattr(value, "__module__", ""),
+            value.__qualname__ if isinstance(value, type) else value.__name__,
+        )
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__: the type still names it
+        return kind
+    if " at 0x" not in text:
+        return (kind, text)
+    call = vars(type(value)).get("__call__")
+    if "<" in type(value).__qualname__ and isinstance(call, types.FunctionType):
+        return (kind, _describe(call, d))  # a callable class defined in a function
+    return kind
 
 
 def settings_key(
