@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -124,7 +126,9 @@ def test_every_config_field_rejects_a_foreign_object(name: str) -> None:
             cls(**{field.name: object()})
 
 
-def test_a_subclass_with_an_unresolvable_annotation_is_still_checked() -> None:
+def test_a_subclass_with_an_unresolvable_annotation_is_still_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A user's config subclass may annotate a field with a name only type checkers import;
     that field goes unchecked, and every inherited field is still checked."""
     ns: dict[str, Any] = {}
@@ -140,6 +144,32 @@ def test_a_subclass_with_an_unresolvable_annotation_is_still_checked() -> None:
     assert mine(extra="anything").extra == "anything"
     with pytest.raises(ps.ConfigError, match=r"Mine\(tau=\.\.\.\)"):
         mine(tau="0.9")
+    # annotations that fail otherwise than by a missing name; a user's own class named like
+    # one of promptsieve's; an inherited field re-annotated with a name that resolves nowhere
+    module = types.ModuleType("user_configs")  # a user's module, as an import makes it
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    ns = vars(module)
+    exec(
+        "from __future__ import annotations\n"
+        "import dataclasses, promptsieve as ps\n"
+        "X = 3\n"
+        "class Message:\n"
+        "    pass\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Odd(ps.GateConfig):\n"
+        "    a: X | None = None\n"
+        "    b: ps.NotThere | None = None\n"
+        "    c: 'not python(' = None\n"
+        "    note: Message | None = None\n"
+        "    tau: Nope = 0.9\n",
+        ns,
+    )
+    odd = ns["Odd"]
+    assert odd(note=ns["Message"]()).tau == 0.9
+    with pytest.raises(ps.ConfigError, match=r"Odd\(tau=\.\.\.\)"):
+        odd(tau="x")
+    with pytest.raises(ps.ConfigError, match=r"Odd\(note=\.\.\.\)"):
+        odd(note=3)
 
 
 def test_lenient_types_still_fit_and_are_stored_plain(tmp_path: Any) -> None:

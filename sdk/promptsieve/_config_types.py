@@ -103,33 +103,36 @@ _HINTS: dict[type, dict[str, Any]] = {}
 
 def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
-        import promptsieve  # a name imported only for type checkers: the flat API has it
-
-        for localns in (None, vars(promptsieve)):
-            try:
-                _HINTS[cls] = typing.get_type_hints(cls, localns=localns)
-                break
-            except NameError:
-                continue
-        else:  # some name resolves nowhere (mid-import, or a subclass's own): field by field
-            return _field_hints(cls, vars(promptsieve))  # not kept: tried again next time
+        try:
+            _HINTS[cls] = typing.get_type_hints(cls)
+        except Exception:  # a name only type checkers import, or an annotation that fails
+            hints, complete = _field_hints(cls)
+            if not complete:  # mid-import, or a subclass's own name: tried again next time
+                return hints
+            _HINTS[cls] = hints
     return _HINTS[cls]
 
 
-def _field_hints(cls: type, localns: dict[str, Any]) -> dict[str, Any]:
-    """The annotations of ``cls`` and its bases that resolve; the others stay unchecked."""
+def _field_hints(cls: type) -> tuple[dict[str, Any], bool]:
+    """The annotations of ``cls`` and its bases, each resolved in its own module with the
+    flat API behind it (for names imported only for type checkers), and whether all
+    resolved. A field whose annotation does not resolve keeps its base class's hint, or is
+    not checked."""
     import sys
 
+    import promptsieve
+
     hints: dict[str, Any] = {}
+    complete = True
     for klass in reversed(cls.__mro__):
         module = sys.modules.get(klass.__module__)
-        globalns = dict(vars(module)) if module is not None else {}
+        namespace = {**vars(promptsieve), **(vars(module) if module is not None else {})}
         for name, ann in vars(klass).get("__annotations__", {}).items():
             try:
-                hints[name] = eval(ann, globalns, localns) if isinstance(ann, str) else ann
-            except Exception:  # an unresolvable name: this field is not checked
-                hints.pop(name, None)
-    return hints
+                hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann
+            except Exception:  # this field keeps what a base class said of it, if anything
+                complete = False
+    return hints, complete
 
 
 def _fit(value: Any, hint: Any) -> Any:
