@@ -1,18 +1,25 @@
 """Run ``llama_cpp.server`` for :class:`promptsieve.local.LocalTarget`, bound to its parent.
 
-``python -m promptsieve._server_launcher PARENT_PID ARGS...`` runs the server with ``ARGS``
-and exits as soon as the process ``PARENT_PID`` is gone: a parent killed by a signal that
+``python .../promptsieve/_server_launcher.py PARENT_PID ARGS...`` (run by path, so that the
+server process does not import promptsieve and its dependencies) runs the server with
+``ARGS`` and exits as soon as the process ``PARENT_PID`` is gone: a parent killed by a signal that
 runs no clean-up (SIGKILL, or SIGTERM's default action) would otherwise leave a model server
 holding its cores and memory. A parent's death re-parents the server, which a watcher
 thread sees in ``os.getppid()`` within a second (POSIX); where the platform does not
-re-parent, :meth:`LocalTarget.stop` and its finaliser remain the way the server ends.
+re-parent, :meth:`LocalTarget.stop` and its finaliser remain the way the server ends. A
+parent that forks and exits hands the server to no one: it ends too.
 """
 
 from __future__ import annotations
 
 import os
-import runpy
 import sys
+
+# run by path, this file's folder heads sys.path: its modules must not shadow the server's
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import runpy
 import threading
 import time
 

