@@ -61,9 +61,15 @@ def merge(
     for rows in keep:
         for r in rows:
             cells.setdefault((r["method"], r["ratio"]), set()).add(r["item"])
+    if ratios is not None and not any(r != 1.0 for _, r in cells):
+        raise MergeError(f"no run has rows at ratios {list(ratios)}")
     common = set.intersection(*cells.values()) if cells else set()
     if not common:
-        raise MergeError("no item has a row in every (method, ratio) cell of the runs")
+        raise MergeError(
+            "no item has a row in every (method, ratio) cell of the runs"
+            + (f" in suite {suite!r}" if suite else "")
+        )
+    incomplete = set.union(*cells.values()) - common
     merged: dict[tuple[str, float, str], Row] = {}
     dropped: set[str] = set()
     for rows in keep:
@@ -86,9 +92,11 @@ def merge(
         for n in run.get("noise", []):
             if n["item"] in common:
                 noise.setdefault(n["item"], n)
-    suites = {
-        name: info for name, info in runs[0]["suites"].items() if suite is None or name == suite
-    }
+    suites: dict[str, Any] = {}
+    for run in runs:  # every run's suites, whatever the order of the runs
+        for name, info in run["suites"].items():
+            if suite is None or name == suite:
+                suites.setdefault(name, info)
     methods: dict[str, Any] = {}
     for run in runs:
         methods.update({m: st for m, st in run.get("methods", {}).items() if st.get("ok")})
@@ -107,6 +115,7 @@ def merge(
         finished=max(str(run["meta"].get("finished", "")) for run in runs),
         items=len(common),
         dropped_items=sorted(dropped),
+        incomplete_items=sorted(incomplete),
     )
     return {
         "meta": meta,
@@ -145,14 +154,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
         runs = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in args.runs]
         results = merge(runs, suite=args.suite, drop_differing=args.drop_differing, ratios=ratios)
-    except (OSError, ValueError, KeyError) as exc:  # MergeError and a bad --ratios included
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    # MergeError and a bad --ratios included; TypeError/KeyError: not a results.json
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(write_suite_report(results, args.out))
     if results["meta"]["dropped_items"]:
         print(f"left out (answers differ): {', '.join(results['meta']['dropped_items'])}")
+    if results["meta"]["incomplete_items"]:
+        print(
+            f"left out (a row missing in some cell): {len(results['meta']['incomplete_items'])}"
+            " items",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -442,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ap.error("--base-url needs --model")
     if args.skip_items and args.profile not in SUITE_PROFILES:
         ap.error(f"--skip-items needs a suite profile ({', '.join(sorted(SUITE_PROFILES))})")
+    if args.skip_items and args.out is None:  # the default folder holds the run it continues
+        ap.error(
+            "--skip-items needs --out (a folder of its own, to merge with the run it continues)"
+        )
     args.argv = argv
     args.out = args.out or Path("benchmarks/results") / args.profile
     args.selfinfo_source = args.selfinfo_source or ("echo" if args.base_url else "local")

@@ -302,6 +302,9 @@ def limit(
     if skip < 0:
         raise ValueError("--skip-items must be 0 or more")
     if skip:
+        short = [s.name for s in suites if s.n <= skip]
+        if short:
+            raise ValueError(f"--skip-items {skip} leaves no item of {', '.join(short)}")
         suites = tuple(replace(s, skip=skip) for s in suites)
     return replace(profile, suites=suites)
 

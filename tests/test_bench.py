@@ -513,6 +513,10 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
         merge([run(0.8, 20), run(0.5, 30, first=20)])
     # --ratios: the 0.5 column of the first 20 items is left out, so the stack keeps 30
     assert merge([run(0.8, 30), run(0.5, 20)], ratios=[0.8])["meta"]["items"] == 30
+    partial = merge([run(0.8, 30), run(0.5, 20)])
+    assert partial["meta"]["items"] == 20 and len(partial["meta"]["incomplete_items"]) == 10
+    with pytest.raises(MergeError, match="no run has rows at ratios"):
+        merge([run(0.8, 30)], ratios=[0.7])
     for name, data in (("a", run(0.5, 30)), ("b", run(0.8, 20))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(data))
@@ -520,6 +524,10 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     assert "| s | truncate | 0.8 | 20 |" in (tmp_path / "m" / "report.md").read_text()
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert main([str(tmp_path / "a"), "--ratios", "half", "--out", str(tmp_path / "m")]) == 2
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "results.json").write_text("[]")  # JSON, but not a results.json
+    assert main([str(tmp_path / "list"), "--out", str(tmp_path / "m")]) == 2
+    assert main([str(tmp_path / "a"), "--out", str(tmp_path / "a" / "results.json")]) == 2
 
 
 def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ def test_skipped_items_continue_the_same_draw() -> None:
     assert (whole.noisy, rest.noisy) == (whole.noise, max(0, whole.noise - 4))
     with pytest.raises(ValueError, match="skip-items"):
         limit(PROFILES["standard"], 10, None, skip=-1)
+    with pytest.raises(ValueError, match="leaves no item of multidoc_1k"):
+        limit(PROFILES["standard"], 10, ["multidoc_1k"], skip=10)
 
 
 def test_bbh_tasks_have_enough_non_exemplar_questions() -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks.screening_power import load_outcomes, procedure_runs, replay, rung_decision
+from benchmarks.screening_power import (
+    BUDGET,
+    DELTA,
+    TAU,
+    load_outcomes,
+    procedure_runs,
+    replay,
+    rung_decision,
+)
 
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import Outcome, SequentialTest
@@ -69,12 +77,15 @@ def test_procedures_on_a_non_monotone_ladder() -> None:
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-@pytest.mark.parametrize("run", ["headline-ratios", "headline-ratios-bonferroni"])
+@pytest.mark.parametrize("run", ["headline", "headline-ratios", "headline-ratios-bonferroni"])
 def test_replay_reproduces_what_screen_decided_on_the_committed_runs(run: str) -> None:
     """The bench screened each method with the SDK's ``screen()`` on its items in order; the
     replay of the same outcomes in the same order applies the same ratio and spends the same
-    compressed calls, in both modes and under both ladder tests."""
+    compressed calls, in both modes and under both ladder tests ("headline": passes at 0.5
+    and at 0.25, and a pass followed by a failure)."""
     results = json.loads((RESULTS / run / "results.json").read_text(encoding="utf-8"))
+    plan = results["screen_plan"]
+    assert (plan["tau"], plan["delta"], plan["budget"]) == (TAU, DELTA, BUDGET)
     procedure = results["screen_plan"].get("ladder_test", "fixed_sequence")
     order = [r["item"] for r in results["rows"] if r["method"] == "none"]
     checked = 0
