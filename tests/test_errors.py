@@ -193,6 +193,11 @@ def test_lenient_types_still_fit_and_are_stored_plain(tmp_path: Any) -> None:
 
     assert key(gate) == key(ps.GateConfig(ratios=(0.5, 0.25), budget=40))
     assert key(ps.GateConfig(tau=np.float64(0.9))) == key(ps.GateConfig())
+    spelt = ps.GateConfig(ratios=(1, 0.5))  # an int among floats is stored as a float
+    assert [type(r) for r in spelt.ratios] == [float, float]
+    assert (
+        key(spelt) == key(ps.GateConfig(ratios=[1.0, 0.5])) == key(ps.GateConfig(ratios=[1, 0.5]))
+    )
     assert hash(ps.CompressorConfig(roles=["user"]))
     assert ps.SieveConfig(backpressure=Mode.SKIP).backpressure == "skip"  # type: ignore[arg-type]
     ps.SieveConfig(store_path=tmp_path / "v.sqlite3")

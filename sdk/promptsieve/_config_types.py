@@ -187,8 +187,13 @@ def _is_bool(value: Any) -> bool:
 
 
 def _same(value: Any, plain: Any) -> Any:
-    """``value`` itself when it already equals its plain form in type and items."""
-    return value if type(value) is type(plain) and value == plain else plain
+    """``value`` itself when it already equals its plain form in type and items (an int
+    item equals its float, so the items' types are compared too: ``(1, 0.5)`` is stored as
+    ``(1.0, 0.5)``)."""
+    same = type(value) is type(plain) and value == plain
+    if same and isinstance(value, tuple):
+        same = all(type(a) is type(b) for a, b in zip(value, plain, strict=True))
+    return value if same else plain
 
 
 def _what(value: Any, hint: Any) -> str:
