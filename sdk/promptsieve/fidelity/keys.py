@@ -7,10 +7,11 @@ its margin. Rates, budgets and TTLs do not, so an offline
 ``promptsieve screen --store`` and a live sieve with the same test find the same verdict.
 
 Agreement-mode keys are byte-for-byte the ones earlier releases computed in
-``SieveConfig.settings_key``, so existing stores keep their verdicts; the one exception is a
-metric that is a lambda or a nested function, whose name alone was shared by every such
-function of its module (it now carries a digest of its code, see :func:`metric_name`), so
-such a task is screened once more.
+``SieveConfig.settings_key``, so existing stores keep their verdicts. Two exceptions are
+screened once more: a metric that is a lambda or a nested function, whose name alone was
+shared by every such function of its module (it now carries a digest of its code, see
+:func:`metric_name`), and a ladder spelt with an int among floats (``(1, 0.5)``, now stored
+as ``(1.0, 0.5)``, the key of every other spelling).
 """
 
 from __future__ import annotations
