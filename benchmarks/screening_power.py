@@ -81,21 +81,31 @@ def load_outcomes(results: dict[str, Any], method: str, suite: str | None = None
     return Outcomes(method, ratios, items, cells)
 
 
-def rung_decision(cells: NDArray[np.bool_], mode: str, delta: float) -> tuple[bool, int]:
+def rung_decision(
+    cells: NDArray[np.bool_], mode: str, delta: float, *, curtail: bool = True
+) -> tuple[bool, int]:
     """(passed, pairs used) of one rung on ``cells`` (n, 3) taken in order, as ``screen()``
-    decides it: the first pass or fail, else a failure at the budget."""
+    decides it: the first pass or fail, else a failure at the budget. ``curtail=False``
+    leaves out the stop when no pass is left within the budget (the procedure before
+    session 19, which the committed runs' screening records were made with)."""
     cells = cells[:BUDGET]
+    budget = len(cells)  # screen() tests min(budget, samples) attempts
     o, c, a = cells[:, 0], cells[:, 1], cells[:, 2]
+    test: NonInferiorityTest | SequentialTest
     if mode == "labelled":
         per = np.stack([o & c, o & ~c, ~o & c, ~o & ~c], axis=1).astype(np.float64)
         counts = np.cumsum(per, axis=0)
-        test = NonInferiorityTest(delta, BUDGET)
+        test = NonInferiorityTest(delta, budget)
         passes, fails = test.passes(counts), test.fails(counts)
+        if curtail:
+            fails = fails | ~test.can_pass(counts)
     else:
         agree = np.cumsum(a.astype(np.float64))
         disagree = np.arange(1, len(a) + 1) - agree
-        seq = SequentialTest(TAU, delta, BUDGET)
+        seq = SequentialTest(TAU, delta, budget)
         passes, fails = seq.passes(agree, disagree), seq.fails(agree, disagree)
+        if curtail:
+            fails = fails | ~seq.can_pass(agree, disagree)
     decided = np.nonzero(passes | fails)[0]
     if len(decided) == 0:
         return False, len(cells)
@@ -109,21 +119,25 @@ def replay(
     procedure: str,
     mode: str,
     start: float | None = None,
+    *,
+    curtail: bool = True,
 ) -> tuple[float | None, int]:
     """One screening of the items ``out.items[idx]``, in that order, under ``procedure``
     (``fixed_sequence`` or ``bonferroni``; ``start``: drop the rungs above it): (the applied
     ratio or None, compressed calls spent). On a benchmark's own item order this is what
-    ``screen()`` decided (``tests/test_screening_power.py`` checks it on the committed runs)."""
+    ``screen()`` decided (``tests/test_screening_power.py`` checks it on the committed runs,
+    with ``curtail=False`` as they were made; see :func:`rung_decision`)."""
     ladder = [q for q in out.ratios if start is None or q <= start]
     if procedure == "bonferroni":
         results = [
-            (q, *rung_decision(out.cells[q][idx], mode, DELTA / len(ladder))) for q in ladder
+            (q, *rung_decision(out.cells[q][idx], mode, DELTA / len(ladder), curtail=curtail))
+            for q in ladder
         ]
         passed = [q for q, ok, _ in results if ok]
         return (min(passed) if passed else None), sum(n for _, _, n in results)
     best, calls = None, 0
     for q in ladder:
-        ok, n = rung_decision(out.cells[q][idx], mode, DELTA)
+        ok, n = rung_decision(out.cells[q][idx], mode, DELTA, curtail=curtail)
         calls += n
         if not ok:
             break
@@ -140,9 +154,11 @@ def procedure_runs(
     n: int = BUDGET,
     runs: int = 1000,
     seed: int = 0,
+    curtail: bool = True,
 ) -> dict[str, Any]:
     """Bootstrap ``runs`` screenings of ``n`` items under ``procedure`` (``fixed_sequence``
-    or ``bonferroni``; ``start``: drop the rungs above it). Returns pass rate, rate of
+    or ``bonferroni``; ``start``: drop the rungs above it; ``curtail``: see
+    :func:`rung_decision`). Returns pass rate, rate of
     passing at 2x or better (ratio <= 0.5), mean saved share and calls, and the applied
     ratios' counts (``None``: failed)."""
     rng = random.Random(seed)
@@ -150,7 +166,7 @@ def procedure_runs(
     calls = 0
     for _ in range(runs):
         idx = np.array([rng.randrange(len(out.items)) for _ in range(n)], dtype=np.intp)
-        ratio, spent = replay(out, idx, procedure, mode, start)
+        ratio, spent = replay(out, idx, procedure, mode, start, curtail=curtail)
         applied[ratio] += 1
         calls += spent
     passed = runs - applied[None]
@@ -177,7 +193,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"# Screening power on {meta['source']} ({meta['items']} items; bootstrap: "
         f"{meta['runs']} runs of {meta['n']} items, seed {meta['seed']}; τ {TAU}, δ {DELTA}, "
-        "ε 0.05, budget 100 per rung)",
+        "ε 0.05, budget 100 per rung"
+        + ("; no curtailment)" if not meta.get("curtail", True) else "; curtailed)"),
         "",
         "| method | mode | procedure | passes | passes at ≤ 0.5 | saved share | compressed "
         "calls | applied ratio (runs) |",
@@ -203,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--n", type=int, default=BUDGET, help="items per bootstrap run")
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--no-curtail",
+        action="store_true",
+        help="run every rung to a pass, a fail or the budget (the procedure before session 19)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write .json and .md here")
     args = ap.parse_args(argv)
     try:
@@ -219,7 +241,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 ("bonferroni", None),
             ):
                 row = procedure_runs(
-                    out, procedure, mode, start=start, n=args.n, runs=args.runs, seed=args.seed
+                    out,
+                    procedure,
+                    mode,
+                    start=start,
+                    n=args.n,
+                    runs=args.runs,
+                    seed=args.seed,
+                    curtail=not args.no_curtail,
                 )
                 rows.append(row)
                 print(markdown([row], _meta(args, outcomes)).splitlines()[-3], flush=True)
@@ -239,11 +268,13 @@ def _meta(args: argparse.Namespace, outcomes: list[Outcomes]) -> dict[str, Any]:
         "runs": args.runs,
         "n": args.n,
         "seed": args.seed,
+        "curtail": not args.no_curtail,
         "command": "python -m benchmarks.screening_power " + " ".join(
             str(a) for a in (args.results, "--methods", args.methods, "--modes", args.modes,
                              "--start", args.start, "--n", args.n, "--runs", args.runs,
                              "--seed", args.seed)
             + (("--suite", args.suite) if args.suite else ())
+            + (("--no-curtail",) if args.no_curtail else ())
         ),
     }  # fmt: skip
 

@@ -84,13 +84,42 @@ def test_first_ratio_failing_fails_and_expiry_rescreens(tmp_path: Path) -> None:
 
 def test_budget_runs_out_and_in_flight_is_capped(tmp_path: Path) -> None:
     clock = Clock()
-    gate = _gate(tmp_path, clock, budget=5)
-    first = [gate.decide(KEY).action for _ in range(8)]  # nothing reported back yet
-    assert first.count(Action.SHADOW) == 5 and first[5:] == [Action.BYPASS] * 3
-    for _ in range(5):
-        gate.record(KEY, 0.8, True)  # 5 agreements cannot pass at tau=0.9: budget
+    gate = _gate(tmp_path, clock, budget=30)
+    first = [gate.decide(KEY).action for _ in range(33)]  # nothing reported back yet
+    assert first.count(Action.SHADOW) == 30 and first[30:] == [Action.BYPASS] * 3
+    for i in range(30):  # the 30th comparison disagrees: the budget is spent without a pass
+        gate.record(KEY, 0.8, i < 29)
     v = gate.verdict(KEY)
     assert v is not None and v.state is VerdictState.FAILED and v.reason == "budget"
+    assert v.counts_at(0.8).n == 30
+
+
+def test_screening_stops_once_no_pass_is_left_within_the_budget(tmp_path: Path) -> None:
+    """Curtailment: at tau 0.9 three disagreements need 113 agreements to pass, more than a
+    budget of 100 holds, so the rung fails at the third instead of spending 97 more calls;
+    the next rung is not tried (fixed sequence). A budget no rung can pass is refused."""
+    clock = Clock()
+    gate = _gate(tmp_path, clock, monitor_rate=0.0)
+    answers = iter([True, True, True, False] * 25)
+    seen = _drive(gate, lambda r: next(answers))
+    v = gate.verdict(KEY)
+    assert v is not None and v.state is VerdictState.FAILED
+    assert v.reason == "cannot pass within the budget" and v.counts_at(0.8).n == 12
+    assert v.counts_at(0.8).agree == 9 and len(seen) == 13 and v.counts_at(0.5).n == 0
+    # Bonferroni closes a curtailed rung and keeps the others open
+    bon = _gate(tmp_path / "b", clock, monitor_rate=0.0, ladder_test="bonferroni")
+    at_03 = iter([True, True, True, True, False] * 20)  # 0.3 agrees 80 %
+    while (d := bon.decide(KEY)).action is Action.SHADOW:
+        assert d.ratio is not None
+        bon.record(KEY, d.ratio, d.ratio != 0.3 or next(at_03))
+    bv = bon.verdict(KEY)
+    assert bv is not None and bv.state is VerdictState.PASSED and bv.ratio == 0.5
+    assert bv.counts_at(0.3).n == 10  # at delta/3 its second disagreement leaves no pass
+    with pytest.raises(ConfigError, match="needs at least 30; raise budget"):
+        GateConfig(budget=29)
+    with pytest.raises(ConfigError, match=r"delta=0\.0125"):
+        GateConfig(budget=40, ratios=(0.8, 0.65, 0.5, 0.35), ladder_test="bonferroni")
+    assert GateConfig(budget=5, tau=0.5).budget == 5
 
 
 def test_monitoring_revokes_and_ttl_rescreens(tmp_path: Path) -> None:
@@ -290,7 +319,7 @@ def test_noise_decisions_and_floor_warning(
             gate.record_noise(KEY, i % 3 == 0)  # the target agrees with itself 1/3 of the time
         else:
             shadow += 1
-            gate.record(KEY, d.ratio, i % 10 != 0)  # stays undecided for a while
+            gate.record(KEY, d.ratio, i % 40 != 0)  # stays undecided for a while
     assert noise > 0 and shadow > 0 and 0.1 < noise / (noise + shadow) < 0.45
     floor = gate.noise_floor(KEY)
     assert floor is not None and floor.n == noise and floor.upper < 0.9 and floor.tau_above_floor

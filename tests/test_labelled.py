@@ -8,6 +8,7 @@ from benchmarks.screening_sim import labelled_times, sample_cells
 
 from promptsieve import ConfigError
 from promptsieve.fidelity import NonInferiorityTest, Outcome, Pairs, check_margin
+from promptsieve.fidelity.stats import CURTAILED
 
 DELTA = 0.05
 RUNS, HORIZON = 2000, 200
@@ -71,6 +72,23 @@ def test_inferior_compression_fails_early_and_bounds_cover_the_truth() -> None:
     assert st.n < 60 and st.upper < -0.05 <= st.upper + 0.5
     with pytest.raises(RuntimeError):
         test.update(True, True)
+
+
+def test_curtailment_stops_when_even_gains_cannot_pass_in_the_pairs_left() -> None:
+    """Near the end of the budget a neutral record cannot pass any more: the test fails then
+    (reason CURTAILED) and not at the budget; every continuation, gains included, fails."""
+    test = NonInferiorityTest(DELTA, budget=100)
+    near = Pairs(38, 6, 3, 41)  # 88 pairs, 3 points of accuracy lost: not shown inferior
+    st = test.evaluate(near)
+    assert st.decision is Outcome.FAIL and st.reason == CURTAILED and st.upper > 0
+    assert NonInferiorityTest(DELTA, budget=None).evaluate(near).decision is Outcome.CONTINUE
+    assert not test.passes([38, 6, 3 + 12, 41])  # all twelve pairs left are gains
+    for k in range(13):  # and any mix of the twelve: fewer gains
+        for j in range(13 - k):
+            assert not test.passes([38 + j, 6, 3 + k, 41 + (12 - k - j)])
+    # four pairs earlier the same record could still pass: the test goes on
+    assert test.evaluate(Pairs(36, 6, 3, 39)).decision is Outcome.CONTINUE
+    assert test.can_pass([36, 6, 3, 39]) and not test.can_pass([38, 6, 3, 41])
 
 
 def test_bounds_are_a_confidence_sequence() -> None:

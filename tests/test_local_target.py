@@ -34,6 +34,7 @@ from promptsieve.fidelity import (
     VerdictState,
     screen,
 )
+from promptsieve.fidelity.stats import CURTAILED
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +127,9 @@ def test_destructive_ratio_fails_and_is_never_applied(local: LocalTarget, tmp_pa
         compress=drop_words, store=store, key=key,
     )  # fmt: skip
     assert result.verdict is VerdictState.FAILED and result.ratio is None
-    assert result.ratios[0].reason == "upper bound < tau"
+    # a budget of 30 needs 30 agreements in a row: the first disagreement ends the rung
+    assert result.ratios[0].reason == CURTAILED
+    assert result.ratios[0].agree == result.ratios[0].n - 1
     gate = Gate(store, GateConfig(ratios=(0.05,), monitor_rate=1.0))
     assert all(gate.decide(key).action is Action.BYPASS for _ in range(50))
     # ... and so does online shadow screening: live traffic never gets the compressed prompt

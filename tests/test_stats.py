@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptsieve.fidelity.stats import Outcome, SequentialTest
+from promptsieve.fidelity.stats import CURTAILED, Outcome, SequentialTest
 
 TAU, DELTA = 0.9, 0.05
 RUNS = 4000
@@ -84,16 +84,50 @@ def test_update_walks_to_pass_and_bounds_agree_with_decision() -> None:
         test.update(True)
 
 
-def test_upper_bound_fail_and_budget_fail() -> None:
-    test = SequentialTest(TAU, DELTA, budget=100)
+def test_upper_bound_fail_budget_fail_and_curtailment() -> None:
+    # without a budget only the fail side stops a test that is losing
+    test = SequentialTest(TAU, DELTA, budget=None)
     st = test.state
     while st.decision is Outcome.CONTINUE:
         st = test.update(test.n % 2 == 0)
     assert st.decision is Outcome.FAIL and st.reason == "upper bound < tau" and st.upper < TAU
-    # 95 % agreement is not enough evidence within 20 comparisons: budget runs out
-    short = SequentialTest(TAU, DELTA, budget=20)
-    states = [short.update(i % 20 != 0) for i in range(20)]
+    # with a budget of 100 the third disagreement stops it: 3 disagreements need 113
+    # agreements to pass (min_successes_to_pass), more than the budget can hold
+    free = SequentialTest(TAU, DELTA, budget=None)
+    assert free.min_successes_to_pass(2) <= 98 < free.min_successes_to_pass(3)
+    capped = SequentialTest(TAU, DELTA, budget=100)
+    states = [capped.update(i % 5 != 4) for i in range(15)]
+    assert [s.decision for s in states[:14]] == [Outcome.CONTINUE] * 14
+    assert states[14].decision is Outcome.FAIL and states[14].reason == CURTAILED
+    assert states[14].n == 15 and states[14].upper > TAU  # not shown below tau: curtailed
+    # the same counts, with the budget run out instead: the verdict curtailment anticipates
+    assert SequentialTest(TAU, DELTA, budget=15).evaluate(15, 12).reason == "budget"
+    # the last comparison of the budget decides: 29 agreements, then a disagreement at 30
+    short = SequentialTest(TAU, DELTA, budget=30)
+    states = [short.update(i < 29) for i in range(30)]
+    assert states[28].decision is Outcome.CONTINUE
     assert states[-1].decision is Outcome.FAIL and states[-1].reason == "budget"
+    # a budget no pass fits in decides before the first comparison
+    assert SequentialTest(TAU, DELTA, budget=29).state.reason == CURTAILED
+    assert bool(SequentialTest(TAU, DELTA, budget=30).can_pass(0, 0))
+
+
+def test_curtailment_never_changes_the_verdict() -> None:
+    """Every (agreements, disagreements) path within a budget of 40 ends in the same
+    decision whether the test stops at curtailment or runs to the budget."""
+    budget = 40
+    test = SequentialTest(TAU, DELTA, budget=budget)
+    curtailed = 0
+    for s in range(budget + 1):
+        for f in range(budget + 1 - s):
+            if bool(test.can_pass(s, f)):
+                continue
+            curtailed += 1
+            left = budget - s - f  # every continuation: k more agreements, j more disagreements
+            k, j = np.meshgrid(np.arange(left + 1), np.arange(left + 1), indexing="ij")
+            fits = k + j <= left
+            assert not test.passes(s + k[fits], f + j[fits]).any(), (s, f)
+    assert curtailed > 0
 
 
 def test_evaluate_matches_update_and_validates() -> None:

@@ -62,7 +62,7 @@ from promptsieve._config_types import check_field_types, check_instance, check_m
 from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity.ebh import ebh_discoveries
 from promptsieve.fidelity.labelled import NonInferiorityTest, Pairs, check_mode
-from promptsieve.fidelity.ladder import LadderTest, check_ladder
+from promptsieve.fidelity.ladder import LadderTest, check_budget, check_ladder
 from promptsieve.fidelity.noise import NoiseFloor, noise_floor
 from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import (
@@ -155,6 +155,16 @@ class GateConfig:
         if self.budget < 1:  # its type (a whole number) is checked above
             raise ConfigError(f"budget must be a whole number >= 1 per ratio, got {self.budget!r}")
         check_ladder(self.ratios)
+        check_budget(
+            self.budget,
+            mode=self.mode,
+            tau=self.tau,
+            delta=self.delta,
+            epsilon=self.epsilon,
+            rho=self.rho,
+            ladder_test=self.ladder_test,
+            rungs=len(self.ratios),
+        )
         for name in ("shadow_rate", "monitor_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -381,12 +391,14 @@ class Gate:
             p = v.pairs_at(ratio)
             cells = (p.both, p.original_only, p.compressed_only, p.neither)
             t = self._labelled_test
-            n, decided = p.n, bool(t.passes(cells)) or bool(t.fails(cells))
+            n = p.n
+            decided = bool(t.passes(cells)) or bool(t.fails(cells)) or not t.can_pass(cells)
         else:
             c = v.counts_at(ratio)
             s, f = c.agree, c.n - c.agree
             n = c.n
-            decided = bool(self._screen_test.passes(s, f)) or bool(self._screen_test.fails(s, f))
+            st = self._screen_test
+            decided = bool(st.passes(s, f)) or bool(st.fails(s, f)) or not st.can_pass(s, f)
         return not decided and n < self.config.budget
 
     def _open_rungs(self, v: Verdict) -> list[float]:

@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
 from promptsieve._errors import ConfigError
-from promptsieve.fidelity.stats import Outcome, TestState, bisect_edge
+from promptsieve.fidelity.stats import CURTAILED, Outcome, TestState, bisect_edge
 
 __all__ = ["DEFAULT_EPSILON", "NonInferiorityTest", "Pairs", "check_margin"]
 
@@ -153,7 +153,9 @@ class NonInferiorityTest:
     ``evaluate(pairs)`` judges cell counts kept elsewhere (a verdict store); ``update(o, c)``
     adds one labelled pair. PASS when the e-process reaches 1/delta (false-pass rate <= delta
     for every joint law in H0, under optional stopping); FAIL when the mirror process shows
-    inferiority, or after ``budget`` pairs without a pass (None: no cap). ``lower``/``upper``
+    inferiority, after ``budget`` pairs without a pass (None: no cap), or as soon as even
+    gains on every pair the budget leaves could not pass (curtailment: the verdict running
+    the budget out would give, in fewer pairs). ``lower``/``upper``
     of the returned :class:`TestState` bound acc(c) - acc(o) (difference form) or
     acc(c) - rho * acc(o) (ratio form); ``successes`` counts compressed-correct pairs.
     Bad settings raise ConfigError (see :func:`check_margin`).
@@ -230,6 +232,21 @@ class NonInferiorityTest:
         """Vectorised: does the mirror process show the compressed accuracy is inferior?"""
         return np.asarray(self.log_e_value_fail(counts) >= self._log_threshold, dtype=np.bool_)
 
+    def can_pass(self, counts: ArrayLike, left: ArrayLike | None = None) -> NDArray[np.bool_]:
+        """Vectorised over cell counts ``(..., 4)``: would the pass side still reject H0 if
+        the next ``left`` pairs were all gains (compressed right, original wrong)? ``left``
+        defaults to what the budget leaves (``budget - n``, at least 0); without a budget
+        the answer is always True. A gain is X's largest value, so it raises every bet's
+        wealth at every step: False means no future within ``left`` passes."""
+        arr = np.asarray(counts, dtype=np.float64)
+        if left is None:
+            if self.budget is None:
+                return np.ones(arr.shape[:-1], dtype=np.bool_)
+            left = np.maximum(self.budget - arr.sum(axis=-1), 0.0)
+        best = arr.copy()
+        best[..., 2] += np.asarray(left, dtype=np.float64)
+        return self.passes(best)
+
     # -- decisions ------------------------------------------------------------------------
 
     def evaluate(self, pairs: Pairs) -> TestState:
@@ -250,6 +267,8 @@ class NonInferiorityTest:
         upper = max(upper, m0)
         if self.budget is not None and n >= self.budget:
             return TestState(n, s, lower, upper, Outcome.FAIL, "budget", e)
+        if not bool(self.can_pass(counts)):
+            return TestState(n, s, lower, upper, Outcome.FAIL, CURTAILED, e)
         return TestState(n, s, lower, upper, Outcome.CONTINUE, "", e)
 
     def update(self, original_correct: bool, compressed_correct: bool) -> TestState:

@@ -5,7 +5,8 @@ the two multiple-testing procedures over it (both in :class:`~promptsieve.fideli
 and :class:`~promptsieve.fidelity.screen.ScreenConfig`): ``"fixed_sequence"`` tests the rungs
 in order, each at the full δ, and stops at the first failure (the fixed-sequence procedure,
 Maurer, Hothorn and Lehmacher 1995); ``"bonferroni"`` tests every rung at δ/K and applies
-the most aggressive pass.
+the most aggressive pass. ``check_budget`` refuses a per-rung budget too small for any rung
+to pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["LADDER_TESTS", "LadderTest", "check_ladder"]
+__all__ = ["LADDER_TESTS", "LadderTest", "check_budget", "check_ladder"]
 
 LadderTest = Literal["fixed_sequence", "bonferroni"]
 #: The values of :data:`LadderTest`, in that order.
@@ -30,3 +31,50 @@ def check_ladder(ratios: Sequence[float]) -> None:
         raise ConfigError(f"ratios must be a non-empty sequence in (0, 1], got {ratios}")
     if len(set(ratios)) != len(ratios):
         raise ConfigError(f"ratios must be distinct, got {ratios}")
+
+
+def check_budget(
+    budget: int,
+    *,
+    mode: str,
+    tau: float,
+    delta: float,
+    epsilon: float | None = None,
+    rho: float | None = None,
+    ladder_test: str = "fixed_sequence",
+    rungs: int = 1,
+    samples: bool = False,
+) -> None:
+    """Raise :class:`ConfigError` when ``budget`` comparisons per rung can never pass, even
+    with every one in the compressed prompt's favour (agreement mode: every answer agreeing;
+    labelled mode: every pair a gain). Such a screening would spend its calls and fail by
+    construction. Each rung is tested at δ, or δ/``rungs`` under ``"bonferroni"``. At
+    τ = 0.9, δ = 0.05 agreement needs 30 comparisons (44 at δ/4); labelled mode at
+    ε = 0.05 needs 5 pairs, but about 70 when compression changes no answer (see
+    :mod:`promptsieve.fidelity.labelled`). ``samples=True``: ``budget`` is the number of
+    samples an offline screening was given, and the message says so."""
+    from promptsieve.fidelity.labelled import NonInferiorityTest
+    from promptsieve.fidelity.stats import SequentialTest
+
+    level = delta / rungs if ladder_test == "bonferroni" else delta
+    if mode == "labelled":
+        lab = NonInferiorityTest(level, budget, epsilon=epsilon, rho=rho)
+        if bool(lab.can_pass((0, 0, 0, 0))):
+            return
+        need = next(n for n in range(budget + 1, 10 * budget + 1000) if lab.passes((0, 0, n, 0)))
+        what, loosen = f"labelled mode (H0: {lab.margin}", "raise delta or the margin"
+    else:
+        seq = SequentialTest(tau, level, budget)
+        if bool(seq.can_pass(0, 0)):
+            return
+        need = seq.min_successes_to_pass(0) or budget + 1
+        what, loosen = f"agreement mode (tau={tau:g}", "lower tau or raise delta"
+    short, fix = (
+        (f"{budget} samples", "give more samples")
+        if samples
+        else (f"budget={budget} comparisons per rung", "raise budget")
+    )
+    raise ConfigError(
+        f"{short} can never pass {what}, delta={level:g}): it needs at least {need}; "
+        f"{fix}, or {loosen}"
+    )

@@ -42,7 +42,7 @@ from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
 from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
-from promptsieve.fidelity.ladder import LadderTest, check_ladder
+from promptsieve.fidelity.ladder import LadderTest, check_budget, check_ladder
 from promptsieve.fidelity.noise import (
     NoiseFloor,
     VariantKind,
@@ -51,7 +51,7 @@ from promptsieve.fidelity.noise import (
     variant,
 )
 from promptsieve.fidelity.samples import body_problem, gold_problem, split_gold
-from promptsieve.fidelity.stats import Outcome, SequentialTest, TestState
+from promptsieve.fidelity.stats import CURTAILED, Outcome, SequentialTest, TestState
 from promptsieve.fidelity.store import Verdict, VerdictKey, VerdictState, VerdictStore
 from promptsieve.fidelity.target import Target
 
@@ -125,6 +125,16 @@ class ScreenConfig:
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
+        check_budget(
+            self.budget,
+            mode=self.mode,
+            tau=self.tau,
+            delta=self.delta,
+            epsilon=self.epsilon,
+            rho=self.rho,
+            ladder_test=self.ladder_test,
+            rungs=len(self.ratios),
+        )
         if not self.judge_timeout_s > 0:  # NaN fails too
             raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
         if self.noise_samples < 0:
@@ -378,8 +388,9 @@ def screen(
     ``metric="judge"`` (a :class:`~promptsieve.fidelity.judge.TargetJudge`; its calls are
     added to ``calls``). ``store`` + ``key``: also write the verdict (with its e-value and the
     noise-floor counts) where a Gate will find it, unless no comparison was counted
-    (:attr:`ScreenResult.measured`). Raises ConfigError on bad samples or
-    settings, StoreError when the store is down.
+    (:attr:`ScreenResult.measured`). Raises ConfigError on bad samples or settings, or
+    when the samples are too few for any rung to pass (``check_budget``), StoreError when
+    the store is down.
     """
     cfg = config or ScreenConfig()
     raw = [dict(s) for s in samples]
@@ -392,6 +403,18 @@ def screen(
             problem = gold_problem(sample, cfg.gold_field)
         if problem:
             raise ConfigError(f"sample {i}: {problem}")
+    if len(raw) < cfg.budget:  # fewer samples than the budget: can any rung still pass?
+        check_budget(
+            len(raw),
+            mode=cfg.mode,
+            tau=cfg.tau,
+            delta=cfg.delta,
+            epsilon=cfg.epsilon,
+            rho=cfg.rho,
+            ladder_test=cfg.ladder_test,
+            rungs=len(cfg.ratios),
+            samples=True,
+        )
     if compress is None:
         compress = _default_compress()
     metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
@@ -487,10 +510,13 @@ def _measure_noise(run: _Run) -> NoiseFloor:
 
 def _agreement_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     cfg = run.cfg
-    test = SequentialTest(cfg.tau, delta, cfg.budget)
+    attempts = min(cfg.budget, len(run.bodies))  # the test stops when no pass is left in them
+    test = SequentialTest(cfg.tau, delta, attempts)
     state = test.state
     skipped = 0
-    for i in range(min(cfg.budget, len(run.bodies))):
+    for i in range(attempts):
+        if state.decision is not Outcome.CONTINUE:  # passed, failed, or no pass left
+            break
         original = run.original(i)
         compressed = run.compressed(i, ratio) if original is not None else None
         if original is None or compressed is None:
@@ -503,17 +529,18 @@ def _agreement_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
             skipped += 1
             continue
         state = test.update(agreed)
-        if state.decision is not Outcome.CONTINUE:
-            break
     return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget)
 
 
 def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     cfg = run.cfg
-    test = NonInferiorityTest(delta, cfg.budget, epsilon=cfg.epsilon, rho=cfg.rho)
+    attempts = min(cfg.budget, len(run.bodies))
+    test = NonInferiorityTest(delta, attempts, epsilon=cfg.epsilon, rho=cfg.rho)
     state = test.state
     skipped = 0
-    for i in range(min(cfg.budget, len(run.bodies))):
+    for i in range(attempts):
+        if state.decision is not Outcome.CONTINUE:  # passed, failed, or no pass left
+            break
         original = run.original(i)
         if original is None:
             skipped += 1
@@ -527,8 +554,6 @@ def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
             skipped += 1
             continue
         state = test.update(bool(o_label), bool(c_label))
-        if state.decision is not Outcome.CONTINUE:
-            break
     return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget, test.pairs.original_correct)
 
 
@@ -539,6 +564,8 @@ def _rung(
     if decision is Outcome.CONTINUE:  # ran out of samples or attempts before deciding
         decision = Outcome.FAIL
         reason = "budget" if full else "samples exhausted"
+    elif not full and reason in ("budget", CURTAILED):  # the test's budget was the samples
+        reason = "samples exhausted" if reason == "budget" else "cannot pass with the samples left"
     return RatioResult(
         ratio,
         decision,

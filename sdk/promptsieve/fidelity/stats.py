@@ -50,7 +50,10 @@ from scipy.special import betainc, betaincc, betaln, logsumexp
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["Outcome", "SequentialTest", "TestState"]
+__all__ = ["CURTAILED", "Outcome", "SequentialTest", "TestState"]
+
+#: ``TestState.reason`` of a test stopped because no pass is left within its budget.
+CURTAILED = "cannot pass within the budget"
 
 _SPIKE_WEIGHT = 0.95  # prior mass near p = 1 (see the module docstring)
 _SPIKE_B = 0.5
@@ -77,7 +80,9 @@ class TestState:
     lower: float
     upper: float
     decision: Outcome
-    reason: str = ""  # "lower bound > tau" | "upper bound < tau" | "budget" | ""
+    #: "lower bound > tau" | "upper bound < tau" | "budget" | CURTAILED | "" (labelled mode:
+    #: "... margin" for "... tau")
+    reason: str = ""
     #: The pass side's e-value at these counts: the mixture martingale M(tau) (agreement
     #: mode) or the betting e-process (labelled mode). A stopped test supermartingale, so
     #: E[e] <= 1 when the task is truly below tau; e-BH across tasks uses it.
@@ -117,8 +122,11 @@ class SequentialTest:
     kept elsewhere (a verdict store). Bad ``tau``/``delta``/``budget`` raise ConfigError;
     ``evaluate`` raises ValueError on impossible counts. PASS when the lower bound clears
     ``tau`` (false-pass rate ≤ ``delta`` for any true rate ≤ tau, under optional
-    stopping); FAIL when the upper bound falls below ``tau`` or ``budget`` comparisons were
-    spent without a pass (``budget=None``: no cap, as in monitoring).
+    stopping); FAIL when the upper bound falls below ``tau``, when ``budget`` comparisons
+    were spent without a pass, or as soon as no pass is left within the budget even if every
+    remaining comparison agreed (deterministic curtailment: the same verdict as running the
+    budget out, in fewer calls; at τ = 0.9, δ = 0.05 and a budget of 100, three
+    disagreements). ``budget=None``: no cap, as in monitoring.
     """
 
     __test__ = False
@@ -182,6 +190,20 @@ class SequentialTest:
         """Vectorised: does the fail side show agreement significantly below tau?"""
         return self._on_unique(self.log_evidence_fail, successes, failures)
 
+    def can_pass(
+        self, successes: ArrayLike, failures: ArrayLike, left: ArrayLike | None = None
+    ) -> NDArray[np.bool_]:
+        """Vectorised: would the pass side still reject H0 if the next ``left`` comparisons
+        all agreed? ``left`` defaults to what the budget leaves (``budget - n``, at least 0);
+        without a budget it is unbounded and the answer is always True. The evidence grows
+        with agreements, so False means no future within ``left`` passes."""
+        s, f = np.broadcast_arrays(np.asarray(successes), np.asarray(failures))
+        if left is None:
+            if self.budget is None:
+                return np.ones(s.shape, dtype=np.bool_)
+            left = np.maximum(self.budget - (s + f), 0)
+        return self.passes(s + np.asarray(left), f)
+
     def _on_unique(
         self,
         evidence: Callable[[ArrayLike, ArrayLike], NDArray[np.float64]],
@@ -241,6 +263,8 @@ class SequentialTest:
         upper = max(upper, self.tau)
         if self.budget is not None and n >= self.budget:
             return TestState(n, successes, lower, upper, Outcome.FAIL, "budget", e)
+        if not bool(self.can_pass(successes, f)):
+            return TestState(n, successes, lower, upper, Outcome.FAIL, CURTAILED, e)
         return TestState(n, successes, lower, upper, Outcome.CONTINUE, "", e)
 
     def e_value(self, successes: int, failures: int) -> float:
