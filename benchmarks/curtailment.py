@@ -37,6 +37,8 @@ def savings(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for rec in results.get("screening", []):
         out = load_outcomes(results, rec["method"], rec["suite"])
+        if [r["ratio"] for r in rec["rungs"]] != list(out.ratios[: len(rec["rungs"])]):
+            raise ValueError(f"{rec['suite']}/{rec['method']}: rungs are not the run's ratios")
         where = {item: i for i, item in enumerate(out.items)}
         idx = np.array([where[i] for i in order if i in where], dtype=np.intp)
         applied, calls = replay(out, idx, procedure, rec["mode"], curtail=False)

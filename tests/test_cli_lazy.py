@@ -25,3 +25,9 @@ def test_a_missing_extra_is_named_not_a_traceback() -> None:
 def test_arguments_reach_the_subcommand() -> None:
     result = CliRunner().invoke(cli.app, ["demo", "--ratio", "2"])
     assert result.exit_code != 0 and "ratio must be in (0, 1]" in result.output
+
+
+def test_a_demo_setting_no_screening_can_pass_is_refused_before_anything_starts() -> None:
+    result = CliRunner().invoke(cli.app, ["demo", "--tau", "0.95"])
+    assert result.exit_code == 2 and "it needs at least 62" in result.output
+    assert "Traceback" not in result.output

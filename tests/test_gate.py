@@ -117,7 +117,7 @@ def test_screening_stops_once_no_pass_is_left_within_the_budget(tmp_path: Path) 
     assert bv.counts_at(0.3).n == 10  # at delta/3 its second disagreement leaves no pass
     with pytest.raises(ConfigError, match="needs at least 30; raise budget"):
         GateConfig(budget=29)
-    with pytest.raises(ConfigError, match=r"delta=0\.0125"):
+    with pytest.raises(ConfigError, match=r"delta/4 = 0\.0125"):
         GateConfig(budget=40, ratios=(0.8, 0.65, 0.5, 0.35), ladder_test="bonferroni")
     assert GateConfig(budget=5, tau=0.5).budget == 5
 

@@ -280,7 +280,7 @@ def test_errors_and_timeouts_count_as_neither(server: _Server) -> None:
     assert result.calls == 30 * 2 + result.errors
 
 
-def test_errors_exhaust_the_budget(server: _Server) -> None:
+def test_errors_use_up_the_attempts(server: _Server) -> None:
     samples = make_samples(10, seed=3)
     for s in samples:
         s["messages"][1]["content"] += " DEAD"
@@ -288,8 +288,24 @@ def test_errors_exhaust_the_budget(server: _Server) -> None:
         cfg = ScreenConfig(budget=10, tau=0.6)  # 7 agreements could pass
         result = screen("dead", samples, target, cfg, compress=drop_words)
     assert result.verdict is VerdictState.FAILED
-    assert result.ratios[0].n == 0 and result.ratios[0].skipped == 10
-    assert result.calls == 20  # one retry each, then skip: never loops
+    # after 4 skipped samples 6 attempts are left, fewer than the 7 agreements that pass
+    rung = result.ratios[0]
+    assert (rung.n, rung.skipped, rung.reason) == (0, 4, CURTAILED)
+    assert result.calls == 8  # one retry each, then skip: never loops
+
+
+def test_skipped_samples_count_against_the_attempts_left(server: _Server) -> None:
+    """40 samples, the first 11 unanswerable: 29 attempts remain, and 30 agreements are the
+    least that passes at tau 0.9, so screening stops there instead of spending 58 calls."""
+    samples = make_samples(40, seed=3)
+    for s in samples[:11]:
+        s["messages"][1]["content"] += " DEAD"
+    with HTTPTarget(url(server), "scripted") as target:
+        result = screen("dead", samples, target, ScreenConfig(budget=40), compress=drop_words)
+    rung = result.ratios[0]
+    assert result.verdict is VerdictState.FAILED
+    assert (rung.n, rung.skipped, rung.reason) == (0, 11, CURTAILED)
+    assert result.calls == 22  # the 11 originals, each retried once: nothing more
 
 
 def test_http_target_protocol(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ import typer
 
 from promptsieve import (
     CompressorConfig,
+    ConfigError,
     Gate,
     GateConfig,
     Sieve,
@@ -105,8 +106,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     from promptsieve import LocalTarget, task
     from promptsieve_openai import wrap_openai
 
+    gate_cfg = _gate_config(config)  # ConfigError before anything is created
     workdir = Path(tempfile.mkdtemp(prefix="promptsieve-demo-"))
-    gate_cfg = GateConfig(tau=config.tau, delta=config.delta, ratios=(config.ratio,), budget=60)
     gate = Gate(SQLiteStore(workdir / "verdicts.sqlite3"), gate_cfg)
     sieve = Sieve(
         SieveConfig(
@@ -223,6 +224,11 @@ def _table(rows: list[_Row], stats: dict[str, Any], elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def _gate_config(config: DemoConfig) -> GateConfig:
+    """The demo's gate: its one ratio, 60 comparisons. Raises ConfigError."""
+    return GateConfig(tau=config.tau, delta=config.delta, ratios=(config.ratio,), budget=60)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``promptsieve demo [OPTIONS]``: parse ``argv`` and run the demo."""
 
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
             raise typer.BadParameter(f"ratio must be in (0, 1], got {ratio}")
         cfg = DemoConfig(requests=requests, after_pass=after_pass, ratio=ratio, tau=tau,
                          delta=delta)  # fmt: skip
+        try:
+            _gate_config(cfg)
+        except ConfigError as exc:  # e.g. a tau that 60 comparisons cannot show
+            raise typer.BadParameter(str(exc)) from None
         run_demo(cfg, echo=typer.echo)
 
     app = typer.Typer(add_completion=False)

@@ -11,6 +11,7 @@ to pass.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Sequence
 from typing import Literal
@@ -52,29 +53,51 @@ def check_budget(
     τ = 0.9, δ = 0.05 agreement needs 30 comparisons (44 at δ/4); labelled mode at
     ε = 0.05 needs 5 pairs, but about 70 when compression changes no answer (see
     :mod:`promptsieve.fidelity.labelled`). ``samples=True``: ``budget`` is the number of
-    samples an offline screening was given, and the message says so."""
-    from promptsieve.fidelity.labelled import NonInferiorityTest
-    from promptsieve.fidelity.stats import SequentialTest
-
-    level = delta / rungs if ladder_test == "bonferroni" else delta
-    if mode == "labelled":
-        lab = NonInferiorityTest(level, budget, epsilon=epsilon, rho=rho)
-        if bool(lab.can_pass((0, 0, 0, 0))):
-            return
-        need = next(n for n in range(budget + 1, 10 * budget + 1000) if lab.passes((0, 0, n, 0)))
-        what, loosen = f"labelled mode (H0: {lab.margin}", "raise delta or the margin"
-    else:
-        seq = SequentialTest(tau, level, budget)
-        if bool(seq.can_pass(0, 0)):
-            return
-        need = seq.min_successes_to_pass(0) or budget + 1
-        what, loosen = f"agreement mode (tau={tau:g}", "lower tau or raise delta"
+    samples an offline screening was given, and the message says so. Memoized: configs are
+    built on the request path."""
+    need, what, loosen = _smallest_passing(
+        budget, mode, tau, delta / rungs if ladder_test == "bonferroni" else delta, epsilon, rho
+    )
+    if need is None:
+        return
+    unit = "pairs" if mode == "labelled" else "comparisons"
     short, fix = (
         (f"{budget} samples", "give more samples")
         if samples
-        else (f"budget={budget} comparisons per rung", "raise budget")
+        else (f"budget={budget} {unit} per rung", "raise budget")
     )
+    level = f"delta={delta:g}"
+    if ladder_test == "bonferroni" and rungs > 1:
+        level = f"delta/{rungs} = {delta / rungs:g} per rung (ladder_test='bonferroni')"
+        fix += ", use fewer ratios or ladder_test='fixed_sequence'"
     raise ConfigError(
-        f"{short} can never pass {what}, delta={level:g}): it needs at least {need}; "
-        f"{fix}, or {loosen}"
+        f"{short} can never pass {what}, {level}): it needs at least {need}; {fix}, or {loosen}"
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _smallest_passing(
+    budget: int, mode: str, tau: float, level: float, epsilon: float | None, rho: float | None
+) -> tuple[int | str | None, str, str]:
+    """(None, "", "") when a rung at level ``level`` can pass within ``budget``; else the
+    fewest comparisons that can pass ("more than N" past a search limit), and the words of
+    the error message."""
+    from promptsieve.fidelity.labelled import NonInferiorityTest
+    from promptsieve.fidelity.stats import SequentialTest
+
+    need: int | str | None
+    if mode == "labelled":
+        lab = NonInferiorityTest(level, budget, epsilon=epsilon, rho=rho)
+        if bool(lab.can_pass((0, 0, 0, 0))):
+            return None, "", ""
+        limit = 100 * budget + 10_000
+        need = next((n for n in range(budget + 1, limit) if lab.passes((0, 0, n, 0))), None)
+        loosen = "lower rho" if rho is not None else "raise epsilon"
+        what, loosen = f"labelled mode (H0: {lab.margin}", f"raise delta or {loosen}"
+    else:
+        seq = SequentialTest(tau, level, budget)
+        if bool(seq.can_pass(0, 0)):
+            return None, "", ""
+        need = seq.min_successes_to_pass(0)
+        what, loosen = f"agreement mode (tau={tau:g}", "lower tau or raise delta"
+    return (need if need is not None else "more than any budget"), what, loosen

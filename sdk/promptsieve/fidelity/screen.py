@@ -29,6 +29,7 @@ with its original answer; a warning is logged when τ is above what the floor al
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import queue
 import threading
@@ -517,6 +518,9 @@ def _agreement_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     for i in range(attempts):
         if state.decision is not Outcome.CONTINUE:  # passed, failed, or no pass left
             break
+        if not test.can_pass(test.successes, test.n - test.successes, left=attempts - i):
+            state = _curtailed(state)  # skipped samples used up attempts too
+            break
         original = run.original(i)
         compressed = run.compressed(i, ratio) if original is not None else None
         if original is None or compressed is None:
@@ -541,6 +545,10 @@ def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     for i in range(attempts):
         if state.decision is not Outcome.CONTINUE:  # passed, failed, or no pass left
             break
+        p = test.pairs
+        if not test.can_pass((p.both, p.original_only, p.compressed_only, p.neither), attempts - i):
+            state = _curtailed(state)  # skipped samples used up attempts too
+            break
         original = run.original(i)
         if original is None:
             skipped += 1
@@ -555,6 +563,10 @@ def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
             continue
         state = test.update(bool(o_label), bool(c_label))
     return _rung(ratio, state, skipped, len(run.bodies) >= cfg.budget, test.pairs.original_correct)
+
+
+def _curtailed(state: TestState) -> TestState:
+    return dataclasses.replace(state, decision=Outcome.FAIL, reason=CURTAILED)
 
 
 def _rung(

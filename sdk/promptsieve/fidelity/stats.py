@@ -126,7 +126,9 @@ class SequentialTest:
     were spent without a pass, or as soon as no pass is left within the budget even if every
     remaining comparison agreed (deterministic curtailment: the same verdict as running the
     budget out, in fewer calls; at τ = 0.9, δ = 0.05 and a budget of 100, three
-    disagreements). ``budget=None``: no cap, as in monitoring.
+    disagreements). A budget no pass fits in starts decided, and ``update`` then raises;
+    ``GateConfig`` and ``ScreenConfig`` refuse such budgets (``check_budget``).
+    ``budget=None``: no cap, as in monitoring.
     """
 
     __test__ = False
