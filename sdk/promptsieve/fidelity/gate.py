@@ -155,16 +155,7 @@ class GateConfig:
         if self.budget < 1:  # its type (a whole number) is checked above
             raise ConfigError(f"budget must be a whole number >= 1 per ratio, got {self.budget!r}")
         check_ladder(self.ratios)
-        check_budget(
-            self.budget,
-            mode=self.mode,
-            tau=self.tau,
-            delta=self.delta,
-            epsilon=self.epsilon,
-            rho=self.rho,
-            ladder_test=self.ladder_test,
-            rungs=len(self.ratios),
-        )
+        check_budget(self)
         for name in ("shadow_rate", "monitor_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 import typing
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["LADDER_TESTS", "LadderTest", "check_budget", "check_ladder"]
+__all__ = ["LADDER_TESTS", "LadderTest", "ScreeningSettings", "check_budget", "check_ladder"]
 
 LadderTest = Literal["fixed_sequence", "bonferroni"]
 #: The values of :data:`LadderTest`, in that order.
@@ -34,36 +34,55 @@ def check_ladder(ratios: Sequence[float]) -> None:
         raise ConfigError(f"ratios must be distinct, got {ratios}")
 
 
-def check_budget(
-    budget: int,
-    *,
-    mode: str,
-    tau: float,
-    delta: float,
-    epsilon: float | None = None,
-    rho: float | None = None,
-    ladder_test: str = "fixed_sequence",
-    rungs: int = 1,
-    samples: bool = False,
-) -> None:
-    """Raise :class:`ConfigError` when ``budget`` comparisons per rung can never pass, even
-    with every one in the compressed prompt's favour (agreement mode: every answer agreeing;
-    labelled mode: every pair a gain). Such a screening would spend its calls and fail by
-    construction. Each rung is tested at δ, or δ/``rungs`` under ``"bonferroni"``. At
-    τ = 0.9, δ = 0.05 agreement needs 30 comparisons (44 at δ/4); labelled mode at
-    ε = 0.05 needs 5 pairs, but about 70 when compression changes no answer (see
-    :mod:`promptsieve.fidelity.labelled`). ``samples=True``: ``budget`` is the number of
-    samples an offline screening was given, and the message says so. Memoized: configs are
-    built on the request path."""
+class ScreeningSettings(Protocol):
+    """What :func:`check_budget` reads: the fields :class:`~promptsieve.fidelity.gate.GateConfig`
+    and :class:`~promptsieve.fidelity.screen.ScreenConfig` share."""
+
+    @property
+    def budget(self) -> int: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def tau(self) -> float: ...
+    @property
+    def delta(self) -> float: ...
+    @property
+    def epsilon(self) -> float | None: ...
+    @property
+    def rho(self) -> float | None: ...
+    @property
+    def ladder_test(self) -> str: ...
+    @property
+    def ratios(self) -> tuple[float, ...]: ...
+
+
+def check_budget(config: ScreeningSettings, samples: int | None = None) -> None:
+    """Raise :class:`ConfigError` when ``config.budget`` comparisons per rung can never pass,
+    even with every one in the compressed prompt's favour (agreement mode: every answer
+    agreeing; labelled mode: every pair a gain). Such a screening would spend its calls and
+    fail by construction. Each rung is tested at δ, or δ/K (K = ``len(config.ratios)``) under
+    ``"bonferroni"``. At τ = 0.9, δ = 0.05 agreement needs 30 comparisons (44 at δ/4);
+    labelled mode at ε = 0.05 needs 5 pairs, but about 70 when compression changes no answer
+    (see :mod:`promptsieve.fidelity.labelled`). ``samples``: an offline screening's number of
+    samples, checked instead of the budget when smaller, and named in the message. Memoized:
+    configs are built on the request path."""
+    budget = config.budget if samples is None else min(samples, config.budget)
+    mode, delta, ladder_test = config.mode, config.delta, config.ladder_test
+    rungs = len(config.ratios)
     need, what, loosen = _smallest_passing(
-        budget, mode, tau, delta / rungs if ladder_test == "bonferroni" else delta, epsilon, rho
+        budget,
+        mode,
+        config.tau,
+        delta / rungs if ladder_test == "bonferroni" else delta,
+        config.epsilon,
+        config.rho,
     )
     if need is None:
         return
     unit = "pairs" if mode == "labelled" else "comparisons"
     short, fix = (
         (f"{budget} samples", "give more samples")
-        if samples
+        if samples is not None and samples < config.budget
         else (f"budget={budget} {unit} per rung", "raise budget")
     )
     level = f"delta={delta:g}"

@@ -126,16 +126,7 @@ class ScreenConfig:
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
-        check_budget(
-            self.budget,
-            mode=self.mode,
-            tau=self.tau,
-            delta=self.delta,
-            epsilon=self.epsilon,
-            rho=self.rho,
-            ladder_test=self.ladder_test,
-            rungs=len(self.ratios),
-        )
+        check_budget(self)
         if not self.judge_timeout_s > 0:  # NaN fails too
             raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
         if self.noise_samples < 0:
@@ -404,18 +395,7 @@ def screen(
             problem = gold_problem(sample, cfg.gold_field)
         if problem:
             raise ConfigError(f"sample {i}: {problem}")
-    if len(raw) < cfg.budget:  # fewer samples than the budget: can any rung still pass?
-        check_budget(
-            len(raw),
-            mode=cfg.mode,
-            tau=cfg.tau,
-            delta=cfg.delta,
-            epsilon=cfg.epsilon,
-            rho=cfg.rho,
-            ladder_test=cfg.ladder_test,
-            rungs=len(cfg.ratios),
-            samples=True,
-        )
+    check_budget(cfg, samples=len(raw))  # fewer samples than the budget: can a rung pass?
     if compress is None:
         compress = _default_compress()
     metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
