@@ -4,7 +4,11 @@ A user's batch script: a wrapped OpenAI client against a scripted target on 127.
 ``n`` requests of one task while screening is in progress (shadow comparisons running on
 the real ONNX proxy), print "done", return. Exit status 0 is the assertion.
 
-argv: n_requests mode   (mode: "plain" | "with" | "close" | "async")
+argv: n_requests mode   (mode: "plain" | "with" | "close" | "async" | "demos")
+
+"demos": one request holding ``n`` few-shot demonstrations through a sieve whose
+compressor is a DemoCompressor on the real MiniLM head, which attributes them on a
+background thread; the script returns while that thread is inside onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import atexit
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,9 @@ def main() -> None:
         asyncio.run(run())
         print("done", flush=True)
         return
+    if mode == "demos":
+        demos_then_return(cfg, srv.url, n)
+        return
     sieve = Sieve(cfg)
     _SIEVES.append(sieve)
     client = wrap_openai(OpenAI(base_url=srv.url, api_key="x", max_retries=0), sieve)
@@ -94,6 +102,26 @@ def main() -> None:
         if mode == "close":
             sieve.close()
     print("stats", sieve.stats.snapshot(), flush=True)
+    print("done", flush=True)
+
+
+def demos_then_return(cfg: SieveConfig, url: str, n: int) -> None:
+    from promptsieve import DemoCompressor, DemoFormat, Demonstration, ValidationExample
+    from promptsieve.demos import HeadDemoScorer
+
+    demos = [Demonstration(f"Example {i}. {WORDS * 4}", "yes" if i % 2 else "no") for i in range(n)]
+    val = [ValidationExample(f"Is report {i} about revenue?", "yes") for i in range(3)]
+    fmt = DemoFormat(header="Answer yes or no.\n\n")
+    comp = DemoCompressor(demos, val, fmt=fmt, scorer=HeadDemoScorer())
+    sieve = Sieve(cfg, compressor=comp)
+    client = wrap_openai(OpenAI(base_url=url, api_key="x", max_retries=0), sieve)
+    text = fmt.header + "".join(fmt.render_demo(d) for d in demos) + "Q: Is it?\nA:"
+    with task("exit-demos"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+        )
+    time.sleep(2.0)  # the thread has loaded the proxy and is scoring (the repro's timing)
+    print("attributing", comp.attribution is None, flush=True)
     print("done", flush=True)
 
 

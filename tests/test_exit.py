@@ -5,6 +5,9 @@ calls through ``wrap_openai(OpenAI(...))`` for one task while screening is in pr
 (shadow comparisons on the real ONNX proxy against a scripted target on 127.0.0.1), then
 "done" and return. Before the fix it died with SIGABRT (exit status 134) on every run:
 daemon comparison threads were still inside onnxruntime while the interpreter finalised.
+Mode "demos": a DemoCompressor's background attribution thread was left inside onnxruntime
+(or the tokenizer) the same way, and aborted 8 of 10 runs before the runtime door and the
+exit-time join of background threads (``promptsieve._threads``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ def _run(mode: str, cache_root: Path, n: int = 40, **env: str) -> subprocess.Com
     )
 
 
-@pytest.mark.parametrize("mode", ["plain", "async"])
+@pytest.mark.parametrize("mode", ["plain", "async", "demos"])
 def test_exits_with_status_0_while_screening(mode: str, cache_root: Path, proxy: object) -> None:
     # ``proxy`` exports the ONNX graph once into cache_root/proxy, which the child reuses.
-    proc = _run(mode, cache_root)
+    proc = _run(mode, cache_root, n=200 if mode == "demos" else 40)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "done" in proc.stdout
     assert "terminate called" not in proc.stderr
+    if mode == "demos":  # the attribution thread was still at work when the script returned
+        assert "attributing True" in proc.stdout, proc.stdout[-500:]
 
 
 def test_exit_drain_is_bounded_and_counts_what_it_abandons(cache_root: Path, proxy: object) -> None:

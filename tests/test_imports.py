@@ -6,7 +6,8 @@
 * Module-level imports between core modules form no circle (imports under
   ``TYPE_CHECKING`` and inside functions do not run at import time and are left out).
 * Adapters import only the public ``promptsieve`` API and the modules it documents, never an
-  underscore-private core module other than ``promptsieve._errors``' helpers.
+  underscore-private core module other than ``promptsieve._errors``' helpers and
+  ``promptsieve._patching`` (the client method patching the SDK-client adapters share).
 """
 
 from __future__ import annotations

@@ -105,6 +105,28 @@ def test_partial_and_object_metrics_have_their_own_keys() -> None:
     )
 
 
+def test_the_judge_on_live_traffic_is_the_callable_and_keys_as_the_offline_judge() -> None:
+    """``metric="judge"`` names the offline judge: a live sieve has no completion function,
+    so it is refused at construction (before, every comparison failed and screening never
+    moved). ``target_judge(complete)`` is the live form, keyed "judge" as the offline one."""
+    from promptsieve import TargetOutput, target_judge
+    from promptsieve.fidelity.keys import settings_key
+
+    with pytest.raises(ConfigError, match=r"target_judge\(complete\)"):
+        SieveConfig(metric="judge")
+    replies: list[str] = []
+
+    def complete(prompt: object) -> TargetOutput:
+        replies.append("no")
+        return TargetOutput("no")
+
+    judge = target_judge(complete)
+    cfg = SieveConfig(metric=judge)
+    assert cfg.settings_key() == settings_key(None, metric="judge")
+    assert cfg.settings_key() != SieveConfig(metric=_Judge()).settings_key()
+    assert judge(TargetOutput("Paris"), TargetOutput("Lyon")) is False and replies == ["no"]
+
+
 # -- task context ----------------------------------------------------------------------------
 def test_task_nesting_and_restore() -> None:
     assert current_task() is None

@@ -25,6 +25,7 @@ from promptsieve._demo_types import (
     ValidationExample,
 )
 from promptsieve._errors import ConfigError
+from promptsieve._threads import SieveClosed, start_background
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, TextPart, as_messages
 
 __all__ = ["DemoCompression", "DemoCompressor", "demo_ladder", "remove_demos", "select_demos"]
@@ -156,17 +157,16 @@ class DemoCompressor:
             self.prepare()
         except BaseException as exc:  # fail open: prompts stay unchanged
             self._error = exc
+            if isinstance(exc, SieveClosed):  # the process is exiting
+                return
             log.warning("demonstration attribution failed; prompts go out unchanged: %s", exc)
 
     def _ready(self) -> DemoAttribution | None:
         if self._attr is not None or self._error is not None:
             return self._attr
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._background, name="promptsieve-demos", daemon=True
-                )
-                self._thread.start()
+            if self._thread is None:  # joined at exit (it must not sit in onnxruntime then)
+                self._thread = start_background(self._background, "promptsieve-demos")
         return None
 
     def wait(self, timeout: float | None = None) -> DemoAttribution | None:

@@ -59,7 +59,8 @@ class SieveConfig:
     #: Passed to ``Compressor(compressor)`` when the sieve builds its own compressor.
     compressor: CompressorConfig | None = None
     #: Agreement metric: "exact", "numeric", "choice", "json", "tool_calls", "f1:0.8",
-    #: "cosine:0.9", a callable, or None to pick one from the original output's shape.
+    #: "cosine:0.9", a callable (the target as judge: ``target_judge(complete)``), or None to
+    #: pick one from the original output's shape. The string "judge" is offline only.
     metric: str | Callable[[TargetOutput, TargetOutput], bool] | None = None
     #: Live labelled mode (``GateConfig(mode="labelled")``): ``judge(request, output)`` says
     #: whether ``output`` answers ``request`` correctly (a gold lookup, or a call to a judge
@@ -119,10 +120,14 @@ class SieveConfig:
         from promptsieve.fidelity import get_metric, metric_name
 
         metric_name(self.metric)  # a name or a callable
-        if isinstance(self.metric, str) and self.metric.partition(":")[0] not in (
-            "cosine",  # needs the proxy's embedding, checked when the proxy is loaded
-            "judge",
-        ):
+        if self.metric == "judge":  # live traffic has no completion function to judge with
+            raise ConfigError(
+                'metric="judge" names the offline judge (screen(), promptsieve screen --metric '
+                "judge); on live traffic pass the judge itself: "
+                "SieveConfig(metric=target_judge(complete)), complete(prompt) -> TargetOutput"
+            )
+        if isinstance(self.metric, str) and self.metric.partition(":")[0] != "cosine":
+            # cosine needs the proxy's embedding, checked when the proxy is loaded
             get_metric(self.metric)  # an unknown name or a bad threshold raises ConfigError
 
     def settings_key(self) -> str:

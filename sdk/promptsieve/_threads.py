@@ -84,6 +84,36 @@ class ComputeDoor:
             self._shut = True
             return self._cond.wait_for(lambda: self._inside == 0, timeout)
 
+    def reset(self) -> None:
+        """In a forked child: open, and nobody inside (the parent's threads do not exist)."""
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._shut = False
+
+
+#: Every onnxruntime session, run and proxy export in the process passes this door, whoever
+#: runs it: a sieve's scoring, and work no sieve owns (a DemoCompressor's attribution thread).
+#: The exit hook shuts it after closing the sieves, so no thread is inside onnxruntime (or
+#: torch, exporting) when the interpreter finalises; a daemon thread caught there aborted
+#: the process (exit status 134). Entering it after that raises :class:`SieveClosed`.
+RUNTIME_DOOR = ComputeDoor()
+#: Seconds the exit hook waits, once :data:`RUNTIME_DOOR` is shut, for the threads started by
+#: :func:`start_background` to end. Their next proxy call raises, so one working with the
+#: proxy ends at once; one waiting on something else (a download) is left behind.
+BACKGROUND_JOIN_S = 5.0
+_BACKGROUND: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def start_background(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a daemon thread for work no sieve owns (a one-off attribution). At interpreter
+    exit it is joined after :data:`RUNTIME_DOOR` shuts, so it has left native code (the
+    proxy, its tokenizer) before the interpreter finalises."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    with _LIVE_LOCK:
+        _BACKGROUND.add(thread)
+    thread.start()
+    return thread
+
 
 class DaemonPool:
     """A small pool of daemon threads: a stuck target call never blocks exit."""
@@ -162,11 +192,20 @@ def _close_all_at_exit() -> None:
             obj._close_at_exit(max(0.0, deadline - time.monotonic()))
         except Exception:  # never fail the user's exit
             log.debug("promptsieve: closing at exit failed", exc_info=True)
+    if not RUNTIME_DOOR.shut(DOOR_WAIT_S):
+        log.warning("promptsieve: a proxy run was still going at exit after %.0f s", DOOR_WAIT_S)
+    deadline = time.monotonic() + BACKGROUND_JOIN_S
+    with _LIVE_LOCK:
+        background = list(_BACKGROUND)
+    for thread in background:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _after_fork_in_child() -> None:
     global _LIVE_LOCK
     _LIVE_LOCK = threading.Lock()  # it may have been held by another thread at fork time
+    RUNTIME_DOOR.reset()
+    _BACKGROUND.clear()  # the parent's threads do not exist here
     for obj in list(_LIVE):
         try:
             obj._after_fork()

@@ -281,7 +281,7 @@ class Compressor:
         check_instance("Compressor", "config", config, CompressorConfig)
         check_not_config("Compressor", "proxy", proxy, ProxyConfig, "a loaded Proxy",
                          "CompressorConfig(proxy=...)")  # fmt: skip
-        check_members("Compressor", "scorer", scorer, ("name", "score"), "a Scorer")
+        check_members("Compressor", "scorer", scorer, ("name", "fingerprint", "score"), "a Scorer")
         self.config = config or CompressorConfig()
         self._scorer = scorer
         self._demo_scorer: Scorer | None = None

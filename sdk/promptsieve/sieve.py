@@ -86,8 +86,14 @@ class Sieve:
 
     Close it with :meth:`close` / :meth:`aclose`, or use it as a (async) context manager;
     a sieve still open at interpreter exit is closed then (bounded by
-    ``config.drain_timeout_s``), and a forked child re-creates its threads.
-    Raises :class:`~promptsieve.ConfigError` only from :class:`SieveConfig`.
+    ``config.drain_timeout_s``, and 10 s for all sieves together), and a forked child
+    re-creates its threads.
+
+    Raises :class:`~promptsieve.ConfigError` at construction, loading nothing: when
+    ``config`` is not a :class:`SieveConfig`; when a ``CompressorConfig`` or ``GateConfig`` is
+    passed where the built part belongs; when ``compressor`` lacks ``fingerprint`` and
+    ``compress``, or ``gate`` lacks ``decide`` and ``record``; and when a labelled-mode
+    ``gate`` comes without ``SieveConfig(judge=...)``.
     """
 
     def __init__(

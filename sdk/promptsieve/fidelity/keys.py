@@ -40,9 +40,16 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
     holds ``<lambda>`` or ``<locals>``, so it names no one function) adds a digest of its
     code, defaults and closed-over values (:func:`_describe`), so editing it, or two of them
     in one module, never shares a verdict; the digest is computed once per function object.
-    Anything else raises ConfigError."""
+    A callable that carries a string ``metric_name`` attribute is named by it: the target as
+    judge (:class:`~promptsieve.fidelity.judge.TargetJudge`) is "judge", as the offline
+    ``metric="judge"`` is, so ``promptsieve screen --metric judge --store`` and a live
+    ``SieveConfig(metric=target_judge(complete))`` share verdicts. Anything else raises
+    ConfigError."""
     if metric is None or isinstance(metric, str):
         return metric
+    own = getattr(metric, "metric_name", None)
+    if callable(metric) and isinstance(own, str):
+        return own
     if isinstance(metric, functools.partial):
         keywords = dict(sorted(metric.keywords.items()))
         return f"{metric_name(metric.func)}(*{metric.args!r}, **{keywords!r})"

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptsieve._errors import ConfigError
+from promptsieve._threads import RUNTIME_DOOR
 
 if TYPE_CHECKING:
     from torch import nn
@@ -489,7 +490,8 @@ def _ensure(
     if model.is_file() and tok.is_file():
         return folder, False
     folder.mkdir(parents=True, exist_ok=True)
-    with _export_lock(folder):  # workers starting together export once, the rest wait
+    # the door: an export (torch) is never abandoned mid-way at interpreter exit
+    with RUNTIME_DOOR, _export_lock(folder):  # workers export once, the rest wait
         return _export_locked(folder, fp, model_dir, settings, export, version, identity)
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from promptsieve._errors import ConfigError
+from promptsieve._threads import RUNTIME_DOOR
 from promptsieve.proxy._export import _export_lock
 
 __all__ = [
@@ -269,7 +270,8 @@ def ensure_lm_export(
     cache_dir.mkdir(parents=True, exist_ok=True)
     lock_dir = cache_dir / f".lm-{fp}.lock.d"
     lock_dir.mkdir(exist_ok=True)
-    with _export_lock(lock_dir):  # workers starting together export once, the rest wait
+    # the door: an export (torch, minutes) is never abandoned mid-way at interpreter exit
+    with RUNTIME_DOOR, _export_lock(lock_dir):  # workers export once, the rest wait
         if (folder / _META).is_file():
             return folder, fp, False
         log.info("exporting the LM proxy %s to ONNX; this happens once (about a minute)", fp)

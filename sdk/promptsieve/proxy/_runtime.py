@@ -35,6 +35,7 @@ import numpy as np
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
+from promptsieve._threads import RUNTIME_DOOR
 from promptsieve.proxy._export import (
     PROXY_DIR_ENV,
     ExportSettings,
@@ -359,9 +360,10 @@ class Proxy:
         use_binding = self.config.io_binding
         if use_binding is None:
             use_binding = self.provider == CUDA
-        if not use_binding:
-            return list(session.run(outputs, feeds))
-        return _run_bound(session, feeds, outputs, "cuda" if self.provider == CUDA else "cpu")
+        with RUNTIME_DOOR:  # never inside onnxruntime while the interpreter finalises
+            if not use_binding:
+                return list(session.run(outputs, feeds))
+            return _run_bound(session, feeds, outputs, "cuda" if self.provider == CUDA else "cpu")
 
     def _feeds(self, rows: Sequence[np.ndarray], q: np.ndarray | None) -> dict[str, np.ndarray]:
         """Batch of windows ``[CLS] ctx [SEP] (q [SEP])``, right-padded with id 0."""
@@ -489,7 +491,8 @@ def _session(ort: Any, path: Path, config: ProxyConfig) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = select_providers(ort.get_available_providers(), config.providers)
-    return ort.InferenceSession(str(path), so, providers=providers)
+    with RUNTIME_DOOR:
+        return ort.InferenceSession(str(path), so, providers=providers)
 
 
 def _run_bound(

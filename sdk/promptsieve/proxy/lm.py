@@ -37,6 +37,7 @@ import numpy as np
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
+from promptsieve._threads import RUNTIME_DOOR
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
 from promptsieve.proxy._runtime import CPU
 
@@ -190,7 +191,8 @@ class LMProxy:
                 [p for p in providers if p != CPU],
             )
             providers = [CPU]
-        session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
+        with RUNTIME_DOOR:
+            session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
@@ -227,7 +229,8 @@ class LMProxy:
         feeds.update(zip(self._past_names, past, strict=True))
         self.runs += 1
         self.tokens_run += int(mask[:, start:].sum())
-        return list(self._session.run(self._out_names, feeds))
+        with RUNTIME_DOOR:  # never inside onnxruntime while the interpreter finalises
+            return list(self._session.run(self._out_names, feeds))
 
     def extend(self, state: KVState | None, ids: np.ndarray) -> KVState:
         """The state after feeding ``ids`` ``(n,)`` on top of ``state`` (None: empty)."""
