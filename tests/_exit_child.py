@@ -106,22 +106,37 @@ def main() -> None:
 
 
 def demos_then_return(cfg: SieveConfig, url: str, n: int) -> None:
+    import threading
+
     from promptsieve import DemoCompressor, DemoFormat, Demonstration, ValidationExample
     from promptsieve.demos import HeadDemoScorer
 
-    demos = [Demonstration(f"Example {i}. {WORDS * 4}", "yes" if i % 2 else "no") for i in range(n)]
-    val = [ValidationExample(f"Is report {i} about revenue?", "yes") for i in range(3)]
+    scoring = threading.Event()
+
+    class EndlessHead(HeadDemoScorer):
+        """The real MiniLM head, run over the demonstrations again and again: the
+        attribution is inside onnxruntime or the tokenizer whenever the script returns."""
+
+        def scores(self, demos: Any, validation: Any, fmt: Any) -> Any:
+            while True:
+                super().scores(demos, validation, fmt)
+                scoring.set()
+
+    demos = [Demonstration(f"Example {i}. {WORDS}", "yes" if i % 2 else "no") for i in range(n)]
+    val = [ValidationExample(f"Is report {i} about revenue?", "yes") for i in range(2)]
     fmt = DemoFormat(header="Answer yes or no.\n\n")
-    comp = DemoCompressor(demos, val, fmt=fmt, scorer=HeadDemoScorer())
+    comp = DemoCompressor(demos, val, fmt=fmt, scorer=EndlessHead())
     sieve = Sieve(cfg, compressor=comp)
     client = wrap_openai(OpenAI(base_url=url, api_key="x", max_retries=0), sieve)
     text = fmt.header + "".join(fmt.render_demo(d) for d in demos) + "Q: Is it?\nA:"
-    with task("exit-demos"):
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
-        )
-    time.sleep(2.0)  # the thread has loaded the proxy and is scoring (the repro's timing)
-    print("attributing", comp.attribution is None, flush=True)
+    t0 = time.monotonic()
+    with task("exit-demos"):  # requests never wait for the attribution
+        for _ in range(5):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+            )
+        print(f"requests_s {time.monotonic() - t0:.1f}", flush=True)
+    print("attributing", scoring.wait(120) and comp.attribution is None, flush=True)
     print("done", flush=True)
 
 

@@ -124,6 +124,9 @@ def test_the_judge_on_live_traffic_is_the_callable_and_keys_as_the_offline_judge
     cfg = SieveConfig(metric=judge)
     assert cfg.settings_key() == settings_key(None, metric="judge")
     assert cfg.settings_key() != SieveConfig(metric=_Judge()).settings_key()
+    named = _Judge()
+    named.metric_name = "judge"  # type: ignore[attr-defined]  # only the target judge is "judge"
+    assert SieveConfig(metric=named).settings_key() != cfg.settings_key()
     assert judge(TargetOutput("Paris"), TargetOutput("Lyon")) is False and replies == ["no"]
 
 

@@ -25,7 +25,7 @@ from promptsieve._demo_types import (
     ValidationExample,
 )
 from promptsieve._errors import ConfigError
-from promptsieve._threads import SieveClosed, start_background
+from promptsieve._threads import SieveClosed, register, start_background
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Message, TextPart, as_messages
 
 __all__ = ["DemoCompression", "DemoCompressor", "demo_ladder", "remove_demos", "select_demos"]
@@ -116,7 +116,9 @@ class DemoCompressor:
         self._attr: DemoAttribution | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by prepare() for the whole attribution
+        self._start_lock = threading.Lock()  # held only to start the thread: never waits on it
+        register(self)  # reset in a forked child
         if len(self.demos) >= 2 and not self.validation:
             raise ConfigError("DemoCompressor needs validation requests with answers")
         blob = json.dumps([[d.input, d.output] for d in self.demos]).encode()
@@ -164,10 +166,22 @@ class DemoCompressor:
     def _ready(self) -> DemoAttribution | None:
         if self._attr is not None or self._error is not None:
             return self._attr
-        with self._lock:
+        with self._start_lock:  # not self._lock: requests never wait for the attribution
             if self._thread is None:  # joined at exit (it must not sit in onnxruntime then)
                 self._thread = start_background(self._background, "promptsieve-demos")
         return None
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's attribution thread does not exist here, and the
+        locks may have been held by it; start again unless the attribution is done."""
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        if self._attr is None:
+            self._thread = None
+            self._error = None
+
+    def _close_at_exit(self, timeout: float) -> None:
+        """Nothing to drain: the exit hook joins the attribution thread (``_threads``)."""
 
     def wait(self, timeout: float | None = None) -> DemoAttribution | None:
         """Start the attribution if need be and wait for it (None on time-out or failure)."""

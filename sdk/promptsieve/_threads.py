@@ -198,7 +198,8 @@ def _close_all_at_exit() -> None:
     with _LIVE_LOCK:
         background = list(_BACKGROUND)
     for thread in background:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.ident is not None:  # started (it joins the set just before)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _after_fork_in_child() -> None:

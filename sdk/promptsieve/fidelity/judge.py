@@ -64,7 +64,6 @@ class TargetJudge:
         self.prompt_tokens = 0
         self.__name__ = "judge"
         self.__qualname__ = "judge"
-        self.metric_name = "judge"  # the verdict key's name, as the offline metric="judge"
 
     def __call__(self, original: TargetOutput, compressed: TargetOutput) -> bool:
         if original.tool_calls or compressed.tool_calls:

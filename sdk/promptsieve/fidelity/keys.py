@@ -11,7 +11,9 @@ Agreement-mode keys are byte-for-byte the ones earlier releases computed in
 screened once more: a metric that is a lambda or a nested function, whose name alone was
 shared by every such function of its module (it now carries a digest of its code, see
 :func:`metric_name`), and a ladder spelt with an int among floats (``(1, 0.5)``, now stored
-as ``(1.0, 0.5)``, the key of every other spelling).
+as ``(1.0, 0.5)``, the key of every other spelling). A live ``target_judge`` is keyed
+"judge", as the offline ``metric="judge"`` is (before, ``promptsieve.fidelity.judge.judge``),
+so its tasks are screened once more and offline judge verdicts then apply.
 """
 
 from __future__ import annotations
@@ -40,16 +42,16 @@ def metric_name(metric: str | Callable[..., Any] | None) -> str | None:
     holds ``<lambda>`` or ``<locals>``, so it names no one function) adds a digest of its
     code, defaults and closed-over values (:func:`_describe`), so editing it, or two of them
     in one module, never shares a verdict; the digest is computed once per function object.
-    A callable that carries a string ``metric_name`` attribute is named by it: the target as
-    judge (:class:`~promptsieve.fidelity.judge.TargetJudge`) is "judge", as the offline
-    ``metric="judge"`` is, so ``promptsieve screen --metric judge --store`` and a live
+    The target as judge (:class:`~promptsieve.fidelity.judge.TargetJudge`) is "judge", as the
+    offline ``metric="judge"`` is, so ``promptsieve screen --metric judge --store`` and a live
     ``SieveConfig(metric=target_judge(complete))`` share verdicts. Anything else raises
     ConfigError."""
+    from promptsieve.fidelity.judge import TargetJudge
+
     if metric is None or isinstance(metric, str):
         return metric
-    own = getattr(metric, "metric_name", None)
-    if callable(metric) and isinstance(own, str):
-        return own
+    if isinstance(metric, TargetJudge):
+        return "judge"
     if isinstance(metric, functools.partial):
         keywords = dict(sorted(metric.keywords.items()))
         return f"{metric_name(metric.func)}(*{metric.args!r}, **{keywords!r})"

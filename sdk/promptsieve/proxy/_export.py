@@ -490,8 +490,7 @@ def _ensure(
     if model.is_file() and tok.is_file():
         return folder, False
     folder.mkdir(parents=True, exist_ok=True)
-    # the door: an export (torch) is never abandoned mid-way at interpreter exit
-    with RUNTIME_DOOR, _export_lock(folder):  # workers export once, the rest wait
+    with _export_lock(folder):  # workers starting together export once, the rest wait
         return _export_locked(folder, fp, model_dir, settings, export, version, identity)
 
 
@@ -535,7 +534,8 @@ def _export_locked(
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export(Path(tmp))
+            with RUNTIME_DOOR:  # the exit hook waits for it (up to DOOR_WAIT_S)
+                export(Path(tmp))
             os.replace(tmp, model)
         finally:
             if os.path.exists(tmp):

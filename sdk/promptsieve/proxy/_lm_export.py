@@ -270,19 +270,19 @@ def ensure_lm_export(
     cache_dir.mkdir(parents=True, exist_ok=True)
     lock_dir = cache_dir / f".lm-{fp}.lock.d"
     lock_dir.mkdir(exist_ok=True)
-    # the door: an export (torch, minutes) is never abandoned mid-way at interpreter exit
-    with RUNTIME_DOOR, _export_lock(lock_dir):  # workers export once, the rest wait
+    with _export_lock(lock_dir):  # workers starting together export once, the rest wait
         if (folder / _META).is_file():
             return folder, fp, False
         log.info("exporting the LM proxy %s to ONNX; this happens once (about a minute)", fp)
         tmp = Path(tempfile.mkdtemp(prefix=f".lm-{fp}-", dir=cache_dir))
         try:
             folder32 = cache_dir / f"lm-{lm_fingerprint(digest, replace(settings, int8=False))}"
-            if settings.int8 and (folder32 / _META).is_file():
-                # the float32 graph is cached: quantise it (seconds to minutes, no torch)
-                _from_float32(folder32, tmp)
-            else:
-                export_lm_onnx(path, tmp, settings)
+            with RUNTIME_DOOR:  # the exit hook waits for it (up to DOOR_WAIT_S)
+                if settings.int8 and (folder32 / _META).is_file():
+                    # the float32 graph is cached: quantise it (seconds to minutes, no torch)
+                    _from_float32(folder32, tmp)
+                else:
+                    export_lm_onnx(path, tmp, settings)
             meta = {
                 "fingerprint": fp,
                 "gguf_sha256": digest,
