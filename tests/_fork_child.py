@@ -4,7 +4,10 @@ A pre-fork server's pattern (gunicorn --preload, a forking multiprocessing pool)
 is built and used in the parent (proxy loaded, threads started, comparisons done), then the
 process forks. Each forked worker must compress and screen as the parent did: a fixed-ratio
 request goes out compressed within the scoring budget (not "timeout"), a shadow comparison
-runs, ``flush(5)`` is True and ``flush()`` returns. Prints one JSON line per process.
+runs, ``flush(5)`` is True and ``flush()`` returns. The first child ends with ``os._exit``
+(as multiprocessing's children do), the second with a normal interpreter exit (``sys.exit``,
+as gunicorn's workers do), which hung in onnxruntime's destructors before the fix. Prints one
+JSON line per process.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def main() -> None:
     fixed.warmup()
     print(json.dumps(exercise(fixed, screened, "parent")), flush=True)
     children = []
-    for _ in range(2):
+    for normal_exit in (False, True):
         pid = os.fork()
         if pid == 0:
             try:
@@ -86,10 +89,24 @@ def main() -> None:
             except BaseException as exc:  # report, never fall back into the parent's code
                 print(json.dumps({"who": "child", "error": repr(exc)}), flush=True)
                 code = 1
+            if normal_exit:
+                sys.exit(code + 3)  # interpreter exit: atexit hooks, finalisation, C exit()
             os._exit(code)
         children.append(pid)
-    codes = [os.waitpid(pid, 0)[1] for pid in children]
-    print(json.dumps({"who": "parent-after", "child_status": codes}), flush=True)
+    print(json.dumps({"who": "parent-after", "child_status": [_wait(p) for p in children]}))
+
+
+def _wait(pid: int, timeout: float = 60.0) -> int | str:
+    """The child's exit code, or "hung" (killed) if it has not ended within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung"
 
 
 if __name__ == "__main__":

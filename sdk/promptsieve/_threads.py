@@ -12,6 +12,15 @@ Three process-level facts shape this module:
 * **Fork.** A forked child inherits the pools' bookkeeping but none of their threads, and
   locks that may have been held mid-fork. :func:`os.register_at_fork` re-creates them in
   the child (``after_in_child``), so the child compresses and screens as the parent did.
+  The child never destroys an onnxruntime session it inherited: the session's destructor
+  waits on condition variables that the parent's pool threads were waiting on, threads the
+  child does not have, so a child ending with a normal interpreter exit (``sys.exit``, as
+  gunicorn's workers do) hung for good. :func:`open_session` tracks every session and the
+  child pins the inherited ones (one reference more, never released). onnxruntime's own
+  exit handlers (C++ static destructors, run by C ``exit()`` after the interpreter has
+  finalised) wait on such a condition variable too, so a child that inherited a session ends
+  with ``_exit(status)`` once the interpreter is done, as multiprocessing's children do
+  (glibc's ``on_exit``, registered in the child so that it runs before them).
 * **Daemon pools.** :class:`DaemonPool` is a small pool of daemon threads (the standard
   ``ThreadPoolExecutor`` joins its threads at exit, which a stuck target call would hang).
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import ctypes
 import logging
 import os
 import queue
@@ -31,7 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 from promptsieve._errors import PromptSieveError
 
-__all__ = ["ComputeDoor", "DaemonPool", "SieveClosed", "register"]
+__all__ = ["ComputeDoor", "DaemonPool", "SieveClosed", "open_session", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,20 @@ RUNTIME_DOOR = ComputeDoor()
 #: proxy ends at once; one waiting on something else (a download) is left behind.
 BACKGROUND_JOIN_S = 5.0
 _BACKGROUND: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+#: The onnxruntime sessions made in this process (and inherited, in a forked child).
+_SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def open_session(make: Callable[[], _T]) -> _T:
+    """``make()`` (an ``onnxruntime.InferenceSession``) inside :data:`RUNTIME_DOOR`, tracked
+    so that a forked child pins it (see the module's docstring).
+
+    Raises :class:`SieveClosed` once the exit hook has shut the door, and whatever ``make``
+    raises."""
+    with RUNTIME_DOOR:
+        session = make()
+    _SESSIONS.add(session)
+    return session
 
 
 def start_background(target: Callable[[], None], name: str) -> threading.Thread:
@@ -207,6 +231,27 @@ def _after_fork_in_child() -> None:
     _LIVE_LOCK = threading.Lock()  # it may have been held by another thread at fork time
     RUNTIME_DOOR.reset()
     _BACKGROUND.clear()  # the parent's threads do not exist here
+    inherited = list(_SESSIONS)
+    for session in inherited:  # never destroyed here: see the module's docstring
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
+    if inherited:
+        _skip_native_exit_handlers()
+
+
+def _skip_native_exit_handlers() -> None:
+    """Make C ``exit(status)`` call ``_exit(status)`` before the handlers registered so far
+    (onnxruntime's static destructors). The interpreter has finalised by then (atexit hooks
+    run, Python's streams flushed). ``on_exit`` passes ``(status, arg)``; ``_exit`` reads
+    the first and ignores the second (both x86-64 and AArch64 pass them in registers).
+    glibc only: elsewhere (musl, macOS) nothing is registered."""
+    try:
+        libc = ctypes.CDLL(None)
+        on_exit, exit_now = libc.on_exit, libc._exit
+    except (AttributeError, OSError):
+        return
+    on_exit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    if on_exit(ctypes.cast(exit_now, ctypes.c_void_p), None) != 0:
+        log.debug("promptsieve: on_exit failed; a forked child may hang at exit")
     for obj in list(_LIVE):
         try:
             obj._after_fork()

@@ -35,7 +35,7 @@ import numpy as np
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
-from promptsieve._threads import RUNTIME_DOOR
+from promptsieve._threads import RUNTIME_DOOR, open_session
 from promptsieve.proxy._export import (
     PROXY_DIR_ENV,
     ExportSettings,
@@ -491,8 +491,7 @@ def _session(ort: Any, path: Path, config: ProxyConfig) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = select_providers(ort.get_available_providers(), config.providers)
-    with RUNTIME_DOOR:
-        return ort.InferenceSession(str(path), so, providers=providers)
+    return open_session(lambda: ort.InferenceSession(str(path), so, providers=providers))
 
 
 def _run_bound(

@@ -37,7 +37,7 @@ import numpy as np
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
-from promptsieve._threads import RUNTIME_DOOR
+from promptsieve._threads import RUNTIME_DOOR, open_session
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
 from promptsieve.proxy._runtime import CPU
 
@@ -191,8 +191,9 @@ class LMProxy:
                 [p for p in providers if p != CPU],
             )
             providers = [CPU]
-        with RUNTIME_DOOR:
-            session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
+        session = open_session(
+            lambda: ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
+        )
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
