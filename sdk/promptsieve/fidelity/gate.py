@@ -380,7 +380,7 @@ class Gate:
         bounds, which cost milliseconds on the request path)."""
         if self._labelled_test is not None:
             p = v.pairs_at(ratio)
-            cells = (p.both, p.original_only, p.compressed_only, p.neither)
+            cells = p.cells
             t = self._labelled_test
             n = p.n
             decided = bool(t.passes(cells)) or bool(t.fails(cells)) or not t.can_pass(cells)

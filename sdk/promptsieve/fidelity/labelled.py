@@ -116,6 +116,11 @@ class Pairs:
         return self.both + self.original_only + self.compressed_only + self.neither
 
     @property
+    def cells(self) -> tuple[int, int, int, int]:
+        """``(both, original_only, compressed_only, neither)``: the test's cell order."""
+        return (self.both, self.original_only, self.compressed_only, self.neither)
+
+    @property
     def original_correct(self) -> int:
         return self.both + self.original_only
 
@@ -251,7 +256,7 @@ class NonInferiorityTest:
 
     def evaluate(self, pairs: Pairs) -> TestState:
         """The state implied by the cell counts in ``pairs``."""
-        cells = (pairs.both, pairs.original_only, pairs.compressed_only, pairs.neither)
+        cells = pairs.cells
         if min(cells) < 0:
             raise ValueError(f"cell counts must be non-negative, got {pairs}")
         counts = np.array(cells, dtype=np.float64)

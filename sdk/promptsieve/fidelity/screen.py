@@ -525,8 +525,7 @@ def _labelled_ratio(ratio: float, run: _Run, delta: float) -> RatioResult:
     for i in range(attempts):
         if state.decision is not Outcome.CONTINUE:  # passed, failed, or no pass left
             break
-        p = test.pairs
-        if not test.can_pass((p.both, p.original_only, p.compressed_only, p.neither), attempts - i):
+        if not test.can_pass(test.pairs.cells, attempts - i):
             state = _curtailed(state)  # skipped samples used up attempts too
             break
         original = run.original(i)
