@@ -465,6 +465,54 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
 
 
+def test_suites_pool_into_one_table_with_paired_tests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of two suites each pool per (method, ratio): counts, Wilson intervals and
+    McNemar on the questions both sides answered; other targets and empty pools refused."""
+    from benchmarks.pool_suites import PoolError, main, pool
+
+    def run(suites: list[str], model: str = "m") -> dict[str, object]:
+        rows = []
+        for s in suites:
+            rows += [_suite_row(s, "none", 1.0, i, True) for i in range(20)]
+            rows += [_suite_row(s, "truncate", 0.5, i, i % 2 == 0) for i in range(20)]
+            rows += [_suite_row(s, "coarse", 0.5, i, i % 4 != 0) for i in range(20)]
+        return {"meta": {"model": model}, "rows": rows}
+
+    first = run(["bbh_x", "bbh_y"])
+    for row in first["rows"]:  # type: ignore[attr-defined]
+        if (row["item"], row["method"]) == ("bbh_x#1", "coarse"):
+            row["error"] = "timeout"  # an error is not a row: that question leaves the cell
+    for name, data in (("a", first), ("b", run(["bbh_z", "vitaminc"]))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+    out = pool([tmp_path / "a", tmp_path / "b"], prefix="bbh_")
+    assert out["suites"] == ["bbh_x", "bbh_y", "bbh_z"]
+    cells = {(c["method"], c["ratio"]): c for c in out["cells"]}
+    assert cells[("none", 1.0)]["accuracy"]["k"] == 60
+    coarse = cells[("coarse", 0.5)]
+    assert (coarse["accuracy"]["k"], coarse["accuracy"]["n"]) == (44, 59)
+    assert coarse["accuracy"]["low"] < 44 / 59 < coarse["accuracy"]["high"]
+    # coarse alone right on odd items (10 a suite, item 1 of bbh_x gone), truncate alone on
+    # multiples of 4 (5 a suite)
+    vs = coarse["vs_truncate"]
+    assert (vs["n"], vs["a_only"], vs["b_only"]) == (59, 29, 15) and 0.01 < vs["p"] < 0.05
+    assert (coarse["vs_none"]["a_only"], coarse["vs_none"]["b_only"]) == (0, 15)
+    assert "vs_truncate" not in cells[("truncate", 0.5)]
+    with pytest.raises(PoolError, match="no suite"):
+        pool([tmp_path / "a"], prefix="gsm")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text(json.dumps(run(["bbh_q"], model="n")))
+    with pytest.raises(PoolError, match="different targets"):
+        pool([tmp_path / "a", tmp_path / "c"])
+    assert main([str(tmp_path / "a"), "--prefix", "bbh_", "--out", str(tmp_path / "p.json")]) == 0
+    assert "| coarse | 0.5 | 39 | 74 [" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["suites"] == ["bbh_x", "bbh_y"]
+    assert main([str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "different targets" in capsys.readouterr().err
+
+
 def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     """Two runs (ratios 0.5 and 0.8) become one report on their common items; a run whose
     answer to the same call differs, or of another model, is refused."""
