@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sieve_helpers import long_text
+from _sieve_helpers import WordDropCompressor, long_text
 from promptsieve import (
     GateConfig,
     Message,
@@ -109,5 +109,35 @@ def _wait(pid: int, timeout: float = 60.0) -> int | str:
     return "hung"
 
 
+def main_without_proxy() -> None:
+    """No onnxruntime session in the process (a custom compressor), and a comparison still
+    running in the parent when it forks: the child must reset the sieve all the same
+    (``flush(5)`` True at once, not a wait on the parent's comparison)."""
+    store = Path(tempfile.mkdtemp()) / "verdicts.db"
+    sieve = Sieve(
+        SieveConfig(store_path=str(store), gate=GateConfig(budget=400, seed=0)),
+        compressor=WordDropCompressor(),
+    )
+
+    def slow(prompt: object) -> TargetOutput:
+        time.sleep(3)
+        return TargetOutput("the same answer")
+
+    with (
+        task("fork-test"),
+        sieve.call(_request(0), original=None, rebuild=lambda p: p, send_variant=slow) as call,
+    ):
+        call.observe(TargetOutput("the same answer"))
+    time.sleep(0.5)  # the comparison is running in the parent's pool
+    pid = os.fork()
+    if pid == 0:
+        t0 = time.perf_counter()
+        flushed = sieve.flush(5)
+        row = {"who": "child", "flush5": flushed, "flush_s": round(time.perf_counter() - t0, 2)}
+        print(json.dumps(row), flush=True)
+        sys.exit(0)
+    print(json.dumps({"who": "parent-after", "child_status": [_wait(pid)]}), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    main_without_proxy() if sys.argv[1:] == ["without-proxy"] else main()

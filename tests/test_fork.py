@@ -42,3 +42,20 @@ def test_forked_workers_compress_and_screen_as_the_parent(cache_root: Path, prox
     # The second child ends with sys.exit(3): it hung for good in onnxruntime's destructors
     # (a condition variable the parent's pool threads waited on) before the fix.
     assert rows[-1] == {"who": "parent-after", "child_status": [0, 3]}
+
+
+def test_forked_child_resets_without_a_proxy_session(tmp_path: Path) -> None:
+    """The reset does not depend on onnxruntime: with a custom compressor (no session to
+    inherit) and a comparison in flight at fork, the child's flush(5) is True at once."""
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), "without-proxy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    child = next(r for r in rows if r["who"] == "child")
+    assert child["flush5"] is True and child["flush_s"] < 1.0, child
+    assert rows[-1] == {"who": "parent-after", "child_status": [0]}

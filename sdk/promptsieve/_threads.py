@@ -236,6 +236,11 @@ def _after_fork_in_child() -> None:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
     if inherited:
         _skip_native_exit_handlers()
+    for obj in list(_LIVE):
+        try:
+            obj._after_fork()
+        except Exception:
+            log.debug("promptsieve: resetting after fork failed", exc_info=True)
 
 
 def _skip_native_exit_handlers() -> None:
@@ -252,11 +257,6 @@ def _skip_native_exit_handlers() -> None:
     on_exit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     if on_exit(ctypes.cast(exit_now, ctypes.c_void_p), None) != 0:
         log.debug("promptsieve: on_exit failed; a forked child may hang at exit")
-    for obj in list(_LIVE):
-        try:
-            obj._after_fork()
-        except Exception:
-            log.debug("promptsieve: resetting after fork failed", exc_info=True)
 
 
 atexit.register(_close_all_at_exit)
