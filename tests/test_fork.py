@@ -22,18 +22,23 @@ CHILD = Path(__file__).with_name("_fork_child.py")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def test_forked_workers_compress_and_screen_as_the_parent(cache_root: Path, proxy: object) -> None:
+def _run_child(cache: Path, *args: str) -> list[dict[str, object]]:
+    """Run ``_fork_child.py`` and return its JSON lines (it must exit with status 0)."""
     proc = subprocess.run(
-        [sys.executable, str(CHILD)],
+        [sys.executable, str(CHILD), *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(cache_root)},
+        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(cache)},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_forked_workers_compress_and_screen_as_the_parent(cache_root: Path, proxy: object) -> None:
+    rows = _run_child(cache_root)
     children = [r for r in rows if r["who"] == "child"]
-    assert len(children) == 2, proc.stdout
+    assert len(children) == 2, rows
     for row in children:
         assert "error" not in row, row
         assert row["reason"] == "applied", row  # compressed, not "timeout"
@@ -47,15 +52,7 @@ def test_forked_workers_compress_and_screen_as_the_parent(cache_root: Path, prox
 def test_forked_child_resets_without_a_proxy_session(tmp_path: Path) -> None:
     """The reset does not depend on onnxruntime: with a custom compressor (no session to
     inherit) and a comparison in flight at fork, the child's flush(5) is True at once."""
-    proc = subprocess.run(
-        [sys.executable, str(CHILD), "without-proxy"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PROMPTSIEVE_CACHE_DIR": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = _run_child(tmp_path, "without-proxy")
     child = next(r for r in rows if r["who"] == "child")
     assert child["flush5"] is True and child["flush_s"] < 1.0, child
     assert rows[-1] == {"who": "parent-after", "child_status": [0]}
