@@ -39,6 +39,12 @@ def test_e_bh_controls_the_false_discovery_share() -> None:
     for name in ("per-task", "e-BH, stopped at pass", "e-BH, screened on"):
         assert res[name]["fdr"] <= DELTA, name
     assert res["e-BH, screened on"]["true_discoveries"] > 10  # it has some power
+    # stopping a task that cannot pass any more saves calls and changes no decision
+    full = ebh_simulation(60, seed=3, budget=100, curtail=False)
+    for name in ("per-task", "e-BH, screened on"):
+        assert res[name]["discoveries"] == full[name]["discoveries"], name
+        assert res[name]["fdr"] == full[name]["fdr"], name
+        assert res[name]["calls_per_task"] < 0.8 * full[name]["calls_per_task"], name
 
 
 def test_e_bh_procedure() -> None:
