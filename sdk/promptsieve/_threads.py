@@ -231,11 +231,14 @@ def _after_fork_in_child() -> None:
     _LIVE_LOCK = threading.Lock()  # it may have been held by another thread at fork time
     RUNTIME_DOOR.reset()
     _BACKGROUND.clear()  # the parent's threads do not exist here
-    inherited = list(_SESSIONS)
-    for session in inherited:  # never destroyed here: see the module's docstring
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
-    if inherited:
-        _skip_native_exit_handlers()
+    try:
+        inherited = list(_SESSIONS)
+        for session in inherited:  # never destroyed here: see the module's docstring
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
+        if inherited:
+            _skip_native_exit_handlers()
+    except Exception:  # the reset below must run whatever happens here
+        log.debug("promptsieve: pinning inherited sessions failed", exc_info=True)
     for obj in list(_LIVE):
         try:
             obj._after_fork()
