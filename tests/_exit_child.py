@@ -4,11 +4,14 @@ A user's batch script: a wrapped OpenAI client against a scripted target on 127.
 ``n`` requests of one task while screening is in progress (shadow comparisons running on
 the real ONNX proxy), print "done", return. Exit status 0 is the assertion.
 
-argv: n_requests mode   (mode: "plain" | "with" | "close" | "async" | "demos")
+argv: n_requests mode   (mode: "plain" | "with" | "close" | "async" | "demos" | "compressor")
 
 "demos": one request holding ``n`` few-shot demonstrations through a sieve whose
 compressor is a DemoCompressor on the real MiniLM head, which attributes them on a
 background thread; the script returns while that thread is inside onnxruntime.
+
+"compressor": no sieve, no client: ``n`` daemon threads of the script's own compress with
+one ``Compressor`` in a loop, and the script returns while they are at it.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ def main() -> None:
     if mode == "demos":
         demos_then_return(cfg, srv.url, n)
         return
+    if mode == "compressor":
+        compressor_threads_then_return(n)
+        return
     sieve = Sieve(cfg)
     _SIEVES.append(sieve)
     client = wrap_openai(OpenAI(base_url=srv.url, api_key="x", max_retries=0), sieve)
@@ -137,6 +143,32 @@ def demos_then_return(cfg: SieveConfig, url: str, n: int) -> None:
             )
         print(f"requests_s {time.monotonic() - t0:.1f}", flush=True)
     print("attributing", scoring.wait(120) and comp.attribution is None, flush=True)
+    print("done", flush=True)
+
+
+def compressor_threads_then_return(n: int) -> None:
+    import threading
+
+    from promptsieve import Compressor
+
+    comp = Compressor()
+    text = prompt(0)
+    comp.compress(text, ratio=0.5)  # the proxy is loaded before the threads start
+    started = threading.Barrier(n + 1)
+    calls = [0] * n
+
+    def loop(i: int) -> None:
+        started.wait()
+        while True:
+            comp.compress(text, ratio=0.5)
+            calls[i] += 1
+
+    for i in range(n):
+        threading.Thread(target=loop, args=(i,), name=f"user-{i}", daemon=True).start()
+    started.wait()
+    while min(calls) < 2:  # every thread is in its compress loop
+        time.sleep(0.05)
+    print("compressing", calls, flush=True)
     print("done", flush=True)
 
 

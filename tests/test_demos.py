@@ -302,15 +302,16 @@ def test_without_lm_proxy_the_head_ranks(
     from promptsieve.proxy.lm import LMProxyConfig
 
     monkeypatch.setattr(demos.HeadDemoScorer, "proxy", property(lambda self: proxy))
-    fake = tmp_path / "absent.gguf"
+    fake = tmp_path / "fake.gguf"  # a GGUF never exported into the empty cache
+    fake.write_bytes(b"GGUF" + b"\0" * 64)
     lm = LMProxyConfig(gguf=fake, cache_dir=tmp_path, allow_export=False, download=False)
     a = attribute_demos(DEMOS, VAL, fmt=FMT, config=DemoAttributionConfig(lm=lm, cache=False))
     assert a.method == "head" and len(a.values) == len(DEMOS)
     assert abs(sum(a.values)) < 1e-6  # centred scores, not Shapley values
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not exported"):
         attribute_demos(DEMOS, VAL, fmt=FMT,
                         config=DemoAttributionConfig(lm=lm, fallback=False))  # fmt: skip
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not exported"):
         clean_demos(DEMOS, VAL, fmt=FMT, config=DemoAttributionConfig(lm=lm))
 
 

@@ -215,7 +215,8 @@ def test_parts_are_checked_without_loading_anything(tmp_path: Any) -> None:
     a verdict store with get/put/record/delete works outside labelled mode."""
     from promptsieve.fidelity import Gate, SQLiteStore
 
-    comp = ps.Compressor(ps.CompressorConfig(proxy=ps.ProxyConfig(model_dir=tmp_path / "none")))
+    # an empty prebuilt folder: loading the proxy from it would raise
+    comp = ps.Compressor(ps.CompressorConfig(proxy=ps.ProxyConfig(proxy_dir=tmp_path)))
     ps.Sieve(compressor=comp).close()
     assert comp._proxy is None  # not loaded
 

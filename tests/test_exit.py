@@ -5,6 +5,9 @@ calls through ``wrap_openai(OpenAI(...))`` for one task while screening is in pr
 (shadow comparisons on the real ONNX proxy against a scripted target on 127.0.0.1), then
 "done" and return. Before the fix it died with SIGABRT (exit status 134) on every run:
 daemon comparison threads were still inside onnxruntime while the interpreter finalised.
+Mode "compressor": a script's own daemon threads compressing with a ``Compressor`` when it
+returned each printed a ``SieveClosed`` traceback (exit status 0): the exit hook's runtime
+door raised in them; now their calls stop quietly, as daemon threads do at exit.
 Mode "demos": a DemoCompressor's background attribution thread was left inside onnxruntime
 (or the tokenizer) the same way, and aborted 8 of 10 runs before the runtime door and the
 exit-time join of background threads (``promptsieve._threads``); requests after the first
@@ -16,10 +19,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from promptsieve import _threads
+from promptsieve._threads import SieveClosed
 
 CHILD = Path(__file__).with_name("_exit_child.py")
 
@@ -59,3 +66,48 @@ def test_exit_drain_is_bounded_and_counts_what_it_abandons(cache_root: Path, pro
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("closed abandoned="), proc.stdout[-500:]
     assert int(last.split("=")[1]) >= 1
+
+
+def test_compressing_daemon_threads_end_quietly_at_exit(cache_root: Path, proxy: object) -> None:
+    """A script whose own daemon threads use a Compressor (no sieve) exits without a
+    traceback on stderr, and at once: the threads are not waited for."""
+    proc = _run("compressor", cache_root, n=2)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "compressing" in proc.stdout and "done" in proc.stdout, proc.stdout[-500:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "SieveClosed" not in proc.stderr, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr
+
+
+def test_runtime_door_at_exit_parks_only_the_users_daemon_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the exit hook has shut the runtime door, promptsieve's own threads (which handle
+    SieveClosed, and which the hook joins) and the main thread get SieveClosed at once; a
+    user's daemon thread waits ``EXIT_PARK_S`` first (the interpreter ends it meanwhile)."""
+    monkeypatch.setattr(_threads, "EXIT_PARK_S", 1.5)
+    door = _threads._RuntimeDoor()  # a fresh one: the process's own stays open
+    with door:
+        pass
+    assert door.shut(1.0)
+    took: dict[str, float] = {}
+
+    def enter(name: str) -> None:
+        t0 = time.monotonic()
+        try:
+            with door:
+                took[name] = -1.0  # never let in
+        except SieveClosed as exc:
+            assert "exiting" in str(exc)
+            took[name] = time.monotonic() - t0
+
+    users = threading.Thread(target=enter, args=("user",), daemon=True)
+    users.start()
+    own = _threads.start_background(lambda: enter("background"), "test-door")
+    pool = _threads.DaemonPool("test-door-pool", 1).submit(enter, "pool")
+    enter("main")
+    own.join(5)
+    pool.result(5)
+    users.join(5)
+    assert took["main"] < 0.5 and took["background"] < 0.5 and took["pool"] < 0.5, took
+    assert 1.4 < took["user"] < 5, took

@@ -35,8 +35,8 @@ def test_missing_export_is_a_config_error(tmp_path: Path) -> None:
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ConfigError, match="not exported"):
         LMProxy.load(LMProxyConfig(gguf=gguf, cache_dir=tmp_path, allow_export=False))
-    with pytest.raises(ConfigError, match="not found"):
-        LMProxy.load(LMProxyConfig(gguf=tmp_path / "absent.gguf", cache_dir=tmp_path))
+    with pytest.raises(ConfigError, match=r"LMProxyConfig\(gguf=\.\.\.\): no file at .*absent"):
+        LMProxyConfig(gguf=tmp_path / "absent.gguf", cache_dir=tmp_path)  # at construction
 
 
 def test_kv_cache_and_batching_match_one_full_pass(lm: Any) -> None:

@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("anthropic", "anthropic") from exc
 
 from promptsieve import Sieve
+from promptsieve._patching import check_sieve
 from promptsieve_anthropic._convert import AnthropicRequest, from_anthropic
 from promptsieve_anthropic._wrap import patch, sieve_of, unpatch
 
@@ -35,8 +36,10 @@ def wrap_anthropic(
 
     ``task`` names the task of this client's requests unless ``with promptsieve.task(...)``
     names another. Wrapping again replaces the sieve; copies made with ``with_options`` or
-    ``copy`` are wrapped with the same sieve. Raises :class:`ConfigError` for a client that
-    is not ``anthropic.Anthropic``/``AsyncAnthropic`` or an empty task name.
+    ``copy`` are wrapped with the same sieve. ``sieve``: a :class:`promptsieve.Sieve`, or None
+    for a default ``Sieve()``. Raises :class:`ConfigError` for a client that is not
+    ``anthropic.Anthropic``/``AsyncAnthropic``, a ``sieve`` that is not a ``Sieve`` (e.g. a
+    ``SieveConfig``) or an empty task name.
     """
     if not isinstance(client, (Anthropic, AsyncAnthropic)):
         raise ConfigError(
@@ -45,6 +48,7 @@ def wrap_anthropic(
         )
     if task is not None and (not isinstance(task, str) or not task.strip()):
         raise ConfigError("task must be a non-empty string")
+    check_sieve("wrap_anthropic", sieve)
     patch(client, sieve if sieve is not None else Sieve(), task)
     return client
 

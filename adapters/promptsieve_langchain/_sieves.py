@@ -19,6 +19,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from promptsieve import Compressor, ConfigError, Plan, Sieve, SieveConfig
+from promptsieve._patching import check_sieve
 
 __all__ = [
     "COMPARISON_CONFIG",
@@ -271,6 +272,5 @@ def child_callbacks(run_manager: Any, *, is_async: bool = False) -> Any:
 def check_settings(data: dict[str, Any]) -> None:
     """Raise ConfigError for a bad sieve/verify/ratio combination (component constructors)."""
     sieve = data.get("sieve")
-    if sieve is not None and not isinstance(sieve, Sieve):
-        raise ConfigError(f"sieve must be a promptsieve Sieve, not {type(sieve).__name__}")
+    check_sieve("promptsieve_langchain", sieve)
     resolve(sieve, verify=data.get("verify"), ratio=data.get("ratio"))

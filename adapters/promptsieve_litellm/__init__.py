@@ -6,13 +6,14 @@ Proxy ``config.yaml``::
       callbacks: promptsieve_litellm.proxy_handler
 
 ``proxy_handler`` is built on first access from the environment (:func:`handler_from_env`):
-``PROMPTSIEVE_STORE`` (``redis://…`` so that every replica shares verdicts, or a SQLite
-path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``, ``PROMPTSIEVE_DELTA``, ``PROMPTSIEVE_RATIOS``
-(comma-separated ladder), ``PROMPTSIEVE_GUARD=0`` (no instance guard), and
-``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit opt-out);
-``PROMPTSIEVE_SAVINGS`` (the savings ledger, a SQLite file or ``redis://`` URL, read by
-``promptsieve report``; written every ``PROMPTSIEVE_SAVINGS_FLUSH_S`` seconds, default 10) and
-``PROMPTSIEVE_OTEL=1`` (OpenTelemetry spans and metrics) attach observers. SDK::
+``PROMPTSIEVE_STORE`` (``redis://…``, ``rediss://…`` or ``unix://…`` so that every replica
+shares verdicts, or a SQLite path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``,
+``PROMPTSIEVE_DELTA``, ``PROMPTSIEVE_RATIOS`` (comma-separated ladder), ``PROMPTSIEVE_GUARD=0``
+(no instance guard), and ``PROMPTSIEVE_RATIO`` (a fixed ratio without screening: an explicit
+opt-out); ``PROMPTSIEVE_SAVINGS`` (the savings ledger, a SQLite file or ``redis://`` URL, read
+by ``promptsieve report``; written every ``PROMPTSIEVE_SAVINGS_FLUSH_S`` seconds, default 10)
+and ``PROMPTSIEVE_OTEL=1`` (OpenTelemetry spans and metrics) attach observers. Switches
+(``PROMPTSIEVE_GUARD``, ``PROMPTSIEVE_OTEL``) take 1/0, true/false, yes/no or on/off. SDK::
 
     import litellm
     from promptsieve_litellm import PromptSieveLiteLLM
@@ -21,7 +22,9 @@ path), ``PROMPTSIEVE_TASK``, ``PROMPTSIEVE_TAU``, ``PROMPTSIEVE_DELTA``, ``PROMP
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from promptsieve._errors import ConfigError, missing_extra
@@ -40,6 +43,11 @@ from promptsieve import (
     SieveConfig,
     SQLiteStore,
 )
+from promptsieve.fidelity._sqlite_store import (
+    check_sqlite_file,
+    check_store_location,
+    is_redis_url,
+)
 from promptsieve_litellm._hook import PromptSieveLiteLLM, read_response
 
 __all__ = ["PromptSieveLiteLLM", "handler_from_env", "read_response"]
@@ -57,18 +65,47 @@ def _float(name: str) -> float | None:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _switch(name: str, default: bool) -> bool:
+    """The on/off variable ``name`` (``default`` when unset or empty)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/0, true/false, yes/no, on/off, got {raw!r}")
+
+
+def _location(name: str) -> str:
+    """The store variable ``name``: empty, a Redis URL, or a usable SQLite file path."""
+    raw = os.environ.get(name, "").strip()
+    if raw and not is_redis_url(raw):
+        check_store_location(name, raw, redis=True)  # another scheme:// is not a file name
+        check_sqlite_file(name, raw)
+    return raw
+
+
 def handler_from_env() -> PromptSieveLiteLLM:
     """A handler configured from ``PROMPTSIEVE_*`` variables (see the module doc).
 
-    Raises :class:`ConfigError` for a malformed variable.
+    Raises :class:`ConfigError` for a malformed variable: a number that does not parse (or
+    a non-finite or non-positive ``PROMPTSIEVE_SAVINGS_FLUSH_S``), a switch that is not
+    1/0/true/false/yes/no/on/off, or a store or ledger that is neither a usable SQLite file
+    path nor a ``redis://``, ``rediss://`` or ``unix://`` URL.
     """
-    store_url = os.environ.get("PROMPTSIEVE_STORE", "").strip()
+    store_url = _location("PROMPTSIEVE_STORE")
     task = os.environ.get("PROMPTSIEVE_TASK", "").strip() or None
-    guard = os.environ.get("PROMPTSIEVE_GUARD", "1").strip().lower() not in ("0", "false", "no")
+    guard = _switch("PROMPTSIEVE_GUARD", True)
+    observers = _Observers.from_env()  # checked before anything is built
     ratio = _float("PROMPTSIEVE_RATIO")
     if ratio is not None:
         fixed = SieveConfig(verify=False, ratio=ratio, guard=guard)
-        return _observed(PromptSieveLiteLLM(Sieve(fixed), task=task))
+        return observers.attach(PromptSieveLiteLLM(Sieve(fixed), task=task))
     gate_kw: dict[str, Any] = {}
     for name, key in (("PROMPTSIEVE_TAU", "tau"), ("PROMPTSIEVE_DELTA", "delta")):
         value = _float(name)
@@ -83,26 +120,40 @@ def handler_from_env() -> PromptSieveLiteLLM:
                 f"PROMPTSIEVE_RATIOS must be comma-separated numbers: {ratios!r}"
             ) from exc
     config = GateConfig(**gate_kw)
-    if store_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(store_url):
         store: Any = RedisStore(store_url)
     else:
         store = SQLiteStore(store_url or None)
     sieve = Sieve(SieveConfig(gate=config, guard=guard), gate=Gate(store, config))
-    return _observed(PromptSieveLiteLLM(sieve, task=task))
+    return observers.attach(PromptSieveLiteLLM(sieve, task=task))
 
 
-def _observed(handler: PromptSieveLiteLLM) -> PromptSieveLiteLLM:
-    """Attach the observers the environment asks for (savings ledger, OpenTelemetry)."""
-    savings = os.environ.get("PROMPTSIEVE_SAVINGS", "").strip()
-    if savings:
+@dataclass(frozen=True)
+class _Observers:
+    """The observers the environment asks for (savings ledger, OpenTelemetry)."""
+
+    savings: str
+    flush_s: float
+    otel: bool
+
+    @classmethod
+    def from_env(cls) -> _Observers:
+        savings = _location("PROMPTSIEVE_SAVINGS")
         every = _float("PROMPTSIEVE_SAVINGS_FLUSH_S")
-        ledger = SavingsLedger(savings, flush_interval_s=10.0 if every is None else every)
-        handler.sieve.add_observer(ledger)
-    if os.environ.get("PROMPTSIEVE_OTEL", "").strip().lower() in ("1", "true", "yes"):
-        from promptsieve.otel import OTelObserver
+        if every is not None and not (every > 0 and math.isfinite(every)):
+            raise ConfigError(
+                f"PROMPTSIEVE_SAVINGS_FLUSH_S must be a finite number of seconds > 0, got {every!r}"
+            )
+        return cls(savings, 10.0 if every is None else every, _switch("PROMPTSIEVE_OTEL", False))
 
-        handler.sieve.add_observer(OTelObserver())
-    return handler
+    def attach(self, handler: PromptSieveLiteLLM) -> PromptSieveLiteLLM:
+        if self.savings:
+            handler.sieve.add_observer(SavingsLedger(self.savings, flush_interval_s=self.flush_s))
+        if self.otel:
+            from promptsieve.otel import OTelObserver
+
+            handler.sieve.add_observer(OTelObserver())
+        return handler
 
 
 def __getattr__(name: str) -> Any:

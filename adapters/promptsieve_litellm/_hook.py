@@ -32,6 +32,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from promptsieve import Call, Plan, Prompt, Sieve, TargetOutput
+from promptsieve._patching import check_sieve
 from promptsieve.convert import OpenAIRequest, from_openai
 
 __all__ = ["PromptSieveLiteLLM"]
@@ -72,12 +73,16 @@ class PromptSieveLiteLLM(CustomLogger):
 
     ``task``: default task name of the requests (``with promptsieve.task(...)`` and the
     request's ``metadata["promptsieve_task"]`` win). ``plan_ttl_s``: how long a plan waits
-    for its callback before it is dropped (and its shadow slot freed).
+    for its callback before it is dropped (and its shadow slot freed). ``sieve``: a
+    :class:`promptsieve.Sieve`, or None for a default ``Sieve()``. Raises
+    :class:`~promptsieve.ConfigError` for a ``sieve`` that is not a ``Sieve`` (e.g. a
+    ``SieveConfig``).
     """
 
     def __init__(
         self, sieve: Sieve | None = None, *, task: str | None = None, plan_ttl_s: float = 600.0
     ) -> None:
+        check_sieve("PromptSieveLiteLLM", sieve)
         super().__init__()
         self.sieve = sieve if sieve is not None else Sieve()
         self.task = task

@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("openai", "openai") from exc
 
 from promptsieve import Sieve
+from promptsieve._patching import check_sieve
 from promptsieve_openai._wrap import patch, sieve_of, unpatch
 
 __all__ = ["sieve_of", "unwrap_openai", "wrap_openai"]
@@ -31,7 +32,10 @@ def wrap_openai(client: ClientT, sieve: Sieve | None = None, *, task: str | None
 
     ``task`` names the task of this client's requests unless ``with promptsieve.task(...)``
     names another. Wrapping again replaces the sieve; copies made with ``with_options`` or
-    ``copy`` are wrapped with the same sieve.
+    ``copy`` are wrapped with the same sieve. ``sieve``: a :class:`promptsieve.Sieve`, or None
+    for a default ``Sieve()``. Raises :class:`ConfigError` for a client that is not
+    ``openai.OpenAI``/``AsyncOpenAI``, a ``sieve`` that is not a ``Sieve`` (e.g. a
+    ``SieveConfig``) or an empty task name.
     """
     if not isinstance(client, (OpenAI, AsyncOpenAI)):
         raise ConfigError(
@@ -39,6 +43,7 @@ def wrap_openai(client: ClientT, sieve: Sieve | None = None, *, task: str | None
         )
     if task is not None and (not isinstance(task, str) or not task.strip()):
         raise ConfigError("task must be a non-empty string")
+    check_sieve("wrap_openai", sieve)
     patch(client, sieve if sieve is not None else Sieve(), task)
     return client
 

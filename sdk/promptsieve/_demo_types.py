@@ -78,6 +78,7 @@ class DemoFormat:
     pairs: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # DemoFormat(header=5) fails here, not when rendering
         for name, fields in (("demo", ("input", "output")), ("query", ("input",))):
             tpl = getattr(self, name)
             for f in fields:

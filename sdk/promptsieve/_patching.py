@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from promptsieve._errors import ConfigError
 from promptsieve.fidelity import TargetOutput
 from promptsieve.prompt import Prompt, Request
 from promptsieve.sieve import Call, Sieve
@@ -45,6 +46,24 @@ class PatchState:
     def __init__(self, sieve: Sieve, task: str | None) -> None:
         self.sieve = sieve
         self.task = task
+
+
+def check_sieve(owner: str, sieve: object) -> None:
+    """Raise :class:`ConfigError` unless ``sieve`` is None (the adapter builds a default
+    ``Sieve()``) or a :class:`~promptsieve.Sieve`, at wrap/construction time: anything else
+    (a ``SieveConfig``, a ``Gate``) would fail every request with an ``AttributeError``.
+    ``owner`` names the call, e.g. ``"wrap_openai"``. Every adapter checks with this."""
+    if sieve is None or isinstance(sieve, Sieve):
+        return
+    name = type(sieve).__name__
+    from promptsieve._sieve_config import SieveConfig
+
+    fix = (
+        "pass promptsieve.Sieve(config) instead"
+        if isinstance(sieve, SieveConfig)
+        else "build one with promptsieve.Sieve(...), or pass None for a default one"
+    )
+    raise ConfigError(f"{owner}: sieve must be a promptsieve Sieve, not {name}; {fix}")
 
 
 def sieve_of(client: object) -> Sieve | None:

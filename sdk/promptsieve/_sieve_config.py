@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,8 @@ class GateLike(Protocol):
 
 @dataclass(frozen=True)
 class SieveConfig:
-    """How the sieve decides; wrong values raise :class:`ConfigError` at construction."""
+    """How the sieve decides; wrong values raise :class:`ConfigError` at construction
+    (``store_path`` included: see its comment)."""
 
     #: False = explicit opt-out of screening: compress every request at ``ratio``.
     verify: bool = True
@@ -55,6 +57,9 @@ class SieveConfig:
     #: Passed to ``Gate(store, gate)`` when the sieve builds its own gate (ratio ladder, τ, δ).
     gate: GateConfig | None = None
     #: SQLite file of the default verdict store (None: the store's own default path).
+    #: Checked at construction (ConfigError): not a folder, not an existing non-SQLite file,
+    #: not a URL, and creatable (missing parent folders are created). For a Redis store
+    #: pass ``Sieve(config, gate=Gate(RedisStore(url), config.gate))``.
     store_path: str | Path | None = None
     #: Passed to ``Compressor(compressor)`` when the sieve builds its own compressor.
     compressor: CompressorConfig | None = None
@@ -74,7 +79,7 @@ class SieveConfig:
     guard: bool = True
     #: None: the gate config's ``guard_threshold`` (0.8 by default).
     guard_threshold: float | None = None
-    #: Scoring time budget per request; past it the original goes out.
+    #: Scoring time budget per request (finite, > 0); past it the original goes out.
     scoring_budget_ms: float = 500.0
     #: Threads that score prompts (the caller waits at most the budget for one).
     scoring_workers: int = 2
@@ -100,15 +105,19 @@ class SieveConfig:
             raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
         if self.guard_threshold is not None:
             check_guard_threshold(self.guard_threshold)
-        if not self.scoring_budget_ms > 0:  # written so that NaN fails too
-            raise ConfigError("scoring_budget_ms must be positive")
+        if not (self.scoring_budget_ms > 0 and math.isfinite(self.scoring_budget_ms)):
+            raise ConfigError(
+                f"scoring_budget_ms must be a positive, finite number of milliseconds, got "
+                f"{self.scoring_budget_ms!r}"
+            )
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        if not self.backpressure_wait_ms >= 0:
-            raise ConfigError("backpressure_wait_ms must be >= 0")
-        if not self.drain_timeout_s >= 0:
-            raise ConfigError("drain_timeout_s must be >= 0 seconds")
+        # finite: an infinite wait overflows the platform's timeout (OverflowError)
+        if not (self.backpressure_wait_ms >= 0 and math.isfinite(self.backpressure_wait_ms)):
+            raise ConfigError("backpressure_wait_ms must be a finite number >= 0")
+        if not (self.drain_timeout_s >= 0 and math.isfinite(self.drain_timeout_s)):
+            raise ConfigError("drain_timeout_s must be a finite number of seconds >= 0")
         labelled = self.gate is not None and self.gate.mode == "labelled"
         if labelled and self.judge is None:
             raise ConfigError(
@@ -117,6 +126,13 @@ class SieveConfig:
             )
         if self.task is not None and not self.task.strip():
             raise ConfigError("task must be a non-empty string")
+        if self.store_path is not None:
+            from promptsieve.fidelity._sqlite_store import check_sqlite_file, check_store_location
+
+            owner = "SieveConfig(store_path=...)"
+            hint = "; for Redis pass Sieve(config, gate=Gate(RedisStore(url), config.gate))"
+            check_store_location(owner, self.store_path, redis=False, hint=hint)
+            check_sqlite_file(owner, self.store_path)
         from promptsieve.fidelity import get_metric, metric_name
 
         metric_name(self.metric)  # a name or a callable

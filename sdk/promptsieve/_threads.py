@@ -8,7 +8,10 @@ Three process-level facts shape this module:
   status 134). So every live sieve is closed by an :mod:`atexit` hook: in-flight
   comparisons get a bounded drain, the rest are abandoned (and counted), and the sieve's
   :class:`ComputeDoor` is shut and waited on, so no thread is inside the proxy by the time
-  the interpreter tears down.
+  the interpreter tears down. Then :data:`RUNTIME_DOOR` shuts for everyone else. A daemon
+  thread of the user's (a ``Compressor`` used from the user's own threads) that reaches the
+  proxy after that gets no exception (a traceback on stderr): its call does not return, as
+  the interpreter stops daemon threads wherever they are (:data:`EXIT_PARK_S`).
 * **Fork.** A forked child inherits the pools' bookkeeping but none of their threads, and
   locks that may have been held mid-fork. :func:`os.register_at_fork` re-creates them in
   the child (``after_in_child``), so the child compresses and screens as the parent did.
@@ -53,6 +56,13 @@ EXIT_DRAIN_S = 10.0
 #: Seconds to wait for threads already inside the proxy once the door is shut. A scoring
 #: pass is bounded (windows of ≤ 512 tokens), so this is reached only if onnxruntime hangs.
 DOOR_WAIT_S = 60.0
+#: Once the exit hook has shut :data:`RUNTIME_DOOR`, a daemon thread that promptsieve did not
+#: start (the user's, compressing) waits this long at the door instead of raising
+#: :class:`SieveClosed`: the interpreter finalises meanwhile and its daemon threads stop
+#: where they are, so the user's ``compress`` call ends without a traceback on stderr. Only
+#: when exit takes longer (an atexit hook registered before promptsieve was imported that
+#: joins such a thread) does the call raise :class:`SieveClosed` after all.
+EXIT_PARK_S = 30.0
 
 
 class SieveClosed(PromptSieveError):
@@ -101,12 +111,33 @@ class ComputeDoor:
         self._shut = False
 
 
+#: Marks the threads promptsieve starts (:class:`DaemonPool`, :func:`start_background`):
+#: they handle :class:`SieveClosed`, and the exit hook waits for them, so they never park.
+_OWN = threading.local()
+
+
+class _RuntimeDoor(ComputeDoor):
+    """:class:`ComputeDoor` shut only by the exit hook. Entering it after that raises
+    :class:`SieveClosed` ("the process is exiting") in promptsieve's own threads and in
+    non-daemon ones (the main thread, in a later atexit hook); a daemon thread of the
+    user's waits :data:`EXIT_PARK_S` first, so that the interpreter ends it quietly."""
+
+    def __enter__(self) -> None:
+        try:
+            super().__enter__()
+        except SieveClosed:
+            thread = threading.current_thread()
+            if thread.daemon and not getattr(_OWN, "owned", False):
+                threading.Event().wait(EXIT_PARK_S)  # the interpreter stops the thread here
+            raise SieveClosed("the process is exiting") from None
+
+
 #: Every onnxruntime session, run and proxy export in the process passes this door, whoever
 #: runs it: a sieve's scoring, and work no sieve owns (a DemoCompressor's attribution thread).
 #: The exit hook shuts it after closing the sieves, so no thread is inside onnxruntime (or
 #: torch, exporting) when the interpreter finalises; a daemon thread caught there aborted
 #: the process (exit status 134). Entering it after that raises :class:`SieveClosed`.
-RUNTIME_DOOR = ComputeDoor()
+RUNTIME_DOOR: ComputeDoor = _RuntimeDoor()
 #: Seconds the exit hook waits, once :data:`RUNTIME_DOOR` is shut, for the threads started by
 #: :func:`start_background` to end. Their next proxy call raises, so one working with the
 #: proxy ends at once; one waiting on something else (a download) is left behind.
@@ -132,7 +163,12 @@ def start_background(target: Callable[[], None], name: str) -> threading.Thread:
     """Start a daemon thread for work no sieve owns (a one-off attribution). At interpreter
     exit it is joined after :data:`RUNTIME_DOOR` shuts, so it has left native code (the
     proxy, its tokenizer) before the interpreter finalises."""
-    thread = threading.Thread(target=target, name=name, daemon=True)
+
+    def run() -> None:
+        _OWN.owned = True
+        target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
     with _LIVE_LOCK:
         _BACKGROUND.add(thread)
     thread.start()
@@ -171,6 +207,7 @@ class DaemonPool:
                 t.start()
 
     def _run(self) -> None:
+        _OWN.owned = True
         while True:
             fut, fn = self._queue.get()
             if not fut.set_running_or_notify_cancel():

@@ -56,6 +56,51 @@ _MIN_RATIO = 1e-3  # the smallest share of compressible tokens a target_tokens b
 _FIT_TOLERANCE = 0.02  # target_tokens: stop refining within 2 % (the promise is ±5 %)
 _FIT_STEPS = 8  # target_tokens: re-prunes at most
 _QUERY_CONTEXT = 300  # characters of the question's block on each side (coarse path query)
+#: Message roles ``CompressorConfig(roles=...)`` may name: what the converters and adapters
+#: produce (other roles' text is never compressed, so naming one would compress nothing).
+_ROLES = ("assistant", "developer", "function", "system", "tool", "user")
+#: Languages ``CompressorConfig(language=...)`` accepts: every ISO 639-1 code (sentencex
+#: gives one without rules of its own English rules) and the longer codes sentencex's
+#: fallback table knows (``wikimedia/sentencex``, ``src/languages/fallbacks.rs``); a region
+#: or script may follow (``pt-br``, ``zh-hant``). Another three-letter code would silently
+#: get English rules (``deu`` is not ``de`` to sentencex), so it is refused.
+_ISO_639_1 = frozenset(
+    """
+    aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv
+    cy da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr
+    ht hu hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw
+    ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mo mr ms mt my na nb nd ne ng nl nn no nr
+    nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg sh si sk sl sm sn so
+    sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo
+    xh yi yo za zh zu
+""".split()  # noqa: SIM905 - a table of codes reads best as words
+)
+_SENTENCEX_LONG_CODES = frozenset(
+    """
+    abs ace ady aeb aln alt ami anp arn arq ary arz ast atj avk awa azb ban bar bat bbc bcc
+    bgn bho bjn bpy bqi btm bug bxr cbk cdo ckb crh csb dsb dtp dty egl eml ext fit fiu frc
+    frp frr fur gag gan gcr glk gom gor gsw guc hak hif hrx hsb hyw inh jam jut kaa kab
+    kbd kbp khw kiu kjp koi krc krl ksh kum lad lbe lez lij liv lki lld lmo lrc ltg luz lzh
+    lzz mad mai map mdf mhr min mnw mrj mwl myv mzn nah nan nap nds nia nrm olo pcd pdc pdt
+    pfl pih pms pnb pnt qug rgn rmy roa rue rup ruq sah scn sco sdc sdh ses sgs shi shy skr
+    sli smn srn stq sty szl szy tay tcy tet trv tyv udm vec vep vls vmf vot vro wuu xal xmf
+""".split()  # noqa: SIM905 - a table of codes reads best as words
+)
+
+
+def _checked_language(code: str) -> str:
+    """``code`` lower-cased, or a :class:`ConfigError` saying what to write instead."""
+    lang = code.lower()
+    primary, *rest = lang.split("-")
+    known = primary in _ISO_639_1 or primary in _SENTENCEX_LONG_CODES
+    if known and all(sub.isascii() and sub.isalnum() and len(sub) <= 8 for sub in rest):
+        return lang
+    raise ConfigError(
+        f"CompressorConfig(language=...) must be a language code for sentence boundaries: an "
+        f"ISO 639-1 code such as 'en', 'de' or 'zh' (a region or script may follow: 'pt-br', "
+        f"'zh-hant'), or another code sentencex knows ('gsw', 'yue' is not one); got "
+        f"{code!r}. For a language without its own rules use 'en' (English rules)"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,10 +173,19 @@ class CompressorConfig:
             raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {self.scorer!r}")
         if not 0.0 <= self.passage_weight <= 10.0:
             raise ConfigError(f"passage_weight must be in [0, 10], got {self.passage_weight!r}")
-        if not self.language or not self.language.replace("-", "").isalnum():
-            raise ConfigError(
-                f"language must be a language code such as 'en', not {self.language!r}"
+        unknown = sorted(self.roles - frozenset(_ROLES))
+        if unknown or not self.roles:
+            what = (
+                f"names unknown roles {unknown}, whose text would never be compressed"
+                if unknown
+                else "is empty, so nothing would be compressed"
             )
+            raise ConfigError(
+                f"CompressorConfig(roles=...) {what}; valid roles: {', '.join(_ROLES)} "
+                f"(default: {', '.join(sorted(COMPRESSIBLE_ROLES))})"
+            )
+        # sentencex reads lower-case codes ("DE" would get English rules): stored lower-case
+        object.__setattr__(self, "language", _checked_language(self.language))
 
     @property
     def scorer_name(self) -> ScorerName:
@@ -366,7 +420,8 @@ class Compressor:
         passage).
 
         Raises ``ConfigError`` when a message holds text that is not valid Unicode (a lone
-        surrogate); the sieve catches it and sends the original request.
+        surrogate), and when ``question`` does; the sieve catches it and sends the original
+        request.
         """
         if ratio is None and target_tokens is None:
             ratio = self.config.ratio
@@ -375,6 +430,7 @@ class Compressor:
         messages, was_str = as_messages(prompt)
         for m in messages:
             check_text(m.content)  # ConfigError on lone surrogates, before any counter sees them
+        _check_question(question)
         parts = self._segment(messages, question)
         t_seg = time.perf_counter()
 
@@ -540,6 +596,7 @@ class Compressor:
 
         ``scorer`` None: the scorer that compressing ``text`` would use (the demonstrations'
         scorer when the text holds demonstrations)."""
+        _check_question(question)
         seg = segment(text, replace(self.config.segment, protect_question=False))
         sc = self._explain_scorer(scorer, seg)
         if question is None and seg.question is not None:
@@ -563,6 +620,7 @@ class Compressor:
         """
         ratio = self.config.ratio if ratio is None else ratio
         Budget(ratio=ratio)  # validates
+        _check_question(question)
         seg = segment(text, self.config.segment)
         sc = self._explain_scorer(scorer, seg)
         coarse = (
@@ -700,6 +758,24 @@ class Compressor:
         spans = [(u.start, u.end) for u in seg.units]
         ts = scorer.score(seg.text, question=question, units=spans)
         return _blend_sentences(ts.unit_scores(spans), seg, self.config.sentence_weight), ts
+
+
+def _check_question(question: object) -> None:
+    """ConfigError unless ``question`` is None or valid Unicode text, as for the prompt
+    (:func:`~promptsieve.segment.check_text`): the tokenizer cannot encode a lone surrogate."""
+    if question is None:
+        return
+    if not isinstance(question, str):
+        raise ConfigError(f"question must be a string or None, got {type(question).__name__}")
+    if question.isascii():
+        return
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"question is not valid Unicode: lone surrogate {question[exc.start]!r} at "
+            f"character {exc.start}; decode the source with errors='replace' or fix it"
+        ) from None
 
 
 def _query(seg: Segmentation) -> str | None:

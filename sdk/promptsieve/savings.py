@@ -17,6 +17,8 @@ import atexit
 import contextlib
 import hashlib
 import logging
+import math
+import numbers
 import sqlite3
 import threading
 import time
@@ -28,6 +30,7 @@ from typing import Any
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
 from promptsieve._events import ComparisonEvent, RequestEvent
+from promptsieve.fidelity._sqlite_store import check_store_location, is_redis_url
 
 __all__ = ["LedgerRow", "SavingsLedger", "read_ledger"]
 
@@ -82,9 +85,12 @@ class SavingsLedger:
 
     ``path``: SQLite file (default: the default verdict store's file), or a ``redis://`` URL
     (keys ``<redis_prefix>s:<bucket>:<hash of task and model>``, counted with HINCRBY, so a
-    fleet shares one ledger). ``bucket_s``: width of
-    a time bucket in seconds (default one hour). Raises :class:`ConfigError` for a bad
-    bucket or interval, :class:`StoreError` when the file cannot be opened.
+    fleet shares one ledger; ``rediss://`` and ``unix://`` too). ``bucket_s``: width of
+    a time bucket in seconds (default one hour). ``flush_interval_s``: seconds between
+    writes (finite; 0: only at :meth:`flush`, :meth:`close` and exit). Raises
+    :class:`ConfigError` for a ``path`` that is neither a str/os.PathLike path nor a Redis URL
+    (any other ``scheme://``), a bad bucket or interval, and :class:`StoreError` when the
+    file cannot be opened.
     """
 
     def __init__(
@@ -95,10 +101,13 @@ class SavingsLedger:
         flush_interval_s: float = 10.0,
         redis_prefix: str = "promptsieve:",
     ) -> None:
-        if bucket_s < 1:
-            raise ConfigError(f"bucket_s must be >= 1 second, got {bucket_s}")
-        if flush_interval_s < 0:
-            raise ConfigError(f"flush_interval_s must be >= 0 seconds, got {flush_interval_s}")
+        check_store_location("SavingsLedger(path=...)", path, redis=True)
+        if not (_is_number(bucket_s) and 1 <= bucket_s < math.inf):
+            raise ConfigError(f"bucket_s must be a number >= 1 second, got {bucket_s!r}")
+        if not (_is_number(flush_interval_s) and 0 <= flush_interval_s < math.inf):
+            raise ConfigError(
+                f"flush_interval_s must be a finite number >= 0 seconds, got {flush_interval_s!r}"
+            )
         if path is None:
             from promptsieve.fidelity.store import default_store_path
 
@@ -241,7 +250,11 @@ def _flush_periodically(ref: weakref.ReferenceType[SavingsLedger], interval: flo
 
 
 def _is_redis(path: str | Path) -> bool:
-    return isinstance(path, str) and path.startswith(("redis://", "rediss://", "unix://"))
+    return is_redis_url(path)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _redis_client(url: str) -> Any:

@@ -131,13 +131,15 @@ def _neutral_body(prompt: Prompt, model: str) -> dict[str, Any]:
 
 
 def _words(body: Mapping[str, Any]) -> int:
+    """Whitespace words of the prompt: chat ``messages`` (string contents and the text of
+    content parts), a completion's ``prompt``, a response's ``input`` and ``instructions``."""
     texts: list[str] = []
 
     def walk(x: Any) -> None:
         if isinstance(x, str):
             texts.append(x)
         elif isinstance(x, Mapping):
-            for k in ("content", "text", "input", "instructions", "prompt"):
+            for k in ("messages", "content", "text", "input", "instructions", "prompt"):
                 walk(x.get(k))
         elif isinstance(x, list):
             for v in x:

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
+from promptsieve.fidelity._sqlite_store import is_redis_url
 from promptsieve.fidelity._verdict import (
     _CELLS,
     _NOISE_SLOT,
@@ -53,11 +54,31 @@ return {n, a}
 _REDIS_GRACE_S = 24 * 3600.0
 
 
+def _check_url(url: object) -> None:
+    """ConfigError unless ``url`` is a str redis-py's ``from_url`` takes (never shown: it
+    may hold a password)."""
+    if is_redis_url(url):
+        return
+    what = type(url).__name__
+    if isinstance(url, str):
+        scheme, sep, _ = url.partition("://")
+        what = f"a {scheme}:// URL" if sep else "a str without a URL scheme"
+    raise ConfigError(
+        "RedisStore(url=...) must be a redis://, rediss:// or unix:// URL (lowercase, as "
+        f"redis-py reads it), got {what}; a SQLite file goes to SQLiteStore(path)"
+    )
+
+
 class RedisStore:
     """Verdicts shared by a fleet through Redis (redis-py).
 
     Counts are HINCRBY inside a Lua script (atomic per comparison); verdict writes are a
     Lua compare-and-set on ``version``; keys expire a day after the verdict does.
+
+    ``url``: a ``redis://``, ``rediss://`` or ``unix://`` URL (lowercase, as redis-py reads
+    it), unused when ``client`` (a ``redis.Redis``) is given. Raises
+    :class:`~promptsieve.ConfigError` for a ``url`` that is not such a str, or when redis-py
+    is not installed.
     """
 
     def __init__(
@@ -74,6 +95,7 @@ class RedisStore:
             raise missing_extra("redis", "redis") from None
         self._redis = redis
         if client is None:
+            _check_url(url)
             try:
                 client = redis.Redis.from_url(
                     url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s

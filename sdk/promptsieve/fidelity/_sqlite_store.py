@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from promptsieve._errors import StoreError
+from promptsieve._errors import ConfigError, StoreError
 from promptsieve.fidelity._verdict import (
     _CELLS,
     _NOISE_SLOT,
@@ -33,6 +35,98 @@ def default_store_path() -> Path:
     from promptsieve._paths import cache_dir
 
     return cache_dir() / "verdicts.sqlite3"
+
+
+# -- what a store location may be -----------------------------------------------------------
+
+#: The URL prefixes redis-py's ``Redis.from_url`` takes. redis-py matches them
+#: case-sensitively (``REDIS://`` is refused), and so does promptsieve.
+REDIS_URL_PREFIXES = ("redis://", "rediss://", "unix://")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def is_redis_url(spec: object) -> bool:
+    """True when ``spec`` is a str that redis-py's ``from_url`` takes: it starts with
+    ``redis://``, ``rediss://`` or ``unix://`` (lowercase, as redis-py requires)."""
+    return isinstance(spec, str) and spec.startswith(REDIS_URL_PREFIXES)
+
+
+def check_store_location(owner: str, spec: object, *, redis: bool, hint: str = "") -> None:
+    """Raise :class:`ConfigError` unless ``spec`` is None, a path (str or os.PathLike) or,
+    with ``redis``, a Redis URL (:func:`is_redis_url`). Any other ``scheme://`` string is
+    refused, naming the forms that fit: it would otherwise become a local file named
+    ``http:/x``. ``owner`` names the setting (``"SieveConfig(store_path=...)"``); ``hint``
+    is added when a Redis URL is given where only a file fits."""
+    forms = "a SQLite file path (str or os.PathLike)"
+    if redis:
+        forms += " or a redis://, rediss:// or unix:// URL"
+    if spec is None:
+        return
+    if not isinstance(spec, str | os.PathLike):
+        shown = repr(spec)[:60]
+        raise ConfigError(f"{owner} must be {forms}, got {type(spec).__name__} {shown}")
+    if not isinstance(spec, str) or not _URL.match(spec):
+        return
+    if redis and is_redis_url(spec):
+        return
+    scheme = spec.partition("://")[0]  # the rest may hold a password: never shown
+    if scheme.lower() + "://" in REDIS_URL_PREFIXES:
+        if redis:  # only the case is wrong
+            raise ConfigError(
+                f"{owner}: write the URL scheme {scheme}:// as {scheme.lower()}:// "
+                "(redis-py reads it case-sensitively)"
+            )
+        raise ConfigError(f"{owner} must be {forms}, not a {scheme}:// URL{hint}")
+    raise ConfigError(f"{owner} must be {forms}; the URL scheme {scheme}:// is not supported")
+
+
+def check_sqlite_file(owner: str, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ConfigError` when a SQLite store cannot live at ``path`` (checked
+    without opening it, and leaving nothing behind): a folder; an existing file that is not a
+    SQLite database (a non-empty file without the ``SQLite format 3`` header) or is not
+    writable; or a place where the file cannot be created (:class:`SQLiteStore` creates
+    missing parent folders, so the nearest existing one must be a writable folder, and
+    SQLite's journal files go next to the file)."""
+    if isinstance(path, str) and not path.strip():
+        raise ConfigError(f"{owner} is empty: give the SQLite file's path (None: the default)")
+    p = Path(path)
+    folder: Path | None = None
+    try:
+        if p.is_dir():
+            example = str(p / "verdicts.sqlite3")
+            raise ConfigError(
+                f"{owner} {str(p)!r} is a folder: give the SQLite file's path, e.g. {example!r}"
+            )
+        if p.exists():
+            if not p.is_file():
+                raise ConfigError(f"{owner} {str(p)!r} is not a regular file")
+            with p.open("rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+            if head and head != _SQLITE_HEADER:
+                raise ConfigError(
+                    f"{owner} {str(p)!r} exists and is not a SQLite database: give a new "
+                    "file path or an existing verdict store"
+                )
+            if not os.access(p, os.R_OK | os.W_OK):
+                raise ConfigError(f"{owner} {str(p)!r} is not writable")
+            folder = p.parent
+        else:
+            folder = p.absolute().parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"{owner} {str(p)!r} cannot be created: {str(folder)!r} is a file, not a folder"
+                )
+        with tempfile.TemporaryFile(dir=folder):  # the real test: create a file there
+            pass
+    except OSError as exc:
+        where = f"no file can be created in {str(folder)!r}" if folder else "it cannot be read"
+        raise ConfigError(
+            f"{owner} {str(p)!r} cannot be used: {where} ({exc.strerror or exc}); give a path "
+            "in a writable folder"
+        ) from exc
 
 
 # -- SQLite -------------------------------------------------------------------------------
@@ -63,9 +157,17 @@ class SQLiteStore:
 
     Safe across threads and processes: writes take SQLite's write lock (BEGIN IMMEDIATE),
     readers never block writers (WAL), and a forked child opens its own connection.
+
+    ``path``: the SQLite file (str or os.PathLike; None: :func:`default_store_path`).
+    Raises :class:`~promptsieve.ConfigError` for a ``path`` of another type or a URL (a
+    ``redis://`` URL goes to :class:`RedisStore`), and :class:`~promptsieve.StoreError` when
+    the file cannot be created or opened, or is not a SQLite database.
     """
 
     def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 10.0) -> None:
+        check_store_location(
+            "SQLiteStore(path=...)", path, redis=False, hint="; use RedisStore(url) for it"
+        )
         self.path = Path(path) if path is not None else default_store_path()
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()

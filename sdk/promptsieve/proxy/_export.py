@@ -47,9 +47,12 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_VERSION",
     "INPUT_NAMES",
+    "MAX_OPSET",
+    "MIN_OPSET",
     "OUTPUT_NAMES",
     "PROXY_DIR_ENV",
     "SCORER_OUTPUT_NAMES",
+    "WEIGHTS_FILE",
     "ExportSettings",
     "default_model_dir",
     "ensure_export",
@@ -75,7 +78,14 @@ OUTPUT_NAMES = ("token_states", "sentence_embedding", "keep_logits")
 #: token_states: the truncated encoder's last hidden state, read by the instance guard.
 SCORER_OUTPUT_NAMES = ("keep_logits", "keep_probs", "token_states")
 SCORER_EXPORT_VERSION = 2
-_WEIGHTS_FILE = "model.safetensors"
+#: The encoder weights in a model folder (what the fingerprint hashes).
+WEIGHTS_FILE = "model.safetensors"
+_WEIGHTS_FILE = WEIGHTS_FILE
+#: ONNX opsets the graphs export at (TorchScript exporter: opsets below 10 have no dynamic
+#: Slice; torch's exporter stops at 23) and run at in onnxruntime, both graphs checked
+#: against opset 17 (``ProxyConfig(opset=...)``).
+MIN_OPSET = 10
+MAX_OPSET = 23
 _EXPORT_HINT = "pip install 'promptsieve[export]'"
 
 
@@ -132,9 +142,9 @@ def missing_artifact(what: str, where: Path, prebuilt: bool) -> ConfigError:
     )
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -156,7 +166,7 @@ def fingerprint(model_dir: Path, head: Path | None, settings: ExportSettings) ->
 
 def _weights_digest(model_dir: Path) -> str:
     """sha256 of the encoder weights in ``model_dir``; ConfigError when they are missing."""
-    weights = model_dir / _WEIGHTS_FILE
+    weights = Path(model_dir) / _WEIGHTS_FILE
     if not weights.is_file():
         raise ConfigError(f"proxy weights not found: {weights}")
     return _file_digest(weights)
@@ -191,20 +201,22 @@ def head_fingerprint(
     return short_hash(parts)
 
 
-def read_head_metadata(head: Path) -> dict[str, str]:
+def read_head_metadata(head: str | os.PathLike[str]) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors head file, read without torch.
 
     safetensors layout: 8-byte little-endian header length, then a JSON header.
     """
     try:
-        with head.open("rb") as f:
+        with Path(head).open("rb") as f:
             n = int.from_bytes(f.read(8), "little")
             if not 0 < n < 1 << 24:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
-    except (OSError, ValueError) as exc:
+        meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+        if not isinstance(meta, dict):
+            raise ValueError("not a safetensors header")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ConfigError(f"cannot read head file {head}: {exc}") from exc
-    meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
 
 
@@ -569,7 +581,7 @@ def _identity(
     """What ``export.json`` records so that a process without the weights finds the graph."""
     return {
         "kind": kind,
-        "weights": _file_digest(model_dir / _WEIGHTS_FILE),
+        "weights": _file_digest(Path(model_dir) / _WEIGHTS_FILE),
         "head": _file_digest(head) if head is not None else None,
         "int8": int8,
     }

@@ -24,6 +24,7 @@ Query-aware windows: with a ``question`` every window is ``[CLS] context [SEP] q
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -37,10 +38,14 @@ from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve._threads import RUNTIME_DOOR, open_session
 from promptsieve.proxy._export import (
+    MAX_OPSET,
+    MIN_OPSET,
     PROXY_DIR_ENV,
+    WEIGHTS_FILE,
     ExportSettings,
     locate_export,
     proxy_dir_from_env,
+    read_head_metadata,
 )
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "ScorerOutput",
     "Window",
     "assign_owners",
+    "check_providers",
     "default_head_path",
     "plan_windows",
     "select_providers",
@@ -64,6 +70,12 @@ _MAX_POSITIONS = 512  # MiniLM position embeddings
 _TEXT_CHUNK = 64  # texts tokenised at once by embed(): bounds memory for huge lists
 _HEADS_DIR = Path(__file__).resolve().parent / "heads"
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
+_PATH_FIELDS = ("model_dir", "cache_dir", "head", "scorer_head", "proxy_dir")
+#: ``format`` in the safetensors metadata of each head field's file (``proxy._head``).
+_HEAD_FORMATS = {
+    "head": ("promptsieve-head/1", "token head (proxy._head.save_head of a TokenHead)"),
+    "scorer_head": ("promptsieve-qhead/1", "query head (proxy._head.save_head of a QueryHead)"),
+}
 
 
 def default_head_path() -> Path:
@@ -97,6 +109,18 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        for name in _PATH_FIELDS:  # a str or os.PathLike is stored as a Path ("~" expanded)
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser())
+        self._check_paths()
+        check_providers("ProxyConfig", self.providers)
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(
+                f"ProxyConfig(opset=...) must be in [{MIN_OPSET}, {MAX_OPSET}] (the ONNX opsets "
+                f"the proxy's graphs export at and run in onnxruntime), got {self.opset}; the "
+                f"default is {ExportSettings().opset}"
+            )
         where = self.prebuilt_dir()
         if where is not None and not where.is_dir():
             origin = "proxy_dir" if self.proxy_dir is not None else f"${PROXY_DIR_ENV}"
@@ -121,6 +145,46 @@ class ProxyConfig:
         ):
             raise ConfigError("max_question_tokens must be in [0, window // 2]")
 
+    def _check_paths(self) -> None:
+        """The files and folders the proxy reads must be there now, not at first use."""
+        if self.model_dir is not None:
+            if not self.model_dir.is_dir():
+                raise ConfigError(
+                    f"ProxyConfig(model_dir=...): {str(self.model_dir)!r} is not a folder; give "
+                    f"the folder of the proxy's weights ({WEIGHTS_FILE}, tokenizer.json), or "
+                    "leave model_dir None for the packaged all-MiniLM-L6-v2"
+                )
+            if not (self.model_dir / WEIGHTS_FILE).is_file():
+                raise ConfigError(
+                    f"ProxyConfig(model_dir=...): {str(self.model_dir)!r} has no {WEIGHTS_FILE}; "
+                    "give the folder of the proxy's weights, or leave model_dir None for the "
+                    "packaged all-MiniLM-L6-v2"
+                )
+        # the cache is made on first use, so only something else in its place is wrong
+        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ConfigError(
+                f"ProxyConfig(cache_dir=...): {str(self.cache_dir)!r} exists and is not a "
+                "folder; give a folder (made on first use), or leave cache_dir None"
+            )
+        for name, (fmt, what) in _HEAD_FORMATS.items():
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            if not path.is_file():
+                raise ConfigError(
+                    f"ProxyConfig({name}=...): no file at {str(path)!r}; give the path of a "
+                    f"{what}, or leave {name} None"
+                )
+            try:
+                found = read_head_metadata(path).get("format")
+            except ConfigError as exc:
+                raise ConfigError(f"ProxyConfig({name}=...): {exc}; give a {what}") from None
+            if found != fmt:
+                raise ConfigError(
+                    f"ProxyConfig({name}=...): {str(path)!r} is not a {what}: its format is "
+                    f"{found!r}, not {fmt!r}"
+                )
+
     @property
     def question_budget(self) -> int:
         if self.max_question_tokens is not None:
@@ -135,6 +199,41 @@ class ProxyConfig:
         if self.proxy_dir is not None:
             return Path(self.proxy_dir).expanduser()
         return proxy_dir_from_env()
+
+
+def check_providers(owner: str, providers: Sequence[str] | None) -> None:
+    """Raise :class:`ConfigError` when ``providers`` is empty or names something that is not
+    an onnxruntime execution provider at all (a typo). A real provider that this machine's
+    onnxruntime lacks (CUDA without ``onnxruntime-gpu``) is left to :func:`select_providers`
+    at load time, which skips it with a warning, or raises when none is left. Unchecked where
+    onnxruntime is not installed (loading then says how to install it)."""
+    if providers is None:
+        return
+    if not providers:
+        raise ConfigError(
+            f"{owner}(providers=...) is empty; name at least one onnxruntime execution "
+            f"provider (e.g. ({CPU!r},)), or leave it None for CUDA when available, then CPU"
+        )
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    known = list(ort.get_all_providers())
+    unknown = [p for p in providers if p not in known]
+    if not unknown:
+        return
+    short = {p.lower().removesuffix("executionprovider"): p for p in known}  # "cuda": CUDA...
+    close = []
+    for p in unknown:
+        match = difflib.get_close_matches(p.lower().removesuffix("executionprovider"), short, 1)
+        if match:
+            close.append(f"{short[match[0]]!r} for {p!r}")
+    raise ConfigError(
+        f"{owner}(providers=...) names {unknown}, which onnxruntime does not know"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
+        + f"; available here: {list(ort.get_available_providers())}, "
+        "or None for CUDA when available, then CPU"
+    )
 
 
 def select_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
