@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,72 @@ def test_a_prompt_without_a_question_is_scored_without_one(default: Compressor) 
     assert r.changed and r.text.strip()
     assert r.tokens_after < r.tokens_before
     assert default.compress(text, ratio=0.5).text == r.text  # deterministic
+
+
+# -- invalid values at the API level: ConfigError, as for the prompt ------------------------
+
+
+@pytest.mark.parametrize("question", ["\ud800", "How tall \udcff is it?"])
+def test_a_question_with_a_lone_surrogate_is_a_config_error(
+    default: Compressor, question: str
+) -> None:
+    """The prompt's check (``check_text``) applies to ``question`` too; the tokenizer would
+    raise a TypeError."""
+    from promptsieve._errors import ConfigError
+
+    text = "\n\n".join(DOCS)
+    for call in (
+        lambda: default.compress(text, ratio=0.5, question=question),
+        lambda: default.explain(text, question=question),
+        lambda: default.explain_decisions(text, question=question, ratio=0.5),
+    ):
+        with pytest.raises(ConfigError, match="question is not valid Unicode: lone surrogate"):
+            call()
+    assert default.compress(text, ratio=0.5, question="How tall is it?").changed
+
+
+def test_a_cache_dir_that_is_not_a_folder_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from promptsieve._errors import ConfigError
+    from promptsieve._paths import cache_dir
+
+    root = tmp_path
+    afile = root / "afile"
+    afile.write_text("x")
+    for bad in (afile, afile / "below"):
+        monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(bad))
+        with pytest.raises(ConfigError, match=r"\$PROMPTSIEVE_CACHE_DIR .* not a folder"):
+            cache_dir()
+    for good in (root, root / "not-yet" / "created"):
+        monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(good))
+        assert cache_dir() == good
+
+
+@pytest.mark.parametrize("price", [-1.0, float("nan"), float("inf"), "3", True])
+def test_a_price_must_be_a_finite_number_not_below_zero(price: object) -> None:
+    from promptsieve._errors import ConfigError
+    from promptsieve._report import Prices
+
+    with pytest.raises(ConfigError, match=r"price of 'gpt-4o' must be a finite number >= 0"):
+        Prices({"gpt-4o": price})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="fallback price must be a finite number >= 0"):
+        Prices({"gpt-4o": 2.5}, fallback=price)  # type: ignore[arg-type]
+    assert Prices({"gpt-4o": 2.5, "free": 0}, fallback=1.0).price("other") == 1.0
+
+
+@pytest.mark.parametrize("margin", [-1.0, float("-inf"), float("nan"), float("inf")])
+def test_clean_demos_margin_must_be_finite_and_not_negative(margin: float) -> None:
+    """A negative margin removes demonstrations that help (-inf: all); NaN removes none.
+    Refused before any attribution runs (the scorer fails the test if it is touched)."""
+    from promptsieve._errors import ConfigError
+    from promptsieve.demos import Demonstration, ValidationExample, clean_demos
+
+    class Untouched:
+        def __getattr__(self, name: str) -> object:
+            pytest.fail(f"attribution started (scorer.{name})")
+
+    demos = [Demonstration("a?", "b"), Demonstration("c?", "d")]
+    val = [ValidationExample("q?", "a")]
+    with pytest.raises(ConfigError, match="margin must be a finite number >= 0"):
+        clean_demos(demos, val, margin=margin, scorer=Untouched())  # type: ignore[arg-type]

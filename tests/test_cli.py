@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from promptsieve.cli import app
@@ -105,3 +106,227 @@ def test_explain_refuses_an_unwritable_html_path_before_scoring(
     res = runner.invoke(app, ["explain", str(f), "--html", str(tmp_path / "no" / "map.html")])
     assert res.exit_code == 2
     assert "is not a folder" in " ".join(re.sub("[│╭╮╰╯─]", " ", res.output).split())
+
+
+# -- bad input: one "Error:" line, exit 2, never a traceback -----------------------------------
+
+
+def _one_line_error(res: Result, *needles: str) -> str:
+    """``res`` exited 2 with a message holding ``needles``, and raised nothing else."""
+    output = res.output
+    assert res.exit_code == 2, output
+    assert res.exception is None or isinstance(res.exception, SystemExit), output
+    assert "Traceback" not in output
+    for needle in needles:
+        assert needle in output, (needle, output)
+    return output
+
+
+@pytest.mark.parametrize("question", ["\udcff", "How many \ud800 days?"])
+@pytest.mark.parametrize("cmd", ["compress", "explain"])
+def test_a_question_that_is_not_unicode_is_bad_input(
+    runner: CliRunner, tmp_path: Path, cmd: str, question: str
+) -> None:
+    """From argv, undecodable bytes arrive as surrogateescape characters (\\udcff)."""
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT, encoding="utf-8")
+    res = runner.invoke(app, [cmd, str(f), "--question", question])
+    out = _one_line_error(res, "Error: --question is not valid UTF-8 text")
+    assert ("byte 0xff" in out) if question == "\udcff" else ("lone surrogate" in out)
+
+
+def test_a_proxy_folder_without_artifacts_is_bad_input(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder exists (construction passes) but holds nothing: the proxy fails to load."""
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT, encoding="utf-8")
+    empty = tmp_path / "empty-proxy"
+    empty.mkdir()
+    monkeypatch.setenv("PROMPTSIEVE_PROXY_DIR", str(empty))
+    for args in (["compress", str(f)], ["compress", str(f), "--json"], ["explain", str(f)]):
+        res = runner.invoke(app, args)
+        _one_line_error(res, "Error: the prebuilt proxy folder", str(empty))
+
+
+def test_a_cache_dir_that_is_a_file_is_bad_input(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT, encoding="utf-8")
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("x")
+    for cache in (not_a_dir, not_a_dir / "below"):
+        monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(cache))
+        for args in (
+            ["compress", str(f)],
+            ["explain", str(f)],
+            ["report", "--html", str(tmp_path / "r.html")],  # the default verdict store
+        ):
+            res = runner.invoke(app, args)
+            _one_line_error(res, "$PROMPTSIEVE_CACHE_DIR", str(cache), "not a folder")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("content", ["", " \n\t\n"])
+def test_an_empty_prompt_is_bad_input_for_compress_and_explain(
+    runner: CliRunner, tmp_path: Path, content: str
+) -> None:
+    f = tmp_path / "empty.txt"
+    f.write_text(content, encoding="utf-8")
+    for cmd in ("compress", "explain"):
+        res = runner.invoke(app, [cmd, str(f)])
+        _one_line_error(res, f"Error: {f} holds no text to {cmd}")
+    res = runner.invoke(app, ["compress", "-"], input=content)
+    _one_line_error(res, "Error: stdin holds no text to compress")
+
+
+# -- clean: checked before the (slow) attribution starts ---------------------------------------
+
+
+@pytest.fixture()
+def clean_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Demonstrations and validation files; the LM scorer replaced by a ConfigError that
+    says the attribution would start here (so a check that came too late shows)."""
+    from promptsieve._errors import ConfigError
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise ConfigError("attribution would start here")
+
+    monkeypatch.setattr("promptsieve.demos.LMDemoScorer", started)
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text('{"input": "a?", "output": "b"}\n{"input": "c?", "output": "d"}\n')
+    val = tmp_path / "val.jsonl"
+    val.write_text('{"input": "q?", "answer": "a"}\n')
+    return demos, val
+
+
+def test_clean_refuses_unwritable_outputs_before_attribution(
+    clean_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    demos, val = clean_files
+    base = ["clean", str(demos), "--validation", str(val)]
+    for flag in ("--out", "--html"):
+        res = CliRunner().invoke(app, [*base, flag, str(tmp_path / "no" / "x")])
+        _one_line_error(res, f"Error: cannot write {flag}", "is not a folder")
+        res = CliRunner().invoke(app, [*base, flag, str(tmp_path)])
+        _one_line_error(res, f"Error: cannot write {flag} {tmp_path}: it is a folder")
+        assert "attribution would start" not in res.output
+    # writable paths pass the check: the attribution is reached
+    ok = [*base, "--out", str(tmp_path / "kept.jsonl"), "--html", str(tmp_path / "r.html")]
+    _one_line_error(CliRunner().invoke(app, ok), "attribution would start here")
+
+
+@pytest.mark.parametrize("margin", ["nan", "-1", "-inf", "inf"])
+def test_clean_margin_must_be_finite_and_not_negative(
+    clean_files: tuple[Path, Path], margin: str
+) -> None:
+    demos, val = clean_files
+    res = CliRunner().invoke(app, ["clean", str(demos), "--validation", str(val),
+                                   f"--margin={margin}"])  # fmt: skip
+    _one_line_error(res, "Error: --margin must be a finite number >= 0")
+    assert "attribution would start" not in res.output
+
+
+def test_clean_names_the_line_of_an_integer_over_the_digit_limit(
+    clean_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """json.loads raises a plain ValueError (not JSONDecodeError) past 4300 digits."""
+    demos, val = clean_files
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"input": "a?", "output": "b"}\n{"input": "c?", "output": ' + "7" * 5000 + "}")
+    res = CliRunner().invoke(app, ["clean", str(big), "--validation", str(val)])
+    _one_line_error(res, f"Error: {big}:2: not a JSON object", "4300 digits")
+    res = CliRunner().invoke(app, ["clean", str(demos), "--validation", str(big)])
+    _one_line_error(res, f"Error: {big}:2: not a JSON object")
+
+
+# -- screen ------------------------------------------------------------------------------------
+
+SAMPLE = '{"messages": [{"role": "user", "content": "What colour is the sky?"}]}\n'
+
+
+def _screen_args(samples: Path, base_url: str) -> list[str]:
+    return ["screen", "--task", "t", "--samples", str(samples), "--base-url", base_url,
+            "--model", "m", "--tau", "0.5", "--budget", "6", "--ratios", "0.8"]  # fmt: skip
+
+
+@pytest.mark.parametrize("temperature", ["nan", "inf", "-1"])
+def test_screen_temperature_must_be_finite_and_not_negative(
+    tmp_path: Path, temperature: str
+) -> None:
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(SAMPLE * 6)
+    args = [*_screen_args(samples, "http://127.0.0.1:9/v1"), f"--temperature={temperature}"]
+    res = CliRunner().invoke(app, args)
+    _one_line_error(res, "error: --temperature must be a finite number >= 0")
+
+
+def test_screen_names_the_line_of_an_integer_over_the_digit_limit(tmp_path: Path) -> None:
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(SAMPLE + '{"prompt": "x", "n": ' + "9" * 5000 + "}\n")
+    res = CliRunner().invoke(app, _screen_args(samples, "http://127.0.0.1:9/v1"))
+    _one_line_error(res, f"error: {samples}:2: not valid JSON", "4300 digits")
+
+
+def test_screen_says_when_the_target_cannot_be_reached(runner: CliRunner, tmp_path: Path) -> None:
+    """Every call refused (nothing listens on port 9): the report names the cause."""
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(SAMPLE * 6)
+    url = "http://127.0.0.1:9/v1"
+    for extra in ([], ["--json"]):
+        res = runner.invoke(app, [*_screen_args(samples, url), *extra])
+        assert res.exit_code == 1, res.output
+        assert f"could not connect to {url}: connection refused" in res.output, res.output
+        assert "check --base-url" in res.output
+
+
+def test_screen_gives_no_connect_hint_when_the_server_answers(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """HTTP 500 from a live server is a failure, but not a connection problem."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        samples = tmp_path / "s.jsonl"
+        samples.write_text(SAMPLE * 6)
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        res = runner.invoke(app, _screen_args(samples, url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.exit_code == 1 and "failed)" in res.output, res.output
+    assert "could not connect" not in res.output
+
+
+# -- report: prices ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("price", ["-2.5", "NaN", "Infinity"])
+def test_report_refuses_a_negative_or_nan_price_in_the_table(tmp_path: Path, price: str) -> None:
+    from promptsieve.fidelity import SQLiteStore
+
+    store = tmp_path / "v.sqlite3"
+    SQLiteStore(store).close()
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"usd_per_million_input_tokens": {"gpt-4o": ' + price + "}}")
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(
+        app, ["report", "--html", str(out), "--store", str(store), "--prices", str(prices)]
+    )
+    _one_line_error(res, f"Error: bad price table {prices}", "'gpt-4o'", "finite number >= 0")
+    assert not out.exists()

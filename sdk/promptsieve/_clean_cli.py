@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +47,9 @@ def clean_command(
         ),
     ] = False,
     samples: Annotated[int, typer.Option(help="Kernel SHAP coalitions")] = 1000,
-    margin: Annotated[float, typer.Option(help="remove only values below -margin (nats)")] = 0.0,
+    margin: Annotated[
+        float, typer.Option(help="remove only values below -margin (nats, finite, >= 0)")
+    ] = 0.0,
     max_validation: Annotated[int, typer.Option(help="validation requests used")] = 8,
     int8: Annotated[bool, typer.Option(help="int8 weights for the LM proxy (CPU)")] = False,
 ) -> None:
@@ -65,6 +69,16 @@ def clean_command(
     )
     from promptsieve.proxy.lm import LMProxyConfig
 
+    problems = [
+        problem
+        for flag, path in (("--out", out), ("--html", html_path))
+        if path is not None and (problem := _unwritable(path, flag)) is not None
+    ]
+    if not (math.isfinite(margin) and margin >= 0):
+        problems.append(f"--margin must be a finite number >= 0 (nats), got {margin}")
+    if problems:  # before minutes of attribution, not after
+        typer.echo(f"Error: {problems[0]}", err=True)
+        raise typer.Exit(2)
     try:
         ds = load_demonstrations(demos)
         vs = load_validation(validation)
@@ -84,15 +98,15 @@ def clean_command(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from None
     if out is not None:
-        out.write_text(
+        _write(
+            out,
             "".join(
                 json.dumps({"input": d.input, "output": d.output}, ensure_ascii=False) + "\n"
                 for d in report.cleaned
             ),
-            encoding="utf-8",
         )
     if html_path is not None:
-        html_path.write_text(report.to_html(), encoding="utf-8")
+        _write(html_path, report.to_html())
     if as_json:
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
         return
@@ -107,6 +121,29 @@ def clean_command(
         f"coalitions, {a.seconds:.1f} s{', cached' if a.cached else ''})",
         err=True,
     )
+
+
+def _unwritable(path: Path, flag: str) -> str | None:
+    """Why ``path`` cannot be written (None: it can, as far as can be told up front)."""
+    if path.is_dir():
+        return f"cannot write {flag} {path}: it is a folder"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"cannot write {flag} {path}: {parent} is not a folder"
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return f"cannot write {flag} {path}: permission denied"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {flag} {path}: {parent} is not writable"
+    return None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"Error: cannot write {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:

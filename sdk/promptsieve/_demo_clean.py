@@ -4,6 +4,8 @@ why (JSON, HTML table)."""
 from __future__ import annotations
 
 import html
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -106,8 +108,14 @@ def clean_demos(
 
     The validation answers should be gold answers (cleaning aims at accuracy). Fewer than
     two demonstrations: nothing is removed. Raises :class:`ConfigError` as
-    :func:`attribute_demos` does, and for the head fallback (it has no sign).
+    :func:`attribute_demos` does, for the head fallback (it has no sign), and for a
+    ``margin`` that is not a finite number >= 0 (a negative one would remove demonstrations
+    that help; NaN would remove none).
     """
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise ConfigError(f"margin must be a finite number >= 0 (nats), got {margin!r}")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"margin must be a finite number >= 0 (nats), got {margin!r}")
     if isinstance(scorer, HeadDemoScorer):
         raise ConfigError("cleaning needs Shapley values from the LM proxy, not the head ranking")
     demos = tuple(demos)

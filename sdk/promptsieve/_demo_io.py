@@ -29,9 +29,16 @@ def _read_jsonl(path: Path, what: str) -> list[tuple[int, Any]]:
             continue
         try:
             rows.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{lineno}: not a JSON object: {exc.msg}") from exc
+        except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
+            raise ConfigError(f"{path}:{lineno}: not a JSON object: {_json_problem(exc)}") from exc
     return rows
+
+
+def _json_problem(exc: ValueError) -> str:
+    """What ``json.loads`` disliked, without its advice to raise Python's digit limit."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    return str(exc).split("; use sys.", 1)[0]
 
 
 _INPUT_KEYS = ("input", "question", "query", "prompt", "x")

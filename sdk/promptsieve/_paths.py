@@ -5,12 +5,37 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from promptsieve._errors import ConfigError
+
+CACHE_DIR_ENV = "PROMPTSIEVE_CACHE_DIR"
+
 
 def cache_dir() -> Path:
-    """``$PROMPTSIEVE_CACHE_DIR`` if set, else the platform's user cache directory."""
-    env = os.environ.get("PROMPTSIEVE_CACHE_DIR")
+    """``$PROMPTSIEVE_CACHE_DIR`` if set, else the platform's user cache directory.
+
+    Raises :class:`ConfigError` when the path (or the nearest part of it that exists) is not
+    a folder, e.g. the variable names a regular file: nothing could be cached under it."""
+    env = os.environ.get(CACHE_DIR_ENV)
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        _check_folder(path, f"${CACHE_DIR_ENV}", "point it at a folder or unset it")
+        return path
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("promptsieve"))
+    path = Path(platformdirs.user_cache_dir("promptsieve"))
+    _check_folder(path, "the user cache directory", f"move it away or set ${CACHE_DIR_ENV}")
+    return path
+
+
+def _check_folder(path: Path, origin: str, fix: str) -> None:
+    """ConfigError when ``path``, or its nearest existing ancestor, is not a folder."""
+    for part in (path, *path.parents):
+        try:
+            if not part.exists():
+                continue
+            if part.is_dir():
+                return
+        except OSError:  # unreadable: let the caller's own I/O report it
+            return
+        where = "" if part == path else f" ({part} is not a folder)"
+        raise ConfigError(f"{origin} is {str(path)!r}, which is not a folder{where}; {fix}")

@@ -21,6 +21,7 @@ import datetime as dt
 import io
 import json
 import math
+import numbers
 import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -43,10 +44,34 @@ class Prices:
     as_of: str | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        """ConfigError for a price that is not a finite number >= 0 (a negative or NaN
+        price would turn every money figure of the report into nonsense)."""
+        if not isinstance(self.usd_per_million, Mapping):
+            raise ConfigError(
+                f"prices must map model names to USD per million input tokens, got "
+                f"{type(self.usd_per_million).__name__}"
+            )
+        for model, usd in self.usd_per_million.items():
+            _check_price(usd, f"the price of {model!r}")
+        if self.fallback is not None:
+            _check_price(self.fallback, "the fallback price")
+
     def price(self, model: str) -> float | None:
         if model in self.usd_per_million:
             return float(self.usd_per_million[model])
         return self.fallback
+
+
+def _check_price(usd: object, what: str) -> None:
+    if (
+        isinstance(usd, bool)
+        or not isinstance(usd, numbers.Real)
+        or not (math.isfinite(usd) and float(usd) >= 0)
+    ):
+        raise ConfigError(
+            f"{what} must be a finite number >= 0 (USD per million input tokens), got {usd!r}"
+        )
 
 
 def load_prices(
@@ -82,7 +107,10 @@ def load_prices(
         source += f" (other models priced as {price_as})"
     elif flat is not None:
         source += f" (other models at {flat:g} USD per million tokens)"
-    return Prices(table, fallback, as_of, source.strip())
+    try:
+        return Prices(table, fallback, as_of, source.strip())
+    except ConfigError as exc:  # a negative or NaN price in the file
+        raise ConfigError(f"bad price table {path}: {exc}") from None
 
 
 @dataclass

@@ -39,15 +39,15 @@ def report_command(
     from promptsieve._report import load_prices, read_report, render_html
 
     path: Path | str
-    if store.startswith(("redis://", "rediss://", "unix://")):
-        path = store
-    elif store == "default":
-        from promptsieve.fidelity.store import default_store_path
-
-        path = default_store_path()
-    else:
-        path = Path(store).expanduser()
     try:
+        if store.startswith(("redis://", "rediss://", "unix://")):
+            path = store
+        elif store == "default":
+            from promptsieve.fidelity.store import default_store_path
+
+            path = default_store_path()  # ConfigError: $PROMPTSIEVE_CACHE_DIR is not a folder
+        else:
+            path = Path(store).expanduser()
         table = load_prices(prices, price_as=price_as, flat=price_per_million)
         ledger = savings
         if ledger is not None and not ledger.startswith(("redis://", "rediss://", "unix://")):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,16 +43,61 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-def _compressor(scorer: str | None) -> Compressor:
-    """A Compressor for ``scorer``; bad configuration is one ``Error:`` line and exit 2."""
+@contextmanager
+def _bad_input() -> Iterator[None]:
+    """A ConfigError inside (bad settings, a proxy folder without artifacts, a cache path
+    that is not a folder, a question that is not valid Unicode, ...) becomes one ``Error:``
+    line on stderr and exit status 2."""
     from promptsieve._errors import ConfigError
-    from promptsieve.compressor import Compressor, CompressorConfig
 
     try:
-        return Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+        yield
     except ConfigError as exc:
         typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(2) from None
+
+
+def _compressor(scorer: str | None) -> Compressor:
+    """A Compressor for ``scorer`` with its proxy loaded; bad configuration (construction or
+    while the proxy loads) is one ``Error:`` line and exit 2."""
+    from promptsieve.compressor import Compressor, CompressorConfig
+
+    with _bad_input():
+        comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+        comp.proxy  # noqa: B018 - loads now, so a missing or broken proxy is reported here
+        return comp
+
+
+def _prompt(file: Path, what: str) -> str:
+    """The prompt file's text; a file with no text is bad input (exit 2)."""
+    text = _read_text(file)
+    if not text.strip():
+        name = "stdin" if str(file) == "-" else str(file)
+        typer.echo(f"Error: {name} holds no text to {what}", err=True)
+        raise typer.Exit(2)
+    return text
+
+
+def _question(question: str | None) -> str | None:
+    """``--question`` as given; bytes that are not UTF-8 (they arrive from argv as lone
+    surrogates) are bad input (exit 2), before the proxy loads."""
+    if question is None or question.isascii():
+        return question
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = question[exc.start]
+        what = (
+            f"byte 0x{ord(bad) - 0xDC00:02x}"  # surrogateescape: undecodable argv byte
+            if 0xDC80 <= ord(bad) <= 0xDCFF
+            else f"lone surrogate {bad!r}"
+        )
+        typer.echo(
+            f"Error: --question is not valid UTF-8 text ({what} at character {exc.start})",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    return question
 
 
 def _ratio(value: float) -> float:
@@ -78,9 +125,11 @@ def compress(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""
-    text = _read_text(file)
+    text = _prompt(file, "compress")
+    question = _question(question)
     comp = _compressor(scorer)
-    result = comp.compress(text, ratio=ratio, question=question)
+    with _bad_input():
+        result = comp.compress(text, ratio=ratio, question=question)
     if as_json:
         report = {
             "text": result.text,
@@ -123,14 +172,12 @@ def explain(
         raise typer.BadParameter("scorer must be 'head', 'attribution', 'sentence' or 'relevance'")
     if html is not None and not html.parent.is_dir():  # before minutes of scoring, not after
         raise typer.BadParameter(f"cannot write {html}: {html.parent} is not a folder")
-    text = _read_text(file)
-    if not text.strip():
-        raise typer.BadParameter(
-            f"{'stdin' if str(file) == '-' else file} holds no text to explain"
-        )
+    text = _prompt(file, "explain")
+    question = _question(question)
     comp = _compressor(scorer)
     if html is not None:
-        expl = comp.explain_decisions(text, question=question, ratio=ratio)
+        with _bad_input():
+            expl = comp.explain_decisions(text, question=question, ratio=ratio)
         try:
             html.write_text(render_decisions_html(expl, title=file.name), encoding="utf-8")
         except OSError as exc:
@@ -138,7 +185,8 @@ def explain(
             raise typer.Exit(2) from exc
         typer.echo(f"wrote {html}")
         return
-    scores = comp.explain(text, question=question)
+    with _bad_input():
+        scores = comp.explain(text, question=question)
     order = scores.scores.argsort()[::-1][:20]
     for i in order:
         s, e = scores.offsets[i]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from promptsieve._errors import ConfigError, StoreError
-from promptsieve.fidelity.agree import get_metric
+from promptsieve._errors import ConfigError, StoreError, TargetError
+from promptsieve.fidelity.agree import TargetOutput, get_metric
 from promptsieve.fidelity.gate import GateConfig
 from promptsieve.fidelity.judge import TargetJudge, target_judge
 from promptsieve.fidelity.keys import verdict_key
@@ -101,6 +102,9 @@ def run_cli(
     except ValueError:
         echo(f"error: --ratios must be comma-separated numbers, got {ratios!r}", err=True)
         return 2
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        echo(f"error: --temperature must be a finite number >= 0, got {temperature}", err=True)
+        return 2
     overrides = {} if temperature is None else {"temperature": temperature}
     target = None
     try:
@@ -140,19 +144,19 @@ def run_cli(
             target.close()
         return 2
     with target:
+        watched = _Watched(target)
         judge_metric: TargetJudge | None = None
         if metric == "judge":
 
             def ask(prompt: Any) -> Any:
-                assert target is not None
-                return target.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
+                return watched.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
 
             judge_metric = target_judge(ask)
         try:
             result = screen(
                 task,
                 bodies,
-                target,
+                watched,
                 cfg,
                 compress=compress,
                 judge=user_judge,
@@ -171,7 +175,60 @@ def run_cli(
             echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
         elif saved[1] is not None:
             echo(f"no verdict saved: no comparison was counted; is {base_url} reachable?")
+    hint = watched.hint(base_url)
+    if hint:  # last, where it is seen: the report above only says "N failed"
+        echo(f"error: {hint}", err=True)
     return 0 if result.passed else 1
+
+
+class _Watched:
+    """The target, counting the calls that failed to connect at all (an unreachable
+    ``--base-url``), so that the CLI can say so instead of only "N failed"."""
+
+    def __init__(self, target: HTTPTarget) -> None:
+        self.target, self.model = target, target.model
+        self.calls = self.unconnected = 0
+        self.reason: str | None = None
+
+    def complete(self, body: Mapping[str, Any]) -> TargetOutput:
+        self.calls += 1
+        try:
+            return self.target.complete(body)
+        except TargetError as exc:
+            reason = _connect_failure(exc.__cause__)
+            if reason is not None:
+                self.unconnected += 1
+                self.reason = reason
+            raise
+
+    def hint(self, base_url: str) -> str | None:
+        """A line for when most calls (at least half) could not connect; None otherwise."""
+        if not self.unconnected or 2 * self.unconnected < self.calls:
+            return None
+        return (
+            f"could not connect to {base_url}: {self.reason} ({self.unconnected} of "
+            f"{self.calls} calls); check --base-url and that the server is running"
+        )
+
+
+def _connect_failure(exc: BaseException | None) -> str | None:
+    """Why a call never reached the server (refused, unknown host, connect timeout), from
+    the httpx exception behind a TargetError; None for any other failure."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # the socket's OSError, if kept
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else (text or "connect error")
 
 
 def _validating(original: Any, compressed: Any) -> bool:  # stands in for the judge

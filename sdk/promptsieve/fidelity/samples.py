@@ -44,6 +44,9 @@ def load_samples(path: str | Path, *, gold_field: str | None = None) -> list[dic
         except json.JSONDecodeError as exc:
             msg = f"{p}:{lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
             raise ConfigError(msg) from None
+        except ValueError as exc:  # an integer past Python's digit limit (4300 by default)
+            reason = str(exc).split("; use sys.", 1)[0]
+            raise ConfigError(f"{p}:{lineno}: not valid JSON ({reason})") from None
         problem = body_problem(body)
         if problem is None and gold_field is not None:
             problem = gold_problem(body, gold_field)
