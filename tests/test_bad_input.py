@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import tracemalloc
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +177,7 @@ def test_a_cache_dir_that_is_not_a_folder_is_a_config_error(
         assert cache_dir() == good
 
 
-@pytest.mark.parametrize("price", [-1.0, float("nan"), float("inf"), "3", True])
+@pytest.mark.parametrize("price", [-1.0, float("nan"), float("inf"), "3", True, 10**400])
 def test_a_price_must_be_a_finite_number_not_below_zero(price: object) -> None:
     from promptsieve._errors import ConfigError
     from promptsieve._report import Prices
@@ -185,6 +187,7 @@ def test_a_price_must_be_a_finite_number_not_below_zero(price: object) -> None:
     with pytest.raises(ConfigError, match="fallback price must be a finite number >= 0"):
         Prices({"gpt-4o": 2.5}, fallback=price)  # type: ignore[arg-type]
     assert Prices({"gpt-4o": 2.5, "free": 0}, fallback=1.0).price("other") == 1.0
+    assert Prices({"gpt-4o": Decimal("2.5"), "mini": Fraction(3, 20)}).price("mini") == 0.15
 
 
 @pytest.mark.parametrize("margin", [-1.0, float("-inf"), float("nan"), float("inf")])

@@ -1,7 +1,7 @@
 """Bad proxy, compressor, demonstration-layout and LM-proxy settings fail at construction.
 
 Each case here used to be accepted and fail later (an ``AttributeError`` deep in the export
-for a ``str`` head, a load-time error for a missing file), or never: unknown roles and
+for a ``str`` head, a load-time error for a missing file), or never: an empty role set and
 language codes compressed nothing or segmented with English rules without a word. The
 accepted spellings are run on the real proxy (onnxruntime) to show they work end to end.
 """
@@ -112,17 +112,28 @@ def test_cache_dir_may_not_exist_yet_but_must_not_be_a_file(
 # -- ProxyConfig: providers and opset -------------------------------------------------------
 
 
-def test_unknown_providers_are_named_with_the_available_ones() -> None:
+def test_misspelt_providers_are_named_with_the_available_ones() -> None:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    with pytest.raises(ConfigError, match="FooExecutionProvider") as info:
-        ProxyConfig(providers=["FooExecutionProvider"])
+    with pytest.raises(ConfigError, match="'cpu'") as info:
+        ProxyConfig(providers=["cpu"])
     assert str(available) in str(info.value)
     with pytest.raises(ConfigError, match=r"did you mean 'CUDAExecutionProvider' for 'cuda'"):
         ProxyConfig(providers=("cuda", "CPUExecutionProvider"))
     with pytest.raises(ConfigError, match="is empty"):
         ProxyConfig(providers=())
+
+
+def test_a_provider_another_onnxruntime_build_has_is_skipped_at_load(
+    proxy_cache_dir: Path,
+) -> None:
+    """A config shared across machines may name a provider this build does not list (ROCm
+    is not in onnxruntime 1.32's list): accepted, and skipped at load as before."""
+    cfg = ProxyConfig(
+        providers=("ROCMExecutionProvider", "CPUExecutionProvider"), cache_dir=proxy_cache_dir
+    )
+    assert Proxy.load(cfg).provider == "CPUExecutionProvider"
 
 
 def test_a_known_provider_this_machine_lacks_is_left_to_load(proxy_cache_dir: Path) -> None:
@@ -162,14 +173,18 @@ def test_the_lowest_accepted_opset_exports_and_runs(tmp_path: Path) -> None:
 # -- CompressorConfig: roles and language -----------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("roles", "message"),
-    [([], "is empty"), (["usr"], r"unknown roles \['usr'\]"), (["user", "sys"], r"\['sys'\]")],
-)
-def test_roles_that_compress_nothing_are_config_errors(roles: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message) as info:
-        CompressorConfig(roles=roles)
-    assert "valid roles: assistant, developer, function, system, tool, user" in str(info.value)
+@pytest.mark.parametrize("roles", [[], [""], ["user", 5]])
+def test_roles_that_name_no_role_are_config_errors(roles: list[object]) -> None:
+    with pytest.raises(ConfigError, match=r"CompressorConfig\(roles=\.\.\.\) must"):
+        CompressorConfig(roles=roles)  # type: ignore[arg-type]
+
+
+def test_a_custom_role_is_compressed_by_the_compressor(proxy: Proxy, proxy_cache_dir: Path) -> None:
+    """A role the adapters never produce ("context") is still a role a direct caller uses."""
+    messages = [Message.text("context", WORDS * 12), Message.text("user", "What is it?")]
+    cfg = CompressorConfig(roles=["context", "user"], proxy=ProxyConfig(cache_dir=proxy_cache_dir))
+    out = Compressor(cfg).compress(messages, ratio=0.5)
+    assert out.changed and out.tokens_after < out.tokens_before
 
 
 def test_a_valid_extra_role_is_compressed(proxy: Proxy, proxy_cache_dir: Path) -> None:
@@ -181,23 +196,29 @@ def test_a_valid_extra_role_is_compressed(proxy: Proxy, proxy_cache_dir: Path) -
     assert not Compressor(CompressorConfig(proxy=proxy_cfg)).compress(messages, ratio=0.5).changed
 
 
-@pytest.mark.parametrize("language", ["xx-nope", "xx", "deu", "english", "", "en_US", "en-"])
-def test_unknown_language_codes_are_config_errors(language: str) -> None:
-    with pytest.raises(ConfigError, match=r"CompressorConfig\(language=\.\.\.\).*ISO 639-1"):
-        CompressorConfig(language=language)
+@pytest.mark.parametrize(
+    ("language", "hint"),
+    [("xx-nope", ""), ("xx", ""), ("english", ""), ("", ""), ("en-", ""), ("jp", "'ja'"), (5, "")],
+)
+def test_unknown_language_codes_are_config_errors(language: object, hint: str) -> None:
+    with pytest.raises(ConfigError, match=r"language") as info:
+        CompressorConfig(language=language)  # type: ignore[arg-type]
+    assert hint in str(info.value)
 
 
-def test_language_codes_are_stored_as_sentencex_reads_them() -> None:
-    """sentencex matches lower-case codes only: "DE" used to get English rules."""
+def test_language_codes_are_stored_as_the_code_sentencex_is_given() -> None:
+    """sentencex matches lower-case codes only ("DE" used to get English rules), and a region
+    it does not list ("de-DE") gets English rules too: the primary subtag is what it gets."""
     from promptsieve._passages import split_sentences
 
     text = "Er kam am 3. Mai. Es kam Dr. Müller bzw. Frau Prof. Schmidt. Gut."
-    cfg = CompressorConfig(language="DE")
-    assert cfg.language == "de"
-    assert len(split_sentences(text, language=cfg.language)) == 3  # German rules
-    assert len(split_sentences(text, language="DE")) == 5  # what "DE" did before: English
-    for ok in ("pt-BR", "zh-hant", "gsw", "sw", "bat-smg"):
-        assert CompressorConfig(language=ok).language == ok.lower()
+    for given in ("DE", "de-DE", "de_AT"):
+        cfg = CompressorConfig(language=given)
+        assert cfg.language == "de"
+        assert len(split_sentences(text, language=cfg.language)) == 3  # German rules
+    assert len(split_sentences(text, language="de-de")) == 5  # what "de-DE" did: English
+    for given, used in (("pt-BR", "pt"), ("zh-Hant", "zh"), ("en_US", "en"), ("fil", "fil")):
+        assert CompressorConfig(language=given).language == used
 
 
 # -- DemoFormat and LMProxyConfig -------------------------------------------------------------
@@ -230,5 +251,5 @@ def test_lm_proxy_gguf_must_exist_at_construction(tmp_path: Path) -> None:
     gguf.write_bytes(b"GGUF" + b"\0" * 64)
     assert LMProxyConfig(gguf=str(gguf)).gguf == gguf
     with pytest.raises(ConfigError, match=r"LMProxyConfig\(providers=\.\.\.\) names"):
-        LMProxyConfig(providers=("FooExecutionProvider",))
+        LMProxyConfig(providers=("Cuda",))
     LMProxyConfig(int8=False, providers=("CUDAExecutionProvider",))  # a real name: load decides

@@ -82,7 +82,7 @@ def _switch(name: str, default: bool) -> bool:
 
 
 def _location(name: str) -> str:
-    """The store variable ``name``: empty, a Redis URL, or a usable SQLite file path."""
+    """The store variable ``name``: empty, a Redis URL, or a SQLite file path that can be one."""
     raw = os.environ.get(name, "").strip()
     if raw and not is_redis_url(raw):
         check_store_location(name, raw, redis=True)  # another scheme:// is not a file name
@@ -94,7 +94,7 @@ def handler_from_env() -> PromptSieveLiteLLM:
     """A handler configured from ``PROMPTSIEVE_*`` variables (see the module doc).
 
     Raises :class:`ConfigError` for a malformed variable: a number that does not parse (or
-    a non-finite or non-positive ``PROMPTSIEVE_SAVINGS_FLUSH_S``), a switch that is not
+    a non-finite or negative ``PROMPTSIEVE_SAVINGS_FLUSH_S``), a switch that is not
     1/0/true/false/yes/no/on/off, or a store or ledger that is neither a usable SQLite file
     path nor a ``redis://``, ``rediss://`` or ``unix://`` URL.
     """
@@ -140,9 +140,9 @@ class _Observers:
     def from_env(cls) -> _Observers:
         savings = _location("PROMPTSIEVE_SAVINGS")
         every = _float("PROMPTSIEVE_SAVINGS_FLUSH_S")
-        if every is not None and not (every > 0 and math.isfinite(every)):
-            raise ConfigError(
-                f"PROMPTSIEVE_SAVINGS_FLUSH_S must be a finite number of seconds > 0, got {every!r}"
+        if every is not None and not (every >= 0 and math.isfinite(every)):
+            raise ConfigError(  # 0: the ledger writes only at flush, close and exit
+                f"PROMPTSIEVE_SAVINGS_FLUSH_S must be finite seconds >= 0, got {every!r}"
             )
         return cls(savings, 10.0 if every is None else every, _switch("PROMPTSIEVE_OTEL", False))
 

@@ -18,6 +18,7 @@ autoescaping on.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import io
 import json
 import math
@@ -64,11 +65,18 @@ class Prices:
 
 
 def _check_price(usd: object, what: str) -> None:
-    if (
-        isinstance(usd, bool)
-        or not isinstance(usd, numbers.Real)
-        or not (math.isfinite(usd) and float(usd) >= 0)
-    ):
+    """ConfigError unless ``usd`` is a finite real number >= 0 (int, float, Decimal,
+    Fraction; not a bool or a string)."""
+    try:
+        ok = (
+            not isinstance(usd, bool)
+            and isinstance(usd, numbers.Real | decimal.Decimal)
+            and math.isfinite(float(usd))
+            and float(usd) >= 0
+        )
+    except (OverflowError, ValueError):  # an int past float's range
+        ok = False
+    if not ok:
         raise ConfigError(
             f"{what} must be a finite number >= 0 (USD per million input tokens), got {usd!r}"
         )

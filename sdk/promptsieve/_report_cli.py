@@ -37,10 +37,13 @@ def report_command(
     """Write the savings report: verdicts, agreement, tokens and money saved, break-even."""
     from promptsieve._errors import ConfigError, StoreError
     from promptsieve._report import load_prices, read_report, render_html
+    from promptsieve.fidelity._sqlite_store import check_store_location, is_redis_url
 
     path: Path | str
     try:
-        if store.startswith(("redis://", "rediss://", "unix://")):
+        for flag, value in (("--store", store), ("--savings", savings)):
+            check_store_location(flag, value, redis=True)  # never echoes a URL's password
+        if is_redis_url(store):
             path = store
         elif store == "default":
             from promptsieve.fidelity.store import default_store_path
@@ -50,7 +53,7 @@ def report_command(
             path = Path(store).expanduser()
         table = load_prices(prices, price_as=price_as, flat=price_per_million)
         ledger = savings
-        if ledger is not None and not ledger.startswith(("redis://", "rediss://", "unix://")):
+        if ledger is not None and not is_redis_url(ledger):
             ledger = str(Path(ledger).expanduser())
         data = read_report(path, table, savings=ledger, redis_prefix=redis_prefix)
         page = render_html(data)

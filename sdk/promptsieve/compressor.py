@@ -56,14 +56,10 @@ _MIN_RATIO = 1e-3  # the smallest share of compressible tokens a target_tokens b
 _FIT_TOLERANCE = 0.02  # target_tokens: stop refining within 2 % (the promise is ±5 %)
 _FIT_STEPS = 8  # target_tokens: re-prunes at most
 _QUERY_CONTEXT = 300  # characters of the question's block on each side (coarse path query)
-#: Message roles ``CompressorConfig(roles=...)`` may name: what the converters and adapters
-#: produce (other roles' text is never compressed, so naming one would compress nothing).
-_ROLES = ("assistant", "developer", "function", "system", "tool", "user")
-#: Languages ``CompressorConfig(language=...)`` accepts: every ISO 639-1 code (sentencex
-#: gives one without rules of its own English rules) and the longer codes sentencex's
-#: fallback table knows (``wikimedia/sentencex``, ``src/languages/fallbacks.rs``); a region
-#: or script may follow (``pt-br``, ``zh-hant``). Another three-letter code would silently
-#: get English rules (``deu`` is not ``de`` to sentencex), so it is refused.
+#: Languages ``CompressorConfig(language=...)`` accepts as a primary subtag: every ISO 639-1
+#: code, and any three-letter ISO 639-2/3 code (sentencex gives a language without rules of
+#: its own English rules, as it did before). Two-letter codes outside ISO 639-1 are refused
+#: (``xx``, ``jp``): they are typos far more often than intent.
 _ISO_639_1 = frozenset(
     """
     aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv
@@ -75,31 +71,27 @@ _ISO_639_1 = frozenset(
     xh yi yo za zh zu
 """.split()  # noqa: SIM905 - a table of codes reads best as words
 )
-_SENTENCEX_LONG_CODES = frozenset(
-    """
-    abs ace ady aeb aln alt ami anp arn arq ary arz ast atj avk awa azb ban bar bat bbc bcc
-    bgn bho bjn bpy bqi btm bug bxr cbk cdo ckb crh csb dsb dtp dty egl eml ext fit fiu frc
-    frp frr fur gag gan gcr glk gom gor gsw guc hak hif hrx hsb hyw inh jam jut kaa kab
-    kbd kbp khw kiu kjp koi krc krl ksh kum lad lbe lez lij liv lki lld lmo lrc ltg luz lzh
-    lzz mad mai map mdf mhr min mnw mrj mwl myv mzn nah nan nap nds nia nrm olo pcd pdc pdt
-    pfl pih pms pnb pnt qug rgn rmy roa rue rup ruq sah scn sco sdc sdh ses sgs shi shy skr
-    sli smn srn stq sty szl szy tay tcy tet trv tyv udm vec vep vls vmf vot vro wuu xal xmf
-""".split()  # noqa: SIM905 - a table of codes reads best as words
-)
+#: Common mistakes and old spellings, for the error message.
+_LANGUAGE_HINTS = {"jp": "ja", "iw": "he", "in": "id", "ji": "yi", "cn": "zh", "gr": "el"}
 
 
-def _checked_language(code: str) -> str:
-    """``code`` lower-cased, or a :class:`ConfigError` saying what to write instead."""
-    lang = code.lower()
-    primary, *rest = lang.split("-")
-    known = primary in _ISO_639_1 or primary in _SENTENCEX_LONG_CODES
-    if known and all(sub.isascii() and sub.isalnum() and len(sub) <= 8 for sub in rest):
-        return lang
+def _checked_language(code: object) -> str:
+    """The code sentencex is given: the primary subtag of ``code`` in lower case (``"en-US"``
+    → ``"en"``, ``"DE"`` → ``"de"``: sentencex matches codes case-sensitively and gives a
+    region it does not list English rules). Raises :class:`ConfigError` for anything that is
+    not a language tag (BCP 47 shape, ``-`` or ``_`` between subtags)."""
+    if not isinstance(code, str):
+        raise ConfigError(f"language must be a string such as 'en', not {type(code).__name__}")
+    primary, *rest = code.strip().lower().replace("_", "-").split("-")
+    shaped = primary.isascii() and primary.isalpha() and len(primary) in (2, 3)
+    subtags = all(s.isascii() and s.isalnum() and 1 <= len(s) <= 8 for s in rest)
+    if shaped and subtags and (len(primary) == 3 or primary in _ISO_639_1):
+        return primary
+    hint = _LANGUAGE_HINTS.get(primary)
     raise ConfigError(
-        f"CompressorConfig(language=...) must be a language code for sentence boundaries: an "
-        f"ISO 639-1 code such as 'en', 'de' or 'zh' (a region or script may follow: 'pt-br', "
-        f"'zh-hant'), or another code sentencex knows ('gsw', 'yue' is not one); got "
-        f"{code!r}. For a language without its own rules use 'en' (English rules)"
+        f"CompressorConfig(language=...) must be a language code such as 'en', 'de', 'zh' or "
+        f"'pt-BR' (ISO 639; its primary subtag picks the sentence rules), got {code!r}"
+        + (f"; did you mean {hint!r}?" if hint else "")
     )
 
 
@@ -173,18 +165,11 @@ class CompressorConfig:
             raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {self.scorer!r}")
         if not 0.0 <= self.passage_weight <= 10.0:
             raise ConfigError(f"passage_weight must be in [0, 10], got {self.passage_weight!r}")
-        unknown = sorted(self.roles - frozenset(_ROLES))
-        if unknown or not self.roles:
-            what = (
-                f"names unknown roles {unknown}, whose text would never be compressed"
-                if unknown
-                else "is empty, so nothing would be compressed"
-            )
+        if not self.roles or not all(isinstance(r, str) and r.strip() for r in self.roles):
             raise ConfigError(
-                f"CompressorConfig(roles=...) {what}; valid roles: {', '.join(_ROLES)} "
-                f"(default: {', '.join(sorted(COMPRESSIBLE_ROLES))})"
+                "CompressorConfig(roles=...) must name at least one message role (non-empty "
+                f"strings; default: {', '.join(sorted(COMPRESSIBLE_ROLES))}), got {self.roles!r}"
             )
-        # sentencex reads lower-case codes ("DE" would get English rules): stored lower-case
         object.__setattr__(self, "language", _checked_language(self.language))
 
     @property

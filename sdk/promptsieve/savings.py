@@ -30,7 +30,7 @@ from typing import Any
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
 from promptsieve._events import ComparisonEvent, RequestEvent
-from promptsieve.fidelity._sqlite_store import check_store_location, is_redis_url
+from promptsieve.fidelity._sqlite_store import check_store_location, is_redis_url, redacted_url
 
 __all__ = ["LedgerRow", "SavingsLedger", "read_ledger"]
 
@@ -117,7 +117,7 @@ class SavingsLedger:
         if _is_redis(path):
             self._redis = _redis_client(str(path))
         #: The SQLite file (unused with Redis); ``location``: the file or the Redis URL.
-        self.path = Path(path) if self._redis is None else Path()
+        self.path = Path(path).expanduser() if self._redis is None else Path()
         self.location = str(path)
         self.bucket_s = int(bucket_s)
         self.flush_interval_s = float(flush_interval_s)
@@ -265,7 +265,7 @@ def _redis_client(url: str) -> Any:
     try:
         return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
     except ValueError as exc:
-        raise ConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+        raise ConfigError(f"bad Redis URL {redacted_url(url)!r}: {exc}") from None
 
 
 def _redis_key(prefix: str, r: LedgerRow) -> str:

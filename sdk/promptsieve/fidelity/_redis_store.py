@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from promptsieve._errors import ConfigError, StoreError, missing_extra
-from promptsieve.fidelity._sqlite_store import is_redis_url
+from promptsieve.fidelity._sqlite_store import is_redis_url, redacted_url
 from promptsieve.fidelity._verdict import (
     _CELLS,
     _NOISE_SLOT,
@@ -101,7 +101,7 @@ class RedisStore:
                     url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
                 )
             except ValueError as exc:
-                raise ConfigError(f"bad Redis URL {url!r}: {exc}") from exc
+                raise ConfigError(f"bad Redis URL {redacted_url(url)!r}: {exc}") from None
         self.client = client
         self.prefix = prefix
         self._put = client.register_script(_PUT_LUA)

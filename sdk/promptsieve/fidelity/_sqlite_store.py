@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,7 @@ def default_store_path() -> Path:
 #: The URL prefixes redis-py's ``Redis.from_url`` takes. redis-py matches them
 #: case-sensitively (``REDIS://`` is refused), and so does promptsieve.
 REDIS_URL_PREFIXES = ("redis://", "rediss://", "unix://")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: "C://x" is a path
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -81,17 +80,24 @@ def check_store_location(owner: str, spec: object, *, redis: bool, hint: str = "
     raise ConfigError(f"{owner} must be {forms}; the URL scheme {scheme}:// is not supported")
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its user and password replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return scheme + sep + netloc + slash + tail
+
+
 def check_sqlite_file(owner: str, path: str | os.PathLike[str]) -> None:
-    """Raise :class:`ConfigError` when a SQLite store cannot live at ``path`` (checked
-    without opening it, and leaving nothing behind): a folder; an existing file that is not a
-    SQLite database (a non-empty file without the ``SQLite format 3`` header) or is not
-    writable; or a place where the file cannot be created (:class:`SQLiteStore` creates
-    missing parent folders, so the nearest existing one must be a writable folder, and
-    SQLite's journal files go next to the file)."""
+    """Raise :class:`ConfigError` when no SQLite store can ever live at ``path`` (checked
+    without opening or creating anything): an empty path, a folder, something that is not a
+    regular file, an existing non-empty file without the ``SQLite format 3`` header, or a
+    path under a regular file. Permissions are not checked: a read-only store still serves
+    verdicts, and a store that cannot be written fails open per request (``StoreError``)."""
     if isinstance(path, str) and not path.strip():
         raise ConfigError(f"{owner} is empty: give the SQLite file's path (None: the default)")
-    p = Path(path)
-    folder: Path | None = None
+    p = Path(path).expanduser()
     try:
         if p.is_dir():
             example = str(p / "verdicts.sqlite3")
@@ -108,25 +114,16 @@ def check_sqlite_file(owner: str, path: str | os.PathLike[str]) -> None:
                     f"{owner} {str(p)!r} exists and is not a SQLite database: give a new "
                     "file path or an existing verdict store"
                 )
-            if not os.access(p, os.R_OK | os.W_OK):
-                raise ConfigError(f"{owner} {str(p)!r} is not writable")
-            folder = p.parent
-        else:
-            folder = p.absolute().parent
-            while not folder.exists() and folder != folder.parent:
-                folder = folder.parent
-            if not folder.is_dir():
-                raise ConfigError(
-                    f"{owner} {str(p)!r} cannot be created: {str(folder)!r} is a file, not a folder"
-                )
-        with tempfile.TemporaryFile(dir=folder):  # the real test: create a file there
-            pass
-    except OSError as exc:
-        where = f"no file can be created in {str(folder)!r}" if folder else "it cannot be read"
-        raise ConfigError(
-            f"{owner} {str(p)!r} cannot be used: {where} ({exc.strerror or exc}); give a path "
-            "in a writable folder"
-        ) from exc
+            return
+        folder = p.absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{owner} {str(p)!r} cannot be created: {str(folder)!r} is a file, not a folder"
+            )
+    except OSError:  # unreadable: the store reports it when it opens (StoreError, fail open)
+        return
 
 
 # -- SQLite -------------------------------------------------------------------------------
@@ -168,7 +165,7 @@ class SQLiteStore:
         check_store_location(
             "SQLiteStore(path=...)", path, redis=False, hint="; use RedisStore(url) for it"
         )
-        self.path = Path(path) if path is not None else default_store_path()
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []

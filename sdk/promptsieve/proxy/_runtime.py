@@ -203,10 +203,10 @@ class ProxyConfig:
 
 def check_providers(owner: str, providers: Sequence[str] | None) -> None:
     """Raise :class:`ConfigError` when ``providers`` is empty or names something that is not
-    an onnxruntime execution provider at all (a typo). A real provider that this machine's
-    onnxruntime lacks (CUDA without ``onnxruntime-gpu``) is left to :func:`select_providers`
-    at load time, which skips it with a warning, or raises when none is left. Unchecked where
-    onnxruntime is not installed (loading then says how to install it)."""
+    shaped like an onnxruntime execution provider (``"cuda"``, ``"CPU"``: a typo). Any
+    ``*ExecutionProvider`` name passes, even one this onnxruntime build does not know (a
+    config shared across machines and builds): :func:`select_providers` skips a provider
+    this machine lacks at load time with a warning, or raises when none is left."""
     if providers is None:
         return
     if not providers:
@@ -214,26 +214,32 @@ def check_providers(owner: str, providers: Sequence[str] | None) -> None:
             f"{owner}(providers=...) is empty; name at least one onnxruntime execution "
             f"provider (e.g. ({CPU!r},)), or leave it None for CUDA when available, then CPU"
         )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return
-    known = list(ort.get_all_providers())
-    unknown = [p for p in providers if p not in known]
+    unknown = [p for p in providers if not (isinstance(p, str) and p.endswith(_PROVIDER_SUFFIX))]
     if not unknown:
         return
+    try:
+        import onnxruntime as ort
+
+        known, here = list(ort.get_all_providers()), list(ort.get_available_providers())
+    except ImportError:
+        known, here = list(PREFERRED_PROVIDERS), []
     short = {p.lower().removesuffix("executionprovider"): p for p in known}  # "cuda": CUDA...
     close = []
     for p in unknown:
-        match = difflib.get_close_matches(p.lower().removesuffix("executionprovider"), short, 1)
+        key = str(p).lower().removesuffix("executionprovider")
+        match = difflib.get_close_matches(key, short, 1, cutoff=0.8)
         if match:
             close.append(f"{short[match[0]]!r} for {p!r}")
     raise ConfigError(
-        f"{owner}(providers=...) names {unknown}, which onnxruntime does not know"
-        + (f" (did you mean {', '.join(close)}?)" if close else "")
-        + f"; available here: {list(ort.get_available_providers())}, "
-        "or None for CUDA when available, then CPU"
+        f"{owner}(providers=...) names {unknown}, which are not onnxruntime execution "
+        f"provider names (they end in {_PROVIDER_SUFFIX!r})"
+        + (f"; did you mean {', '.join(close)}?" if close else "")
+        + (f"; available here: {here}" if here else "")
+        + "; or None for CUDA when available, then CPU"
     )
+
+
+_PROVIDER_SUFFIX = "ExecutionProvider"
 
 
 def select_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
