@@ -43,7 +43,7 @@ from promptsieve import (
     SieveConfig,
     SQLiteStore,
 )
-from promptsieve.fidelity._sqlite_store import (
+from promptsieve.fidelity.store import (
     check_sqlite_file,
     check_store_location,
     is_redis_url,

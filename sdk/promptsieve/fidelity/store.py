@@ -27,7 +27,13 @@ this module is their public face.
 from __future__ import annotations
 
 from promptsieve.fidelity._redis_store import RedisStore
-from promptsieve.fidelity._sqlite_store import SQLiteStore, default_store_path
+from promptsieve.fidelity._sqlite_store import (
+    SQLiteStore,
+    check_sqlite_file,
+    check_store_location,
+    default_store_path,
+    is_redis_url,
+)
 from promptsieve.fidelity._verdict import (
     Counts,
     StoredVerdict,
@@ -47,5 +53,8 @@ __all__ = [
     "VerdictKey",
     "VerdictState",
     "VerdictStore",
+    "check_sqlite_file",
+    "check_store_location",
     "default_store_path",
+    "is_redis_url",
 ]
