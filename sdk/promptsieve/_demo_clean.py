@@ -112,9 +112,8 @@ def clean_demos(
     ``margin`` that is not a finite number >= 0 (a negative one would remove demonstrations
     that help; NaN would remove none).
     """
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
-        raise ConfigError(f"margin must be a finite number >= 0 (nats), got {margin!r}")
-    if not (math.isfinite(margin) and margin >= 0):
+    real = isinstance(margin, numbers.Real) and not isinstance(margin, bool)
+    if not (real and math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"margin must be a finite number >= 0 (nats), got {margin!r}")
     if isinstance(scorer, HeadDemoScorer):
         raise ConfigError("cleaning needs Shapley values from the LM proxy, not the head ranking")

@@ -752,15 +752,7 @@ def _check_question(question: object) -> None:
         return
     if not isinstance(question, str):
         raise ConfigError(f"question must be a string or None, got {type(question).__name__}")
-    if question.isascii():
-        return
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ConfigError(
-            f"question is not valid Unicode: lone surrogate {question[exc.start]!r} at "
-            f"character {exc.start}; decode the source with errors='replace' or fix it"
-        ) from None
+    check_text(question, "question")
 
 
 def _query(seg: Segmentation) -> str | None:

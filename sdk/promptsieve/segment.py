@@ -104,17 +104,17 @@ class Segmentation:
     pinned: tuple[Range, ...] = ()
 
 
-def check_text(text: str) -> None:
+def check_text(text: str, what: str = "prompt text") -> None:
     """Raise :class:`~promptsieve.ConfigError` unless ``text`` is valid Unicode (encodes as
     UTF-8): lone surrogates come from decoding bytes with ``surrogateescape``/``surrogatepass``
-    and cannot be sent to any model API either."""
+    and cannot be sent to any model API either. ``what`` names the text in the message."""
     if text.isascii():
         return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ConfigError(
-            f"prompt text is not valid Unicode: lone surrogate {text[exc.start]!r} at "
+            f"{what} is not valid Unicode: lone surrogate {text[exc.start]!r} at "
             f"character {exc.start}; decode the source with errors='replace' or fix it"
         ) from None
 
