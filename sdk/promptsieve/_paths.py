@@ -27,15 +27,22 @@ def cache_dir() -> Path:
     return path
 
 
+def existing_ancestor(path: Path) -> Path | None:
+    """``path`` itself or its nearest ancestor that exists (None: none does). Raises the
+    ``OSError`` of a path that cannot be examined (a folder without search permission)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return part
+    return None
+
+
 def _check_folder(path: Path, origin: str, fix: str) -> None:
     """ConfigError when ``path``, or its nearest existing ancestor, is not a folder."""
-    for part in (path, *path.parents):
-        try:
-            if not part.exists():
-                continue
-            if part.is_dir():
-                return
-        except OSError:  # unreadable: let the caller's own I/O report it
+    try:
+        part = existing_ancestor(path)
+        if part is None or part.is_dir():
             return
-        where = "" if part == path else f" ({part} is not a folder)"
-        raise ConfigError(f"{origin} is {str(path)!r}, which is not a folder{where}; {fix}")
+    except OSError:  # unreadable: let the caller's own I/O report it
+        return
+    where = "" if part == path else f" ({part} is not a folder)"
+    raise ConfigError(f"{origin} is {str(path)!r}, which is not a folder{where}; {fix}")

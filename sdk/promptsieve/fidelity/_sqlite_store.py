@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from promptsieve._errors import ConfigError, StoreError
+from promptsieve._paths import existing_ancestor
 from promptsieve.fidelity._verdict import (
     _CELLS,
     _NOISE_SLOT,
@@ -115,10 +116,8 @@ def check_sqlite_file(owner: str, path: str | os.PathLike[str]) -> None:
                     "file path or an existing verdict store"
                 )
             return
-        folder = p.absolute().parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
+        folder = existing_ancestor(p.absolute().parent)
+        if folder is not None and not folder.is_dir():
             raise ConfigError(
                 f"{owner} {str(p)!r} cannot be created: {str(folder)!r} is a file, not a folder"
             )

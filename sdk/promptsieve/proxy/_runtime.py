@@ -55,6 +55,7 @@ __all__ = [
     "ScorerOutput",
     "Window",
     "assign_owners",
+    "check_cache_dir",
     "check_providers",
     "default_head_path",
     "plan_windows",
@@ -160,12 +161,7 @@ class ProxyConfig:
                     "give the folder of the proxy's weights, or leave model_dir None for the "
                     "packaged all-MiniLM-L6-v2"
                 )
-        # the cache is made on first use, so only something else in its place is wrong
-        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
-            raise ConfigError(
-                f"ProxyConfig(cache_dir=...): {str(self.cache_dir)!r} exists and is not a "
-                "folder; give a folder (made on first use), or leave cache_dir None"
-            )
+        check_cache_dir("ProxyConfig", self.cache_dir)
         for name, (fmt, what) in _HEAD_FORMATS.items():
             path: Path | None = getattr(self, name)
             if path is None:
@@ -199,6 +195,16 @@ class ProxyConfig:
         if self.proxy_dir is not None:
             return Path(self.proxy_dir).expanduser()
         return proxy_dir_from_env()
+
+
+def check_cache_dir(owner: str, cache_dir: Path | None) -> None:
+    """Raise :class:`ConfigError` when ``cache_dir`` exists and is not a folder: the cache is
+    made on first use, so only something else in its place is wrong."""
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise ConfigError(
+            f"{owner}(cache_dir=...): {str(cache_dir)!r} exists and is not a "
+            "folder; give a folder (made on first use), or leave cache_dir None"
+        )
 
 
 def check_providers(owner: str, providers: Sequence[str] | None) -> None:

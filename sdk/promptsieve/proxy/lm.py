@@ -39,7 +39,7 @@ from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve._threads import RUNTIME_DOOR, open_session
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
-from promptsieve.proxy._runtime import CPU, check_providers
+from promptsieve.proxy._runtime import CPU, check_cache_dir, check_providers
 
 __all__ = ["KVState", "LMProxy", "LMProxyConfig", "chatml", "chatml_turn"]
 
@@ -101,11 +101,7 @@ class LMProxyConfig:
                 f"LMProxyConfig(gguf=...): no file at {str(self.gguf)!r}; give the path of a "
                 "GGUF model file, or leave gguf None for the packaged Qwen2.5-Coder-0.5B-Instruct"
             )
-        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
-            raise ConfigError(
-                f"LMProxyConfig(cache_dir=...): {str(self.cache_dir)!r} exists and is not a "
-                "folder; give a folder (made on first use), or leave cache_dir None"
-            )
+        check_cache_dir("LMProxyConfig", self.cache_dir)
         check_providers("LMProxyConfig", self.providers)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
