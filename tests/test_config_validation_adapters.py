@@ -108,7 +108,6 @@ def test_wrap_anthropic_refuses_a_sieve_config(sieve: Sieve) -> None:
 
 
 def test_litellm_handler_refuses_a_sieve_config() -> None:
-    pytest.importorskip("litellm")
     from promptsieve_litellm import PromptSieveLiteLLM
 
     with pytest.raises(ConfigError, match="PromptSieveLiteLLM: sieve must be a promptsieve Sieve"):
@@ -121,7 +120,6 @@ def test_litellm_handler_refuses_a_sieve_config() -> None:
 
 
 def test_langchain_components_use_the_same_check(sieve: Sieve) -> None:
-    pytest.importorskip("langchain_core")
     from promptsieve_langchain import compress_messages
 
     with pytest.raises(ConfigError, match="sieve must be a promptsieve Sieve, not SieveConfig"):
@@ -279,7 +277,6 @@ def test_store_and_ledger_arguments_of_the_wrong_type(tmp_path: Path) -> None:
 @pytest.fixture()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No ``PROMPTSIEVE_*`` variable but a temporary cache; the test's folder as the cwd."""
-    pytest.importorskip("litellm")
     for name in list(os.environ):
         if name.startswith("PROMPTSIEVE_"):
             monkeypatch.delenv(name)
