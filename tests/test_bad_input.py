@@ -154,7 +154,10 @@ def test_a_question_with_a_lone_surrogate_is_a_config_error(
         lambda: default.explain(text, question=question),
         lambda: default.explain_decisions(text, question=question, ratio=0.5),
     ):
-        with pytest.raises(ConfigError, match="question is not valid Unicode: lone surrogate"):
+        with pytest.raises(
+            ConfigError,
+            match=r"question is not valid Unicode: (lone surrogate|undecodable byte 0xff)",
+        ):
             call()
     assert default.compress(text, ratio=0.5, question="How tall is it?").changed
 

@@ -139,10 +139,18 @@ def test_proxy_dir_that_is_not_a_folder_fails_at_construction(
         ProxyConfig()
 
 
-def test_prebuilt_folder_with_other_settings_is_config_error(prebuilt: Path) -> None:
-    # fp16 graphs were not built into the folder: a clear error, not a silent export
+def test_prebuilt_folder_with_other_settings_is_config_error(
+    prebuilt: Path, tmp_path: Path
+) -> None:
+    # fp16 graphs were not built into the folder: a clear error, not a silent export. The
+    # folder holds only what `export --out` built (the session cache may also hold the fp16
+    # graphs of tests/test_proxy.py, whatever the test order).
+    only = tmp_path / "prebuilt"
+    only.mkdir()
+    for built in export_all(prebuilt):
+        (only / built.folder.name).symlink_to(built.folder, target_is_directory=True)
     with pytest.raises(ConfigError, match=r"no (scorer|encoder) graph"):
-        Proxy.load(ProxyConfig(proxy_dir=prebuilt, fp16=True, cache_dir=prebuilt))
+        Proxy.load(ProxyConfig(proxy_dir=only, fp16=True, cache_dir=tmp_path / "cache"))
 
 
 def test_cli_rejects_unknown_artifact_without_traceback(tmp_path: Path) -> None:

@@ -420,6 +420,17 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: pytest.fail("proxy loaded"))
     res = CliRunner().invoke(app, [*args[:5], "--base-url", "localhost:8080/v1", *args[7:]])
     assert res.exit_code == 2 and "--base-url" in res.output, res.output
+    # store locations the CLI cannot use: refused before the proxy loads, naming --store
+    for spec, needle in (
+        ("Redis://127.0.0.1:1/0", "--store: write the URL scheme Redis:// as redis://"),
+        ("http://x", "--store must be a SQLite file path"),
+        (str(tmp_path), "is a folder"),
+    ):
+        with monkeypatch.context() as m:
+            m.chdir(tmp_path)
+            res = CliRunner().invoke(app, [*args, "--store", spec])
+        assert res.exit_code == 2 and needle in res.output, res.output
+    assert not (tmp_path / "http:").exists()
 
 
 def test_cli_screen_store_seeds_a_live_sieve(

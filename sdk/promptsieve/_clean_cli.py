@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from promptsieve._paths import unwritable
 
 __all__ = ["clean_command"]
 
@@ -72,7 +73,7 @@ def clean_command(
     problems = [
         problem
         for flag, path in (("--out", out), ("--html", html_path))
-        if path is not None and (problem := _unwritable(path, flag)) is not None
+        if path is not None and (problem := unwritable(path, flag)) is not None
     ]
     if not (math.isfinite(margin) and margin >= 0):
         problems.append(f"--margin must be a finite number >= 0 (nats), got {margin}")
@@ -121,21 +122,6 @@ def clean_command(
         f"coalitions, {a.seconds:.1f} s{', cached' if a.cached else ''})",
         err=True,
     )
-
-
-def _unwritable(path: Path, flag: str) -> str | None:
-    """Why ``path`` cannot be written (None: it can, as far as can be told up front)."""
-    if path.is_dir():
-        return f"cannot write {flag} {path}: it is a folder"
-    parent = path.parent
-    if not parent.is_dir():
-        return f"cannot write {flag} {path}: {parent} is not a folder"
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            return f"cannot write {flag} {path}: permission denied"
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write {flag} {path}: {parent} is not writable"
-    return None
 
 
 def _write(path: Path, text: str) -> None:

@@ -46,3 +46,19 @@ def _check_folder(path: Path, origin: str, fix: str) -> None:
         return
     where = "" if part == path else f" ({part} is not a folder)"
     raise ConfigError(f"{origin} is {str(path)!r}, which is not a folder{where}; {fix}")
+
+
+def unwritable(path: Path, what: str) -> str | None:
+    """Why the file ``path`` cannot be written, as a message naming it by ``what`` (e.g. a
+    CLI flag); None when it can, as far as can be told without writing."""
+    if path.is_dir():
+        return f"cannot write {what} {path}: it is a folder"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"cannot write {what} {path}: {parent} is not a folder"
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return f"cannot write {what} {path}: permission denied"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {what} {path}: {parent} is not writable"
+    return None

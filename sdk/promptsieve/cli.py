@@ -80,24 +80,17 @@ def _prompt(file: Path, what: str) -> str:
 
 
 def _question(question: str | None) -> str | None:
-    """``--question`` as given; bytes that are not UTF-8 (they arrive from argv as lone
-    surrogates) are bad input (exit 2), before the proxy loads."""
-    if question is None or question.isascii():
-        return question
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = question[exc.start]
-        what = (
-            f"byte 0x{ord(bad) - 0xDC00:02x}"  # surrogateescape: undecodable argv byte
-            if 0xDC80 <= ord(bad) <= 0xDCFF
-            else f"lone surrogate {bad!r}"
-        )
-        typer.echo(
-            f"Error: --question is not valid UTF-8 text ({what} at character {exc.start})",
-            err=True,
-        )
-        raise typer.Exit(2) from None
+    """``--question`` as given; bytes that are not UTF-8 (they arrive from argv as
+    surrogateescape characters) are bad input (exit 2), before the proxy loads."""
+    if question is not None:
+        from promptsieve._errors import ConfigError
+        from promptsieve.segment import check_text
+
+        try:
+            check_text(question, "--question")
+        except ConfigError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
     return question
 
 
@@ -168,11 +161,13 @@ def explain(
 ) -> None:
     """Show what the proxy finds important; --html: passage, sentence and token decisions."""
     from promptsieve._heatmap import render_decisions_html
+    from promptsieve._paths import unwritable
 
     if scorer not in ("head", "attribution", "sentence", "relevance"):
         raise typer.BadParameter("scorer must be 'head', 'attribution', 'sentence' or 'relevance'")
-    if html is not None and not html.parent.is_dir():  # before minutes of scoring, not after
-        raise typer.BadParameter(f"cannot write {html}: {html.parent} is not a folder")
+    if html is not None and (problem := unwritable(html, "--html")) is not None:
+        typer.echo(f"Error: {problem}", err=True)  # before minutes of scoring, not after
+        raise typer.Exit(2)
     text = _prompt(file, "explain")
     question = _question(question)
     comp = _compressor(scorer)

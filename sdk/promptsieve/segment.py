@@ -113,9 +113,15 @@ def check_text(text: str, what: str = "prompt text") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        bad = (
+            f"undecodable byte 0x{code - 0xDC00:02x}"  # surrogateescape, e.g. from argv
+            if 0xDC80 <= code <= 0xDCFF
+            else f"lone surrogate {text[exc.start]!r}"
+        )
         raise ConfigError(
-            f"{what} is not valid Unicode: lone surrogate {text[exc.start]!r} at "
-            f"character {exc.start}; decode the source with errors='replace' or fix it"
+            f"{what} is not valid Unicode: {bad} at character {exc.start}; "
+            "decode the source with errors='replace' or fix it"
         ) from None
 
 

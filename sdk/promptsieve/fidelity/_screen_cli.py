@@ -12,6 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from promptsieve._errors import ConfigError, StoreError, TargetError
+from promptsieve.fidelity._sqlite_store import (
+    check_sqlite_file,
+    check_store_location,
+    is_redis_url,
+)
 from promptsieve.fidelity.agree import TargetOutput, get_metric
 from promptsieve.fidelity.gate import GateConfig
 from promptsieve.fidelity.judge import TargetJudge, target_judge
@@ -133,11 +138,11 @@ def run_cli(
         get_metric(metric, judge=_validating)  # unknown names fail before any call
         labelled = cfg.mode == "labelled"
         bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
+        opened = _open_store(store) if store else None  # before the proxy loads
         compress, fingerprint = _screening_compressor()
         saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
-        if store:
-            key = verdict_key(task, model, fingerprint, gate, metric=metric)
-            saved = (_open_store(store), key)
+        if opened is not None:
+            saved = (opened, verdict_key(task, model, fingerprint, gate, metric=metric))
     except (ConfigError, StoreError) as exc:
         echo(f"error: {exc}", err=True)
         if target is not None:
@@ -236,9 +241,13 @@ def _validating(original: Any, compressed: Any) -> bool:  # stands in for the ju
 
 
 def _open_store(spec: str) -> VerdictStore:
-    if spec.startswith(("redis://", "rediss://", "unix://")):
+    check_store_location("--store", spec, redis=True)  # "Redis://" names the fix for the CLI
+    if is_redis_url(spec):
         return RedisStore(spec)
-    return SQLiteStore(None if spec == "default" else spec)
+    if spec == "default":
+        return SQLiteStore()
+    check_sqlite_file("--store", spec)  # a folder, a file of another kind: named up front
+    return SQLiteStore(spec)
 
 
 def report(result: ScreenResult) -> dict[str, Any]:
