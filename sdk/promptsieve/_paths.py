@@ -1,4 +1,5 @@
-"""Where promptsieve keeps its caches (proxy exports, verdicts, the local target's model)."""
+"""Where promptsieve keeps its caches (proxy exports, verdicts, the local target's model), and
+the up-front checks of paths it will write."""
 
 from __future__ import annotations
 
