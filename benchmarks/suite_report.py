@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,11 +196,30 @@ def noise_floors(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def modal_answers(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per suite, how varied the uncompressed answers are: ``share`` of the items whose
+    answer (lowercased, stripped) is the most common one, and ``distinct`` answers. A share
+    near 1 means the target answers the same whatever the question, so agreement between
+    compressed and uncompressed answers is high for free and says nothing of the method."""
+    out = {}
+    for suite in results["suites"]:
+        answers = [
+            str(r.get("answer") or "").strip().lower()
+            for r in _ok(results["rows"])
+            if r["suite"] == suite and r["method"] == "none"
+        ]
+        counts = Counter(answers)
+        top = counts.most_common(1)[0][1] if counts else 0
+        out[suite] = {"share": top / len(answers) if answers else math.nan, "distinct": len(counts)}
+    return out
+
+
 def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     """Write ``report.md`` (and plots) into ``out_dir``; returns the report's path."""
     meta = results["meta"]
     summary = cells(results)
     floors = noise_floors(results)
+    modal = modal_answers(results)
     lines = [
         f"# promptsieve benchmark — profile `{meta.get('profile')}`",
         "",
@@ -214,13 +234,16 @@ def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
         "contained in an answer of ≤ 30 tokens, or token-F1 ≥ 0.5. Agreement: the same metric "
         "between the compressed and the uncompressed answer. Brackets: Wilson 95 % intervals. "
         "p: McNemar's exact test of accuracy against the strongest baseline (random, truncate, "
-        "selfinfo) at the same ratio on the same items; wins/losses are its discordant pairs.",
+        "selfinfo) at the same ratio on the same items; wins/losses are its discordant pairs. "
+        "Modal answer: the share of items whose uncompressed answer is the most common one; "
+        "near 100 % the target answers alike whatever the question, and agreement is high "
+        "for free.",
         "",
         "## Uncompressed accuracy and noise floor",
         "",
-        "| suite | items | prompt tokens | accuracy % [95 % CI] | chance % | noise floor: "
-        "agreement % [95 % CI] (n) |",
-        "|---|---|---|---|---|---|",
+        "| suite | items | prompt tokens | accuracy % [95 % CI] | chance % | modal answer % "
+        "(distinct answers) | noise floor: agreement % [95 % CI] (n) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for suite, info in results["suites"].items():
         base = next((c for c in summary if c["suite"] == suite and c["method"] == "none"), None)
@@ -232,6 +255,7 @@ def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
             f"| {suite} | {base['n']} | {info['avg_prompt_tokens']:.0f} | "
             f"{_pct(base['accuracy'])}{_ci(base['accuracy_ci'])} | "
             f"{'–' if chance is None else _pct(chance)} | "
+            f"{_pct(modal[suite]['share'])} ({modal[suite]['distinct']}) | "
             f"{_pct(fl['agree'] / fl['n']) if fl['n'] else '–'}{_ci(fl['ci'])} ({fl['n']}) |"
         )
     lines += [

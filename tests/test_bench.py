@@ -455,7 +455,7 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert sent["vs"] == "truncate" and (sent["wins"], sent["losses"]) == (8, 2)
     assert sent["accuracy_ci"][0] < 0.9 < sent["accuracy_ci"][1]
     md = write_suite_report(results, tmp_path).read_text()
-    assert "| bbh_x | 40 | 400 | 100 [91, 100] | 25 | 95 [76, 99] (20) |" in md
+    assert "| bbh_x | 40 | 400 | 100 [91, 100] | 25 | 100 (1) | 95 [76, 99] (20) |" in md
     pairs = {(p["ratio"], p["method"], p["other"]): p for p in pairwise(results)}
     assert {k[1] for k in pairs} == {"sentence"}  # baselines are not compared among themselves
     vs_none = pairs[(0.25, "sentence", "none")]
