@@ -212,6 +212,54 @@ def test_ladder_passes_safe_ratios_and_fails_destructive_one(server: _Server) ->
     assert result.calls == len(server.requests)
 
 
+def test_a_target_that_answers_alike_is_warned_about(
+    server: _Server,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Agreement passes for free when the target gives one answer to every request: the
+    result measures the modal answer share and warns; varied answers give no warning."""
+    from promptsieve.fidelity.screen import MODAL_WARN_SHARE
+
+    varied = make_samples(40)
+    alike = [
+        json.loads(json.dumps(s).replace("green", "red").replace("blue", "red")) for s in varied
+    ]
+    assert {majority_color(s["messages"][1]["content"]) for s in alike} == {"red"}
+    cfg = ScreenConfig(budget=40, ratios=(0.8,))
+    with HTTPTarget(url(server), "scripted") as target, caplog.at_level("WARNING"):
+        same = screen("alike", alike, target, cfg, compress=drop_words)
+        other = screen("varied", varied, target, cfg, compress=drop_words)
+    assert same.passed and same.modal_share == 1.0 and same.original_answers == 30
+    warning = same.modal_warning()
+    assert warning is not None and "same answer to 30 of 30" in warning
+    assert [r.getMessage() for r in caplog.records if "same answer" in r.getMessage()] == [
+        f"task 'alike': {warning}"
+    ]
+    assert other.passed and other.modal_share is not None
+    assert other.modal_share < MODAL_WARN_SHARE and other.modal_warning() is None
+    # the CLI prints the warning and reports the share in --json
+    import importlib
+
+    from promptsieve.cli import app
+
+    cli_mod = importlib.import_module("promptsieve.fidelity._screen_cli")
+    monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: (drop_words, "fp"))
+    path = tmp_path / "alike.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in alike) + "\n")
+    args = ["screen", "--task", "alike", "--samples", str(path), "--base-url", url(server),
+            "--model", "scripted", "--ratios", "0.8", "--budget", "40"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and f"warning: {warning}" in res.output, res.output
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(res.stdout)["modal_share"] == 1.0, res.output
+    labelled = ScreenConfig(mode="labelled", budget=40, ratios=(0.8,))
+    gold = [{**s, "gold": "red"} for s in alike]
+    with HTTPTarget(url(server), "scripted") as target:
+        assert screen("alike", gold, target, labelled, compress=drop_words).modal_share is None
+
+
 def blank_colours_at_08(body: dict[str, Any], ratio: float) -> dict[str, Any]:
     """A non-monotone compressor: at 0.8 it deletes every colour word (the answer turns to
     'none'), at other ratios it thins words as drop_words does."""

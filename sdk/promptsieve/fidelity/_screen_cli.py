@@ -265,6 +265,8 @@ def report(result: ScreenResult) -> dict[str, Any]:
         "calls": result.calls,
         "judge_calls": result.judge_calls,
         "errors": result.errors,
+        "modal_share": result.modal_share,
+        "original_answers": result.original_answers,
         "noise_floor": None
         if noise is None
         else {
@@ -320,6 +322,8 @@ def _print(result: ScreenResult, cfg: ScreenConfig, echo: Callable[..., Any]) ->
         echo(result.noise.summary())
         if result.noise.tau_above_floor:
             echo(f"warning: {result.noise.warning()}", err=True)
+    if (warning := result.modal_warning()) is not None:
+        echo(f"warning: {warning}", err=True)
     judge = f", {result.judge_calls} of them judge calls" if result.judge_calls else ""
     echo(f"target calls spent: {result.calls} ({result.errors} failed{judge})")
 

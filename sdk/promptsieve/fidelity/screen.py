@@ -57,6 +57,8 @@ from promptsieve.fidelity.store import Verdict, VerdictKey, VerdictState, Verdic
 from promptsieve.fidelity.target import Target
 
 __all__ = [
+    "MODAL_MIN_ANSWERS",
+    "MODAL_WARN_SHARE",
     "CompressFn",
     "Judge",
     "RatioResult",
@@ -170,7 +172,11 @@ class ScreenResult:
     ``ladder_test="bonferroni"``, the applied rung's e-value over K (the largest over K when
     none passed), which is again an e-value for the applied rung's null. ``calls`` counts
     every target call, judge calls included (``judge_calls`` of them). ``noise``: the
-    measured floor, if asked. ``ladder_test``: see :class:`ScreenConfig`.
+    measured floor, if asked. ``ladder_test``: see :class:`ScreenConfig`. ``modal_share``
+    (agreement mode, at least :data:`MODAL_MIN_ANSWERS` original answers, a metric that is not
+    a judge): the share of the original prompts whose answer matches the most common one under
+    the task's metric; near 1 the target answers alike whatever the request, so agreement is
+    high for free (:meth:`modal_warning`). None when not measured.
     """
 
     task: str
@@ -186,6 +192,8 @@ class ScreenResult:
     noise: NoiseFloor | None = None
     judge_calls: int = 0
     ladder_test: LadderTest = "fixed_sequence"
+    modal_share: float | None = None
+    original_answers: int = 0  # original answers that modal_share was measured on
 
     @property
     def passed(self) -> bool:
@@ -196,6 +204,17 @@ class ScreenResult:
         """False when no paired comparison was counted (every target call failed, say):
         the result is then no evidence, and :func:`screen` stores no verdict."""
         return any(r.n > 0 for r in self.ratios)
+
+    def modal_warning(self) -> str | None:
+        """A warning when ``modal_share`` is at least :data:`MODAL_WARN_SHARE`, else None."""
+        if self.modal_share is None or self.modal_share < MODAL_WARN_SHARE:
+            return None
+        same = round(self.modal_share * self.original_answers)
+        return (
+            f"the target gave the same answer to {same} of {self.original_answers} original "
+            "requests: agreement says little about answer quality here; screen in labelled "
+            "mode against gold answers"
+        )
 
     def summary(self) -> str:
         bound = "n/a" if self.lower is None else f"[{self.lower:.3f}, {self.upper:.3f}]"
@@ -276,6 +295,36 @@ def gold_judge(metric: str | Metric | None = None, gold_field: str = "gold") -> 
 
 
 _NOT_COUNTED = object()
+
+#: ScreenResult.modal_share is measured on at least this many original answers.
+MODAL_MIN_ANSWERS = 20
+#: ... and warned about from this share on (benchmark: the 1.5B gave one answer to 95-100 %
+#: of five BBH tasks' questions, the 0.5B to 100 % of date_understanding's).
+MODAL_WARN_SHARE = 0.95
+_MODAL_MAX_ANSWERS = 8  # distinct answers tracked; later ones count as "other"
+
+
+def _modal_share(run: _Run) -> tuple[float | None, int]:
+    """(share of the original answers equal to the most common one under the run's metric,
+    answers counted); (None, n) in labelled mode, with a judge metric, or under
+    MODAL_MIN_ANSWERS answers. Costs one metric call per (answer, distinct answer) pair."""
+    outs = [run.originals[i] for i in sorted(run.originals)]
+    if run.cfg.mode != "agreement" or run.cfg.metric == "judge" or len(outs) < MODAL_MIN_ANSWERS:
+        return None, len(outs)
+    groups: list[list[Any]] = []  # [representative answer, count]
+    for out in outs:
+        for group in groups:
+            try:
+                same = (run.metric or auto_metric(group[0]))(group[0], out)
+            except Exception:  # a metric that fails on this pair: a different answer
+                same = False
+            if same:
+                group[1] += 1
+                break
+        else:
+            if len(groups) < _MODAL_MAX_ANSWERS:
+                groups.append([out, 1])
+    return max(g[1] for g in groups) / len(outs), len(outs)
 
 
 def _judged(judge: Judge, sample: Mapping[str, Any], out: TargetOutput, timeout_s: float) -> Any:
@@ -410,6 +459,7 @@ def screen(
     best, rungs, e_value = _ladder(task, run)
     shown = best if best is not None else rungs[0]
     judge_calls = int(getattr(judge_metric, "calls", 0)) - judge_before
+    modal_share, answers = _modal_share(run)
     result = ScreenResult(
         task=task,
         verdict=VerdictState.PASSED if best is not None else VerdictState.FAILED,
@@ -424,7 +474,11 @@ def screen(
         noise=noise,
         judge_calls=judge_calls,
         ladder_test=cfg.ladder_test,
+        modal_share=modal_share,
+        original_answers=answers,
     )
+    if (warning := result.modal_warning()) is not None:
+        log.warning("task %r: %s", task, warning)
     if store is not None:
         if key is None:
             raise ConfigError("screen(store=...) also needs the verdict key")
