@@ -107,6 +107,8 @@ def test_explain_refuses_an_unwritable_html_path_before_scoring(
     _one_line_error(res, "Error: cannot write --html", "is not a folder")
     res = runner.invoke(app, ["explain", str(f), "--html", str(tmp_path)])
     _one_line_error(res, f"Error: cannot write --html {tmp_path}: it is a folder")
+    res = runner.invoke(app, ["explain", str(f), "--html", str(tmp_path / ("a" * 300))])
+    _one_line_error(res, "Error: cannot write --html", "File name too long")
 
 
 # -- bad input: one "Error:" line, exit 2, never a traceback -----------------------------------

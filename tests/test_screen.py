@@ -233,8 +233,9 @@ def test_a_target_that_answers_alike_is_warned_about(
         other = screen("varied", varied, target, cfg, compress=drop_words)
     assert same.passed and same.modal_share == 1.0 and same.original_answers == 30
     warning = same.modal_warning()
-    assert warning is not None and "same answer to 30 of 30" in warning
-    assert [r.getMessage() for r in caplog.records if "same answer" in r.getMessage()] == [
+    assert warning is not None
+    assert "one answer (alike under the task's metric) to 30 of 30" in warning
+    assert [r.getMessage() for r in caplog.records if "one answer" in r.getMessage()] == [
         f"task 'alike': {warning}"
     ]
     assert other.passed and other.modal_share is not None
@@ -252,8 +253,10 @@ def test_a_target_that_answers_alike_is_warned_about(
             "--model", "scripted", "--ratios", "0.8", "--budget", "40"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and f"warning: {warning}" in res.output, res.output
+    assert res.output.count(warning) == 1  # printed once, not also by logging's last resort
     res = CliRunner().invoke(app, [*args, "--json"])
     assert json.loads(res.stdout)["modal_share"] == 1.0, res.output
+    assert res.stderr.strip() == f"warning: {warning}"
     labelled = ScreenConfig(mode="labelled", budget=40, ratios=(0.8,))
     gold = [{**s, "gold": "red"} for s in alike]
     with HTTPTarget(url(server), "scripted") as target:
@@ -601,6 +604,14 @@ def test_target_as_judge_metric(server: _Server) -> None:
     assert result.judge_calls == judge.calls - 2 >= 1  # two judge calls were made above
     assert result.calls == len(server.requests) - before  # judge calls priced in
     assert result.ratios[0].decision is Outcome.FAIL
+    # the modal answer share is not measured with a judge: it would cost target calls
+    assert result.modal_share is None
+    with HTTPTarget(url(server), "scripted") as target:
+        judge = target_judge(lambda p: target.complete(prompt_body(p, 3)))
+        cfg = ScreenConfig(metric=judge, budget=40, ratios=(0.8,))
+        as_metric = screen("colors", make_samples(40), target, cfg, compress=drop_words)
+    assert as_metric.passed and as_metric.original_answers >= 30
+    assert as_metric.modal_share is None
 
 
 def test_screen_measures_the_noise_floor(server: _Server, tmp_path: Path) -> None:

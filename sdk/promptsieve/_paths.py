@@ -51,15 +51,20 @@ def _check_folder(path: Path, origin: str, fix: str) -> None:
 
 def unwritable(path: Path, what: str) -> str | None:
     """Why the file ``path`` cannot be written, as a message naming it by ``what`` (e.g. a
-    CLI flag); None when it can, as far as can be told without writing."""
-    if path.is_dir():
-        return f"cannot write {what} {path}: it is a folder"
-    parent = path.parent
-    if not parent.is_dir():
-        return f"cannot write {what} {path}: {parent} is not a folder"
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            return f"cannot write {what} {path}: permission denied"
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write {what} {path}: {parent} is not writable"
+    CLI flag); None when it can, as far as can be told without writing. A path the system
+    refuses to examine (a name too long, a folder without search permission) is reported
+    with the system's reason."""
+    try:
+        if path.is_dir():
+            return f"cannot write {what} {path}: it is a folder"
+        parent = path.parent
+        if not parent.is_dir():
+            return f"cannot write {what} {path}: {parent} is not a folder"
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                return f"cannot write {what} {path}: permission denied"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            return f"cannot write {what} {path}: {parent} is not writable"
+    except OSError as exc:
+        return f"cannot write {what} {path}: {exc.strerror or exc}"
     return None

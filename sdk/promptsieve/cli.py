@@ -88,8 +88,8 @@ def _question(question: str | None) -> str | None:
 
         try:
             check_text(question, "--question")
-        except ConfigError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+        except ConfigError as exc:  # without the library's advice on decoding a source
+            typer.echo(f"Error: {str(exc).partition(';')[0]}", err=True)
             raise typer.Exit(2) from None
     return question
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,11 +140,13 @@ def run_cli(
         get_metric(metric, judge=_validating)  # unknown names fail before any call
         labelled = cfg.mode == "labelled"
         bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
-        opened = _open_store(store) if store else None  # before the proxy loads
+        if store:
+            _check_store(store)  # before the proxy loads; nothing created yet
         compress, fingerprint = _screening_compressor()
         saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
-        if opened is not None:
-            saved = (opened, verdict_key(task, model, fingerprint, gate, metric=metric))
+        if store:
+            key = verdict_key(task, model, fingerprint, gate, metric=metric)
+            saved = (_open_store(store), key)
     except (ConfigError, StoreError) as exc:
         echo(f"error: {exc}", err=True)
         if target is not None:
@@ -158,17 +162,18 @@ def run_cli(
 
             judge_metric = target_judge(ask)
         try:
-            result = screen(
-                task,
-                bodies,
-                watched,
-                cfg,
-                compress=compress,
-                judge=user_judge,
-                judge_metric=judge_metric,
-                store=saved[0],
-                key=saved[1],
-            )
+            with _no_fallback_log():  # the warnings are printed below, once
+                result = screen(
+                    task,
+                    bodies,
+                    watched,
+                    cfg,
+                    compress=compress,
+                    judge=user_judge,
+                    judge_metric=judge_metric,
+                    store=saved[0],
+                    key=saved[1],
+                )
         except (ConfigError, StoreError) as exc:
             echo(f"error: {exc}", err=True)
             return 2
@@ -180,6 +185,8 @@ def run_cli(
             echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
         elif saved[1] is not None:
             echo(f"no verdict saved: no comparison was counted; is {base_url} reachable?")
+    for warning in _warnings(result):
+        echo(f"warning: {warning}", err=True)
     hint = watched.hint(base_url)
     if hint:  # last, where it is seen: the report above only says "N failed"
         echo(f"error: {hint}", err=True)
@@ -240,14 +247,41 @@ def _validating(original: Any, compressed: Any) -> bool:  # stands in for the ju
     raise AssertionError("only used to validate the metric name")
 
 
+def _check_store(spec: str) -> None:
+    """ConfigError for a --store no store can live at, naming the fix ("Redis://" → lowercase,
+    a folder, a file of another kind); creates nothing."""
+    check_store_location("--store", spec, redis=True)
+    if not is_redis_url(spec) and spec != "default":
+        check_sqlite_file("--store", spec)
+
+
 def _open_store(spec: str) -> VerdictStore:
-    check_store_location("--store", spec, redis=True)  # "Redis://" names the fix for the CLI
     if is_redis_url(spec):
         return RedisStore(spec)
-    if spec == "default":
-        return SQLiteStore()
-    check_sqlite_file("--store", spec)  # a folder, a file of another kind: named up front
-    return SQLiteStore(spec)
+    return SQLiteStore(None if spec == "default" else spec)
+
+
+@contextlib.contextmanager
+def _no_fallback_log() -> Iterator[None]:
+    """While screening runs, promptsieve's warnings do not reach Python's last-resort stderr
+    handler when the process configured no logging: the CLI prints them itself (once)."""
+    logger = logging.getLogger("promptsieve")
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _warnings(result: ScreenResult) -> list[str]:
+    """What the CLI prints as ``warning:`` lines after the report (stderr, --json too)."""
+    out = []
+    if result.noise is not None and result.noise.tau_above_floor:
+        out.append(result.noise.warning())
+    if (modal := result.modal_warning()) is not None:
+        out.append(modal)
+    return out
 
 
 def report(result: ScreenResult) -> dict[str, Any]:
@@ -320,10 +354,6 @@ def _print(result: ScreenResult, cfg: ScreenConfig, echo: Callable[..., Any]) ->
         echo(f"e-value: {result.e_value:.3g}")
     if result.noise is not None:
         echo(result.noise.summary())
-        if result.noise.tau_above_floor:
-            echo(f"warning: {result.noise.warning()}", err=True)
-    if (warning := result.modal_warning()) is not None:
-        echo(f"warning: {warning}", err=True)
     judge = f", {result.judge_calls} of them judge calls" if result.judge_calls else ""
     echo(f"target calls spent: {result.calls} ({result.errors} failed{judge})")
 

@@ -42,6 +42,7 @@ from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
+from promptsieve.fidelity.judge import TargetJudge
 from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
 from promptsieve.fidelity.ladder import LadderTest, check_budget, check_ladder
 from promptsieve.fidelity.noise import (
@@ -211,9 +212,9 @@ class ScreenResult:
             return None
         same = round(self.modal_share * self.original_answers)
         return (
-            f"the target gave the same answer to {same} of {self.original_answers} original "
-            "requests: agreement says little about answer quality here; screen in labelled "
-            "mode against gold answers"
+            f"the target gave one answer (alike under the task's metric) to {same} of "
+            f"{self.original_answers} original requests: agreement says little about answer "
+            "quality here; screen in labelled mode against gold answers"
         )
 
     def summary(self) -> str:
@@ -296,33 +297,37 @@ def gold_judge(metric: str | Metric | None = None, gold_field: str = "gold") -> 
 
 _NOT_COUNTED = object()
 
-#: ScreenResult.modal_share is measured on at least this many original answers.
-MODAL_MIN_ANSWERS = 20
+#: ScreenResult.modal_share is measured on at least this many original answers (a ladder at
+#: a low tau can pass on fewer: at tau 0.6, after 7 agreeing pairs).
+MODAL_MIN_ANSWERS = 10
 #: ... and warned about from this share on (benchmark: the 1.5B gave one answer to 95-100 %
 #: of five BBH tasks' questions, the 0.5B to 100 % of date_understanding's).
 MODAL_WARN_SHARE = 0.95
-_MODAL_MAX_ANSWERS = 8  # distinct answers tracked; later ones count as "other"
+#: Distinct answers tracked; later ones count as "other". A share of 95 % or more is the first
+#: or second answer seen almost surely, and each answer costs at most this many metric calls.
+_MODAL_GROUPS = 3
 
 
-def _modal_share(run: _Run) -> tuple[float | None, int]:
+def _modal_share(run: _Run, judged: bool) -> tuple[float | None, int]:
     """(share of the original answers equal to the most common one under the run's metric,
-    answers counted); (None, n) in labelled mode, with a judge metric, or under
-    MODAL_MIN_ANSWERS answers. Costs one metric call per (answer, distinct answer) pair."""
+    answers counted); (None, n) in labelled mode, with a judge metric (``judged``: it would
+    cost target calls), or under MODAL_MIN_ANSWERS answers. At most _MODAL_GROUPS metric
+    calls per answer."""
     outs = [run.originals[i] for i in sorted(run.originals)]
-    if run.cfg.mode != "agreement" or run.cfg.metric == "judge" or len(outs) < MODAL_MIN_ANSWERS:
+    if run.cfg.mode != "agreement" or judged or len(outs) < MODAL_MIN_ANSWERS:
         return None, len(outs)
     groups: list[list[Any]] = []  # [representative answer, count]
     for out in outs:
         for group in groups:
             try:
-                same = (run.metric or auto_metric(group[0]))(group[0], out)
+                same = bool((run.metric or auto_metric(group[0]))(group[0], out))
             except Exception:  # a metric that fails on this pair: a different answer
                 same = False
             if same:
                 group[1] += 1
                 break
         else:
-            if len(groups) < _MODAL_MAX_ANSWERS:
+            if len(groups) < _MODAL_GROUPS:
                 groups.append([out, 1])
     return max(g[1] for g in groups) / len(outs), len(outs)
 
@@ -459,7 +464,10 @@ def screen(
     best, rungs, e_value = _ladder(task, run)
     shown = best if best is not None else rungs[0]
     judge_calls = int(getattr(judge_metric, "calls", 0)) - judge_before
-    modal_share, answers = _modal_share(run)
+    judged = isinstance(metric, TargetJudge) or (
+        judge_metric is not None and metric is judge_metric
+    )
+    modal_share, answers = _modal_share(run, judged)
     result = ScreenResult(
         task=task,
         verdict=VerdictState.PASSED if best is not None else VerdictState.FAILED,
