@@ -140,11 +140,11 @@ def run_cli(
         get_metric(metric, judge=_validating)  # unknown names fail before any call
         labelled = cfg.mode == "labelled"
         bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
-        if store:
+        if store is not None:
             _check_store(store)  # before the proxy loads; nothing created yet
         compress, fingerprint = _screening_compressor()
         saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
-        if store:
+        if store is not None:
             key = verdict_key(task, model, fingerprint, gate, metric=metric)
             saved = (_open_store(store), key)
     except (ConfigError, StoreError) as exc:
@@ -249,7 +249,9 @@ def _validating(original: Any, compressed: Any) -> bool:  # stands in for the ju
 
 def _check_store(spec: str) -> None:
     """ConfigError for a --store no store can live at, naming the fix ("Redis://" → lowercase,
-    a folder, a file of another kind); creates nothing."""
+    a folder, a file of another kind, an empty value); creates nothing."""
+    if not spec.strip():
+        raise ConfigError("--store is empty: give a SQLite file path, 'default' or a redis:// URL")
     check_store_location("--store", spec, redis=True)
     if not is_redis_url(spec) and spec != "default":
         check_sqlite_file("--store", spec)

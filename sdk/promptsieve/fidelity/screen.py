@@ -436,7 +436,8 @@ def screen(
     noise-floor counts) where a Gate will find it, unless no comparison was counted
     (:attr:`ScreenResult.measured`). Raises ConfigError on bad samples or settings, or
     when the samples are too few for any rung to pass (``check_budget``), StoreError when
-    the store is down.
+    the store is down (it is read once before the first target call, so a down store
+    costs no calls).
     """
     cfg = config or ScreenConfig()
     raw = [dict(s) for s in samples]
@@ -450,6 +451,10 @@ def screen(
         if problem:
             raise ConfigError(f"sample {i}: {problem}")
     check_budget(cfg, samples=len(raw))  # fewer samples than the budget: can a rung pass?
+    if store is not None:
+        if key is None:
+            raise ConfigError("screen(store=...) also needs the verdict key")
+        store.get(key)  # a store that is down raises StoreError here, before any target call
     if compress is None:
         compress = _default_compress()
     metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
@@ -487,9 +492,7 @@ def screen(
     )
     if (warning := result.modal_warning()) is not None:
         log.warning("task %r: %s", task, warning)
-    if store is not None:
-        if key is None:
-            raise ConfigError("screen(store=...) also needs the verdict key")
+    if store is not None and key is not None:
         if result.measured:
             _save(store, key, result, ttl)
         else:
