@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -326,6 +328,51 @@ def test_shadow_screening_passes_then_applies(tmp_path: Path) -> None:
     assert snap["screening_calls"] == len(actions) - 1 == snap["agreements"]
     verdict = gate.verdict(plan.key)
     assert verdict is not None and verdict.state.value == "passed" and verdict.ratio == 0.5
+
+
+def _run_until_monitored(sieve: Sieve, answer: Callable[[Prompt], TargetOutput], n: int) -> None:
+    """``n`` requests of task "quiz" (questions q0, q1, ...), every comparison recorded."""
+    with task("quiz"):
+        for i in range(n):
+            request = _req(f"q{i} " + long_text(3))
+            plan = sieve.prepare(request)
+            sieve.observe(plan, answer(request.prompt), send_variant=answer)
+            assert sieve.flush(5)
+
+
+def _first_word(prompt: Prompt) -> TargetOutput:
+    """A target whose answer is the question's first word (kept by the compressor)."""
+    assert not isinstance(prompt, str)
+    return TargetOutput(prompt[-1].content.split()[0])
+
+
+def test_a_pass_on_one_answer_to_everything_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live counterpart of ScreenResult.modal_share: the task passes on agreement, and the
+    target gave one answer to every request, so the pass says nothing: warned once."""
+    gate = _gate(tmp_path, monitor_rate=1.0)
+    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    with caplog.at_level(logging.WARNING, logger="promptsieve"):
+        _run_until_monitored(sieve, _constant, 14)
+    assert sieve.stats.compressed >= 1 and sieve.stats.comparisons >= 10
+    warned = [r.getMessage() for r in caplog.records if "passed screening, but" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("promptsieve: task 'quiz' passed screening, but the target gave")
+    assert "one answer (alike under the task's metric) to 1" in warned[0]  # 10+ of 10+
+    assert "labelled mode (SieveConfig(judge=...))" in warned[0]
+    assert "Paris" not in caplog.text and "q1" not in caplog.text  # no answer or prompt text
+    # answers that differ by request: the same pass, no warning
+    caplog.clear()
+    other = Sieve(
+        SieveConfig(guard=False),
+        compressor=WordDropCompressor(),
+        gate=_gate(tmp_path / "b", monitor_rate=1.0),
+    )
+    with caplog.at_level(logging.WARNING, logger="promptsieve"):
+        _run_until_monitored(other, _first_word, 14)
+    assert other.stats.compressed >= 1 and other.stats.comparisons >= 10
+    assert "passed screening, but" not in caplog.text
 
 
 def test_failing_task_never_compresses(tmp_path: Path) -> None:

@@ -17,6 +17,11 @@ Either way a comparison that does not start is counted in ``SieveStats.compariso
 logged (a warning the first time, then every 100th at INFO), and its shadow slot in the gate
 is handed back. Every job settles exactly once: recorded, target failed, nothing to compare,
 or abandoned (close, exit, cancellation: ``SieveStats.comparisons_abandoned``).
+
+In agreement mode each recorded comparison's original answer is also grouped per task
+(:class:`~promptsieve.fidelity._modal.ModalAnswers`, in memory only): once a task has passed
+and at least 95 % of its original answers are alike, a warning is logged once, because
+agreement was then high for free (the same measure as ``ScreenResult.modal_share``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal
 
 from promptsieve._events import comparison_event, notify
 from promptsieve._lifecycle import Job
 from promptsieve._plan import Plan
-from promptsieve.fidelity import TargetOutput
+from promptsieve.fidelity import TargetOutput, VerdictKey
+from promptsieve.fidelity._modal import ModalAnswers, modal_warning
 
 if TYPE_CHECKING:
     from promptsieve.sieve import Sieve
@@ -44,6 +51,8 @@ log = logging.getLogger(__name__)
 #: How a comparison that records nothing ended.
 Outcome = Literal["dropped", "target_failed", "abandoned"]
 Runner = cf.Future[None] | asyncio.Task[None]
+#: Tasks whose original answers are grouped at once (least recently compared dropped first).
+_MODAL_TASKS = 256
 
 
 class Comparisons:
@@ -56,6 +65,9 @@ class Comparisons:
         self._jobs: set[Job] = set()
         #: Event-loop callers waiting for a slot (awaited on their loop, no thread held).
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._modal_lock = threading.Lock()
+        self._modal: OrderedDict[VerdictKey, ModalAnswers] = OrderedDict()
+        self._modal_warned: set[VerdictKey] = set()
 
     # -- starting -------------------------------------------------------------------------
     def must_wait(self, plan: Plan, send: object) -> bool:
@@ -205,7 +217,37 @@ class Comparisons:
             )
         else:
             sieve.gate.record(plan.key, plan.ratio, agreed)
+            self._track_modal(plan.key, original)
         self._notify(job, agreed)
+
+    def _track_modal(self, key: VerdictKey, original: TargetOutput) -> None:
+        """Group the original answer; warn once when the task passed on answers that are
+        nearly all alike. Never raises (a fault here costs the warning, nothing else)."""
+        sieve = self._sieve
+        try:
+            with self._modal_lock:
+                answers = self._modal.pop(key, None) or ModalAnswers()
+                self._modal[key] = answers  # most recent last
+                while len(self._modal) > _MODAL_TASKS:
+                    self._modal.popitem(last=False)
+                answers.add(original, sieve._agree)
+                if key in self._modal_warned:
+                    return
+                warning = modal_warning(
+                    answers.share,
+                    answers.n,
+                    "screen it in labelled mode (SieveConfig(judge=...)) against correct answers",
+                )
+                if warning is None:
+                    return
+                read = getattr(sieve.gate, "verdict", None)
+                verdict = read(key) if read is not None else None
+                if getattr(getattr(verdict, "state", None), "value", None) != "passed":
+                    return
+                self._modal_warned.add(key)
+            log.warning("promptsieve: task %r passed screening, but %s", key.task, warning)
+        except Exception as exc:  # a store outage while reading the verdict, say
+            log.debug("promptsieve: modal answer tracking failed (%s)", type(exc).__name__)
 
     def _label(self, plan: Plan, output: TargetOutput) -> bool | None:
         """The user's judge on one answer; None (not counted) when it raises."""

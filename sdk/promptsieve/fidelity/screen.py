@@ -41,6 +41,12 @@ from typing import Any, Literal
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
+from promptsieve.fidelity._modal import (
+    MODAL_MIN_ANSWERS,
+    MODAL_WARN_SHARE,
+    ModalAnswers,
+    modal_warning,
+)
 from promptsieve.fidelity.agree import Embed, Metric, TargetOutput, auto_metric, get_metric
 from promptsieve.fidelity.judge import TargetJudge
 from promptsieve.fidelity.labelled import NonInferiorityTest, check_mode
@@ -208,13 +214,10 @@ class ScreenResult:
 
     def modal_warning(self) -> str | None:
         """A warning when ``modal_share`` is at least :data:`MODAL_WARN_SHARE`, else None."""
-        if self.modal_share is None or self.modal_share < MODAL_WARN_SHARE:
-            return None
-        same = round(self.modal_share * self.original_answers)
-        return (
-            f"the target gave one answer (alike under the task's metric) to {same} of "
-            f"{self.original_answers} original requests: agreement says little about answer "
-            "quality here; screen in labelled mode against gold answers"
+        return modal_warning(
+            self.modal_share,
+            self.original_answers,
+            "screen in labelled mode against gold answers",
         )
 
     def summary(self) -> str:
@@ -297,39 +300,18 @@ def gold_judge(metric: str | Metric | None = None, gold_field: str = "gold") -> 
 
 _NOT_COUNTED = object()
 
-#: ScreenResult.modal_share is measured on at least this many original answers (a ladder at
-#: a low tau can pass on fewer: at tau 0.6, after 7 agreeing pairs).
-MODAL_MIN_ANSWERS = 10
-#: ... and warned about from this share on (benchmark: the 1.5B gave one answer to 95-100 %
-#: of five BBH tasks' questions, the 0.5B to 100 % of date_understanding's).
-MODAL_WARN_SHARE = 0.95
-#: Distinct answers tracked; later ones count as "other". A share of 95 % or more is the first
-#: or second answer seen almost surely, and each answer costs at most this many metric calls.
-_MODAL_GROUPS = 3
-
 
 def _modal_share(run: _Run, judged: bool) -> tuple[float | None, int]:
-    """(share of the original answers equal to the most common one under the run's metric,
-    answers counted); (None, n) in labelled mode, with a judge metric (``judged``: it would
-    cost target calls), or under MODAL_MIN_ANSWERS answers. At most _MODAL_GROUPS metric
-    calls per answer."""
+    """(share of the original answers alike the most common one under the run's metric,
+    answers counted): :class:`~promptsieve.fidelity._modal.ModalAnswers`; (None, n) in
+    labelled mode or with a judge metric (``judged``: it would cost target calls)."""
     outs = [run.originals[i] for i in sorted(run.originals)]
-    if run.cfg.mode != "agreement" or judged or len(outs) < MODAL_MIN_ANSWERS:
+    if run.cfg.mode != "agreement" or judged:
         return None, len(outs)
-    groups: list[list[Any]] = []  # [representative answer, count]
+    answers = ModalAnswers()
     for out in outs:
-        for group in groups:
-            try:
-                same = bool((run.metric or auto_metric(group[0]))(group[0], out))
-            except Exception:  # a metric that fails on this pair: a different answer
-                same = False
-            if same:
-                group[1] += 1
-                break
-        else:
-            if len(groups) < _MODAL_GROUPS:
-                groups.append([out, 1])
-    return max(g[1] for g in groups) / len(outs), len(outs)
+        answers.add(out, lambda a, b: (run.metric or auto_metric(a))(a, b))
+    return answers.share, answers.n
 
 
 def _judged(judge: Judge, sample: Mapping[str, Any], out: TargetOutput, timeout_s: float) -> Any:
