@@ -238,11 +238,14 @@ class Comparisons:
                     answers.n,
                     "screen it in labelled mode (SieveConfig(judge=...)) against correct answers",
                 )
-                if warning is None:
-                    return
-                read = getattr(sieve.gate, "verdict", None)
-                verdict = read(key) if read is not None else None
-                if getattr(getattr(verdict, "state", None), "value", None) != "passed":
+            if warning is None:
+                return
+            read = getattr(sieve.gate, "verdict", None)  # a store read: outside the lock
+            verdict = read(key) if read is not None else None
+            if getattr(getattr(verdict, "state", None), "value", None) != "passed":
+                return
+            with self._modal_lock:
+                if key in self._modal_warned:
                     return
                 self._modal_warned.add(key)
             log.warning("promptsieve: task %r passed screening, but %s", key.task, warning)
