@@ -477,11 +477,14 @@ def test_cli_screen(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("http://x", "--store must be a SQLite file path"),
         (str(tmp_path), "is a folder"),
         ("", "--store is empty: give a SQLite file path, 'default' or a redis:// URL"),
+        ("redis://127.0.0.1:1/0", "verdict store (Redis) get failed"),  # down: no call spent
     ):
         with monkeypatch.context() as m:
             m.chdir(tmp_path)
+            calls = len(server.requests)
             res = CliRunner().invoke(app, [*args, "--store", spec])
         assert res.exit_code == 2 and needle in res.output, res.output
+        assert len(server.requests) == calls
     assert not (tmp_path / "http:").exists()
 
 
@@ -516,11 +519,6 @@ def test_cli_screen_store_seeds_a_live_sieve(
     assert other.gate.decide(other.verdict_key("colors", "scripted")).action is not Action.APPLY
     res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "x.db"), "--metric", "nope"])
     assert res.exit_code == 2 and not (tmp_path / "x.db").exists()
-    # a Redis store that is down: found before the first target call, not after screening
-    calls = len(server.requests)
-    res = CliRunner().invoke(app, [*args[:-1], "redis://127.0.0.1:1/0"])
-    assert res.exit_code == 2 and "verdict store (Redis) get failed" in res.output, res.output
-    assert len(server.requests) == calls
 
 
 # -- labelled mode, judges, noise floor -----------------------------------------------------

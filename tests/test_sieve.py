@@ -351,16 +351,24 @@ def test_a_pass_on_one_answer_to_everything_is_warned_about_once(
 ) -> None:
     """Live counterpart of ScreenResult.modal_share: the task passes on agreement, and the
     target gave one answer to every request, so the pass says nothing: warned once."""
+    metric_calls = []
+
+    def same_text(a: TargetOutput, b: TargetOutput) -> bool:  # counts the metric's calls
+        metric_calls.append(1)
+        return a.text == b.text
+
     gate = _gate(tmp_path, monitor_rate=1.0)
-    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    cfg = SieveConfig(guard=False, metric=same_text)
+    sieve = Sieve(cfg, compressor=WordDropCompressor(), gate=gate)
     with caplog.at_level(logging.WARNING, logger="promptsieve"):
         _run_until_monitored(sieve, _constant, 14)
     assert sieve.stats.compressed >= 1 and sieve.stats.comparisons >= 10
+    assert len(metric_calls) == sieve.stats.comparisons  # the tracking calls no metric (judge)
     warned = [r.getMessage() for r in caplog.records if "passed screening, but" in r.getMessage()]
     assert len(warned) == 1, warned
     assert warned[0].startswith("promptsieve: task 'quiz' passed screening, but the target gave")
     assert "one answer (alike under the task's metric) to 1" in warned[0]  # 10+ of 10+
-    assert "labelled mode (SieveConfig(judge=...))" in warned[0]
+    assert "labelled mode (GateConfig(mode='labelled') with SieveConfig(judge=...))" in warned[0]
     assert "Paris" not in caplog.text and "q1" not in caplog.text  # no answer or prompt text
     # answers that differ by request: the same pass, no warning
     caplog.clear()

@@ -19,9 +19,11 @@ is handed back. Every job settles exactly once: recorded, target failed, nothing
 or abandoned (close, exit, cancellation: ``SieveStats.comparisons_abandoned``).
 
 In agreement mode each recorded comparison's original answer is also grouped per task
-(:class:`~promptsieve.fidelity._modal.ModalAnswers`, in memory only): once a task has passed
-and at least 95 % of its original answers are alike, a warning is logged once, because
-agreement was then high for free (the same measure as ``ScreenResult.modal_share``).
+(:class:`~promptsieve.fidelity._modal.ModalAnswers` on a digest of its normalised text, in
+memory only; the 4,096 most recently compared tasks): once a task has passed and at least 95 %
+of at least 10 original answers are the same text, a warning is logged once, because agreement
+was then high for free. ``ScreenResult.modal_share`` measures the same offline, under the
+task's metric; the live measure never calls the metric (a judge would cost target calls).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import logging
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +42,7 @@ from promptsieve._events import comparison_event, notify
 from promptsieve._lifecycle import Job
 from promptsieve._plan import Plan
 from promptsieve.fidelity import TargetOutput, VerdictKey
-from promptsieve.fidelity._modal import ModalAnswers, modal_warning
+from promptsieve.fidelity._modal import ModalAnswers, answer_digest, modal_warning
 
 if TYPE_CHECKING:
     from promptsieve.sieve import Sieve
@@ -51,8 +54,15 @@ log = logging.getLogger(__name__)
 #: How a comparison that records nothing ended.
 Outcome = Literal["dropped", "target_failed", "abandoned"]
 Runner = cf.Future[None] | asyncio.Task[None]
-#: Tasks whose original answers are grouped at once (least recently compared dropped first).
-_MODAL_TASKS = 256
+#: Tasks whose original answers are grouped at once (least recently compared dropped first;
+#: each holds three digests and four counts).
+_MODAL_TASKS = 4096
+#: Once the answers are alike enough, the verdict is read on every this many answers.
+_MODAL_CHECK_EVERY = 5
+_LABELLED_FIX = (
+    "screen it in labelled mode (GateConfig(mode='labelled') with SieveConfig(judge=...)) "
+    "against correct answers"
+)
 
 
 class Comparisons:
@@ -221,33 +231,32 @@ class Comparisons:
         self._notify(job, agreed)
 
     def _track_modal(self, key: VerdictKey, original: TargetOutput) -> None:
-        """Group the original answer; warn once when the task passed on answers that are
-        nearly all alike. Never raises (a fault here costs the warning, nothing else)."""
+        """Group the original answer by its normalised text (a digest; no metric call, so no
+        judge call, and no answer text held); warn once when the task passed on answers that
+        are nearly all alike. Never raises (a fault here costs the warning, nothing else)."""
         sieve = self._sieve
+        read = getattr(sieve.gate, "verdict", None)
+        if read is None or sieve.config.judge is not None:  # no verdict to see, or labelled
+            return
         try:
             with self._modal_lock:
                 answers = self._modal.pop(key, None) or ModalAnswers()
                 self._modal[key] = answers  # most recent last
                 while len(self._modal) > _MODAL_TASKS:
                     self._modal.popitem(last=False)
-                answers.add(original, sieve._agree)
-                if key in self._modal_warned:
+                if answers.warned:
                     return
-                warning = modal_warning(
-                    answers.share,
-                    answers.n,
-                    "screen it in labelled mode (SieveConfig(judge=...)) against correct answers",
-                )
-            if warning is None:
-                return
-            read = getattr(sieve.gate, "verdict", None)  # a store read: outside the lock
-            verdict = read(key) if read is not None else None
+                answers.add(answer_digest(original), operator.eq)
+                warning = modal_warning(answers.share, answers.n, _LABELLED_FIX)
+                if warning is None or answers.n % _MODAL_CHECK_EVERY:
+                    return  # the verdict is read on every 5th answer only (a store read)
+            verdict = read(key)  # outside the lock
             if getattr(getattr(verdict, "state", None), "value", None) != "passed":
                 return
             with self._modal_lock:
-                if key in self._modal_warned:
+                if answers.warned:
                     return
-                self._modal_warned.add(key)
+                answers.warned = True
             log.warning("promptsieve: task %r passed screening, but %s", key.task, warning)
         except Exception as exc:  # a store outage while reading the verdict, say
             log.debug("promptsieve: modal answer tracking failed (%s)", type(exc).__name__)

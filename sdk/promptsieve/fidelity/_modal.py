@@ -9,10 +9,19 @@ comparisons) measure it the same way, with :class:`ModalAnswers`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MODAL_MIN_ANSWERS", "MODAL_WARN_SHARE", "ModalAnswers", "modal_warning"]
+from promptsieve.fidelity.agree import TargetOutput
+
+__all__ = [
+    "MODAL_MIN_ANSWERS",
+    "MODAL_WARN_SHARE",
+    "ModalAnswers",
+    "answer_digest",
+    "modal_warning",
+]
 
 #: The modal share is measured on at least this many original answers (a ladder at a low tau
 #: can pass on fewer: at tau 0.6, after 7 agreeing pairs).
@@ -36,6 +45,7 @@ class ModalAnswers:
     def __init__(self) -> None:
         self._groups: list[list[Any]] = []  # [representative answer, count]
         self.n = 0
+        self.warned = False  # the live sieve warns once per task
 
     def add(self, answer: Any, same: Same) -> None:
         self.n += 1
@@ -68,3 +78,14 @@ def modal_warning(share: float | None, n: int, fix: str) -> str | None:
         f"the target gave one answer (alike under the task's metric) to {round(share * n)} of "
         f"{n} original requests: agreement says little about answer quality here; {fix}"
     )
+
+
+def answer_digest(output: TargetOutput) -> str:
+    """A digest of an answer's text (whitespace collapsed, case folded) and tool calls: equal
+    digests, the same answer. The live sieve groups these, never the text."""
+    text = " ".join(output.text.split()).casefold()
+    h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    for name, arguments in output.tool_calls:
+        h.update(b"\0" + name.encode("utf-8", "surrogatepass"))
+        h.update(b"\0" + arguments.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()

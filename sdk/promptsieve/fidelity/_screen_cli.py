@@ -142,6 +142,12 @@ def run_cli(
         bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
         if store is not None:
             _check_store(store)  # before the proxy loads; nothing created yet
+            if is_redis_url(store):  # a Redis store that is down: found before the proxy loads
+                probe = RedisStore(store)
+                try:
+                    probe.get(verdict_key(task, model, "probe", gate, metric=metric))
+                finally:
+                    probe.close()
         compress, fingerprint = _screening_compressor()
         saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
         if store is not None:

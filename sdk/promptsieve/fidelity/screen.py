@@ -306,7 +306,7 @@ def _modal_share(run: _Run, judged: bool) -> tuple[float | None, int]:
     answers counted): :class:`~promptsieve.fidelity._modal.ModalAnswers`; (None, n) in
     labelled mode or with a judge metric (``judged``: it would cost target calls)."""
     outs = [run.originals[i] for i in sorted(run.originals)]
-    if run.cfg.mode != "agreement" or judged:
+    if run.cfg.mode != "agreement" or judged or len(outs) < MODAL_MIN_ANSWERS:
         return None, len(outs)
     answers = ModalAnswers()
     for out in outs:
@@ -433,15 +433,15 @@ def screen(
         if problem:
             raise ConfigError(f"sample {i}: {problem}")
     check_budget(cfg, samples=len(raw))  # fewer samples than the budget: can a rung pass?
+    metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
+    if labelled and judge is None:
+        judge = gold_judge(metric, cfg.gold_field)  # the resolved metric ("judge" included)
     if store is not None:
         if key is None:
             raise ConfigError("screen(store=...) also needs the verdict key")
         store.get(key)  # a store that is down raises StoreError here, before any target call
     if compress is None:
         compress = _default_compress()
-    metric = get_metric(cfg.metric, embed=embed, judge=judge_metric)
-    if labelled and judge is None:
-        judge = gold_judge(metric, cfg.gold_field)  # the resolved metric ("judge" included)
     bodies = [split_gold(s, cfg.gold_field if labelled else None)[0] for s in raw]
     run = _Run(cfg, raw, bodies, _Caller(target, cfg.retries), compress, metric, judge)
     judge_before = int(getattr(judge_metric, "calls", 0))
