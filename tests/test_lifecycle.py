@@ -529,6 +529,15 @@ def test_labelled_mode_reports_the_judge_labels_to_the_gate(driver: str, tmp_pat
         Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
     with pytest.raises(ConfigError, match="judge"):
         SieveConfig(gate=cfg)
+    # and the converse: a judge with a gate in agreement mode, which would never read it
+    agreement = Gate(SQLiteStore(tmp_path / "a.db"), GateConfig(ratios=(0.5,)))
+    for make in (
+        lambda: SieveConfig(judge=bool, gate=GateConfig()),
+        lambda: Sieve(SieveConfig(judge=bool), compressor=WordDropCompressor()),
+        lambda: Sieve(SieveConfig(judge=bool), compressor=WordDropCompressor(), gate=agreement),
+    ):
+        with pytest.raises(ConfigError, match=r"pass GateConfig\(mode='labelled'\)"):
+            make()
     raised = []
 
     def judge(request: Request, output: TargetOutput) -> bool:

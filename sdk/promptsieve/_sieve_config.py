@@ -42,6 +42,14 @@ class GateLike(Protocol):
     def record(self, key: VerdictKey, ratio: float, agreed: bool | None) -> None: ...
 
 
+#: SieveConfig(judge=...) with a gate in agreement mode, which never reads the judge's labels.
+_JUDGE_NEEDS_LABELLED = (
+    "SieveConfig(judge=...) labels answers for a gate in labelled mode, but the gate is in "
+    "agreement mode and would never read them: pass GateConfig(mode='labelled') "
+    "(SieveConfig(gate=...), or Gate(store, GateConfig(mode='labelled'))), or drop judge"
+)
+
+
 @dataclass(frozen=True)
 class SieveConfig:
     """How the sieve decides; wrong values raise :class:`ConfigError` at construction
@@ -124,6 +132,8 @@ class SieveConfig:
                 "GateConfig(mode='labelled') on live traffic needs SieveConfig(judge=...): a "
                 "callable (request, output) -> bool that labels an answer correct"
             )
+        if self.judge is not None and self.gate is not None and not labelled:
+            raise ConfigError(_JUDGE_NEEDS_LABELLED)
         if self.task is not None and not self.task.strip():
             raise ConfigError("task must be a non-empty string")
         if self.store_path is not None:

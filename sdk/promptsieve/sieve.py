@@ -38,7 +38,7 @@ from promptsieve._lifecycle import (
     prepare_flow,
 )
 from promptsieve._plan import Comparison, Plan, Reason, Variant
-from promptsieve._sieve_config import CompressorLike, GateLike, SieveConfig
+from promptsieve._sieve_config import _JUDGE_NEEDS_LABELLED, CompressorLike, GateLike, SieveConfig
 from promptsieve._sieve_stats import SieveStats
 from promptsieve._threads import DOOR_WAIT_S, ComputeDoor, DaemonPool, register
 from promptsieve.fidelity import GateConfig, TargetOutput, VerdictKey, guard_ok, verdict_key
@@ -93,7 +93,8 @@ class Sieve:
     ``config`` is not a :class:`SieveConfig`; when a ``CompressorConfig`` or ``GateConfig`` is
     passed where the built part belongs; when ``compressor`` lacks ``fingerprint`` and
     ``compress``, or ``gate`` lacks ``decide`` and ``record``; and when a labelled-mode
-    ``gate`` comes without ``SieveConfig(judge=...)``.
+    ``gate`` comes without ``SieveConfig(judge=...)``, or ``SieveConfig(judge=...)`` with a
+    gate in agreement mode (it would never read the judge's labels).
     """
 
     def __init__(
@@ -111,6 +112,14 @@ class Sieve:
                 "a Gate in mode='labelled' on live traffic needs SieveConfig(judge=...): a "
                 "callable (request, output) -> bool that labels an answer correct"
             )
+        if self.config.judge is not None:
+            mode = (
+                getattr(gate_config, "mode", None)
+                if gate is not None
+                else (self.config.gate or GateConfig()).mode
+            )
+            if mode == "agreement":  # a GateLike that does not say is taken at its word
+                raise ConfigError(_JUDGE_NEEDS_LABELLED)
         self.stats = SieveStats()
         self._compressor = compressor
         self._gate = gate
