@@ -367,7 +367,7 @@ def test_a_pass_on_one_answer_to_everything_is_warned_about_once(
     warned = [r.getMessage() for r in caplog.records if "passed screening, but" in r.getMessage()]
     assert len(warned) == 1, warned
     assert warned[0].startswith("promptsieve: task 'quiz' passed screening, but the target gave")
-    assert "one answer (alike under the task's metric) to 1" in warned[0]  # 10+ of 10+
+    assert "one answer (the same text, whitespace and case aside) to 1" in warned[0]
     assert "labelled mode (GateConfig(mode='labelled') with SieveConfig(judge=...))" in warned[0]
     assert "Paris" not in caplog.text and "q1" not in caplog.text  # no answer or prompt text
     # answers that differ by request: the same pass, no warning

@@ -59,6 +59,7 @@ Runner = cf.Future[None] | asyncio.Task[None]
 _MODAL_TASKS = 4096
 #: Once the answers are alike enough, the verdict is read on every this many answers.
 _MODAL_CHECK_EVERY = 5
+_SAME_TEXT = "the same text, whitespace and case aside"
 _LABELLED_FIX = (
     "screen it in labelled mode (GateConfig(mode='labelled') with SieveConfig(judge=...)) "
     "against correct answers"
@@ -77,7 +78,6 @@ class Comparisons:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._modal_lock = threading.Lock()
         self._modal: OrderedDict[VerdictKey, ModalAnswers] = OrderedDict()
-        self._modal_warned: set[VerdictKey] = set()
 
     # -- starting -------------------------------------------------------------------------
     def must_wait(self, plan: Plan, send: object) -> bool:
@@ -247,7 +247,7 @@ class Comparisons:
                 if answers.warned:
                     return
                 answers.add(answer_digest(original), operator.eq)
-                warning = modal_warning(answers.share, answers.n, _LABELLED_FIX)
+                warning = modal_warning(answers.share, answers.n, _LABELLED_FIX, alike=_SAME_TEXT)
                 if warning is None or answers.n % _MODAL_CHECK_EVERY:
                     return  # the verdict is read on every 5th answer only (a store read)
             verdict = read(key)  # outside the lock

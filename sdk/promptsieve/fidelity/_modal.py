@@ -69,13 +69,16 @@ class ModalAnswers:
         return max(g[1] for g in self._groups) / self.n
 
 
-def modal_warning(share: float | None, n: int, fix: str) -> str | None:
+def modal_warning(
+    share: float | None, n: int, fix: str, *, alike: str = "alike under the task's metric"
+) -> str | None:
     """The warning for a modal ``share`` of ``n`` answers from :data:`MODAL_WARN_SHARE` on
-    (None below it, or when not measured); ``fix`` says how to screen instead."""
+    (None below it, or when not measured); ``fix`` says how to screen instead, ``alike`` how
+    answers were grouped."""
     if share is None or share < MODAL_WARN_SHARE:
         return None
     return (
-        f"the target gave one answer (alike under the task's metric) to {round(share * n)} of "
+        f"the target gave one answer ({alike}) to {round(share * n)} of "
         f"{n} original requests: agreement says little about answer quality here; {fix}"
     )
 
