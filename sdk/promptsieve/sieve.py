@@ -106,20 +106,18 @@ class Sieve:
     ) -> None:
         _check_parts(config, compressor, gate)
         self.config = config or SieveConfig()
-        gate_config = getattr(gate, "config", None)
-        if getattr(gate_config, "mode", None) == "labelled" and self.config.judge is None:
+        # the gate's mode: a GateLike that does not say (no config.mode) is taken at its word
+        if gate is not None:
+            mode = getattr(getattr(gate, "config", None), "mode", None)
+        else:
+            mode = (self.config.gate or GateConfig()).mode
+        if mode == "labelled" and self.config.judge is None:
             raise ConfigError(
                 "a Gate in mode='labelled' on live traffic needs SieveConfig(judge=...): a "
                 "callable (request, output) -> bool that labels an answer correct"
             )
-        if self.config.judge is not None:
-            mode = (
-                getattr(gate_config, "mode", None)
-                if gate is not None
-                else (self.config.gate or GateConfig()).mode
-            )
-            if mode == "agreement":  # a GateLike that does not say is taken at its word
-                raise ConfigError(_JUDGE_NEEDS_LABELLED)
+        if mode == "agreement" and self.config.judge is not None:
+            raise ConfigError(_JUDGE_NEEDS_LABELLED)
         self.stats = SieveStats()
         self._compressor = compressor
         self._gate = gate
