@@ -521,6 +521,42 @@ def test_cli_screen_store_seeds_a_live_sieve(
     assert res.exit_code == 2 and not (tmp_path / "x.db").exists()
 
 
+def test_cli_screen_redis_store_one_connection_closed_at_exit(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`screen --store redis://` probes and saves on one connection (a real redis-server),
+    and closes it before returning: a CLI run leaves no client behind."""
+    import importlib
+
+    import redis
+
+    from _redis_server import RedisServer, redis_exe
+    from promptsieve.cli import app
+    from promptsieve.fidelity.store import RedisStore
+
+    srv = RedisServer(redis_exe(), tmp_path, persistent=False)
+    srv.start()
+    try:
+        admin = redis.Redis(host="127.0.0.1", port=srv.port)
+        cli_mod = importlib.import_module("promptsieve.fidelity._screen_cli")
+        monkeypatch.setattr(cli_mod, "_screening_compressor", lambda: (drop_words, "fp"))
+        samples = tmp_path / "requests.jsonl"
+        samples.write_text("\n".join(json.dumps(s) for s in make_samples(35)) + "\n")
+        before = int(admin.info("stats")["total_connections_received"])
+        res = CliRunner().invoke(app, ["screen", "--task", "colors", "--samples", str(samples),
+                                       "--base-url", url(server), "--model", "scripted",
+                                       "--ratios", "0.8", "--store", srv.url])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert f"verdict saved for task 'colors', model 'scripted' in {srv.url}" in res.output
+        stats, clients = admin.info("stats"), admin.info("clients")
+        assert int(stats["total_connections_received"]) - before == 1  # the probe's, reused
+        assert int(clients["connected_clients"]) == 1  # only this test's admin client is left
+        assert len(RedisStore(srv.url).verdicts()) == 1  # the verdict is there
+        admin.close()
+    finally:
+        srv.stop()
+
+
 # -- labelled mode, judges, noise floor -----------------------------------------------------
 
 

@@ -114,89 +114,92 @@ def run_cli(
         return 2
     overrides = {} if temperature is None else {"temperature": temperature}
     target = None
-    try:
-        cfg = ScreenConfig(
-            tau=tau,
-            delta=delta,
-            budget=budget,
-            ratios=ladder,
-            metric=metric,
-            mode=mode,  # type: ignore[arg-type]
-            epsilon=epsilon,
-            rho=rho,
-            gold_field=gold_field,
-            noise_samples=noise,
-            ladder_test=ladder_test.replace("-", "_"),  # type: ignore[arg-type]
-        )
-        gate = GateConfig(
-            tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
-            epsilon=epsilon, rho=rho, ladder_test=cfg.ladder_test,
-        )  # fmt: skip
+    with contextlib.ExitStack() as closing:  # the verdict store, on every way out
         try:
-            target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
-        except ConfigError as exc:
-            raise ConfigError(f"check --base-url, --model and --timeout: {exc}") from None
-        user_judge = _load_judge(judge) if judge else None
-        get_metric(metric, judge=_validating)  # unknown names fail before any call
-        labelled = cfg.mode == "labelled"
-        bodies = load_samples(samples, gold_field=gold_field if labelled and not judge else None)
-        if store is not None:
-            _check_store(store)  # before the proxy loads; nothing created yet
-            if is_redis_url(store):  # a Redis store that is down: found before the proxy loads
-                probe = RedisStore(store)
-                try:
-                    probe.get(verdict_key(task, model, "probe", gate, metric=metric))
-                finally:
-                    probe.close()
-        compress, fingerprint = _screening_compressor()
-        saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
-        if store is not None:
-            key = verdict_key(task, model, fingerprint, gate, metric=metric)
-            saved = (_open_store(store), key)
-    except (ConfigError, StoreError) as exc:
-        echo(f"error: {exc}", err=True)
-        if target is not None:
-            target.close()
-        return 2
-    with target:
-        watched = _Watched(target)
-        judge_metric: TargetJudge | None = None
-        if metric == "judge":
-
-            def ask(prompt: Any) -> Any:
-                return watched.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
-
-            judge_metric = target_judge(ask)
-        try:
-            with _no_fallback_log():  # the warnings are printed below, once
-                result = screen(
-                    task,
-                    bodies,
-                    watched,
-                    cfg,
-                    compress=compress,
-                    judge=user_judge,
-                    judge_metric=judge_metric,
-                    store=saved[0],
-                    key=saved[1],
-                )
+            cfg = ScreenConfig(
+                tau=tau,
+                delta=delta,
+                budget=budget,
+                ratios=ladder,
+                metric=metric,
+                mode=mode,  # type: ignore[arg-type]
+                epsilon=epsilon,
+                rho=rho,
+                gold_field=gold_field,
+                noise_samples=noise,
+                ladder_test=ladder_test.replace("-", "_"),  # type: ignore[arg-type]
+            )
+            gate = GateConfig(
+                tau=tau, delta=delta, budget=budget, ratios=ladder, mode=cfg.mode,
+                epsilon=epsilon, rho=rho, ladder_test=cfg.ladder_test,
+            )  # fmt: skip
+            try:
+                target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"check --base-url, --model and --timeout: {exc}") from None
+            user_judge = _load_judge(judge) if judge else None
+            get_metric(metric, judge=_validating)  # unknown names fail before any call
+            labelled = cfg.mode == "labelled"
+            bodies = load_samples(
+                samples, gold_field=gold_field if labelled and not judge else None
+            )
+            opened: VerdictStore | None = None
+            if store is not None:
+                _check_store(store)  # before the proxy loads; nothing created yet
+                if is_redis_url(store):  # a Redis store that is down: found before the proxy loads
+                    opened = closing.enter_context(contextlib.closing(RedisStore(store)))
+                    opened.get(verdict_key(task, model, "probe", gate, metric=metric))
+            compress, fingerprint = _screening_compressor()
+            saved: tuple[VerdictStore | None, VerdictKey | None] = (None, None)
+            if store is not None:
+                key = verdict_key(task, model, fingerprint, gate, metric=metric)
+                if opened is None:  # a SQLite file is created only once the proxy has loaded
+                    opened = closing.enter_context(contextlib.closing(_open_store(store)))
+                saved = (opened, key)
         except (ConfigError, StoreError) as exc:
             echo(f"error: {exc}", err=True)
+            if target is not None:
+                target.close()
             return 2
-    if as_json:
-        echo(json.dumps(report(result), indent=2))
-    else:
-        _print(result, cfg, echo)
-        if saved[1] is not None and result.measured:
-            echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
-        elif saved[1] is not None:
-            echo(f"no verdict saved: no comparison was counted; is {base_url} reachable?")
-    for warning in _warnings(result):
-        echo(f"warning: {warning}", err=True)
-    hint = watched.hint(base_url)
-    if hint:  # last, where it is seen: the report above only says "N failed"
-        echo(f"error: {hint}", err=True)
-    return 0 if result.passed else 1
+        with target:
+            watched = _Watched(target)
+            judge_metric: TargetJudge | None = None
+            if metric == "judge":
+
+                def ask(prompt: Any) -> Any:
+                    return watched.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
+
+                judge_metric = target_judge(ask)
+            try:
+                with _no_fallback_log():  # the warnings are printed below, once
+                    result = screen(
+                        task,
+                        bodies,
+                        watched,
+                        cfg,
+                        compress=compress,
+                        judge=user_judge,
+                        judge_metric=judge_metric,
+                        store=saved[0],
+                        key=saved[1],
+                    )
+            except (ConfigError, StoreError) as exc:
+                echo(f"error: {exc}", err=True)
+                return 2
+        if as_json:
+            echo(json.dumps(report(result), indent=2))
+        else:
+            _print(result, cfg, echo)
+            if saved[1] is not None and result.measured:
+                echo(f"verdict saved for task {task!r}, model {model!r} in {store}")
+            elif saved[1] is not None:
+                echo(f"no verdict saved: no comparison was counted; is {base_url} reachable?")
+        for warning in _warnings(result):
+            echo(f"warning: {warning}", err=True)
+        hint = watched.hint(base_url)
+        if hint:  # last, where it is seen: the report above only says "N failed"
+            echo(f"error: {hint}", err=True)
+        return 0 if result.passed else 1
 
 
 class _Watched:
