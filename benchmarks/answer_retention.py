@@ -5,7 +5,7 @@ Usage::
 
     python -m benchmarks.answer_retention [--items 100] [--sizes 1000,2000]
         [--ratios 0.8,0.5,0.33,0.25]
-        [--methods random,truncate,head,sentence,sentence-c2f,relevance]
+        [--methods random,truncate,head,sentence,sentence-c2f,relevance]  # also coarse, default
         [--out benchmarks/results/answer_retention]
 
 Items: ``benchmarks.bigbench.multidoc_raw("test", size, n)`` — a disfl_qa question, its gold
@@ -95,6 +95,10 @@ def make_method(name: str) -> Any:
         return _Compressor(name, scorer="relevance", word_thinning=False)
     if name in ("head", "sentence", "relevance", "attribution"):
         return _Compressor(name, scorer=name)
+    if name in ("coarse", "default"):  # exactly as ``promptsieve bench`` runs them
+        from .baselines import build_methods
+
+        return build_methods([name], logprobs=None)[0]  # type: ignore[arg-type]  # no selfinfo
     raise ValueError(f"unknown method {name!r}")
 
 

@@ -224,3 +224,36 @@ def test_fetch_from_the_index_verifies_the_bytes(
         )
     finally:
         server.shutdown()
+
+
+def test_wrong_answers_locates_each_methods_answer(tmp_path: Path) -> None:
+    """``benchmarks.wrong_answers`` rebuilds a run's items and says where a wrong answer came
+    from: the gold passage, another passage, or nowhere in the compressed prompt."""
+    from benchmarks.wrong_answers import locate, main
+
+    assert locate("Paris", "Docs: paris is big", "Paris is big.", ["Rome."]) == "gold passage"
+    assert locate("Rome", "Docs: rome.", "Paris.", ["Rome."]) == "other passage"
+    assert locate("Rome", "Docs: paris.", "Paris.", ["Rome."]) == "not in prompt"
+    assert locate("the", "Docs: paris.", "Paris.", ["Rome."]) == "empty"  # an article only
+    raws = multidoc_raw("test", 1000, 3)
+    other = [r.docs[(r.gold_index + 1) % len(r.docs)].split(". ")[0] for r in raws]
+    rows = []
+    for k, raw in enumerate(raws):
+        item = raw.render().id
+        common = {"suite": "multidoc_1k", "item": item, "ratio": 0.5}
+        rows.append({**common, "method": "truncate", "correct": True, "answer": raw.answer})
+        rows.append({**common, "method": "random", "correct": k == 2, "answer": other[k]})
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows, "suites": {}}))
+    assert main([str(tmp_path), "--a", "truncate", "--b", "random", "--ratio", "0.5"]) == 0
+    out = json.loads((tmp_path / "wrong-truncate-random-0.5.json").read_text())
+    assert [r["item"] for r in out["items"]] == [r.render().id for r in raws[:2]]  # split only
+    for rec in out["items"]:
+        assert rec["right"] == "truncate" and not rec["random"]["correct"]
+        # another passage's first sentence: found there, or dropped by the random pruning
+        assert rec["random"]["answer found in"] in ("other passage", "not in prompt")
+        # the gold answer: in the gold passage exactly when truncation kept it
+        gold = rec["truncate"]
+        assert (gold["answer found in"] == "gold passage") == gold["gold kept"]
+    md = (tmp_path / "wrong-truncate-random-0.5.md").read_text()
+    assert "| random | 2 |" in md and "| truncate | 0 | 0 | — |" in md
+    assert main([str(tmp_path / "nowhere"), "--a", "x", "--b", "y", "--ratio", "0.5"]) == 2
