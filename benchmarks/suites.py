@@ -15,6 +15,7 @@ rewritten after each suite, so that partial results can be committed as they com
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import sys
@@ -101,9 +102,7 @@ class Suite:
         """The noise-floor prompt: same meaning, other layout (never the question)."""
         rng = random.Random(f"noise:{item.id}")
         if item.docs:
-            from .bigbench import multidoc_raw
-
-            raw = {m.id: m for m in multidoc_raw(self.split, self.size, self.n, self.seed)}  # type: ignore[arg-type]
+            raw = _multidoc_by_id(self.split, self.size, self.n, self.seed)
             docs = list(raw[item.id].docs)
             order = list(range(len(docs)))
             while len(docs) > 1 and order == sorted(order):
@@ -258,19 +257,31 @@ def estimate_seconds(
 
     Counts an uncompressed call per item, ``n_methods`` × ratios compressed calls of
     ratio × context + question tokens, and the noise-floor calls; an item whose
-    uncompressed call is cached is taken as fully cached.
+    uncompressed call is cached is taken as cached but for its noise-floor call, which is
+    looked up itself (a run that adds the noise floor to cached items).
     """
     total = 0.0
     for suite, items in suites:
         for i, it in enumerate(items):
-            if target.is_cached(it.prompt, max_tokens=suite.max_tokens, stop=suite.stop):
-                continue
             ctx, q = count(it.context), count(it.question)
-            calls = ctx + q + sum(n_methods * (r * ctx + q) for r in ratios)
-            if i < suite.noisy:
+            calls = 0.0
+            if not target.is_cached(it.prompt, max_tokens=suite.max_tokens, stop=suite.stop):
+                calls += ctx + q + sum(n_methods * (r * ctx + q) for r in ratios)
+            if i < suite.noisy and not target.is_cached(
+                suite.variant(it), max_tokens=suite.max_tokens, stop=suite.stop
+            ):
                 calls += ctx + q
-            total += calls + 20 * suite.max_tokens  # decoding ~20x slower per token
+            if calls:
+                total += calls + 20 * suite.max_tokens  # decoding ~20x slower per token
     return total / tok_s
+
+
+@functools.lru_cache(maxsize=4)
+def _multidoc_by_id(split: str, size: int, n: int, seed: int) -> dict[str, Any]:
+    """The multi-document draw by item id (built once per suite, not once per noise call)."""
+    from .bigbench import multidoc_raw
+
+    return {m.id: m for m in multidoc_raw(split, size, n, seed)}  # type: ignore[arg-type]
 
 
 def limit(

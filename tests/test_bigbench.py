@@ -257,3 +257,27 @@ def test_wrong_answers_locates_each_methods_answer(tmp_path: Path) -> None:
     md = (tmp_path / "wrong-truncate-random-0.5.md").read_text()
     assert "| random | 2 |" in md and "| truncate | 0 | 0 | — |" in md
     assert main([str(tmp_path / "nowhere"), "--a", "x", "--b", "y", "--ratio", "0.5"]) == 2
+
+
+def test_eta_counts_the_noise_floor_calls_of_cached_items() -> None:
+    """A run that adds the noise floor to items whose other calls are cached (``--skip-items``
+    past a committed run) is not estimated at 0 minutes."""
+    from benchmarks.baselines import count
+    from benchmarks.suites import Suite, estimate_seconds
+
+    suite = Suite("multidoc", n=3, noise=2, size=1000)
+    items = suite.items()
+    variants = {suite.variant(it) for it in items[:2]}
+    assert len(variants) == 2 and not variants & {it.prompt for it in items}
+
+    class Cache:  # a call cache holding the uncompressed prompts, and `extra`
+        def __init__(self, extra: set[str]) -> None:
+            self.held = {it.prompt for it in items} | extra
+
+        def is_cached(self, prompt: str, **_: Any) -> bool:
+            return prompt in self.held
+
+    per_item = [count(it.context) + count(it.question) + 20 * suite.max_tokens for it in items]
+    eta = estimate_seconds([(suite, items)], 3, (0.5,), 1.0, Cache(set()))  # type: ignore[arg-type]
+    assert eta == sum(per_item[:2])  # the two noise-floor calls, nothing else
+    assert estimate_seconds([(suite, items)], 3, (0.5,), 1.0, Cache(variants)) == 0  # type: ignore[arg-type]
