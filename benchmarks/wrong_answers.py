@@ -60,7 +60,7 @@ def run(path: Path, a: str, b: str, ratio: float, suite: str | None) -> dict[str
     by = {(r["method"], r["ratio"], r["item"]): r for r in rows}
     items = sorted({r["item"] for r in rows}, key=lambda i: int(i.rsplit(":", 1)[1]))
     n = 1 + max(int(i.rsplit(":", 1)[1]) for i in items)
-    raws = {raw.render().id: raw for raw in multidoc_raw("test", size, n, 0)}
+    raws = {raw.id: raw for raw in multidoc_raw("test", size, n, 0)}
     built = build_methods([a, b], None, cache=CallCache(None))  # type: ignore[arg-type]
     methods = dict(zip((a, b), built, strict=True))
     split: list[dict[str, Any]] = []

@@ -113,8 +113,7 @@ def run_cli(
         echo(f"error: --temperature must be a finite number >= 0, got {temperature}", err=True)
         return 2
     overrides = {} if temperature is None else {"temperature": temperature}
-    target = None
-    with contextlib.ExitStack() as closing:  # the verdict store, on every way out
+    with contextlib.ExitStack() as closing:  # the target and the verdict store, on every way out
         try:
             cfg = ScreenConfig(
                 tau=tau,
@@ -134,7 +133,9 @@ def run_cli(
                 epsilon=epsilon, rho=rho, ladder_test=cfg.ladder_test,
             )  # fmt: skip
             try:
-                target = HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+                target = closing.enter_context(
+                    HTTPTarget(base_url, model, timeout=timeout, overrides=overrides)
+                )
             except ConfigError as exc:
                 raise ConfigError(f"check --base-url, --model and --timeout: {exc}") from None
             user_judge = _load_judge(judge) if judge else None
@@ -158,34 +159,31 @@ def run_cli(
                 saved = (opened, key)
         except (ConfigError, StoreError) as exc:
             echo(f"error: {exc}", err=True)
-            if target is not None:
-                target.close()
             return 2
-        with target:
-            watched = _Watched(target)
-            judge_metric: TargetJudge | None = None
-            if metric == "judge":
+        watched = _Watched(target)
+        judge_metric: TargetJudge | None = None
+        if metric == "judge":
 
-                def ask(prompt: Any) -> Any:
-                    return watched.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
+            def ask(prompt: Any) -> Any:
+                return watched.complete(prompt_body(prompt, _JUDGE_MAX_TOKENS))
 
-                judge_metric = target_judge(ask)
-            try:
-                with _no_fallback_log():  # the warnings are printed below, once
-                    result = screen(
-                        task,
-                        bodies,
-                        watched,
-                        cfg,
-                        compress=compress,
-                        judge=user_judge,
-                        judge_metric=judge_metric,
-                        store=saved[0],
-                        key=saved[1],
-                    )
-            except (ConfigError, StoreError) as exc:
-                echo(f"error: {exc}", err=True)
-                return 2
+            judge_metric = target_judge(ask)
+        try:
+            with _no_fallback_log():  # the warnings are printed below, once
+                result = screen(
+                    task,
+                    bodies,
+                    watched,
+                    cfg,
+                    compress=compress,
+                    judge=user_judge,
+                    judge_metric=judge_metric,
+                    store=saved[0],
+                    key=saved[1],
+                )
+        except (ConfigError, StoreError) as exc:
+            echo(f"error: {exc}", err=True)
+            return 2
         if as_json:
             echo(json.dumps(report(result), indent=2))
         else:
