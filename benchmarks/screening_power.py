@@ -82,13 +82,19 @@ def load_outcomes(results: dict[str, Any], method: str, suite: str | None = None
 
 
 def rung_decision(
-    cells: NDArray[np.bool_], mode: str, delta: float, *, curtail: bool = True
+    cells: NDArray[np.bool_],
+    mode: str,
+    delta: float,
+    *,
+    curtail: bool = True,
+    budget: int = BUDGET,
 ) -> tuple[bool, int]:
     """(passed, pairs used) of one rung on ``cells`` (n, 3) taken in order, as ``screen()``
-    decides it: the first pass or fail, else a failure at the budget. ``curtail=False``
-    leaves out the stop when no pass is left within the budget (the procedure before
-    session 19, which the committed runs' screening records were made with)."""
-    cells = cells[:BUDGET]
+    decides it: the first pass or fail, else a failure at the budget (``budget`` pairs per
+    rung, ``GateConfig.budget``). ``curtail=False`` leaves out the stop when no pass is left
+    within the budget (the procedure before session 19, which the committed runs' screening
+    records were made with)."""
+    cells = cells[:budget]
     budget = len(cells)  # screen() tests min(budget, samples) attempts
     o, c, a = cells[:, 0], cells[:, 1], cells[:, 2]
     test: NonInferiorityTest | SequentialTest
@@ -121,23 +127,29 @@ def replay(
     start: float | None = None,
     *,
     curtail: bool = True,
+    budget: int = BUDGET,
 ) -> tuple[float | None, int]:
     """One screening of the items ``out.items[idx]``, in that order, under ``procedure``
     (``fixed_sequence`` or ``bonferroni``; ``start``: drop the rungs above it): (the applied
     ratio or None, compressed calls spent). On a benchmark's own item order this is what
     ``screen()`` decided (``tests/test_screening_power.py`` checks it on the committed runs,
-    with ``curtail=False`` as they were made; see :func:`rung_decision`)."""
+    with ``curtail=False`` as they were made; see :func:`rung_decision`, also for ``budget``)."""
     ladder = [q for q in out.ratios if start is None or q <= start]
     if procedure == "bonferroni":
         results = [
-            (q, *rung_decision(out.cells[q][idx], mode, DELTA / len(ladder), curtail=curtail))
+            (
+                q,
+                *rung_decision(
+                    out.cells[q][idx], mode, DELTA / len(ladder), curtail=curtail, budget=budget
+                ),
+            )
             for q in ladder
         ]
         passed = [q for q, ok, _ in results if ok]
         return (min(passed) if passed else None), sum(n for _, _, n in results)
     best, calls = None, 0
     for q in ladder:
-        ok, n = rung_decision(out.cells[q][idx], mode, DELTA, curtail=curtail)
+        ok, n = rung_decision(out.cells[q][idx], mode, DELTA, curtail=curtail, budget=budget)
         calls += n
         if not ok:
             break
@@ -155,9 +167,10 @@ def procedure_runs(
     runs: int = 1000,
     seed: int = 0,
     curtail: bool = True,
+    budget: int = BUDGET,
 ) -> dict[str, Any]:
     """Bootstrap ``runs`` screenings of ``n`` items under ``procedure`` (``fixed_sequence``
-    or ``bonferroni``; ``start``: drop the rungs above it; ``curtail``: see
+    or ``bonferroni``; ``start``: drop the rungs above it; ``curtail`` and ``budget``: see
     :func:`rung_decision`). Returns pass rate, rate of
     passing at 2x or better (ratio <= 0.5), mean saved share and calls, and the applied
     ratios' counts (``None``: failed)."""
@@ -166,7 +179,7 @@ def procedure_runs(
     calls = 0
     for _ in range(runs):
         idx = np.array([rng.randrange(len(out.items)) for _ in range(n)], dtype=np.intp)
-        ratio, spent = replay(out, idx, procedure, mode, start, curtail=curtail)
+        ratio, spent = replay(out, idx, procedure, mode, start, curtail=curtail, budget=budget)
         applied[ratio] += 1
         calls += spent
     passed = runs - applied[None]
@@ -193,7 +206,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"# Screening power on {meta['source']} ({meta['items']} items; bootstrap: "
         f"{meta['runs']} runs of {meta['n']} items, seed {meta['seed']}; τ {TAU}, δ {DELTA}, "
-        "ε 0.05, budget 100 per rung"
+        f"ε 0.05, budget {meta.get('budget', BUDGET)} per rung"
         + ("; no curtailment)" if not meta.get("curtail", True) else "; curtailed)"),
         "",
         "| method | mode | procedure | passes | passes at ≤ 0.5 | saved share | compressed "
@@ -217,7 +230,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--modes", default="labelled,agreement")
     ap.add_argument("--suite", default=None)
     ap.add_argument("--start", type=float, default=0.5, help="also try fixed sequence from here")
-    ap.add_argument("--n", type=int, default=BUDGET, help="items per bootstrap run")
+    ap.add_argument(
+        "--budget",
+        type=int,
+        default=BUDGET,
+        help="paired comparisons per rung before it fails (GateConfig.budget, default 100)",
+    )
+    ap.add_argument(
+        "--n", type=int, default=None, help="items per bootstrap run (default: the budget)"
+    )
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -227,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     ap.add_argument("--out", type=Path, default=None, help="write .json and .md here")
     args = ap.parse_args(argv)
+    if args.budget < 1:
+        ap.error(f"--budget must be 1 or more, got {args.budget}")
+    if args.n is None:
+        args.n = args.budget
+    if args.n < 1:
+        ap.error(f"--n must be 1 or more, got {args.n}")
     try:
         results = json.loads(args.results.read_text())
         outcomes = [load_outcomes(results, m, args.suite) for m in args.methods.split(",")]
@@ -249,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     runs=args.runs,
                     seed=args.seed,
                     curtail=not args.no_curtail,
+                    budget=args.budget,
                 )
                 rows.append(row)
                 print(markdown([row], _meta(args, outcomes)).splitlines()[-3], flush=True)
@@ -267,11 +295,13 @@ def _meta(args: argparse.Namespace, outcomes: list[Outcomes]) -> dict[str, Any]:
         "ratios": list(outcomes[0].ratios),
         "runs": args.runs,
         "n": args.n,
+        "budget": args.budget,
         "seed": args.seed,
         "curtail": not args.no_curtail,
         "command": "python -m benchmarks.screening_power " + " ".join(
             str(a) for a in (args.results, "--methods", args.methods, "--modes", args.modes,
-                             "--start", args.start, "--n", args.n, "--runs", args.runs,
+                             "--start", args.start, "--budget", args.budget, "--n", args.n,
+                             "--runs", args.runs,
                              "--seed", args.seed)
             + (("--suite", args.suite) if args.suite else ())
             + (("--no-curtail",) if args.no_curtail else ())

@@ -47,6 +47,30 @@ def test_rung_decision_matches_the_sdk_tests_pair_by_pair(mode: str, seed: int) 
     assert rung_decision(cells, mode, delta) == (state.decision is Outcome.PASS, state.n)
 
 
+@pytest.mark.parametrize("mode", ["labelled", "agreement"])
+def test_a_larger_budget_is_the_sdk_test_with_that_budget(mode: str) -> None:
+    """``budget`` (GateConfig.budget) sets both the cut and the test's own horizon: on 400
+    neutral pairs a 400-pair rung decides as the SDK's 400-budget test, past pair 100."""
+    cells = _cells(400, 0.6, 0.08, 0.05, 7)
+    budget = 400
+    test = (
+        NonInferiorityTest(DELTA, budget)
+        if mode == "labelled"
+        else SequentialTest(TAU, DELTA, budget)
+    )
+    state = None
+    for o, c, a in cells:
+        state = test.update(bool(o), bool(c)) if mode == "labelled" else test.update(bool(a))
+        if state.decision is not Outcome.CONTINUE:
+            break
+    assert state is not None and state.n > BUDGET  # decided past the default budget
+    assert rung_decision(cells, mode, DELTA, budget=budget) == (
+        state.decision is Outcome.PASS,
+        state.n,
+    )
+    assert rung_decision(cells, mode, DELTA)[1] <= BUDGET  # the default budget stops at 100
+
+
 def test_procedures_on_a_non_monotone_ladder() -> None:
     """A neutral conservative rung blocks fixed sequence; Bonferroni reaches the rung that
     helps, and the bootstrap counts it."""
