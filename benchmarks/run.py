@@ -399,6 +399,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--max-items", type=int, default=None, help="cap every suite at N items (prefix-stable)"
     )
     ap.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="draw every suite at exactly N items: beyond the profile's size, the same draw "
+        "extended (suite profiles; not with --max-items)",
+    )
+    ap.add_argument(
         "--skip-items",
         type=int,
         default=0,
@@ -440,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.base_url and not args.model:
         ap.error("--base-url needs --model")
+    if args.items is not None and args.profile not in SUITE_PROFILES:
+        ap.error(f"--items needs a suite profile ({', '.join(sorted(SUITE_PROFILES))})")
     if args.skip_items and args.profile not in SUITE_PROFILES:
         ap.error(f"--skip-items needs a suite profile ({', '.join(sorted(SUITE_PROFILES))})")
     if args.skip_items and args.out is None:  # the default folder holds the run it continues
@@ -489,6 +498,7 @@ def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
             args.max_items,
             args.suites.split(",") if args.suites else None,
             skip=args.skip_items,
+            items=args.items,
         )
         if args.ratios:
             ratios = tuple(float(r) for r in args.ratios.split(","))

@@ -289,13 +289,19 @@ def limit(
     max_items: int | None,
     only: Sequence[str] | None,
     skip: int = 0,
+    *,
+    items: int | None = None,
 ) -> SuiteProfile:
     """``profile`` with each suite capped at ``max_items`` items (noise floor: half of them),
     only the suites named, and each suite's first ``skip`` items left out.
 
-    Items are drawn prefix-stably, so a capped run's calls are reused from the cache when
-    the full profile runs later. Raises ``ValueError`` for an unknown suite or a negative
-    ``skip``.
+    ``items`` instead draws every suite at exactly that many items: beyond the profile's
+    size, the same draw extended (its noise floor stays the profile's), e.g. more items
+    for a tighter interval, continued with ``skip``. Items are drawn prefix-stably, so a
+    capped run's calls are reused from the cache when the full profile runs later, and an
+    extended run reuses the profile's. Raises ``ValueError`` for an unknown suite, a
+    negative ``skip``, both ``max_items`` and ``items``, or a suite whose data holds fewer
+    than ``items``.
     """
     from dataclasses import replace
 
@@ -305,11 +311,28 @@ def limit(
         if unknown:
             raise ValueError(f"unknown suites {sorted(unknown)}; {[s.name for s in suites]}")
         suites = tuple(s for s in suites if s.name in only)
+    if max_items is not None and items is not None:
+        raise ValueError("--max-items and --items do not combine: give one")
     if max_items is not None:
         suites = tuple(
             replace(s, n=min(s.n, max_items), noise=min(s.noise, (max_items + 1) // 2))
             for s in suites
         )
+    if items is not None:
+        if items < 1:
+            raise ValueError(f"--items must be 1 or more, got {items}")
+        drawn = []
+        for s in suites:
+            t = replace(s, n=items, noise=min(s.noise, (items + 1) // 2))
+            if items > s.n:  # beyond the profile's size: the task's data must hold them
+                try:
+                    held = len(t.items())
+                except ValueError as exc:  # the multi-document draw: too few questions
+                    raise ValueError(f"--items {items}: {s.name}: {exc}") from None
+                if held < items:
+                    raise ValueError(f"--items {items}: {s.name} holds only {held} items")
+            drawn.append(t)
+        suites = tuple(drawn)
     if skip < 0:
         raise ValueError("--skip-items must be 0 or more")
     if skip:

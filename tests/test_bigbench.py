@@ -105,6 +105,26 @@ def test_skipped_items_continue_the_same_draw() -> None:
         limit(PROFILES["standard"], 10, ["multidoc_1k"], skip=10)
 
 
+def test_items_extend_the_same_draw_beyond_the_profile() -> None:
+    """``--items 130`` on a 100-item suite draws the same first 100 items and 30 more
+    (``--skip-items 100`` runs only those), the noise floor stays the profile's; a draw
+    larger than the task's data, or both caps at once, is a ValueError, not a traceback."""
+    from benchmarks.suites import PROFILES, limit
+
+    base = limit(PROFILES["headline"], None, ["multidoc_1k"]).suites[0]
+    more = limit(PROFILES["headline"], None, ["multidoc_1k"], items=130).suites[0]
+    tail = limit(PROFILES["headline"], None, ["multidoc_1k"], skip=100, items=130).suites[0]
+    first, extended = [i.id for i in base.items()], [i.id for i in more.items()]
+    assert len(first) == 100 and len(extended) == 130 and len(set(extended)) == 130
+    assert extended[:100] == first
+    assert [i.id for i in tail.items()] == extended[100:]
+    assert (more.noise, tail.noisy) == (base.noise, 0)
+    with pytest.raises(ValueError, match="do not combine"):
+        limit(PROFILES["headline"], 10, ["multidoc_1k"], items=10)
+    with pytest.raises(ValueError, match="multidoc_1k"):
+        limit(PROFILES["headline"], None, ["multidoc_1k"], items=10**6)
+
+
 def test_bbh_tasks_have_enough_non_exemplar_questions() -> None:
     assert len(bbh_tasks()) >= 13
     for task in bbh_tasks():
