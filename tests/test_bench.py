@@ -406,6 +406,27 @@ def test_wilson_and_mcnemar_match_scipy_definitions() -> None:
     assert mcnemar([True], [True])["p"] == 1.0
 
 
+def test_paired_difference_is_a_percentile_bootstrap_over_the_items() -> None:
+    """10 wins and 2 losses in 32 pairs: +25 points; the interval is the percentile bootstrap
+    of the per-item differences (checked against a resampling written out here), seeded."""
+    import numpy as np
+    from benchmarks.stats import paired_difference
+
+    a = [True] * 10 + [False] * 2 + [True] * 20
+    b = [False] * 10 + [True] * 2 + [True] * 20
+    diff, lo, hi = paired_difference(a, b)
+    assert diff == pytest.approx(0.25)
+    d = np.array(a, dtype=float) - np.array(b, dtype=float)
+    means = np.random.default_rng(1).choice(d, size=(20_000, len(d))).mean(axis=1)
+    ref_lo, ref_hi = np.percentile(means, [2.5, 97.5])
+    assert abs(lo - ref_lo) <= 0.04 and abs(hi - ref_hi) <= 0.04 and lo > 0
+    assert paired_difference(a, b) == (diff, lo, hi)  # seeded: the same interval again
+    assert paired_difference([True] * 5, [True] * 5) == (0.0, 0.0, 0.0)
+    assert all(math.isnan(x) for x in paired_difference([], []))
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([True], [True, False])
+
+
 def test_chat_answers_are_parsed_and_scored() -> None:
     from benchmarks.stats import agree, correct, parse_answer
 
@@ -460,7 +481,12 @@ def test_suite_report_has_intervals_paired_tests_and_noise(tmp_path: Path) -> No
     assert {k[1] for k in pairs} == {"sentence"}  # baselines are not compared among themselves
     vs_none = pairs[(0.25, "sentence", "none")]
     assert (vs_none["n"], vs_none["wins"], vs_none["losses"]) == (40, 0, 4)
-    assert "| bbh_x | 0.5 | sentence | truncate | 40 | 8 / 2 | 0.109 |" in md
+    assert "| bbh_x | 0.5 | sentence | truncate | 40 | 8 / 2 | 0.109 | +15 [" in md
+    diff, lo, hi = vs_none["diff"]  # 4 of 40 lost: -10 points, an interval around it
+    assert diff == pytest.approx(-0.1) and -0.25 < lo < diff < hi <= 0.0
+    assert (
+        f"| bbh_x | 0.25 | sentence | none | 40 | 0 / 4 | 0.125 | -10 [{round(100 * lo):+d}," in md
+    )
     assert "relevance (not landed)" in md
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
 
