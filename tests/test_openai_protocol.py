@@ -440,6 +440,54 @@ def test_shadow_on_a_stream_closed_early_compares_two_plain_calls(server: Script
     assert sieve.stats.screening_calls == 2 and gate.records[0][2] is True
 
 
+def _chunk(content: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }  # fmt: skip
+
+
+def test_stream_of_content_parts_or_unknown_chunks_never_breaks_the_loop(
+    server: ScriptedServer,
+) -> None:
+    """Some OpenAI-compatible servers stream ``delta.content`` as a list of parts: the
+    caller's loop ends cleanly and the parts are the live answer (only the compressed
+    variant goes out again); a chunk of no known shape makes the answer unreadable (both
+    variants go out), never an exception in the caller's ``for``."""
+    gate = ScriptedGate(shadow(0.5))
+    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    client = wrap_openai(_client(server), sieve)
+    messages = [{"role": "user", "content": long_text(2)}]
+    server.push(Reply(sse=[_chunk([{"type": "text", "text": "o"}, {"type": "text", "text": "k"}])]))
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
+    assert chunks[0].choices[0].delta.content == [
+        {"type": "text", "text": "o"},
+        {"type": "text", "text": "k"},
+    ]
+    assert sieve.flush(10)
+    assert len(server.bodies()) == 2 and gate.records[0][2] is True  # "ok" == "ok"
+    server.push(Reply(sse=[_chunk(42)]))
+    assert len(list(client.chat.completions.create(model=MODEL, messages=messages, stream=True)))
+    assert sieve.flush(10)
+    assert len(server.bodies()) == 5  # unreadable: the original and the compressed again
+    assert sieve.stats.errors == 0
+
+
+async def test_async_stream_of_unknown_chunks_never_breaks_the_loop(
+    server: ScriptedServer,
+) -> None:
+    gate = ScriptedGate(shadow(0.5))
+    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    client = wrap_openai(_aclient(server), sieve)
+    server.push(Reply(sse=[_chunk({"no": "text"}), _chunk([{"type": "text", "text": "ok"}])]))
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": long_text(2)}], stream=True
+    )
+    assert len([c async for c in stream]) == 2
+    assert await sieve.aflush(10)
+    assert len(server.bodies()) == 3
+
+
 def test_stream_keeps_its_type_and_reports_usage(server: ScriptedServer) -> None:
     sieve = _fixed()
     client = wrap_openai(_client(server), sieve)

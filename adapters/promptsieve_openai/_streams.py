@@ -7,10 +7,16 @@ streamed output (text and tool calls) and the prompt tokens the server reported:
 chat/completions chunk when the caller asked for ``stream_options={"include_usage": True}``,
 the ``response.completed`` event on the Responses API. A stream closed early (or never read)
 finishes with no output: the comparison then sends both variants, as before.
+
+Nothing here may break the caller's loop: a chunk of a shape the collector does not know (a
+list of content parts in ``delta.content``, as some OpenAI-compatible servers stream) makes
+the output unreadable (None, both variants sent) instead of raising, and a fault while
+finishing the call is counted by the sieve, never raised into the caller's ``for``.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -21,6 +27,8 @@ from promptsieve import TargetOutput
 from promptsieve_openai._convert import responses_output
 
 __all__ = ["watch_async_stream", "watch_stream"]
+
+log = logging.getLogger(__name__)
 
 Finish = Callable[[TargetOutput | None, int | None], None]
 AsyncFinish = Callable[[TargetOutput | None, int | None], Awaitable[None]]
@@ -34,8 +42,19 @@ class _Collector:
         self.calls: dict[int, list[str]] = {}  # tool call index -> [name, arguments]
         self.output: TargetOutput | None = None  # a Responses stream's final output
         self.usage: int | None = None
+        self.unreadable = False  # a chunk this collector could not read
 
     def feed(self, item: Any) -> None:
+        """Take one streamed item; an unknown shape marks the output unreadable. Never raises."""
+        if self.unreadable:
+            return
+        try:
+            self._feed(item)
+        except Exception as exc:
+            self.unreadable = True
+            log.debug("promptsieve: unreadable stream chunk (%s)", type(exc).__name__)
+
+    def _feed(self, item: Any) -> None:
         usage = getattr(item, "usage", None)
         if usage is not None and isinstance(getattr(usage, "prompt_tokens", None), int):
             self.usage = usage.prompt_tokens
@@ -53,7 +72,7 @@ class _Collector:
             if delta is None:  # a completions chunk
                 self.text.append(getattr(choice, "text", None) or "")
                 continue
-            self.text.append(delta.content or "")
+            self.text.append(_text(delta.content))
             for tc in delta.tool_calls or ():
                 name_args = self.calls.setdefault(tc.index, ["", ""])
                 fn = tc.function
@@ -61,11 +80,27 @@ class _Collector:
                     name_args[0] += fn.name or ""
                     name_args[1] += fn.arguments or ""
 
-    def result(self) -> TargetOutput:
+    def result(self) -> TargetOutput | None:
+        """The streamed answer, or None when a chunk could not be read."""
+        if self.unreadable:
+            return None
         if self.output is not None:
             return self.output
         calls = tuple((n, a) for _i, (n, a) in sorted(self.calls.items()))
         return TargetOutput("".join(self.text), calls)
+
+
+def _text(content: Any) -> str:
+    """A delta's text: a string, or a list of content parts (``{"type": "text", "text": …}``,
+    streamed by some OpenAI-compatible servers) joined; anything else raises TypeError."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = [p.get("text") if isinstance(p, dict) else getattr(p, "text", None)
+                 for p in content]  # fmt: skip
+        if all(isinstance(t, str) for t in texts):
+            return "".join(str(t) for t in texts)
+    raise TypeError(f"delta content of type {type(content).__name__}")
 
 
 def watch_stream(stream: Stream[Any], finish: Finish, abandon: Callable[[], None]) -> None:
@@ -81,7 +116,10 @@ def watch_stream(stream: Stream[Any], finish: Finish, abandon: Callable[[], None
                 yield item
             complete = True
         finally:
-            finish(collector.result() if complete else None, collector.usage)
+            try:
+                finish(collector.result() if complete else None, collector.usage)
+            except Exception as exc:  # never into the caller's loop
+                log.debug("promptsieve: finishing a stream failed (%s)", type(exc).__name__)
 
     stream._iterator = read()
     weakref.finalize(stream, abandon)  # never read: at least free the shadow slot
@@ -102,7 +140,10 @@ def watch_async_stream(
                 yield item
             complete = True
         finally:
-            await finish(collector.result() if complete else None, collector.usage)
+            try:
+                await finish(collector.result() if complete else None, collector.usage)
+            except Exception as exc:  # never into the caller's loop
+                log.debug("promptsieve: finishing a stream failed (%s)", type(exc).__name__)
 
     stream._iterator = read()
     weakref.finalize(stream, abandon)
