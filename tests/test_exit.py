@@ -68,6 +68,62 @@ def test_exit_drain_is_bounded_and_counts_what_it_abandons(cache_root: Path, pro
     assert int(last.split("=")[1]) >= 1
 
 
+_SLOW_METRIC_CHILD = """
+import asyncio, sys, time
+sys.path.insert(0, sys.argv[1])
+from _sieve_helpers import ScriptedGate, WordDropCompressor, long_text, shadow
+from promptsieve import Message, Request, Sieve, SieveConfig, TargetOutput
+
+def metric(original, compressed):  # a user's metric that calls a slow model
+    print("metric", flush=True)
+    time.sleep(120)
+    return True
+
+sieve = Sieve(SieveConfig(guard=False, metric=metric, drain_timeout_s=0.5),
+              compressor=WordDropCompressor(), gate=ScriptedGate(shadow(0.5)))
+req = Request((Message.text("user", long_text(3)),), "m")
+
+async def main():
+    async def send(prompt):
+        return TargetOutput("ok")
+    async with sieve.call(req, "t", original=req.prompt, rebuild=lambda p: p,
+                          send_variant=send) as call:
+        call.observe(TargetOutput("ok"))
+    await asyncio.sleep(0.5)  # the comparison is in the metric by now
+    await sieve.aclose(0.5)
+
+if sys.argv[2] == "async":
+    asyncio.run(main())
+else:
+    with sieve.call(req, "t", original=req.prompt, rebuild=lambda p: p,
+                    send_variant=lambda prompt: TargetOutput("ok")) as call:
+        call.observe(TargetOutput("ok"))
+    time.sleep(0.5)
+    sieve.close(0.5)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_exit_does_not_wait_for_a_slow_metric(driver: str) -> None:
+    """A script whose shadow comparison is inside a slow metric (a judge calling a model)
+    when it returns exits at once. Before, ``close`` waited up to 60 s for the metric (it
+    ran inside the sieve's proxy door, which only the proxy's cosine metric needs), and the
+    async driver ran it on the loop's default executor, which ``asyncio.run`` and the
+    interpreter wait for without a bound (120 s here); it now runs on the sieve's daemon
+    threads, as the sync driver's comparisons do."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _SLOW_METRIC_CHILD, str(Path(__file__).parent), driver],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split() == ["metric", "done"], proc.stdout
+    assert time.monotonic() - t0 < 30
+
+
 def test_compressing_daemon_threads_end_quietly_at_exit(cache_root: Path, proxy: object) -> None:
     """A script whose own daemon threads use a Compressor (no sieve) exits without a
     traceback on stderr, and at once: the threads are not waited for."""

@@ -32,6 +32,7 @@ from langchain_openai import ChatOpenAI
 
 from _ci import require_module
 from _scripted_server import Reply, ScriptedServer, chat_completion
+from _sieve_helpers import WordDropCompressor
 from promptsieve import ConfigError, Message, TextPart
 from promptsieve.compressor import Compressor, CompressorConfig
 from promptsieve.fidelity import Gate, GateConfig, SQLiteStore, VerdictKey
@@ -605,3 +606,28 @@ def test_wrapped_local_target_screens_to_a_pass_then_compresses(
     assert stats["agreements"] >= 3, stats
     assert stats["decisions"]["apply"] == 1, stats
     assert stats["compressed"] == 1 and stats["tokens_saved"] > 0, stats
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"SQLite format 3\x00" + b"\xff" * 4096, b"not a database, just text"],
+    ids=["corrupt-body", "not-sqlite"],
+)
+def test_a_derived_sieve_whose_store_went_bad_fails_open(
+    tmp_path: Path, server: ScriptedServer, junk: bytes
+) -> None:
+    """A component that verifies on a sieve built with ``verify=False`` derives its own
+    sieve on first use. The verdict store's file went bad after the base sieve was built:
+    the user's call still answers, with the original prompt, and the fault is counted
+    (before, ``invoke`` raised StoreError or ConfigError on every call)."""
+    path = tmp_path / "verdicts.sqlite3"
+    base = Sieve(
+        SieveConfig(verify=False, ratio=0.5, guard=False, store_path=path),
+        compressor=WordDropCompressor(),
+    )
+    path.write_bytes(junk)
+    model = wrap_chat_model(chat_model(server.url), base, verify=True)
+    for _ in range(2):
+        assert model.invoke([HumanMessage(context(0))]).content == "ok"
+    assert [b["messages"][0]["content"] for b in server.bodies()] == [context(0)] * 2
+    assert base.stats.errors == 2

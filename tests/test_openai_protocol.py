@@ -575,6 +575,35 @@ def test_comparison_budget_skips_when_busy(server: ScriptedServer) -> None:
     assert len(server.requests) == 3 + sieve.stats.screening_calls
 
 
+def test_no_thread_for_a_comparison_never_breaks_the_call(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no comparison thread can start (an OS thread limit; at interpreter shutdown
+    Python 3.12+ refuses new threads), the user's call still returns the live answer, the
+    reserved slot is freed (the gate hears ``None``) and the comparison is never run later."""
+    gate = ScriptedGate(shadow(0.5))
+    sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)
+    client = wrap_openai(_client(server), sieve)
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name.startswith("promptsieve-compare"):
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    messages = [{"role": "user", "content": long_text(2)}]
+    out = client.chat.completions.create(model=MODEL, messages=messages)
+    assert out.choices[0].message.content == "ok"
+    assert sieve.stats.errors == 1 and gate.records[0][2] is None
+    assert sieve._comparisons.left() == []  # the slot is free again
+    monkeypatch.setattr(threading.Thread, "start", start)
+    client.chat.completions.create(model=MODEL, messages=messages)
+    assert sieve.flush(10)
+    assert len(server.bodies()) == 3  # two live calls, one comparison: the refused one never ran
+    assert gate.records[1][2] is True
+
+
 async def test_async_shadow_runs_as_a_task(server: ScriptedServer) -> None:
     gate = ScriptedGate(shadow(0.5))
     sieve = Sieve(SieveConfig(guard=False), compressor=WordDropCompressor(), gate=gate)

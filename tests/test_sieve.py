@@ -107,6 +107,24 @@ def test_partial_and_object_metrics_have_their_own_keys() -> None:
     )
 
 
+def test_a_bad_cosine_metric_is_refused_at_construction() -> None:
+    """``cosine`` was let through unchecked: a bad threshold, or a compressor with no proxy
+    to embed with, failed every comparison at run time (each spent a target call and was
+    dropped, and screening never moved). Both are ConfigErrors now; nothing is loaded."""
+    from promptsieve.compressor import Compressor
+
+    for bad in ("cosine:abc", "cosine:1.5", "cosine:nan"):
+        with pytest.raises(ConfigError, match="cosine"):
+            SieveConfig(metric=bad)
+    cfg = SieveConfig(metric="cosine:0.9")
+    with pytest.raises(ConfigError, match="WordDropCompressor has no proxy"):
+        Sieve(cfg, compressor=WordDropCompressor())
+    compressor = Compressor()
+    Sieve(cfg, compressor=compressor).close()  # a promptsieve Compressor embeds with its proxy
+    Sieve(cfg).close()  # the default compressor too
+    assert compressor._proxy is None  # checked without loading the proxy
+
+
 def test_the_judge_on_live_traffic_is_the_callable_and_keys_as_the_offline_judge() -> None:
     """``metric="judge"`` names the offline judge: a live sieve has no completion function,
     so it is refused at construction (before, every comparison failed and screening never

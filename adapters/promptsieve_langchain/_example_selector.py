@@ -159,5 +159,9 @@ class SieveExampleSelector(BaseExampleSelector):
             return [examples[i] for i in self._kept(attr, compressor)]
         except Exception as exc:  # fail open: the prompt keeps every example
             self._failed = True
-            log.warning("example attribution failed; every example is kept: %s", exc)
+            # the type only: a message may quote the user's text (details at DEBUG)
+            log.warning(
+                "example attribution failed (%s); every example is kept", type(exc).__name__
+            )
+            log.debug("promptsieve: details", exc_info=exc)
             return examples

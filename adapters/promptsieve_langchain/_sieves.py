@@ -18,7 +18,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from promptsieve import Compressor, ConfigError, Plan, Sieve, SieveConfig
+from promptsieve import Compressor, ConfigError, GateConfig, Plan, Sieve, SieveConfig
 from promptsieve._patching import check_sieve
 
 __all__ = [
@@ -128,8 +128,37 @@ def _documents_twin(base: Compressor) -> Compressor:
     return Compressor(cfg, proxy=proxy, scorer=scorer)
 
 
+class _SharedGate:
+    """The base sieve's gate, opened on first use inside the derived sieve's request path.
+
+    Building a derived sieve opens nothing: a verdict store that cannot be opened (a
+    corrupt file, Redis down) meets the request path's fail-open handling there, as it
+    does for the base sieve, instead of failing the user's call while the component
+    resolves its sieve.
+    """
+
+    def __init__(self, base: Sieve) -> None:
+        self._base = base
+
+    @property
+    def config(self) -> GateConfig | None:
+        """The base gate's settings, without opening its store (the sieve reads ``mode``
+        and ``guard_threshold``)."""
+        return self._base.gate_config
+
+    def decide(self, key: Any) -> Any:
+        return self._base.gate.decide(key)
+
+    def record(self, key: Any, ratio: float, agreed: bool | None) -> None:
+        self._base.gate.record(key, ratio, agreed)
+
+    def verdict(self, key: Any) -> Any:
+        """The base gate's verdict; AttributeError for a gate that has none."""
+        return self._base.gate.verdict(key)  # type: ignore[attr-defined]
+
+
 def _derive(base: Sieve, config: SieveConfig, *, documents: bool = False) -> Sieve:
-    gate = base.gate if config.verify else None  # a fixed ratio never asks the gate
+    gate = _SharedGate(base) if config.verify else None  # a fixed ratio never asks the gate
     derived = Sieve(config, compressor=_SharedCompressor(base, documents=documents), gate=gate)
     derived.stats = base.stats
     return derived
@@ -196,10 +225,13 @@ class resolve:  # lowercase: used like a function
         same = cfg.verify == self.verify and (self.verify or ratio == cfg.ratio)
         if same and not self._query_aware:
             return base
+        # store_path=None: the derived sieve shares the base's gate and never opens a store
+        # of its own, so the file is not checked again here (a store gone bad since the base
+        # was built fails open per request instead)
         if not self.verify:
-            cfg = dataclasses.replace(cfg, verify=False, ratio=ratio)
+            cfg = dataclasses.replace(cfg, verify=False, ratio=ratio, store_path=None)
         elif not cfg.verify:
-            cfg = dataclasses.replace(cfg, verify=True)
+            cfg = dataclasses.replace(cfg, verify=True, store_path=None)
         return _derive(base, cfg, documents=self._documents)
 
 

@@ -173,6 +173,10 @@ class Comparisons:
         state = getattr(getattr(verdict, "state", None), "value", None)
         return state == "screening" and testing is not None and abs(testing - plan.ratio) < 1e-9
 
+    def not_started(self, job: Job) -> None:
+        """A reserved job whose comparison could not start: free its slot, settle it."""
+        self._finished(job)
+
     def started(self, job: Job, runner: Runner) -> None:
         job.runner = runner
         runner.add_done_callback(lambda _r: self._finished(job))

@@ -211,6 +211,6 @@ def _check_scorable(mat: np.ndarray, validation: Sequence[ValidationExample]) ->
     bad = sorted({int(j) for j in np.argwhere(~np.isfinite(mat))[:, 1]})
     if bad:
         raise ConfigError(
-            f"the proxy cannot score the answers of validation requests {bad} "
-            f"(non-finite log-probability), e.g. {validation[bad[0]].answer[:80]!r}"
+            f"the proxy cannot score the answers of validation requests {bad} (0-based; "
+            "non-finite log-probability)"
         )

@@ -161,7 +161,12 @@ class DemoCompressor:
             self._error = exc
             if isinstance(exc, SieveClosed):  # the process is exiting
                 return
-            log.warning("demonstration attribution failed; prompts go out unchanged: %s", exc)
+            # the type only: a message may quote the user's text (details at DEBUG)
+            log.warning(
+                "demonstration attribution failed (%s); prompts go out unchanged",
+                type(exc).__name__,
+            )
+            log.debug("promptsieve: details", exc_info=exc)
 
     def _ready(self) -> DemoAttribution | None:
         if self._attr is not None or self._error is not None:

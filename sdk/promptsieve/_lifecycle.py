@@ -10,8 +10,9 @@ event loop:
 * :class:`Compute` — run a CPU-bound function (compression): inline in the sync driver,
   on the sieve's scoring threads in the async one, so the loop stays free;
 * :class:`Send` — one call to the target through the adapter's ``send_variant``;
-* :class:`Blocking` — blocking I/O (the verdict store): inline in the sync driver, on the
-  loop's executor in the async one.
+* :class:`Blocking` — blocking work (the verdict store, a metric or judge): inline in the
+  sync driver, on the sieve's daemon I/O threads in the async one (never the loop's
+  default executor, which exit waits for without a bound).
 
 :func:`drive` and :func:`adrive` are the only places where sync and async differ.
 
@@ -121,14 +122,31 @@ def drive(flow: Flow[_T], send: SyncSend | None = None) -> _T:
             else:
                 last = _Outcome(step.fn())
         except Exception as exc:
-            last = _Outcome(error=exc)
+            last = _Outcome(error=_builtin_timeout(exc))
         step = _resume(flow, last)
     return step.value
 
 
-async def adrive(flow: Flow[_T], pool: DaemonPool, send: AsyncSend | None = None) -> _T:
-    """Run ``flow`` on the running loop: CPU and blocking work go to threads."""
-    loop = asyncio.get_running_loop()
+#: The futures' and asyncio's timeouts where they are not the built-in (Python 3.10; from
+#: 3.11 on both are aliases of ``TimeoutError`` and this is empty).
+_OTHER_TIMEOUTS = tuple({cf.TimeoutError, asyncio.TimeoutError} - {TimeoutError})
+
+
+def _builtin_timeout(exc: Exception) -> Exception:
+    """``exc``, or a built-in ``TimeoutError`` for another timeout class: the flows catch
+    the built-in one."""
+    if _OTHER_TIMEOUTS and isinstance(exc, _OTHER_TIMEOUTS):
+        return TimeoutError(*exc.args)
+    return exc
+
+
+async def adrive(
+    flow: Flow[_T], pool: DaemonPool, blocking: DaemonPool, send: AsyncSend | None = None
+) -> _T:
+    """Run ``flow`` on the running loop: CPU work goes to ``pool``, blocking work (the verdict
+    store, a user's metric or judge) to ``blocking``. Both are daemon threads, never the
+    loop's default executor, which ``asyncio.run`` and the interpreter wait for at exit
+    without a bound (a slow judge would hold the process past ``drain_timeout_s``)."""
     step = _resume(flow, _Outcome())
     while not isinstance(step, _Done):
         ctx = contextvars.copy_context()
@@ -142,9 +160,9 @@ async def adrive(flow: Flow[_T], pool: DaemonPool, send: AsyncSend | None = None
             elif isinstance(step, Compute):
                 last = _Outcome(await asyncio.wrap_future(pool.submit(ctx.run, step.fn)))
             else:
-                last = _Outcome(await loop.run_in_executor(None, ctx.run, step.fn))
+                last = _Outcome(await asyncio.wrap_future(blocking.submit(ctx.run, step.fn)))
         except Exception as exc:
-            last = _Outcome(error=exc)
+            last = _Outcome(error=_builtin_timeout(exc))
         step = _resume(flow, last)
     return step.value
 

@@ -152,9 +152,10 @@ class SieveConfig:
                 "judge); on live traffic pass the judge itself: "
                 "SieveConfig(metric=target_judge(complete)), complete(prompt) -> TargetOutput"
             )
-        if isinstance(self.metric, str) and self.metric.partition(":")[0] != "cosine":
-            # cosine needs the proxy's embedding, checked when the proxy is loaded
-            get_metric(self.metric)  # an unknown name or a bad threshold raises ConfigError
+        if isinstance(self.metric, str):
+            # an unknown name or a bad threshold raises ConfigError now; cosine's embedding
+            # is the compressor's proxy, checked by the Sieve (a stand-in here, never called)
+            get_metric(self.metric, embed=_never_called)
 
     def settings_key(self) -> str:
         """Sieve settings that change what a verdict means (part of the verdict key).
@@ -170,3 +171,7 @@ class SieveConfig:
             guard=self.guard,
             guard_threshold=self.guard_threshold,
         )
+
+
+def _never_called(*_: Any) -> Any:  # stands in for the proxy's embed when a name is checked
+    raise AssertionError("never called")

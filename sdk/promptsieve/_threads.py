@@ -191,9 +191,20 @@ class DaemonPool:
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> cf.Future[_T]:
+        """Queue ``fn(*args)``; its future. Raises ``RuntimeError`` when no thread of the pool
+        is alive and none can start (an OS thread limit; interpreter shutdown): the work is
+        then cancelled, never run later. A pool with a live thread queues it behind that one.
+        """
         fut: cf.Future[_T] = cf.Future()
         self._queue.put((fut, lambda: fn(*args)))
-        self._grow()
+        try:
+            self._grow()
+        except RuntimeError:
+            with self._lock:
+                idle = not self._threads
+            if idle:
+                fut.cancel()  # a thread started later skips it
+                raise
         return fut
 
     def _grow(self) -> None:
@@ -203,8 +214,8 @@ class DaemonPool:
                 t = threading.Thread(
                     target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
+                t.start()  # RuntimeError: no new thread now
                 self._threads.append(t)
-                t.start()
 
     def _run(self) -> None:
         _OWN.owned = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextvars
+import inspect
 import logging
 import threading
 import time
@@ -71,9 +72,26 @@ def _check_parts(config: object, compressor: object, gate: object) -> None:
     check_not_config("Sieve", "gate", gate, GateConfig, "a Gate", "SieveConfig(gate=...)")
     check_members("Sieve", "compressor", compressor, ("fingerprint", "compress"), "a Compressor")
     check_members("Sieve", "gate", gate, ("decide", "record"), "a promptsieve.fidelity.Gate")
+    metric = getattr(config, "metric", None)
+    # the cosine metric embeds with the compressor's proxy (looked up without loading it)
+    no_proxy = compressor is not None and inspect.getattr_static(compressor, "proxy", None) is None
+    if _cosine(metric) and no_proxy:
+        raise ConfigError(
+            f"SieveConfig(metric={metric!r}) embeds answers with the compressor's proxy, "
+            f"but {type(compressor).__name__} has no proxy: use a promptsieve Compressor, "
+            "or another metric (e.g. 'answer', 'f1:0.8')"
+        )
+
+
+def _cosine(metric: object) -> bool:
+    """Whether ``metric`` names the cosine metric, which embeds with the proxy."""
+    return isinstance(metric, str) and metric.strip().partition(":")[0] == "cosine"
 
 
 _P = TypeVar("_P")
+#: Threads for the async driver's blocking steps, per sieve (as many as asyncio's default
+#: executor has on a 4-core machine).
+_BLOCKING_WORKERS = 8
 
 
 class Sieve:
@@ -94,7 +112,8 @@ class Sieve:
     passed where the built part belongs; when ``compressor`` lacks ``fingerprint`` and
     ``compress``, or ``gate`` lacks ``decide`` and ``record``; and when a labelled-mode
     ``gate`` comes without ``SieveConfig(judge=...)``, or ``SieveConfig(judge=...)`` with a
-    gate in agreement mode (it would never read the judge's labels).
+    gate in agreement mode (it would never read the judge's labels); and when
+    ``SieveConfig(metric="cosine...")`` meets a ``compressor`` without a proxy to embed with.
     """
 
     def __init__(
@@ -150,6 +169,9 @@ class Sieve:
         self._build_lock = threading.Lock()
         self._scoring = DaemonPool("promptsieve-score", self.config.scoring_workers)
         self._background = DaemonPool("promptsieve-compare", self.config.max_background)
+        #: the async driver's blocking steps (verdict store, metric, judge); the sync
+        #: driver runs them on the thread that drives the flow
+        self._blocking = DaemonPool("promptsieve-io", _BLOCKING_WORKERS)
         self._loading: cf.Future[CompressorLike] | None = None
         self._door = ComputeDoor()
         self._comparisons = Comparisons(self)
@@ -165,6 +187,15 @@ class Sieve:
 
                     self._gate = Gate(SQLiteStore(self.config.store_path), self.config.gate)
         return self._gate
+
+    @property
+    def gate_config(self) -> GateConfig | None:
+        """The gate's settings, without building the gate or opening its store: a given
+        gate's ``config`` (None for a GateLike without one), else ``config.gate`` or the
+        defaults."""
+        if self._gate is not None:
+            return getattr(self._gate, "config", None)
+        return self.config.gate or GateConfig()
 
     @property
     def compressor(self) -> CompressorLike:
@@ -301,7 +332,7 @@ class Sieve:
 
     async def aprepare(self, request: Request, task: str | None = None) -> Plan:
         """:meth:`prepare` for event loops: scoring and the store run on threads."""
-        return await adrive(prepare_flow(self, request, task), self._scoring)
+        return await adrive(prepare_flow(self, request, task), self._scoring, self._blocking)
 
     def observe(
         self,
@@ -322,8 +353,14 @@ class Sieve:
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
-        flow = compare_flow(self, job, output)
-        fut = self._background.submit(contextvars.copy_context().run, drive, flow, send_variant)
+        try:
+            flow = compare_flow(self, job, output)
+            ctx = contextvars.copy_context()
+            fut = self._background.submit(ctx.run, drive, flow, send_variant)
+        except Exception as exc:  # no thread can start (OS limit, interpreter shutdown)
+            self.report_error(exc, "starting a comparison")
+            self._comparisons.not_started(job)
+            return
         self._comparisons.started(job, fut)
 
     async def aobserve(
@@ -340,8 +377,15 @@ class Sieve:
         job = self._job(plan, usage_prompt_tokens, send_variant)
         if job is None or send_variant is None:
             return
-        flow = compare_flow(self, job, output)
-        runner = asyncio.ensure_future(adrive(flow, self._scoring, send_variant))
+        try:
+            flow = compare_flow(self, job, output)
+            runner = asyncio.ensure_future(
+                adrive(flow, self._scoring, self._blocking, send_variant)
+            )
+        except Exception as exc:
+            self.report_error(exc, "starting a comparison")
+            self._comparisons.not_started(job)
+            return
         self._comparisons.started(job, runner)
 
     def revert(self, plan: Plan) -> Plan:
@@ -411,7 +455,9 @@ class Sieve:
             from promptsieve.fidelity import auto_metric
 
             metric = auto_metric(original)
-        with self._door:  # an embedding metric runs the proxy
+        if not _cosine(self.config.metric):  # a user's callable or a text metric runs no
+            return bool(metric(original, compressed))  # proxy: close() never waits on it
+        with self._door:  # the cosine metric runs the proxy
             return bool(metric(original, compressed))
 
     # -- logging ---------------------------------------------------------------------------
