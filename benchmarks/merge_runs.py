@@ -9,12 +9,13 @@ runs of different models, and runs whose rows for the same (method, ratio, item)
 answer (a different target build or sampling), unless ``--drop-differing`` leaves those
 items out (and names them). The uncompressed rows then come from either run alike. Rows are
 kept for the items that have a row in every (method, ratio) cell of the runs together
-(``--suite`` keeps one suite, ``--ratios`` the uncompressed rows and these ratios), so each
-cell's paired tests compare the same items. Runs join (the same items, other methods or
-ratios) and stack (other items, e.g. a run continued on another machine with
-``promptsieve bench --skip-items``) alike. The noise floor is the union of the runs' noise
-rows (one per item). Screening records are kept with the run they came from (each screened its
-own ladder). The report is :func:`benchmarks.suite_report.write_suite_report`'s, so the
+(``--suite`` keeps one suite, ``--ratios`` the uncompressed rows and these ratios,
+``--methods`` the uncompressed rows and these methods: e.g. one method run on more items
+than the others), so each cell's paired tests compare the same items. Runs join (the same
+items, other methods or ratios) and stack (other items, e.g. a run continued on another
+machine with ``promptsieve bench --skip-items``) alike. The noise floor is the union of the
+runs' noise rows (one per item). Screening records are kept with the run they came from (each
+screened its own ladder). The report is :func:`benchmarks.suite_report.write_suite_report`'s, so the
 statistics are the single runs' (Wilson intervals, McNemar).
 """
 
@@ -44,10 +45,12 @@ def merge(
     suite: str | None = None,
     drop_differing: bool = False,
     ratios: Sequence[float] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """One results mapping from several ``results.json`` mappings of the same target.
 
-    ``ratios``: keep only the uncompressed rows and the rows at these ratios. Raises
+    ``ratios``: keep only the uncompressed rows and the rows at these ratios; ``methods``:
+    the uncompressed rows and these methods' rows. Raises
     :class:`MergeError` when the models differ, when no item has a row in every (method,
     ratio) cell, or when a (method, ratio, item) has two different answers. With
     ``drop_differing`` such items are left out instead, and listed in
@@ -56,7 +59,7 @@ def merge(
     models = {run["meta"].get("model") for run in runs}
     if len(models) != 1:
         raise MergeError(f"runs of different targets: {sorted(map(str, models))}")
-    keep = [_rows(run, suite, ratios) for run in runs]
+    keep = [_rows(run, suite, ratios, methods) for run in runs]
     cells: dict[tuple[str, float], set[str]] = {}
     for rows in keep:
         for r in rows:
@@ -129,12 +132,18 @@ def merge(
     }
 
 
-def _rows(run: Mapping[str, Any], suite: str | None, ratios: Sequence[float] | None) -> list[Row]:
+def _rows(
+    run: Mapping[str, Any],
+    suite: str | None,
+    ratios: Sequence[float] | None,
+    methods: Sequence[str] | None,
+) -> list[Row]:
     return [
         r
         for r in run["rows"]
         if (suite is None or r["suite"] == suite)
         and (ratios is None or r["method"] == "none" or float(r["ratio"]) in ratios)
+        and (methods is None or r["method"] == "none" or r["method"] in methods)
     ]
 
 
@@ -143,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="folders holding a results.json")
     ap.add_argument("--suite", default=None, help="keep only this suite")
     ap.add_argument("--ratios", default=None, help="comma list: keep only these ratios")
+    ap.add_argument(
+        "--methods", default=None, help="comma list: keep only these methods (and none)"
+    )
     ap.add_argument("--out", type=Path, required=True, help="folder for the merged report")
     ap.add_argument(
         "--drop-differing",
@@ -153,7 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
         runs = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in args.runs]
-        results = merge(runs, suite=args.suite, drop_differing=args.drop_differing, ratios=ratios)
+        methods = args.methods.split(",") if args.methods else None
+        results = merge(
+            runs,
+            suite=args.suite,
+            drop_differing=args.drop_differing,
+            ratios=ratios,
+            methods=methods,
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     # MergeError and a bad --ratios included; TypeError/KeyError: not a results.json

@@ -591,6 +591,16 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     assert partial["meta"]["items"] == 20 and len(partial["meta"]["incomplete_items"]) == 10
     with pytest.raises(MergeError, match="no run has rows at ratios"):
         merge([run(0.8, 30)], ratios=[0.7])
+    # --methods: a method run on 10 more items than another keeps its 30 when chosen alone
+    more = run(0.5, 30)
+    for r in more["rows"]:
+        r["method"] = "coarse" if r["method"] == "truncate" else r["method"]
+    assert merge([run(0.5, 20), more])["meta"]["items"] == 20
+    alone = merge([run(0.5, 20), more], methods=["coarse"])
+    assert alone["meta"]["items"] == 30 and {r["method"] for r in alone["rows"]} == {
+        "none",
+        "coarse",
+    }
     for name, data in (("a", run(0.5, 30)), ("b", run(0.8, 20))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(data))
