@@ -631,3 +631,30 @@ def test_a_derived_sieve_whose_store_went_bad_fails_open(
         assert model.invoke([HumanMessage(context(0))]).content == "ok"
     assert [b["messages"][0]["content"] for b in server.bodies()] == [context(0)] * 2
     assert base.stats.errors == 2
+
+
+def test_a_derived_sieve_shares_the_base_gate_with_its_optional_parts(tmp_path: Path) -> None:
+    """The derived sieve's gate is the base sieve's, opened on first use: its mode is read
+    without opening the store, and labelled mode's ``record_pair`` (and ``verdict``) reach
+    the base gate, as when the derived sieve held the base gate itself."""
+    from promptsieve_langchain._sieves import resolve
+
+    def judge(request: object, output: object) -> bool:
+        return True
+
+    base = Sieve(
+        SieveConfig(
+            verify=False,
+            ratio=0.5,
+            store_path=tmp_path / "verdicts.sqlite3",
+            gate=GateConfig(mode="labelled"),
+            judge=judge,
+        ),
+        compressor=WordDropCompressor(),
+    )
+    derived = resolve(base, verify=True, ratio=None)()
+    assert derived is not base and derived.config.verify
+    assert derived.gate_config is not None and derived.gate_config.mode == "labelled"
+    assert not (tmp_path / "verdicts.sqlite3").exists()  # nothing opened yet
+    assert derived.gate.record_pair == base.gate.record_pair  # type: ignore[attr-defined]
+    assert derived.gate.verdict == base.gate.verdict  # type: ignore[attr-defined]

@@ -152,9 +152,13 @@ class _SharedGate:
     def record(self, key: Any, ratio: float, agreed: bool | None) -> None:
         self._base.gate.record(key, ratio, agreed)
 
-    def verdict(self, key: Any) -> Any:
-        """The base gate's verdict; AttributeError for a gate that has none."""
-        return self._base.gate.verdict(key)  # type: ignore[attr-defined]
+    def __getattr__(self, name: str) -> Any:
+        """The base gate's optional parts (``verdict``, ``record_pair``, ``record_noise``),
+        present exactly when the base gate has them; looked up only after ``decide`` has
+        opened the gate."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._base.gate, name)
 
 
 def _derive(base: Sieve, config: SieveConfig, *, documents: bool = False) -> Sieve:
