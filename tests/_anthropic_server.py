@@ -3,7 +3,9 @@
 It is the OpenAI :class:`~_scripted_server.ScriptedServer` (recording, queued replies, waiting)
 speaking the Messages wire format: it answers ``POST /v1/messages`` from a script: queued
 replies first, then a responder (by default: a deterministic "model" that
-answers ``reply_text`` and reports the prompt's word count as ``usage.input_tokens``). A
+answers ``reply_text`` and reports the prompt's word count as ``usage.input_tokens``, and
+that refuses, with HTTP 400 as the Messages API does, a text block or message content that
+is empty or only whitespace, except in a final assistant message). A
 body with ``"stream": true`` gets the Messages SSE event sequence (``message_start`` …
 ``message_stop``) carrying the same answer.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from _scripted_server import Recorded, Reply, ScriptedServer
 
-__all__ = ["AnthropicServer", "Recorded", "Reply", "message", "prompt_words"]
+__all__ = ["AnthropicServer", "Recorded", "Reply", "blank_text", "message", "prompt_words"]
 
 
 def prompt_words(body: Any) -> int:
@@ -39,6 +41,22 @@ def prompt_words(body: Any) -> int:
         walk(body.get("system"))
         walk(body.get("messages"))
     return sum(len(t.split()) for t in texts)
+
+
+def blank_text(body: Any) -> bool:
+    """Whether ``body`` has a text block or message content that is empty or whitespace,
+    outside a final assistant message: the Messages API answers those with HTTP 400
+    ("text content blocks must be non-empty")."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(m, dict) or (m.get("role") == "assistant" and i == len(messages) - 1):
+            continue
+        c = m.get("content")
+        blocks = [{"type": "text", "text": c}] if isinstance(c, str) else c
+        for b in blocks if isinstance(blocks, list) else ():
+            if isinstance(b, dict) and b.get("type") == "text" and not str(b.get("text")).strip():
+                return True
+    return False
 
 
 def message(
@@ -113,6 +131,8 @@ class AnthropicServer(ScriptedServer):
         super().__init__(responder or self._default)
 
     def _default(self, rec: Recorded) -> Reply:
+        if blank_text(rec.json):
+            return Reply(status=400)
         return Reply(json=message(self.reply_text, input_tokens=prompt_words(rec.json)))
 
     @property

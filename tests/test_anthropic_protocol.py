@@ -19,7 +19,7 @@ require_module("anthropic", reason="the anthropic extra is not installed")
 import anthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
 
-from _anthropic_server import AnthropicServer, Reply, message
+from _anthropic_server import AnthropicServer, Reply, blank_text, message
 from _sieve_helpers import WordDropCompressor
 from promptsieve import ConfigError, Sieve, SieveConfig
 from promptsieve.fidelity import Gate, GateConfig, SQLiteStore
@@ -214,3 +214,46 @@ def test_a_failing_compressor_sends_the_original(server: AnthropicServer) -> Non
     (sent,) = server.bodies()
     assert sent["messages"][0]["content"][0]["text"] == LONG
     assert sieve.stats.errors == 1
+
+
+DOCS = [
+    "The harbour of Tarn has four cranes. They were built in 1962 by a Dutch firm and lift "
+    "containers from the ships onto the quay. Each crane can lift forty tonnes.",
+    "Bread in the old town is baked every morning at five. The bakers use rye flour from the "
+    "mills upriver. Tourists often queue for the dark loaves on Sundays.",
+    "The football club of the town plays in red shirts. Its stadium holds eight thousand "
+    "people. The club was promoted twice in the last decade.",
+    "A music festival takes place each August on the meadow by the river. Bands from all over "
+    "the country play folk and jazz for three days and nights.",
+]
+QUESTION = "How many cranes does the harbour of Tarn have?"
+
+
+def test_text_that_compression_empties_never_reaches_the_messages_api(
+    server: AnthropicServer,
+) -> None:
+    """The real coarse-to-fine compressor (MiniLM proxy) drops whole irrelevant passages,
+    which empties their text blocks; the Messages API answers an empty block with 400. The
+    emptied blocks are left out; a user turn emptied whole sends the original instead."""
+    sieve = Sieve(SieveConfig(verify=False, ratio=0.25, guard=False, scoring_budget_ms=60e3))
+    client = wrap_anthropic(_client(server), sieve)
+    blocks = [{"type": "text", "text": d} for d in [*DOCS, QUESTION]]
+    answer = client.messages.create(
+        model=MODEL, max_tokens=16, messages=[{"role": "user", "content": blocks}]
+    )
+    assert answer.content[0].text == "ok"
+    (sent,) = server.bodies()
+    assert not blank_text(sent)
+    texts = [b["text"] for b in sent["messages"][0]["content"]]
+    assert 1 < len(texts) < len(blocks) and texts[-1] == QUESTION  # passages dropped whole
+    assert sieve.stats.compressed == 1
+
+    turns: list[dict[str, Any]] = []
+    for d in DOCS:
+        turns += [{"role": "user", "content": d}, {"role": "assistant", "content": "Noted."}]
+    turns.append({"role": "user", "content": QUESTION})
+    answer = client.messages.create(model=MODEL, max_tokens=16, messages=copy.deepcopy(turns))
+    assert answer.content[0].text == "ok"
+    assert server.bodies()[-1]["messages"] == turns  # an emptied turn: the original went out
+    assert sieve.stats.errors == 1
+    sieve.close()

@@ -87,9 +87,45 @@ def from_anthropic(body: Mapping[str, Any]) -> AnthropicRequest | None:
         if tuple(prompt[: len(head)]) != head:
             raise UnsupportedRequest("the system prompt changed")
         new = conv.rebuild(tuple(prompt[len(head) :]))["messages"]
-        return kwargs if new is messages else {**kwargs, "messages": new}
+        if new is messages:
+            return kwargs
+        kept = [_without_blank_text(o, n) for o, n in zip(messages, new, strict=True)]
+        return {**kwargs, "messages": kept}
 
     return AnthropicRequest(Request(neutral, model, ENDPOINT), kwargs, rebuild)
+
+
+def _blank(text: Any) -> bool:
+    return isinstance(text, str) and not text.strip()
+
+
+def _without_blank_text(orig: Any, new: Any) -> Any:
+    """``new`` (the rebuilt ``orig``) without the text blocks that compression emptied.
+
+    The Messages API refuses empty or whitespace-only text blocks and message contents
+    (HTTP 400), so a block emptied by compression is left out of its message. Raises
+    :class:`UnsupportedRequest` (the original goes out) when a message's whole text was
+    emptied, or when an emptied block carries ``cache_control``.
+    """
+    if new is orig:
+        return new
+    before, after = orig.get("content"), new.get("content")
+    if isinstance(after, str):
+        if _blank(after) and not _blank(before):
+            raise UnsupportedRequest("a message's text was removed entirely")
+        return new
+    kept = [
+        a
+        for b, a in zip(before, after, strict=True)
+        if not (isinstance(a, Mapping) and a.get("type") == "text" and _blank(a.get("text")))
+        or _blank(b.get("text"))
+    ]
+    if len(kept) == len(after):
+        return new
+    dropped = [a for a in after if not any(a is k for k in kept)]
+    if not kept or any("cache_control" in a for a in dropped):
+        raise UnsupportedRequest("every text block of a message was emptied, or a cached one")
+    return {**new, "content": kept}
 
 
 def background_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
