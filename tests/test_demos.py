@@ -120,6 +120,10 @@ def test_attribution_is_cached_per_proxy_and_version(scorer: CosineScorer, tmp_p
     d = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
     assert not d.cached and scorer.calls == 2
     assert "Paris" not in path.read_text()  # values and hashes only, never prompt text
+    # a cache file that is valid JSON of another shape is recomputed, not a crash
+    path.write_text("[1, 2]")
+    e = attribute_demos(DEMOS, VAL, fmt=FMT, config=cfg, scorer=scorer)
+    assert not e.cached and e.values == a.values and scorer.calls == 3
 
 
 def test_kernel_method_and_ranking(scorer: CosineScorer, tmp_path: Path) -> None:
@@ -142,6 +146,29 @@ def test_fewer_than_two_demonstrations_change_nothing(scorer: CosineScorer) -> N
     out = comp.compress(prompt, ratio=0.25)
     assert not out.changed and out.prompt == prompt
     assert demo_ladder(1) == [] and demo_ladder(8) == [6, 4, 2]
+
+
+@pytest.mark.parametrize(
+    ("demos", "validation", "match"),
+    [
+        (DEMOS, [ValidationExample("x?", "  ")], r"validation answers \[0\] are empty"),
+        (DEMOS, [{"input": "x?", "answer": "y"}], r"validation \[0\] must be ValidationExample"),
+        ([{"input": "a", "output": "b"}] * 3, VAL, r"demos \[0, 1, 2\] must be Demonstration"),
+        ([("a", "b"), DEMOS[0]], VAL, r"demos \[0\] must be Demonstration objects, got tuple"),
+        (DEMOS, [], "at least one validation request"),
+    ],
+)
+def test_bad_demonstrations_or_validation_are_refused_at_construction(
+    demos: Any, validation: Any, match: str
+) -> None:
+    """Before any model loads (no scorer is given: the LM proxy would be the default), not
+    in the background attribution thread where it could only be logged."""
+    with pytest.raises(ConfigError, match="DemoCompressor.*" + match):
+        DemoCompressor(demos, validation, fmt=FMT)
+    with pytest.raises(ConfigError, match=r"Demonstration\(output=...\) must be a string"):
+        Demonstration("2+2", 4)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"ValidationExample\(input=...\) must be a string"):
+        ValidationExample(None, "4")  # type: ignore[arg-type]
 
 
 def test_bad_validation_is_a_clear_error(scorer: CosineScorer) -> None:

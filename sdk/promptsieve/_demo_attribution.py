@@ -25,6 +25,7 @@ from promptsieve._demo_types import (
     DemoFormat,
     Demonstration,
     ValidationExample,
+    checked_inputs,
 )
 from promptsieve._errors import ConfigError
 
@@ -66,6 +67,8 @@ def _read_cache(path: Path, proxy: str) -> DemoAttribution | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):  # valid JSON of another shape: recompute
         return None
     # never reuse another proxy's or version's values, even under a colliding file name
     if data.get("version") != DEMOS_VERSION or data.get("proxy") != proxy:
@@ -130,18 +133,12 @@ def attribute_demos(
     """
     fmt = fmt or DemoFormat()
     config = config or DemoAttributionConfig()
-    demos = list(demos)
+    demos_t, validation_t = checked_inputs("attribution", demos, validation)
+    demos = list(demos_t)
     n = len(demos)
     if n < 2:
         return DemoAttribution((0.0,) * n, 0.0, 0.0, "none", 0, "", "", 0.0, 0)
-    validation = list(validation)[: config.max_validation]
-    if not validation:
-        raise ConfigError("attribution needs at least one validation request with an answer")
-    empty = [i for i, v in enumerate(validation) if not v.answer.strip()]
-    if empty:
-        raise ConfigError(
-            f"validation answers {empty} are empty: the proxy can only score a non-empty answer"
-        )
+    validation = list(validation_t)[: config.max_validation]
     if scorer is None:
         scorer = _default_scorer(config)
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from promptsieve._demo_types import (
     DemoFormat,
     Demonstration,
     ValidationExample,
+    checked_inputs,
 )
 from promptsieve._errors import ConfigError
 from promptsieve._threads import SieveClosed, register, start_background
@@ -108,8 +109,7 @@ class DemoCompressor:
         config: DemoAttributionConfig | None = None,
         scorer: CoalitionScorer | HeadDemoScorer | None = None,
     ) -> None:
-        self.demos = tuple(demos)
-        self.validation = tuple(validation)
+        self.demos, self.validation = checked_inputs("DemoCompressor", demos, validation)
         self.fmt = fmt or DemoFormat()
         self.config = config or DemoAttributionConfig()
         self._scorer = scorer
@@ -119,8 +119,6 @@ class DemoCompressor:
         self._lock = threading.Lock()  # held by prepare() for the whole attribution
         self._start_lock = threading.Lock()  # held only to start the thread: never waits on it
         register(self)  # reset in a forked child
-        if len(self.demos) >= 2 and not self.validation:
-            raise ConfigError("DemoCompressor needs validation requests with answers")
         blob = json.dumps([[d.input, d.output] for d in self.demos]).encode()
         self._set_hash = hashlib.sha256(blob).hexdigest()[:16]
 

@@ -30,10 +30,16 @@ DEMOS_VERSION = 1
 
 @dataclass(frozen=True)
 class Demonstration:
-    """One few-shot demonstration: an input and its output (answer)."""
+    """One few-shot demonstration: an input and its output (answer).
+
+    Raises :class:`ConfigError` when a field is not a string.
+    """
 
     input: str
     output: str
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,43 @@ class ValidationExample:
 
     input: str
     answer: str
+
+    def __post_init__(self) -> None:
+        check_field_types(self)  # Raises ConfigError when a field is not a string
+
+
+def checked_inputs(
+    owner: str, demos: Sequence[Any], validation: Sequence[Any]
+) -> tuple[tuple[Demonstration, ...], tuple[ValidationExample, ...]]:
+    """``demos`` and ``validation`` as tuples, checked before any model runs.
+
+    Raises :class:`ConfigError` (naming ``owner`` and the index) when an item is not a
+    :class:`Demonstration` / :class:`ValidationExample`, or when there are at least two
+    demonstrations (something to attribute) and no validation request, or a validation
+    answer is empty (the proxy can only score a non-empty answer).
+    """
+    demos_t, validation_t = tuple(demos), tuple(validation)
+    for name, items, cls in (
+        ("demos", demos_t, Demonstration),
+        ("validation", validation_t, ValidationExample),
+    ):
+        bad = [i for i, x in enumerate(items) if not isinstance(x, cls)]
+        if bad:
+            got = type(items[bad[0]]).__name__
+            raise ConfigError(
+                f"{owner}: {name} {bad} must be {cls.__name__} objects, got {got} "
+                f"(promptsieve.demos.{cls.__name__}(...))"
+            )
+    if len(demos_t) >= 2:
+        if not validation_t:
+            raise ConfigError(f"{owner} needs at least one validation request with an answer")
+        empty = [i for i, v in enumerate(validation_t) if not v.answer.strip()]
+        if empty:
+            raise ConfigError(
+                f"{owner}: validation answers {empty} are empty: "
+                "the proxy can only score a non-empty answer"
+            )
+    return demos_t, validation_t
 
 
 @dataclass(frozen=True)
