@@ -270,6 +270,22 @@ def test_screen_temperature_must_be_finite_and_not_negative(
     _one_line_error(res, "error: --temperature must be a finite number >= 0")
 
 
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [(".judges:judge", "TypeError"), ("broken_judge:judge", "SyntaxError")],
+)
+def test_screen_judge_that_cannot_be_imported_is_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str, needle: str
+) -> None:
+    """A relative module name or a judge module with a syntax error printed a traceback."""
+    (tmp_path / "broken_judge.py").write_text("def judge(sample, out:\n    return True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(SAMPLE * 6)
+    args = [*_screen_args(samples, "http://127.0.0.1:9/v1"), "--mode", "labelled", "--judge", spec]
+    _one_line_error(CliRunner().invoke(app, args), f"cannot load judge {spec!r}: {needle}")
+
+
 def test_screen_names_the_line_of_an_integer_over_the_digit_limit(tmp_path: Path) -> None:
     samples = tmp_path / "s.jsonl"
     samples.write_text(SAMPLE + '{"prompt": "x", "n": ' + "9" * 5000 + "}\n")

@@ -119,6 +119,20 @@ def test_litellm_handler_refuses_a_sieve_config() -> None:
     handler.sieve.close()
 
 
+@pytest.mark.parametrize("ttl", ["600", -1, 0, math.nan, math.inf, True, None])
+def test_litellm_handler_refuses_a_bad_plan_ttl(sieve: Sieve, ttl: object) -> None:
+    """A string failed the second of two concurrent requests with a TypeError (its shadow
+    slot leaked); a negative TTL dropped every other pending plan, so screening never got a
+    comparison; NaN never expired a plan. Each is now refused at construction."""
+    from promptsieve_litellm import PromptSieveLiteLLM
+
+    with pytest.raises(ConfigError, match=r"plan_ttl_s must be a finite number of seconds > 0"):
+        PromptSieveLiteLLM(sieve, plan_ttl_s=ttl)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"PromptSieveLiteLLM: task must be a non-empty"):
+        PromptSieveLiteLLM(sieve, task=" ")
+    assert PromptSieveLiteLLM(sieve, task="qa", plan_ttl_s=30).plan_ttl_s == 30
+
+
 def test_langchain_components_use_the_same_check(sieve: Sieve) -> None:
     from promptsieve_langchain import compress_messages
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -184,6 +185,27 @@ def test_cli_bad_input_is_a_clear_message(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and "usd_per_million_input_tokens" in r.output
     assert "Traceback" not in r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("meta", [None, "[]", '{"state": "passed", "ratio": "abc"}'])
+def test_cli_store_with_a_corrupt_verdict_row_is_a_clear_message(
+    tmp_path: Path, meta: str | None
+) -> None:
+    """A verdict row whose meta is NULL, not an object, or holds a ratio that is not a
+    number (written by something else, or gone bad) printed a traceback."""
+    path = tmp_path / "v.sqlite3"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("CREATE TABLE verdicts_loose AS SELECT * FROM verdicts WHERE 0")
+        conn.execute("DROP TABLE verdicts")
+        conn.execute("ALTER TABLE verdicts_loose RENAME TO verdicts")
+        conn.execute("INSERT INTO verdicts VALUES ('v1', 't', 'm', 'p', 0, 1, ?)", (meta,))
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(app, ["report", "--html", str(out), "--store", str(path)])
+    assert r.exit_code == 2, r.output
+    assert "verdict store" in r.output and "Traceback" not in r.output
     assert not out.exists()
 
 

@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("anthropic", "anthropic") from exc
 
 from promptsieve import Sieve
-from promptsieve._patching import check_sieve
+from promptsieve._patching import check_sieve, check_task
 from promptsieve_anthropic._convert import AnthropicRequest, from_anthropic
 from promptsieve_anthropic._wrap import patch, sieve_of, unpatch
 
@@ -46,8 +46,7 @@ def wrap_anthropic(
             "wrap_anthropic expects anthropic.Anthropic or anthropic.AsyncAnthropic, "
             f"not {type(client).__name__}"
         )
-    if task is not None and (not isinstance(task, str) or not task.strip()):
-        raise ConfigError("task must be a non-empty string")
+    check_task("wrap_anthropic", task)
     check_sieve("wrap_anthropic", sieve)
     patch(client, sieve if sieve is not None else Sieve(), task)
     return client

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import threading
 import time
 import uuid
@@ -31,8 +32,8 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from promptsieve import Call, Plan, Prompt, Sieve, TargetOutput
-from promptsieve._patching import check_sieve
+from promptsieve import Call, ConfigError, Plan, Prompt, Sieve, TargetOutput
+from promptsieve._patching import check_sieve, check_task
 from promptsieve.convert import OpenAIRequest, from_openai
 
 __all__ = ["PromptSieveLiteLLM"]
@@ -76,13 +77,25 @@ class PromptSieveLiteLLM(CustomLogger):
     for its callback before it is dropped (and its shadow slot freed). ``sieve``: a
     :class:`promptsieve.Sieve`, or None for a default ``Sieve()``. Raises
     :class:`~promptsieve.ConfigError` for a ``sieve`` that is not a ``Sieve`` (e.g. a
-    ``SieveConfig``).
+    ``SieveConfig``), an empty ``task``, or a ``plan_ttl_s`` that is not a finite number of
+    seconds > 0.
     """
 
     def __init__(
         self, sieve: Sieve | None = None, *, task: str | None = None, plan_ttl_s: float = 600.0
     ) -> None:
         check_sieve("PromptSieveLiteLLM", sieve)
+        check_task("PromptSieveLiteLLM", task)
+        if (
+            isinstance(plan_ttl_s, bool)
+            or not isinstance(plan_ttl_s, (int, float))
+            or not math.isfinite(plan_ttl_s)
+            or plan_ttl_s <= 0
+        ):
+            raise ConfigError(
+                f"PromptSieveLiteLLM: plan_ttl_s must be a finite number of seconds > 0, "
+                f"got {plan_ttl_s!r}"
+            )
         super().__init__()
         self.sieve = sieve if sieve is not None else Sieve()
         self.task = task

@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("openai", "openai") from exc
 
 from promptsieve import Sieve
-from promptsieve._patching import check_sieve
+from promptsieve._patching import check_sieve, check_task
 from promptsieve_openai._wrap import patch, sieve_of, unpatch
 
 __all__ = ["sieve_of", "unwrap_openai", "wrap_openai"]
@@ -41,8 +41,7 @@ def wrap_openai(client: ClientT, sieve: Sieve | None = None, *, task: str | None
         raise ConfigError(
             f"wrap_openai expects openai.OpenAI or openai.AsyncOpenAI, not {type(client).__name__}"
         )
-    if task is not None and (not isinstance(task, str) or not task.strip()):
-        raise ConfigError("task must be a non-empty string")
+    check_task("wrap_openai", task)
     check_sieve("wrap_openai", sieve)
     patch(client, sieve if sieve is not None else Sieve(), task)
     return client

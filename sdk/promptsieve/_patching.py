@@ -66,6 +66,12 @@ def check_sieve(owner: str, sieve: object) -> None:
     raise ConfigError(f"{owner}: sieve must be a promptsieve Sieve, not {name}; {fix}")
 
 
+def check_task(owner: str, task: object) -> None:
+    """Raise :class:`ConfigError` unless ``task`` is None or a non-empty string."""
+    if task is not None and (not isinstance(task, str) or not task.strip()):
+        raise ConfigError(f"{owner}: task must be a non-empty string, got {task!r}")
+
+
 def sieve_of(client: object) -> Sieve | None:
     """The sieve ``client`` was patched with (None: not patched)."""
     state = getattr(client, STATE, None)

@@ -223,7 +223,7 @@ def _read_verdicts(path: Path) -> list[dict[str, Any]]:
                 {"task": task, "model": model, "meta": json.loads(meta), "counters": counters}
             )
         return rows
-    except (sqlite3.Error, ValueError) as exc:
+    except (sqlite3.Error, TypeError, ValueError) as exc:
         raise StoreError(f"verdict store {path}: {exc}") from exc
     finally:
         conn.close()
@@ -329,10 +329,16 @@ def read_report(
         key = (row["task"], row["model"])
         t = tasks.setdefault(key, TaskSummary(*key))
         t.verdicts += 1
-        updated = float(row["meta"].get("updated_at") or 0.0)
-        if updated >= newest.get(key, -1.0):
-            newest[key] = updated
-            _apply_verdict(t, row["meta"], row["counters"])
+        try:  # a row written by something else, or gone bad: a clear StoreError, no traceback
+            updated = float(row["meta"].get("updated_at") or 0.0)
+            if updated >= newest.get(key, -1.0):
+                newest[key] = updated
+                _apply_verdict(t, row["meta"], row["counters"])
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"verdict store {store}: a corrupt verdict row (task {key[0]!r}, "
+                f"model {key[1]!r}): {type(exc).__name__}: {exc}"
+            ) from exc
     ledger = read_ledger(ledger_path, redis_prefix=redis_prefix)
     by_task: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
     for r in ledger:

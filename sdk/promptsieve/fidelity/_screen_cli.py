@@ -56,8 +56,8 @@ def _load_judge(spec: str) -> Judge:
         raise ConfigError(f"--judge must be 'module:function', got {spec!r}")
     try:
         fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load judge {spec!r}: {exc}") from exc
+    except Exception as exc:  # the user's module: a syntax error, a relative name, ...
+        raise ConfigError(f"cannot load judge {spec!r}: {type(exc).__name__}: {exc}") from exc
     if not callable(fn):
         raise ConfigError(f"judge {spec!r} is not callable")
     return fn
