@@ -308,3 +308,42 @@ def test_converter_leaves_out_only_plain_text_turns() -> None:
     ):
         with pytest.raises(UnsupportedRequest):
             conv.rebuild(bad)
+
+
+def test_wrap_anthropic_drops_demonstration_message_pairs(
+    scorer: CosineScorer, tmp_path: Path
+) -> None:
+    """The same through ``wrap_anthropic``: the Messages body goes out without the least
+    useful pairs; ``system`` (the parameter, with its cache_control), a chat turn that is not
+    a demonstration and the final question go out as they were."""
+    pytest.importorskip("anthropic", reason="the anthropic extra is not installed")
+    import anthropic
+
+    from _anthropic_server import AnthropicServer
+    from promptsieve_anthropic import wrap_anthropic
+
+    comp, kept = _compressor(scorer, tmp_path)
+    pairs = _pairs()
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    chat_turn = [  # not a demonstration: never dropped
+        {"role": "user", "content": "Hello, can you answer quiz questions?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes, ask away."}]},
+    ]
+    final = {"role": "user", "content": [{"type": "text", "text": QUESTION}]}
+    messages = [*chat_turn, *pairs, final]
+    expect = [*chat_turn, *[m for i in kept for m in pairs[2 * i : 2 * i + 2]], final]
+    sieve = _sieve(comp)
+    with AnthropicServer() as srv:
+        client = wrap_anthropic(
+            anthropic.Anthropic(base_url=srv.url, api_key="x", max_retries=0),
+            sieve,
+            task="demo-task",
+        )
+        out = client.messages.create(
+            model="claude-test", max_tokens=16, system=system, messages=messages
+        )
+        assert out.content[0].text == "ok"
+        (sent,) = srv.bodies()
+    assert sent["messages"] == expect and sent["system"] == system
+    assert sieve.stats.compressed == 1
+    sieve.close()

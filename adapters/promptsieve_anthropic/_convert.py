@@ -10,7 +10,10 @@ as a protected system message.
 Never altered: ``system`` (string or blocks), ``tools``, ``tool_use``/``tool_result`` blocks,
 images, documents, thinking blocks, any block given as an SDK object, and every other
 parameter. Only ``text`` blocks and string contents of user/assistant messages may change;
-a changed block keeps its other keys (``cache_control``, ``citations``).
+a changed block keeps its other keys (``cache_control``, ``citations``). Whole
+user/assistant text turns may be left out (demonstration pairs removed by
+:class:`promptsieve.demos.DemoCompressor`), by the rule of
+:func:`promptsieve.convert.kept_indices`.
 """
 
 from __future__ import annotations
@@ -82,15 +85,18 @@ def from_anthropic(body: Mapping[str, Any]) -> AnthropicRequest | None:
     neutral = (*head, *conv.request.prompt)
 
     def rebuild(prompt: Prompt) -> dict[str, Any]:
-        if isinstance(prompt, str) or len(prompt) != len(neutral):
+        if isinstance(prompt, str) or len(prompt) > len(neutral):
             raise UnsupportedRequest("message count changed")
         if tuple(prompt[: len(head)]) != head:
             raise UnsupportedRequest("the system prompt changed")
+        # fewer messages: whole demonstration turns left out, by the rule every adapter
+        # shares (promptsieve.convert.kept_indices); the kept ones are the caller's own
         new = conv.rebuild(tuple(prompt[len(head) :]))["messages"]
         if new is messages:
             return kwargs
-        kept = [_without_blank_text(o, n) for o, n in zip(messages, new, strict=True)]
-        return {**kwargs, "messages": kept}
+        if len(new) == len(messages):
+            new = [_without_blank_text(o, n) for o, n in zip(messages, new, strict=True)]
+        return {**kwargs, "messages": new}
 
     return AnthropicRequest(Request(neutral, model, ENDPOINT), kwargs, rebuild)
 

@@ -87,12 +87,12 @@ class DemoCompressor:
     chat way: one user and one assistant message per demonstration before the final
     question). A prompt in which they are not all found goes out unchanged. Message pairs
     are left out whole; system messages, other turns and the final question are kept as
-    they were. Through ``wrap_openai`` (chat completions and Responses) and the LangChain
-    wrappers (``wrap_chat_model``, ``compress_messages``, ``SieveMiddleware``) the request
-    then goes out without those messages, by one rule for every adapter
-    (:func:`promptsieve.convert.kept_indices`); a pair that carries a tool call, a non-text
-    part or another field (``additional_kwargs``, ...) cannot be left out, and the request
-    goes out unchanged.
+    they were. Through ``wrap_openai`` (chat completions and Responses),
+    ``wrap_anthropic`` (Messages) and the LangChain wrappers (``wrap_chat_model``,
+    ``compress_messages``, ``SieveMiddleware``) the request then goes out without those
+    messages, by one rule for every adapter (:func:`promptsieve.convert.kept_indices`); a
+    pair that carries a tool call, a non-text part or another field
+    (``additional_kwargs``, ...) cannot be left out, and the request goes out unchanged.
 
     Attribution is computed once, in a background thread started by the first
     :meth:`compress` (which returns the prompt unchanged until it is ready) or up front by
