@@ -141,6 +141,30 @@ def test_langchain_components_use_the_same_check(sieve: Sieve) -> None:
     assert compress_messages(sieve, task="qa").invoke("hello there") == "hello there"
 
 
+@pytest.mark.parametrize("task", ["   ", "", 123, ["a"]])
+def test_langchain_components_refuse_a_bad_task(sieve: Sieve, task: object) -> None:
+    """Accepted before: an empty task failed every request inside the sieve (counted as an
+    error, never screened); a non-string one raised pydantic's ValidationError."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from promptsieve_langchain import (
+        SieveDocumentCompressor,
+        SieveMiddleware,
+        compress_messages,
+        wrap_chat_model,
+    )
+
+    makers = [
+        lambda: wrap_chat_model(GenericFakeChatModel(messages=iter(())), sieve, task=task),
+        lambda: compress_messages(sieve, task=task),
+        lambda: SieveDocumentCompressor(sieve=sieve, task=task),
+        lambda: SieveMiddleware(sieve, task=task),  # type: ignore[arg-type]
+    ]
+    for make in makers:
+        with pytest.raises(ConfigError, match="task must be a non-empty string"):
+            make()
+
+
 # -- 2. SieveConfig: where the store may live, and finite budgets -----------------------------
 
 

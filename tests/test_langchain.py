@@ -468,6 +468,33 @@ def test_wrapped_chat_model_screens_to_a_pass_then_compresses(
     assert user_text(chat_bodies(server)[-1]) not in originals
 
 
+def test_wrapped_model_that_does_not_stream_natively_still_streams(
+    sieve: Sieve, server: ScriptedServer
+) -> None:
+    """A model with ``disable_streaming`` (or no ``_stream``) answers ``stream`` with its
+    whole message, not a chunk: through the wrapper that raised a pydantic ValidationError
+    into every stream, astream and astream_events call, bypass included. Now the wrapped
+    model streams what the bare one streams, and the compressed prompt goes out."""
+    pass_verdict(sieve, "qa")
+    inner = chat_model(server.url, disable_streaming=True)
+    model = wrap_chat_model(inner, sieve, task="qa")
+    messages = qa_prompt().invoke(qa_input()).to_messages()
+    bare = "".join(str(c.content) for c in inner.stream(messages))
+    assert bare == "ok" and "".join(str(c.content) for c in model.stream(messages)) == bare
+
+    async def both() -> tuple[str, list[str]]:
+        chunks = "".join([str(c.content) async for c in model.astream(messages)])
+        events = [e["event"] async for e in model.astream_events(messages, version="v2")]
+        return chunks, events
+
+    chunks, events = asyncio.run(both())
+    assert chunks == bare and "on_chat_model_end" in events
+    bodies = chat_bodies(server)
+    assert len(bodies) == 4 and not any(b.get("stream") for b in bodies)  # invoked, not streamed
+    assert all(len(user_text(b)) < 0.8 * len(context(0)) for b in bodies[1:])
+    assert sieve.stats.errors == 0 and sieve.stats.decisions["apply"] == 3
+
+
 async def test_wrapped_chat_model_async_tools_and_events(
     sieve: Sieve, server: ScriptedServer
 ) -> None:

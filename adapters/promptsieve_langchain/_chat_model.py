@@ -16,7 +16,7 @@ from typing import Any, cast
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.tools import BaseTool
@@ -179,6 +179,8 @@ class SieveChatModel(BaseChatModel):
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     # -- stream ---------------------------------------------------------------------------
+    # A model that does not stream natively (no _stream, or disable_streaming) answers
+    # BaseChatModel.stream with its whole message, not a chunk: _as_chunk converts it.
     # BaseChatModel reports each chunk to the callbacks itself; the wrapped model's own
     # stream runs without them so that every token is reported once. A caller that stops
     # reading (GeneratorExit) leaves the call normally: both variants are compared.
@@ -194,8 +196,9 @@ class SieveChatModel(BaseChatModel):
             self._event(call.plan, child_callbacks(run_manager))
             final: BaseMessageChunk | None = None
             for chunk in self.llm.stream(call.payload, {"callbacks": []}, stop=stop, **kwargs):
-                final = chunk if final is None else final + chunk
-                yield ChatGenerationChunk(message=chunk)
+                piece = _as_chunk(chunk)
+                final = piece if final is None else final + piece
+                yield ChatGenerationChunk(message=piece)
             call.read(_read_final, final)
 
     async def _astream(
@@ -212,8 +215,9 @@ class SieveChatModel(BaseChatModel):
             async for chunk in self.llm.astream(
                 call.payload, {"callbacks": []}, stop=stop, **kwargs
             ):
-                final = chunk if final is None else final + chunk
-                yield ChatGenerationChunk(message=chunk)
+                piece = _as_chunk(chunk)
+                final = piece if final is None else final + piece
+                yield ChatGenerationChunk(message=piece)
             call.read(_read_final, final)
 
     # -- tools ----------------------------------------------------------------------------
@@ -265,3 +269,11 @@ def _read_final(msg: BaseMessage | None) -> tuple[TargetOutput | None, int | Non
     if msg is None:
         return None, None
     return target_output(msg), prompt_tokens(msg)
+
+
+def _as_chunk(message: BaseMessage) -> BaseMessageChunk:
+    """``message`` as a chunk: itself when it is one, else an ``AIMessageChunk`` with the
+    same fields (content, tool calls, usage, id), as LangChain's own merge expects."""
+    if isinstance(message, BaseMessageChunk):
+        return message
+    return AIMessageChunk(**message.model_dump(exclude={"type"}))

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
 from promptsieve import Call, Prompt, Request, Sieve, TargetOutput
+from promptsieve._patching import check_task
 from promptsieve_langchain._convert import (
     model_name,
     prompt_tokens,
@@ -44,6 +45,7 @@ class SieveMiddleware(AgentMiddleware):
         ratio: float | None = None,
     ) -> None:
         super().__init__()
+        check_task("SieveMiddleware", task)
         self.task = task
         self._resolve = resolve(sieve, verify=verify, ratio=ratio)
 

@@ -19,7 +19,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from promptsieve import Compressor, ConfigError, GateConfig, Plan, Sieve, SieveConfig
-from promptsieve._patching import check_sieve
+from promptsieve._patching import check_sieve, check_task
 
 __all__ = [
     "COMPARISON_CONFIG",
@@ -309,4 +309,5 @@ def check_settings(data: dict[str, Any]) -> None:
     """Raise ConfigError for a bad sieve/verify/ratio combination (component constructors)."""
     sieve = data.get("sieve")
     check_sieve("promptsieve_langchain", sieve)
+    check_task("promptsieve_langchain", data.get("task"))
     resolve(sieve, verify=data.get("verify"), ratio=data.get("ratio"))
