@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from promptsieve import (
     SieveConfig,
     SQLiteStore,
 )
+from promptsieve.fidelity import ScreenConfig
 from promptsieve.testing import ScriptedTarget
 from promptsieve_anthropic import sieve_of as anthropic_sieve_of
 from promptsieve_anthropic import wrap_anthropic
@@ -231,7 +233,7 @@ def test_good_store_paths_are_accepted_and_work(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", [math.inf, math.nan, 0, -1.0])
 def test_scoring_budget_must_be_finite_and_positive(value: float) -> None:
-    with pytest.raises(ConfigError, match="scoring_budget_ms must be a positive, finite number"):
+    with pytest.raises(ConfigError, match="scoring_budget_ms must be a finite number > 0"):
         SieveConfig(scoring_budget_ms=value)
 
 
@@ -241,6 +243,26 @@ def test_waits_must_be_finite() -> None:
     with pytest.raises(ConfigError, match="drain_timeout_s must be a finite"):
         SieveConfig(drain_timeout_s=math.inf)
     assert SieveConfig(scoring_budget_ms=1e9, backpressure_wait_ms=0).scoring_budget_ms == 1e9
+
+
+def test_waits_longer_than_the_platform_takes_are_refused() -> None:
+    """Finite but past threading.TIMEOUT_MAX (about 9.2e9 s): accepted before, then every
+    wait raised OverflowError, from the user's call (backpressure) and from close()."""
+    over_s = threading.TIMEOUT_MAX * 2
+    for field, value in (
+        ("backpressure_wait_ms", over_s * 1e3),
+        ("drain_timeout_s", over_s),
+        ("scoring_budget_ms", over_s * 1e3),
+    ):
+        with pytest.raises(ConfigError, match=rf"{field} must be .* at most"):
+            SieveConfig(**{field: value})
+    with pytest.raises(ConfigError, match="judge_timeout_s must be a finite number > 0"):
+        ScreenConfig(judge_timeout_s=math.inf)
+    for bad in (-1, math.nan, math.inf, "2", over_s):
+        with pytest.raises(ConfigError, match=r"RedisStore\(socket_timeout_s=...\) must be"):
+            RedisStore("redis://127.0.0.1:1/0", socket_timeout_s=bad)  # type: ignore[arg-type]
+    sieve = Sieve(SieveConfig(drain_timeout_s=threading.TIMEOUT_MAX, verify=False, ratio=0.5))
+    sieve.close()  # the longest wait the platform takes: close() does not overflow
 
 
 # -- 3. wrong-typed paths and URLs --------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import time
 from collections.abc import Iterator
@@ -164,6 +165,21 @@ def test_redis_keys_expire_with_the_verdict(redis_url: str) -> None:
     assert 0 < ttl_v <= (60 + 24 * 3600) * 1000
     assert 0 < ttl_c <= ttl_v + 1000
     s.close()
+
+
+@pytest.mark.parametrize("ttl", [math.inf, 1e300])
+def test_a_verdict_that_never_expires_is_stored_whole(store: VerdictStore, ttl: float) -> None:
+    """GateConfig(ttl=math.inf) or a huge ttl: on Redis, put raised OverflowError (inf) or
+    wrote the verdict and then failed its PEXPIREAT (1e300), on every decide. Now such a
+    verdict is kept without an expiry, as on SQLite."""
+    verdict = _screening(ttl=ttl)
+    assert store.put(KEY, verdict, expected_version=None)
+    store.record(KEY, 1, 0.8, True)
+    got = store.get(KEY)
+    assert got is not None and got.expires_at == verdict.expires_at
+    assert got.counts[0.8].n == 1
+    if isinstance(store, RedisStore):
+        assert store.client.pttl(store._vkey(KEY)) == -1  # kept without an expiry
 
 
 def test_outages_raise_store_error(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import inspect
 import numbers
 import os
 import reprlib
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -31,7 +32,13 @@ from typing import Any, Literal, Union
 
 from promptsieve._errors import ConfigError
 
-__all__ = ["check_field_types", "check_instance", "check_members", "check_not_config"]
+__all__ = [
+    "check_field_types",
+    "check_instance",
+    "check_members",
+    "check_not_config",
+    "check_wait",
+]
 
 _NO = object()  # "does not fit"
 _SHORT = reprlib.Repr()  # Python 3.10 and 3.11 take no keyword arguments here
@@ -239,3 +246,24 @@ def _describe(hint: Any) -> str:
 def _plural(hint: Any) -> str:
     plurals = {float: "numbers", int: "whole numbers", str: "strings"}
     return plurals.get(hint) or _describe(hint)
+
+
+def check_wait(name: str, seconds: float, *, zero_ok: bool = True, unit: str = "s") -> None:
+    """Raise :class:`ConfigError` unless ``seconds`` is a wait the platform can take: a
+    number, finite, > 0 (or >= 0 with ``zero_ok``) and at most ``threading.TIMEOUT_MAX``
+    (about 292 years on Linux; a longer timeout raises ``OverflowError`` in every lock or
+    condition wait). ``name`` names the setting; ``unit`` the unit the user gave it in
+    ("s" or "ms"), used only in the message."""
+    scale = 1e3 if unit == "ms" else 1.0
+    ok = (
+        isinstance(seconds, numbers.Real)
+        and not isinstance(seconds, bool)
+        and (seconds >= 0 if zero_ok else seconds > 0)
+        and seconds <= threading.TIMEOUT_MAX
+    )
+    if not ok:  # NaN and infinities fail the comparisons above
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(
+            f"{name} must be a finite number {bound} and at most "
+            f"{threading.TIMEOUT_MAX * scale:.3g} {unit}, got {seconds!r}"
+        )

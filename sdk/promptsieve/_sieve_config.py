@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from promptsieve._config_types import check_field_types
+from promptsieve._config_types import check_field_types, check_wait
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import Decision, GateConfig, TargetOutput, VerdictKey
 from promptsieve.fidelity.gate import check_guard_threshold
@@ -113,19 +112,13 @@ class SieveConfig:
             raise ConfigError("verify=False applies a fixed ratio: set SieveConfig(ratio=...)")
         if self.guard_threshold is not None:
             check_guard_threshold(self.guard_threshold)
-        if not (self.scoring_budget_ms > 0 and math.isfinite(self.scoring_budget_ms)):
-            raise ConfigError(
-                f"scoring_budget_ms must be a positive, finite number of milliseconds, got "
-                f"{self.scoring_budget_ms!r}"
-            )
+        # waits the platform can take: longer ones overflow every lock wait (OverflowError)
+        check_wait("scoring_budget_ms", self.scoring_budget_ms / 1e3, zero_ok=False, unit="ms")
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        # finite: an infinite wait overflows the platform's timeout (OverflowError)
-        if not (self.backpressure_wait_ms >= 0 and math.isfinite(self.backpressure_wait_ms)):
-            raise ConfigError("backpressure_wait_ms must be a finite number >= 0")
-        if not (self.drain_timeout_s >= 0 and math.isfinite(self.drain_timeout_s)):
-            raise ConfigError("drain_timeout_s must be a finite number of seconds >= 0")
+        check_wait("backpressure_wait_ms", self.backpressure_wait_ms / 1e3, unit="ms")
+        check_wait("drain_timeout_s", self.drain_timeout_s)
         labelled = self.gate is not None and self.gate.mode == "labelled"
         if labelled and self.judge is None:
             raise ConfigError(

@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from promptsieve._config_types import check_wait
 from promptsieve._errors import ConfigError, StoreError, missing_extra
 from promptsieve.fidelity._sqlite_store import is_redis_url, redacted_url
 from promptsieve.fidelity._verdict import (
@@ -52,6 +53,9 @@ return {n, a}
 # Retention beyond a verdict's expiry: an expired verdict is still readable (so the gate
 # re-screens it as a new generation) before Redis drops it.
 _REDIS_GRACE_S = 24 * 3600.0
+#: Expiries at or past this (the year 9999; ``GateConfig(ttl=math.inf)`` included) are kept
+#: without one: Redis refuses a PEXPIREAT that large, after the verdict was written.
+_LATEST_EXPIRY_S = 253_402_300_800.0
 
 
 def _check_url(url: object) -> None:
@@ -94,6 +98,7 @@ class RedisStore:
         except ImportError:
             raise missing_extra("redis", "redis") from None
         self._redis = redis
+        check_wait("RedisStore(socket_timeout_s=...)", socket_timeout_s, zero_ok=False)
         if client is None:
             _check_url(url)
             try:
@@ -138,8 +143,8 @@ class RedisStore:
         return _verdict_of(json.loads(data["meta"]), generation, version, counters)
 
     def put(self, key: VerdictKey, verdict: Verdict, *, expected_version: int | None) -> bool:
-        expire = ""
-        if verdict.expires_at is not None:
+        expire = ""  # never expires: no expiry given, or one past what Redis stores
+        if verdict.expires_at is not None and verdict.expires_at < _LATEST_EXPIRY_S:
             expire = str(math.ceil((verdict.expires_at + _REDIS_GRACE_S) * 1000))
         ok = self._call(
             "put",

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promptsieve._config_types import check_field_types
+from promptsieve._config_types import check_field_types, check_wait
 from promptsieve._errors import ConfigError, TargetError
 from promptsieve.convert import from_openai
 from promptsieve.fidelity._modal import (
@@ -136,8 +136,7 @@ class ScreenConfig:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         check_mode(self.mode, self.epsilon, self.rho)
         check_budget(self)
-        if not self.judge_timeout_s > 0:  # NaN fails too
-            raise ConfigError(f"judge_timeout_s must be positive, got {self.judge_timeout_s}")
+        check_wait("judge_timeout_s", self.judge_timeout_s, zero_ok=False)
         if self.noise_samples < 0:
             raise ConfigError(f"noise_samples must be >= 0, got {self.noise_samples}")
         check_variant_kind(self.noise_kind, "noise_kind")
