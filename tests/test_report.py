@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -226,6 +228,58 @@ def test_ledger_sums_across_processes_and_flushes(tmp_path: Path) -> None:
     a.close()
     (row,) = read_ledger(path)
     assert (row.requests, row.compressed, row.tokens_before, row.tokens_after) == (2, 2, 200, 80)
+
+
+def test_a_busy_ledger_file_never_holds_the_callers_event(tmp_path: Path) -> None:
+    """Another process holds the file's write lock: a due write waits on it in the
+    ledger's thread, not in the caller's on_request (the sieve calls it on the request
+    path, on the event loop for async calls); the counts land once the lock is gone."""
+    path = tmp_path / "v.sqlite3"
+    ledger = SavingsLedger(path, flush_interval_s=0.05)
+    ev = RequestEvent("t", "m", "chat", "apply", "applied", 0.5, 100, 40, time=T0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # held until this test lets go
+    try:
+        time.sleep(0.1)  # the next event finds a write due
+        caller = threading.Thread(target=ledger.on_request, args=(ev,))
+        caller.start()
+        caller.join(5.0)
+        assert not caller.is_alive()  # returned while the lock is still held
+        assert ledger._writer is not None and ledger._writer is not threading.current_thread()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    deadline = time.monotonic() + 30
+    while not read_ledger(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.tokens_saved for r in read_ledger(path)] == [60]
+    ledger.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_does_not_write_its_parents_counts(tmp_path: Path) -> None:
+    """A pre-fork server (gunicorn --preload): the child inherited the parent's unwritten
+    counts and its exit hook, so both wrote them (6 requests for 3). The child now starts
+    empty and writes only its own, by its own writer thread."""
+    path = tmp_path / "v.sqlite3"
+    ledger = SavingsLedger(path, flush_interval_s=3600)
+    ev = RequestEvent("t", "m", "chat", "apply", "applied", 0.5, 100, 40, time=T0)
+    for _ in range(3):
+        ledger.on_request(ev)
+    pid = os.fork()
+    if pid == 0:  # the child: one request of its own, then what its exit hook does
+        code = 1
+        try:
+            ledger.on_request(ev)
+            ledger.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.close()
+    (row,) = read_ledger(path)
+    assert row.requests == 4 and row.tokens_before == 400
 
 
 def test_redis_store_and_ledger(tmp_path: Path, redis_url: str) -> None:  # noqa: F811

@@ -5,10 +5,13 @@ adds each request's and comparison's counts to a SQLite table, by default in the
 store's own file, so ``promptsieve report --store FILE`` finds verdicts and savings together.
 It keeps task names, model names and integers — never prompt or answer text.
 
-Counts are summed in memory and written every ``flush_interval_s`` seconds (by a daemon
-thread, and at :meth:`flush`, :meth:`close` and interpreter exit) with one atomic UPSERT per
-row, so many processes can share one file. A write that fails is logged and retried at the
-next flush; it never reaches the caller.
+Counts are summed in memory and written every ``flush_interval_s`` seconds by a daemon
+thread (and at :meth:`flush`, :meth:`close` and interpreter exit) with one atomic UPSERT per
+row, so many processes can share one file. The sieve's events only add counts: a write that
+waits on a busy file or a slow Redis never holds the user's call or an event loop. A write
+that fails is logged and retried at the next flush; it never reaches the caller. A forked
+child starts with no counts of its own parent's (they are the parent's to write) and its
+own writer thread.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import logging
 import math
 import numbers
+import os
 import sqlite3
 import threading
 import time
@@ -87,7 +91,8 @@ class SavingsLedger:
     (keys ``<redis_prefix>s:<bucket>:<hash of task and model>``, counted with HINCRBY, so a
     fleet shares one ledger; ``rediss://`` and ``unix://`` too). ``bucket_s``: width of
     a time bucket in seconds (default one hour). ``flush_interval_s``: seconds between
-    writes (finite; 0: only at :meth:`flush`, :meth:`close` and exit). Raises
+    writes, by the ledger's thread (finite; 0: every event is written at once, on the
+    caller's thread, for tests and short scripts). Raises
     :class:`ConfigError` for a ``path`` that is neither a str/os.PathLike path nor a Redis URL
     (any other ``scheme://``), a bad bucket or interval, and :class:`StoreError` when the
     file cannot be opened.
@@ -134,11 +139,29 @@ class SavingsLedger:
             raise StoreError(f"savings ledger {self.path}: {exc}") from exc
         ref = weakref.ref(self)
         atexit.register(lambda: (lambda s: s.close() if s is not None else None)(ref()))
+        self._wake = threading.Event()
+        self._writer_pid: int | None = None
+        self._writer: threading.Thread | None = None
+        _LEDGERS.add(self)
         if self.flush_interval_s > 0:  # a quiet server still gets its counts written
-            threading.Thread(
-                target=_flush_periodically, args=(ref, self.flush_interval_s),
-                name="promptsieve-savings", daemon=True,
-            ).start()  # fmt: skip
+            self._ensure_writer()
+
+    def _ensure_writer(self) -> bool:
+        """Start this process's writer thread once (again in a forked child); False when
+        there is none (flush interval 0, or no thread could start): writes go inline."""
+        if self._writer_pid != os.getpid():
+            self._writer_pid, self._writer = os.getpid(), None
+            if self.flush_interval_s > 0:
+                thread = threading.Thread(
+                    target=_flush_periodically, args=(weakref.ref(self), self._wake),
+                    name="promptsieve-savings", daemon=True,
+                )  # fmt: skip
+                try:
+                    thread.start()
+                    self._writer = thread
+                except RuntimeError:  # no thread (limits, interpreter shutdown): inline
+                    log.debug("promptsieve: savings ledger writes inline (no thread)")
+        return self._writer is not None
 
     def __repr__(self) -> str:
         return f"SavingsLedger({self.location!r})"
@@ -182,8 +205,13 @@ class SavingsLedger:
 
     # -- writing --------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
-        if self._closed or time.monotonic() - self._last_flush >= self.flush_interval_s:
+        due = self._closed or time.monotonic() - self._last_flush >= self.flush_interval_s
+        if not due:
+            return
+        if self._closed or not self._ensure_writer():
             self.flush()
+        else:
+            self._wake.set()  # the writer thread writes; the caller never waits on it
 
     def flush(self) -> bool:
         """Write the counts summed so far; True when written (False: kept for next time)."""
@@ -234,16 +262,42 @@ class SavingsLedger:
         self.flush()
 
 
-def _flush_periodically(ref: weakref.ReferenceType[SavingsLedger], interval: float) -> None:
-    """Flush every ``interval`` seconds while the ledger lives (a daemon thread)."""
+def _flush_periodically(ref: weakref.ReferenceType[SavingsLedger], wake: threading.Event) -> None:
+    """Write the ledger's counts every ``flush_interval_s`` seconds, or sooner when an event
+    finds a write due (``wake``), while the ledger lives (a daemon thread)."""
     while True:
-        time.sleep(interval)
+        ledger = ref()
+        if ledger is None:
+            return
+        interval = ledger.flush_interval_s
+        del ledger
+        wake.wait(interval)
+        wake.clear()
         ledger = ref()
         if ledger is None:
             return
         if ledger._rows:
             ledger.flush()
         del ledger
+
+
+#: Live ledgers, so that a forked child drops its parent's unwritten counts.
+_LEDGERS: weakref.WeakSet[SavingsLedger] = weakref.WeakSet()
+
+
+def _ledgers_after_fork() -> None:
+    """In a forked child: the parent's unwritten counts are the parent's to write (else
+    both would); a lock the fork copied while held is replaced; the writer thread did not
+    survive the fork and starts again at the next due write."""
+    for ledger in list(_LEDGERS):
+        ledger._lock = threading.Lock()
+        ledger._rows = {}
+        ledger._wake = threading.Event()
+        ledger._writer_pid = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_ledgers_after_fork)
 
 
 # -- Redis --------------------------------------------------------------------------------
