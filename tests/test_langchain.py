@@ -495,6 +495,42 @@ def test_wrapped_model_that_does_not_stream_natively_still_streams(
     assert sieve.stats.errors == 0 and sieve.stats.decisions["apply"] == 3
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"method": "json_mode"}, {"method": "function_calling"}, {"include_raw": True}],
+)
+def test_structured_output_sends_what_the_bare_model_sends(
+    sieve: Sieve, kwargs: dict[str, Any]
+) -> None:
+    """BaseChatModel's default with_structured_output always used tool calling and dropped
+    ``method``: the wrapped model sent tools + tool_choice where the bare one sent
+    response_format (JSON schema or JSON mode). Now the request is the bare model's, with
+    the compressed prompt, and the parsed answer is the same."""
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        answer: str
+
+    def responder(rec: Any) -> Reply:
+        if rec.json.get("tools"):
+            return Reply(json=chat_completion(None, tool_calls=[("Answer", '{"answer": "x"}')]))
+        return Reply(json=chat_completion('{"answer": "x"}'))
+
+    pass_verdict(sieve, "qa")
+    messages = qa_prompt().invoke(qa_input()).to_messages()
+    with ScriptedServer(responder) as srv:
+        bare = chat_model(srv.url)
+        wrapped = wrap_chat_model(bare, sieve, task="qa")
+        got = [m.with_structured_output(Answer, **kwargs).invoke(messages) for m in (bare, wrapped)]
+        plain, compressed = chat_bodies(srv)
+    if kwargs.get("include_raw"):
+        got = [g["parsed"] for g in got]
+    assert got == [Answer(answer="x")] * 2
+    for key in ("response_format", "tools", "tool_choice"):
+        assert compressed.get(key) == plain.get(key), key
+    assert len(user_text(compressed)) < 0.8 * len(user_text(plain))
+
+
 async def test_wrapped_chat_model_async_tools_and_events(
     sieve: Sieve, server: ScriptedServer
 ) -> None:

@@ -18,9 +18,15 @@ from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_cu
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableParallel,
+    RunnableSequence,
+)
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from promptsieve import Call, Plan, Prompt, Request, Sieve, TargetOutput
 from promptsieve_langchain._convert import (
@@ -240,6 +246,46 @@ class SieveChatModel(BaseChatModel):
             type(inner).__name__,
         )
         return inner
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """The wrapped model's own structured output (its ``method``: JSON schema, JSON
+        mode or tool calling, ``strict``, ``include_raw``), with the model calls made
+        through this wrapper. BaseChatModel's default would always use tool calling and
+        drop ``method`` and ``strict``, so the request would differ from the bare model's.
+        """
+        inner = self.llm.with_structured_output(schema, **kwargs)
+        rebound = self._rebound(inner)
+        if rebound is None:
+            log.warning(
+                "promptsieve: %s.with_structured_output returned no binding of the model; "
+                "structured calls bypass compression",
+                type(self.llm).__name__,
+            )
+            return inner
+        return cast(Runnable[LanguageModelInput, dict[str, Any] | BaseModel], rebound)
+
+    def _rebound(self, runnable: Runnable[Any, Any]) -> Runnable[Any, Any] | None:
+        """``runnable`` (a chain LangChain built around ``self.llm``) with each binding of
+        ``self.llm`` replaced by the same binding of this wrapper; None when none is found.
+        Walks sequences and parallel maps (``include_raw=True``)."""
+        if isinstance(runnable, RunnableBinding) and runnable.bound is self.llm:
+            return self.bind(**runnable.kwargs).with_config(runnable.config)
+        if isinstance(runnable, RunnableSequence):
+            steps = [self._rebound(step) for step in runnable.steps]
+            if all(step is None for step in steps):
+                return None
+            new = [n if n is not None else o for n, o in zip(steps, runnable.steps, strict=True)]
+            return RunnableSequence(*new, name=runnable.name)
+        if isinstance(runnable, RunnableParallel):
+            branches = {k: self._rebound(v) for k, v in runnable.steps__.items()}
+            if all(b is None for b in branches.values()):
+                return None
+            return RunnableParallel(
+                {k: b if b is not None else runnable.steps__[k] for k, b in branches.items()}
+            )
+        return None
 
 
 def wrap_chat_model(
