@@ -594,6 +594,59 @@ def test_agent_middleware_compresses_model_requests(sieve: Sieve, server: Script
     assert sieve.stats.compressed == 2
 
 
+@pytest.mark.parametrize("strategy", ["provider", "tool"])
+def test_agent_middleware_comparisons_send_the_agents_own_request(
+    tmp_path: Path, compressor: Compressor, strategy: str
+) -> None:
+    """An agent with structured output: the shadow comparison sent the model with only the
+    request's tools bound, without the agent's response_format (ProviderStrategy) or its
+    structured-output tool and tool_choice (ToolStrategy), so every comparison disagreed
+    and the task could never pass. Now it goes through the agent's own model call: the
+    same request, only the text changed; the comparison agrees (sync and async)."""
+    agents = require_module("langchain.agents")
+    from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
+    from pydantic import BaseModel
+
+    from promptsieve_langchain import SieveMiddleware
+
+    class Answer(BaseModel):
+        answer: str
+
+    def responder(rec: Any) -> Reply:
+        if any(t["function"]["name"] == "Answer" for t in rec.json.get("tools") or ()):
+            return Reply(json=chat_completion(None, tool_calls=[("Answer", '{"answer": "x"}')]))
+        return Reply(json=chat_completion('{"answer": "x"}'))
+
+    gate = GateConfig(tau=0.5, delta=0.05, budget=20, ratios=(0.5,), monitor_rate=0.0)
+    sieve = make_sieve(tmp_path, compressor, gate=gate)
+    fmt = ProviderStrategy(Answer) if strategy == "provider" else ToolStrategy(Answer)
+    with ScriptedServer(responder) as srv:
+        agent = agents.create_agent(
+            model=chat_model(srv.url),
+            tools=[],
+            response_format=fmt,
+            middleware=[SieveMiddleware(sieve, task="structured")],
+        )
+        result = agent.invoke({"messages": [HumanMessage(context())]})
+        assert sieve.flush(timeout=120)
+
+        async def run() -> Any:
+            out = await agent.ainvoke({"messages": [HumanMessage(context(1))]})
+            assert await sieve.aflush(timeout=120)  # the comparison runs on this loop
+            return out
+
+        assert asyncio.run(run())["structured_response"] == Answer(answer="x")
+        bodies = chat_bodies(srv)
+    assert result["structured_response"] == Answer(answer="x")
+    assert len(bodies) == 4  # live, comparison; live, comparison
+    for live, variant in (bodies[:2], bodies[2:]):
+        assert len(user_text(variant)) < 0.8 * len(user_text(live))
+        for key in ("response_format", "tools", "tool_choice"):
+            assert variant.get(key) == live.get(key), key
+    assert bodies[0].get("response_format" if strategy == "provider" else "tools")
+    assert sieve.stats.comparisons == 2 and sieve.stats.agreements == 2
+
+
 def test_public_names() -> None:
     import promptsieve_langchain as pl
 

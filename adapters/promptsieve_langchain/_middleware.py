@@ -1,21 +1,24 @@
 """LangChain v1 agent middleware: compress each model call of an agent per the verdict.
 
 Imported only when ``langchain`` (v1, with ``langchain.agents.middleware``) is installed;
-langchain-core alone never reaches this module. Shadow and monitor comparisons re-send
-the request's messages to the request's model (with its tools bound) in the background.
+langchain-core alone never reaches this module. Shadow and monitor comparisons send the
+compressed variant through the agent's own model call (the ``handler``: its tool and
+structured-output bindings, the middleware inside this one), the request with only its
+messages' text changed, in the background and without callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables.config import set_config_context
 
 from promptsieve import Call, Prompt, Request, Sieve, TargetOutput
 from promptsieve._patching import check_task
@@ -53,7 +56,9 @@ class SieveMiddleware(AgentMiddleware):
     def effective_sieve(self) -> Sieve:
         return self._resolve()
 
-    def _call(self, sieve: Sieve, request: ModelRequest, send: Any) -> Call[ModelRequest]:
+    @staticmethod
+    def _rebuild(request: ModelRequest) -> Callable[[Prompt], ModelRequest]:
+        """``rebuild(prompt)``: ``request`` with its messages' text replaced."""
         messages = _all_messages(request)
         neutral = to_neutral(messages)
         skip = 1 if request.system_message is not None else 0
@@ -62,21 +67,27 @@ class SieveMiddleware(AgentMiddleware):
             new = rebuild_messages(messages, neutral, prompt)
             return request.override(messages=cast(Any, new[skip:]))
 
+        return rebuild
+
+    def _call(self, sieve: Sieve, request: ModelRequest, send: Any) -> Call[ModelRequest]:
+        neutral = to_neutral(_all_messages(request))
         req = Request(neutral, model_name(request.model), "agent")
-        return sieve.call(req, self.task, original=request, rebuild=rebuild, send_variant=send)
+        return sieve.call(
+            req, self.task, original=request, rebuild=self._rebuild(request), send_variant=send
+        )
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> Any:
         sieve = self._resolve()
         self._resolve.warm()
-        model = _bound_model(request)
-        messages = _all_messages(request)
-        neutral = to_neutral(messages)
+        rebuild = self._rebuild(request)
 
         def send(prompt: Prompt) -> TargetOutput:
-            msgs = rebuild_messages(messages, neutral, prompt)
-            return target_output(model.invoke(msgs, COMPARISON_CONFIG))
+            # the agent's own model call (its tool and structured-output bindings), with
+            # only the text changed; no callbacks (as COMPARISON_CONFIG everywhere)
+            with set_config_context(COMPARISON_CONFIG) as ctx:
+                return _output(ctx.run(handler, rebuild(prompt)))
 
         with self._call(sieve, request, send) as call:
             try:
@@ -92,13 +103,14 @@ class SieveMiddleware(AgentMiddleware):
     ) -> Any:
         sieve = self._resolve()
         await asyncio.to_thread(self._resolve.warm)
-        model = _bound_model(request)
-        messages = _all_messages(request)
-        neutral = to_neutral(messages)
+        rebuild = self._rebuild(request)
 
         async def send(prompt: Prompt) -> TargetOutput:
-            msgs = rebuild_messages(messages, neutral, prompt)
-            return target_output(await model.ainvoke(msgs, COMPARISON_CONFIG))
+            variant = rebuild(prompt)
+            if sys.version_info < (3, 11):  # no task context: callbacks may see it
+                return _output(await handler(variant))
+            with set_config_context(COMPARISON_CONFIG) as ctx:
+                return _output(await asyncio.create_task(_awaited(handler(variant)), context=ctx))
 
         async with self._call(sieve, request, send) as call:
             try:
@@ -132,14 +144,12 @@ def _ai_message(response: Any) -> AIMessage | None:
     return None
 
 
-def _bound_model(request: ModelRequest) -> Runnable[Any, Any]:
-    """The request's model as the agent calls it: tools bound, settings applied."""
-    model: Runnable[Any, Any] = request.model
-    if request.tools:
-        kwargs: dict[str, Any] = {}
-        if request.tool_choice is not None:
-            kwargs["tool_choice"] = request.tool_choice
-        model = request.model.bind_tools(request.tools, **kwargs)
-    if request.model_settings:
-        model = model.bind(**request.model_settings)
-    return model
+def _output(response: Any) -> TargetOutput:
+    out, _ = _read(response)
+    if out is None:
+        raise RuntimeError("the comparison's response holds no AI message")
+    return out
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
