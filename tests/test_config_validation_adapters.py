@@ -35,7 +35,7 @@ from promptsieve import (
     SieveConfig,
     SQLiteStore,
 )
-from promptsieve.fidelity import ScreenConfig
+from promptsieve.fidelity import GateConfig, ScreenConfig
 from promptsieve.testing import ScriptedTarget
 from promptsieve_anthropic import sieve_of as anthropic_sieve_of
 from promptsieve_anthropic import wrap_anthropic
@@ -438,3 +438,24 @@ def test_scripted_target_usage_reaches_sieve_stats() -> None:
     assert sieve.stats.prompt_tokens_reported == words(sent)
     assert sieve.stats.tokens_after == words(sent)
     sieve.close()
+
+
+def test_a_budget_past_the_largest_is_refused_not_allocated() -> None:
+    """GateConfig(budget=10**12) raised MemoryError at construction (10**8 took ~900 MB)."""
+    for make in (GateConfig, ScreenConfig):
+        with pytest.raises(ConfigError, match="budget must be at most 1,000,000"):
+            make(budget=10**12)
+    assert GateConfig(budget=1000).budget == 1000
+
+
+def test_compress_messages_passes_what_is_not_messages_through(sieve: Sieve) -> None:
+    """A list of Documents (or bytes, numbers) raised NotImplementedError from LangChain's
+    convert_to_messages, outside any fail-open path; such input now goes through as it is."""
+    from langchain_core.documents import Document
+
+    from promptsieve_langchain import compress_messages
+
+    step = compress_messages(sieve, task="qa")
+    for value in ([Document(page_content="a passage")], [1, 2], [b"bytes"]):
+        assert step.invoke(value) is value
+    assert sieve.stats.errors == 0

@@ -85,7 +85,10 @@ def convert_input(value: LanguageModelInput) -> Converted | None:
     if isinstance(value, PromptValue):  # an unknown kind of prompt value
         return None
     if isinstance(value, Sequence):
-        msgs = tuple(convert_to_messages(value))
+        try:
+            msgs = tuple(convert_to_messages(value))
+        except (NotImplementedError, TypeError, ValueError):  # Documents, bytes, numbers, ...
+            return None  # not messages: passed through unchanged
         return Converted(value, "messages", to_neutral(msgs), msgs)
     return None
 

@@ -56,6 +56,11 @@ class ScreeningSettings(Protocol):
     def ratios(self) -> tuple[float, ...]: ...
 
 
+#: The largest ``budget`` (comparisons per ratio) a config takes: each is a target call, and
+#: the sequential tests' tables grow with it (10**12 raised MemoryError at construction).
+MAX_BUDGET = 1_000_000
+
+
 def check_budget(config: ScreeningSettings, samples: int | None = None) -> None:
     """Raise :class:`ConfigError` when ``config.budget`` comparisons per rung can never pass,
     even with every one in the compressed prompt's favour (agreement mode: every answer
@@ -66,6 +71,10 @@ def check_budget(config: ScreeningSettings, samples: int | None = None) -> None:
     (see :mod:`promptsieve.fidelity.labelled`). ``samples``: an offline screening's number of
     samples, checked instead of the budget when smaller, and named in the message. Memoized:
     configs are built on the request path."""
+    if config.budget > MAX_BUDGET:  # the tests' tables grow with the budget (memory)
+        raise ConfigError(
+            f"budget must be at most {MAX_BUDGET:,} comparisons per ratio, got {config.budget:,}"
+        )
     budget = config.budget if samples is None else min(samples, config.budget)
     mode, delta, ladder_test = config.mode, config.delta, config.ladder_test
     rungs = len(config.ratios)
