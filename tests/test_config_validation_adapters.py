@@ -128,7 +128,7 @@ def test_litellm_handler_refuses_a_bad_plan_ttl(sieve: Sieve, ttl: object) -> No
     comparison; NaN never expired a plan. Each is now refused at construction."""
     from promptsieve_litellm import PromptSieveLiteLLM
 
-    with pytest.raises(ConfigError, match=r"plan_ttl_s must be a finite number of seconds > 0"):
+    with pytest.raises(ConfigError, match=r"plan_ttl_s must be a finite number > 0"):
         PromptSieveLiteLLM(sieve, plan_ttl_s=ttl)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"PromptSieveLiteLLM: task must be a non-empty"):
         PromptSieveLiteLLM(sieve, task=" ")

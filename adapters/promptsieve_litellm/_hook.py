@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import threading
 import time
 import uuid
@@ -32,7 +31,8 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from promptsieve import Call, ConfigError, Plan, Prompt, Sieve, TargetOutput
+from promptsieve import Call, Plan, Prompt, Sieve, TargetOutput
+from promptsieve._config_types import check_wait
 from promptsieve._patching import check_sieve, check_task
 from promptsieve.convert import OpenAIRequest, from_openai
 
@@ -86,16 +86,7 @@ class PromptSieveLiteLLM(CustomLogger):
     ) -> None:
         check_sieve("PromptSieveLiteLLM", sieve)
         check_task("PromptSieveLiteLLM", task)
-        if (
-            isinstance(plan_ttl_s, bool)
-            or not isinstance(plan_ttl_s, (int, float))
-            or not math.isfinite(plan_ttl_s)
-            or plan_ttl_s <= 0
-        ):
-            raise ConfigError(
-                f"PromptSieveLiteLLM: plan_ttl_s must be a finite number of seconds > 0, "
-                f"got {plan_ttl_s!r}"
-            )
+        check_wait("PromptSieveLiteLLM: plan_ttl_s", plan_ttl_s, zero_ok=False)
         super().__init__()
         self.sieve = sieve if sieve is not None else Sieve()
         self.task = task
