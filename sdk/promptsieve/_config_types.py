@@ -248,22 +248,21 @@ def _plural(hint: Any) -> str:
     return plurals.get(hint) or _describe(hint)
 
 
-def check_wait(name: str, seconds: float, *, zero_ok: bool = True, unit: str = "s") -> None:
-    """Raise :class:`ConfigError` unless ``seconds`` is a wait the platform can take: a
-    number, finite, > 0 (or >= 0 with ``zero_ok``) and at most ``threading.TIMEOUT_MAX``
-    (about 292 years on Linux; a longer timeout raises ``OverflowError`` in every lock or
-    condition wait). ``name`` names the setting; ``unit`` the unit the user gave it in
-    ("s" or "ms"), used only in the message."""
+def check_wait(name: str, value: float, *, zero_ok: bool = True, unit: str = "s") -> None:
+    """Raise :class:`ConfigError` unless ``value`` (in ``unit``: "s" or "ms") is a wait the
+    platform can take: a number, finite, > 0 (or >= 0 with ``zero_ok``) and at most
+    ``threading.TIMEOUT_MAX`` seconds (about 292 years on Linux; a longer timeout raises
+    ``OverflowError`` in every lock or condition wait). ``name`` names the setting."""
     scale = 1e3 if unit == "ms" else 1.0
     ok = (
-        isinstance(seconds, numbers.Real)
-        and not isinstance(seconds, bool)
-        and (seconds >= 0 if zero_ok else seconds > 0)
-        and seconds <= threading.TIMEOUT_MAX
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and (value >= 0 if zero_ok else value > 0)
+        and value / scale <= threading.TIMEOUT_MAX
     )
     if not ok:  # NaN and infinities fail the comparisons above
         bound = ">= 0" if zero_ok else "> 0"
         raise ConfigError(
             f"{name} must be a finite number {bound} and at most "
-            f"{threading.TIMEOUT_MAX * scale:.3g} {unit}, got {seconds!r}"
+            f"{threading.TIMEOUT_MAX * scale:.3g} {unit}, got {value!r}"
         )

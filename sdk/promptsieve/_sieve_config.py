@@ -113,11 +113,11 @@ class SieveConfig:
         if self.guard_threshold is not None:
             check_guard_threshold(self.guard_threshold)
         # waits the platform can take: longer ones overflow every lock wait (OverflowError)
-        check_wait("scoring_budget_ms", self.scoring_budget_ms / 1e3, zero_ok=False, unit="ms")
+        check_wait("scoring_budget_ms", self.scoring_budget_ms, zero_ok=False, unit="ms")
         for name in ("scoring_workers", "max_background", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        check_wait("backpressure_wait_ms", self.backpressure_wait_ms / 1e3, unit="ms")
+        check_wait("backpressure_wait_ms", self.backpressure_wait_ms, unit="ms")
         check_wait("drain_timeout_s", self.drain_timeout_s)
         labelled = self.gate is not None and self.gate.mode == "labelled"
         if labelled and self.judge is None:
