@@ -157,6 +157,10 @@ def test_opset_out_of_range_is_a_config_error(opset: int) -> None:
         ConfigError, match=rf"opset=\.\.\.\) must be in \[{MIN_OPSET}, {MAX_OPSET}\]"
     ):
         ProxyConfig(opset=opset)
+    from promptsieve.proxy.lm import LMProxyConfig
+
+    with pytest.raises(ConfigError, match=r"LMProxyConfig\(opset=\.\.\.\) must be in"):
+        LMProxyConfig(opset=opset)  # accepted before; the export failed in the background
 
 
 def test_the_lowest_accepted_opset_exports_and_runs(tmp_path: Path) -> None:

@@ -89,6 +89,16 @@ MAX_OPSET = 23
 _EXPORT_HINT = "pip install 'promptsieve[export]'"
 
 
+def check_opset(owner: str, opset: int, default: int) -> None:
+    """Raise :class:`ConfigError` unless ``opset`` is in [MIN_OPSET, MAX_OPSET]."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"{owner}(opset=...) must be in [{MIN_OPSET}, {MAX_OPSET}] (the ONNX opsets the "
+            f"proxy's graphs export at and run in onnxruntime), got {opset}; the default is "
+            f"{default}"
+        )
+
+
 @dataclass(frozen=True)
 class ExportSettings:
     """Settings that change the exported graph (all part of the fingerprint)."""

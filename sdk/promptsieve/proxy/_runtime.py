@@ -38,11 +38,10 @@ from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve._threads import RUNTIME_DOOR, open_session
 from promptsieve.proxy._export import (
-    MAX_OPSET,
-    MIN_OPSET,
     PROXY_DIR_ENV,
     WEIGHTS_FILE,
     ExportSettings,
+    check_opset,
     locate_export,
     proxy_dir_from_env,
     read_head_metadata,
@@ -116,12 +115,7 @@ class ProxyConfig:
                 object.__setattr__(self, name, Path(value).expanduser())
         self._check_paths()
         check_providers("ProxyConfig", self.providers)
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise ConfigError(
-                f"ProxyConfig(opset=...) must be in [{MIN_OPSET}, {MAX_OPSET}] (the ONNX opsets "
-                f"the proxy's graphs export at and run in onnxruntime), got {self.opset}; the "
-                f"default is {ExportSettings().opset}"
-            )
+        check_opset("ProxyConfig", self.opset, ExportSettings().opset)
         where = self.prebuilt_dir()
         if where is not None and not where.is_dir():
             origin = "proxy_dir" if self.proxy_dir is not None else f"${PROXY_DIR_ENV}"

@@ -38,6 +38,7 @@ import numpy as np
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
 from promptsieve._threads import RUNTIME_DOOR, open_session
+from promptsieve.proxy._export import check_opset
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
 from promptsieve.proxy._runtime import CPU, check_cache_dir, check_providers
 
@@ -103,6 +104,7 @@ class LMProxyConfig:
             )
         check_cache_dir("LMProxyConfig", self.cache_dir)
         check_providers("LMProxyConfig", self.providers)
+        check_opset("LMProxyConfig", self.opset, LMExportSettings().opset)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
