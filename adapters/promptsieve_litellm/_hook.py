@@ -32,8 +32,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from promptsieve import Call, Plan, Prompt, Sieve, TargetOutput
-from promptsieve._config_types import check_wait
-from promptsieve._patching import check_sieve, check_task
+from promptsieve._patching import check_sieve, check_task, check_wait
 from promptsieve.convert import OpenAIRequest, from_openai
 
 __all__ = ["PromptSieveLiteLLM"]

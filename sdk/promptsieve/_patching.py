@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from promptsieve._config_types import check_wait as check_wait  # the adapters use it too
 from promptsieve._errors import ConfigError
 from promptsieve.fidelity import TargetOutput
 from promptsieve.prompt import Prompt, Request
