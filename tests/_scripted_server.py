@@ -56,6 +56,7 @@ class Reply:
     sse: Sequence[Any] | None = None  # JSON-able events (or raw str lines); [DONE] appended
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    event_delay: float = 0.0  # seconds between SSE events (a slow stream)
 
 
 Responder = Callable[[Recorded], Reply]
@@ -184,6 +185,7 @@ class ScriptedServer:
                     line = event if isinstance(event, str) else f"data: {json.dumps(event)}"
                     self.wfile.write(f"{line}\n\n".encode())
                     self.wfile.flush()
+                    time.sleep(reply.event_delay)
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
                 self.close_connection = True

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from _ci import require
-from _scripted_server import ScriptedServer
+from _scripted_server import Reply, ScriptedServer, chat_chunks
 from test_store import redis_url  # noqa: F401 - the session's real redis-server fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,3 +203,53 @@ def test_gateway_screens_then_compresses(gateway: Gateway) -> None:
     assert sum(r.compressed for r in rows) == 1
     assert sum(r.comparisons for r in rows) >= 1
     assert b"Sentence" not in ledger.read_bytes()  # counts only, no prompt text
+
+
+def _chat_bodies(upstream: ScriptedServer, *, streamed: bool) -> list[dict[str, Any]]:
+    return [b for b in upstream.bodies("/chat/completions")
+            if isinstance(b, dict) and bool(b.get("stream")) == streamed]  # fmt: skip
+
+
+def test_a_stream_the_client_leaves_is_finished_at_once(gateway: Gateway) -> None:
+    """A stream the client disconnects from: LiteLLM 1.108 calls the success callback with
+    the text served so far, which used to be compared (one variant call) as if it were the
+    whole answer; older releases never call it, and the plan held its shadow slot for
+    plan_ttl_s. The hook's stream wrapper finishes the call when the proxy closes the stream
+    (both variants compared, as for a stream closed early through wrap_openai)."""
+    import httpx
+
+    upstream, url = gateway.upstream, f"{gateway.url}/chat/completions"
+    headers = {"authorization": f"Bearer {gateway.key}"}
+    original = f"{LONG}\n\n{QUESTION}"
+    body: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": original}],
+    }
+    # plain requests until one is compared in shadow (the gateway's proxy warms up first),
+    # then until no comparison call is still arriving
+    deadline = time.monotonic() + 120
+    while all(_user(b) == original for b in _chat_bodies(upstream, streamed=False)):
+        assert time.monotonic() < deadline, gateway.log.read_text()[-3000:]
+        httpx.post(url, json=body, headers=headers, timeout=60).raise_for_status()
+        time.sleep(1.0)
+    seen = -1
+    while seen != len(upstream.requests):
+        seen = len(upstream.requests)
+        time.sleep(3.0)
+    upstream.clear()
+
+    upstream.push(Reply(sse=chat_chunks(["word "] * 60), event_delay=0.1))  # a 6 s stream
+    with httpx.stream("POST", url, json={**body, "stream": True}, headers=headers,
+                      timeout=60) as r:  # fmt: skip
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first event, then the client leaves
+    left = time.monotonic()
+    while time.monotonic() < left + 5 and len(_chat_bodies(upstream, streamed=False)) < 2:
+        time.sleep(0.1)
+    compared = _chat_bodies(upstream, streamed=False)
+    text = gateway.log.read_text()
+    # the original and its compression, both sent whole, before the stream would have ended
+    assert len(compared) == 2, f"{len(upstream.bodies())} upstream calls:\n" + text[-3000:]
+    assert sorted(_user(b) == original for b in compared) == [False, True]
+    assert len(_chat_bodies(upstream, streamed=True)) == 1
+    assert "Traceback" not in text

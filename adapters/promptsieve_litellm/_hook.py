@@ -12,9 +12,11 @@
 Requests are converted by the core's OpenAI converter (LiteLLM speaks the OpenAI chat shape):
 system/developer/tool messages, tool calls, images and every other parameter go out as given.
 A request's plan is kept in memory under its ``litellm_call_id`` between the hook and the
-callback (dropped after ``plan_ttl_s``). Comparisons are plain, non-streamed calls marked so
-that this handler ignores them. Verdicts live in the sieve's store: give every gateway
-replica the same Redis URL (``PROMPTSIEVE_STORE=redis://...``) and they share them.
+callback (dropped after ``plan_ttl_s``; a proxy stream the client leaves early is finished
+when the proxy closes it, its partial answer never compared). Comparisons are plain,
+non-streamed calls marked so that this handler ignores them. Verdicts live in the sieve's
+store: give every gateway replica the same Redis URL (``PROMPTSIEVE_STORE=redis://...``) and
+they share them.
 Everything fails open: an internal error sends the original request.
 """
 
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +212,31 @@ class PromptSieveLiteLLM(CustomLogger):
         pending = self._pop(kwargs)
         if pending is not None:
             pending.call.drop()  # the live call failed: nothing is compared
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        """Proxy streams, passed through chunk by chunk. When the client leaves a stream
+        early (it disconnects, or an upstream error ends it), LiteLLM either skips the success
+        callback (the plan then waited ``plan_ttl_s``) or, as 1.108 does, calls it with the
+        text served so far, which was compared as if it were the whole answer. Such a call is
+        finished here when the proxy closes the stream, as the OpenAI wrapper finishes a
+        stream closed early: live answer unreadable, both variants compared. Streams of
+        ``litellm.acompletion`` (SDK) have no such hook."""
+        complete = False
+        try:
+            async for item in response:
+                yield item
+            complete = True
+        finally:
+            pending = None if complete else self._pop(request_data)
+            if pending is not None:
+                try:
+                    await pending.call.afinish(None, None)
+                except BaseException as exc:  # cancelled while closing: free the slot at least
+                    pending.call.drop()
+                    if not isinstance(exc, Exception):
+                        raise
 
     def pending(self) -> int:
         """Plans waiting for their callback (for tests and health checks)."""
