@@ -179,6 +179,10 @@ def _droppable(m: BaseMessage) -> bool:
 
 
 def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
+    """``orig`` carrying ``after``'s text. A text block that compression emptied is left out
+    (the Anthropic Messages API, behind ``ChatAnthropic``, refuses empty text with HTTP 400);
+    a message whose whole text was emptied raises :class:`UnsupportedRequest`, so the
+    original request goes out."""
     problem = rewrite_problem(before, after)
     if problem:
         raise Unsupported(problem)
@@ -186,14 +190,23 @@ def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
     if isinstance(content, str):
         part = after.parts[0]
         assert isinstance(part, TextPart)
+        if _blank(part.text) and not _blank(content):
+            raise Unsupported("a message's text was removed entirely")
         return orig.model_copy(update={"content": part.text})
     blocks: list[Any] = []
     for block, b, a in zip(content, before.parts, after.parts, strict=True):
         if isinstance(b, TextPart) and isinstance(a, TextPart) and a.text != b.text:
-            blocks.append(a.text if isinstance(block, str) else {**block, "text": a.text})
+            if not _blank(a.text) or _blank(b.text):
+                blocks.append(a.text if isinstance(block, str) else {**block, "text": a.text})
         else:
             blocks.append(block)
+    if not blocks:
+        raise Unsupported("every block of a message was emptied")
     return orig.model_copy(update={"content": blocks})
+
+
+def _blank(text: str) -> bool:
+    return not text.strip()
 
 
 # -- outputs -------------------------------------------------------------------------------
