@@ -257,3 +257,21 @@ def test_text_that_compression_empties_never_reaches_the_messages_api(
     assert server.bodies()[-1]["messages"] == turns  # an emptied turn: the original went out
     assert sieve.stats.errors == 1
     sieve.close()
+
+
+def test_an_emptied_cache_breakpoint_sends_the_original(server: AnthropicServer) -> None:
+    """A passage block carrying ``cache_control`` that compression would empty is not left
+    out (that would move the caller's prompt-cache breakpoint): the original goes out."""
+    sieve = Sieve(SieveConfig(verify=False, ratio=0.25, guard=False, scoring_budget_ms=60e3))
+    client = wrap_anthropic(_client(server), sieve)
+    cached = {"type": "ephemeral"}
+    blocks = [{"type": "text", "text": d, "cache_control": cached} for d in DOCS]
+    blocks.append({"type": "text", "text": QUESTION})
+    answer = client.messages.create(
+        model=MODEL, max_tokens=16, messages=[{"role": "user", "content": copy.deepcopy(blocks)}]
+    )
+    assert answer.content[0].text == "ok"
+    (sent,) = server.bodies()
+    assert sent["messages"][0]["content"] == blocks
+    assert sieve.stats.errors == 1 and sieve.stats.compressed == 0
+    sieve.close()

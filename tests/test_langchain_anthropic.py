@@ -75,3 +75,24 @@ def test_a_message_emptied_whole_sends_the_original(
     assert [m["content"] for m in sent["messages"]] == [str(m.content) for m in before]
     assert sieve.stats.errors == 1 and sieve.stats.compressed == 0
     sieve.close()
+
+
+def test_an_emptied_cache_breakpoint_sends_the_original(server: AnthropicServer) -> None:
+    """An emptied passage block that carries ``cache_control`` (ChatAnthropic passes the
+    key through) is not left out: the original request goes out, as through wrap_anthropic."""
+    sieve = _sieve()
+    model = wrap_chat_model(_model(server), sieve)
+    cached = {"type": "ephemeral"}
+    blocks: list[str | dict[str, object]] = [
+        {"type": "text", "text": d, "cache_control": cached} for d in DOCS
+    ]
+    blocks.append({"type": "text", "text": QUESTION})
+    answer = model.invoke([HumanMessage(content=copy.deepcopy(blocks))])
+    assert answer.content == "ok"
+    (sent,) = server.bodies()
+    assert not blank_text(sent)
+    content = sent["messages"][0]["content"]
+    assert [b["text"] for b in content] == [*DOCS, QUESTION]
+    assert [b.get("cache_control") for b in content] == [cached] * len(DOCS) + [None]
+    assert sieve.stats.errors == 1 and sieve.stats.compressed == 0
+    sieve.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -206,6 +207,25 @@ def test_select_providers_prefers_cuda_then_cpu() -> None:
 def test_provider_reported(proxy: Proxy) -> None:
     assert proxy.provider == proxy._session.get_providers()[0]
     assert proxy.provider == "CPUExecutionProvider"  # no GPU on this machine
+
+
+def test_cuda_that_cannot_start_runs_on_the_cpu_and_says_so(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asked for CUDA where onnxruntime cannot start it (here the CPU build, which lacks the
+    provider; on a GPU machine, missing CUDA libraries), the session runs on the CPU and a
+    warning names where it runs; nothing is raised."""
+    import onnxruntime as ort
+
+    from promptsieve.proxy._runtime import inference_session
+
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with caplog.at_level(logging.WARNING, logger="promptsieve.proxy._runtime"):
+        graph = proxy.export_dir / "model.onnx"
+        session = inference_session(ort, graph, ort.SessionOptions(), both)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert "could not start CUDAExecutionProvider" in caplog.text
+    assert "model.onnx runs on CPUExecutionProvider" in caplog.text
 
 
 # -- failure modes --------------------------------------------------------------------------

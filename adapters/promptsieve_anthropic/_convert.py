@@ -27,7 +27,7 @@ from anthropic._constants import RAW_RESPONSE_HEADER
 from anthropic.types import Message as AnthropicMessage
 
 from promptsieve import Prompt, Request, UnsupportedRequest
-from promptsieve.convert import from_openai
+from promptsieve.convert import emptied, from_openai, without_emptied
 from promptsieve.fidelity import TargetOutput
 from promptsieve.prompt import Message, OpaquePart, Part, TextPart
 
@@ -101,37 +101,37 @@ def from_anthropic(body: Mapping[str, Any]) -> AnthropicRequest | None:
     return AnthropicRequest(Request(neutral, model, ENDPOINT), kwargs, rebuild)
 
 
-def _blank(text: Any) -> bool:
-    return isinstance(text, str) and not text.strip()
+def _text(block: Any) -> str | None:
+    """A content block's text (None: not a text block given as a mapping)."""
+    if isinstance(block, Mapping) and block.get("type") == "text":
+        text = block.get("text")
+        return text if isinstance(text, str) else None
+    return None
 
 
 def _without_blank_text(orig: Any, new: Any) -> Any:
     """``new`` (the rebuilt ``orig``) without the text blocks that compression emptied.
 
     The Messages API refuses empty or whitespace-only text blocks and message contents
-    (HTTP 400), so a block emptied by compression is left out of its message. Raises
-    :class:`UnsupportedRequest` (the original goes out) when a message's whole text was
-    emptied, or when an emptied block carries ``cache_control``.
+    (HTTP 400), so a block emptied by compression is left out of its message, by the rule
+    of :func:`promptsieve.convert.without_emptied`. Raises :class:`UnsupportedRequest` (the
+    original goes out) when a message's whole text was emptied, or when an emptied block
+    carries ``cache_control``.
     """
     if new is orig:
         return new
     before, after = orig.get("content"), new.get("content")
     if isinstance(after, str):
-        if _blank(after) and not _blank(before):
+        if emptied(before, after):
             raise UnsupportedRequest("a message's text was removed entirely")
         return new
-    kept = [
-        a
-        for b, a in zip(before, after, strict=True)
-        if not (isinstance(a, Mapping) and a.get("type") == "text" and _blank(a.get("text")))
-        or _blank(b.get("text"))
-    ]
-    if len(kept) == len(after):
-        return new
-    dropped = [a for a in after if not any(a is k for k in kept)]
-    if not kept or any("cache_control" in a for a in dropped):
-        raise UnsupportedRequest("every text block of a message was emptied, or a cached one")
-    return {**new, "content": kept}
+    kept = without_emptied(
+        after,
+        [_text(b) for b in before],
+        [_text(a) for a in after],
+        pinned=lambda block: isinstance(block, Mapping) and "cache_control" in block,
+    )
+    return new if len(kept) == len(after) else {**new, "content": kept}
 
 
 def background_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from langchain_core.messages import (
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 
 from promptsieve import Message, OpaquePart, Prompt, TargetOutput, TextPart, UnsupportedRequest
-from promptsieve.convert import kept_indices
+from promptsieve.convert import emptied, kept_indices, without_emptied
 from promptsieve.prompt import COMPRESSIBLE_ROLES, Part, rewrite_problem
 
 __all__ = [
@@ -181,8 +181,9 @@ def _droppable(m: BaseMessage) -> bool:
 def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
     """``orig`` carrying ``after``'s text. A text block that compression emptied is left out
     (the Anthropic Messages API, behind ``ChatAnthropic``, refuses empty text with HTTP 400);
-    a message whose whole text was emptied raises :class:`UnsupportedRequest`, so the
-    original request goes out."""
+    a message whose whole text was emptied, or an emptied block carrying ``cache_control``,
+    raises :class:`UnsupportedRequest`, so the original request goes out (the rule of
+    :func:`promptsieve.convert.without_emptied`)."""
     problem = rewrite_problem(before, after)
     if problem:
         raise Unsupported(problem)
@@ -190,23 +191,22 @@ def _rebuilt(orig: BaseMessage, before: Message, after: Message) -> BaseMessage:
     if isinstance(content, str):
         part = after.parts[0]
         assert isinstance(part, TextPart)
-        if _blank(part.text) and not _blank(content):
+        if emptied(content, part.text):
             raise Unsupported("a message's text was removed entirely")
         return orig.model_copy(update={"content": part.text})
     blocks: list[Any] = []
     for block, b, a in zip(content, before.parts, after.parts, strict=True):
         if isinstance(b, TextPart) and isinstance(a, TextPart) and a.text != b.text:
-            if not _blank(a.text) or _blank(b.text):
-                blocks.append(a.text if isinstance(block, str) else {**block, "text": a.text})
+            blocks.append(a.text if isinstance(block, str) else {**block, "text": a.text})
         else:
             blocks.append(block)
-    if not blocks:
-        raise Unsupported("every block of a message was emptied")
-    return orig.model_copy(update={"content": blocks})
-
-
-def _blank(text: str) -> bool:
-    return not text.strip()
+    kept = without_emptied(
+        blocks,
+        [p.text if isinstance(p, TextPart) else None for p in before.parts],
+        [p.text if isinstance(p, TextPart) else None for p in after.parts],
+        pinned=lambda block: isinstance(block, dict) and "cache_control" in block,
+    )
+    return orig.model_copy(update={"content": kept})
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, TypeVar
 
 from promptsieve._errors import UnsupportedRequest
 from promptsieve.prompt import (
@@ -40,10 +40,14 @@ from promptsieve.prompt import (
 __all__ = [
     "Endpoint",
     "OpenAIRequest",
+    "emptied",
     "from_openai",
     "kept_indices",
     "message_from_openai",
+    "without_emptied",
 ]
+
+_Block = TypeVar("_Block")
 
 #: The OpenAI API a body is for: ``chat/completions``, ``completions`` or ``responses``.
 Endpoint = Literal["chat", "completions", "responses"]
@@ -268,6 +272,45 @@ def kept_indices(
     for i, before in enumerate(neutral):
         if i not in keep and not (_plain_text_turn(before) and droppable(i)):
             raise UnsupportedRequest(f"message {i} ({before.role}) cannot be left out")
+    return kept
+
+
+def emptied(before: object, after: object) -> bool:
+    """Whether compression emptied a text: ``after`` is blank (empty or whitespace only)
+    where ``before`` was not. Either may be None (not a text)."""
+    return _blank(after) and not _blank(before)
+
+
+def _blank(text: object) -> bool:
+    return isinstance(text, str) and not text.strip()
+
+
+def without_emptied(
+    blocks: Sequence[_Block],
+    before: Sequence[str | None],
+    after: Sequence[str | None],
+    pinned: Callable[[_Block], bool] = lambda block: False,
+) -> list[_Block]:
+    """A message's rebuilt content ``blocks`` without the text blocks compression emptied.
+
+    ``before`` / ``after``: each block's text before and after compression (None: not a text
+    block), all three of one length. Chat APIs refuse empty text blocks (the Anthropic
+    Messages API answers HTTP 400), so an :func:`emptied` block is left out of its message;
+    a block that was blank before stays. The rule the adapters share (Anthropic, LangChain).
+
+    Raises :class:`UnsupportedRequest` (the original request goes out) when every block of
+    the message was emptied, or when an emptied block is ``pinned``: one the adapter must
+    not leave out, e.g. a block carrying Anthropic's ``cache_control`` breakpoint, whose
+    removal would move or drop the caller's prompt-cache prefix.
+    """
+    kept: list[_Block] = []
+    for block, b, a in zip(blocks, before, after, strict=True):
+        if not emptied(b, a):
+            kept.append(block)
+        elif pinned(block):
+            raise UnsupportedRequest("a text block that carries a cache breakpoint was emptied")
+    if not kept:
+        raise UnsupportedRequest("every block of a message was emptied")
     return kept
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "check_cache_dir",
     "check_providers",
     "default_head_path",
+    "inference_session",
     "plan_windows",
     "select_providers",
 ]
@@ -596,7 +597,50 @@ def _session(ort: Any, path: Path, config: ProxyConfig) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = select_providers(ort.get_available_providers(), config.providers)
-    return open_session(lambda: ort.InferenceSession(str(path), so, providers=providers))
+    return inference_session(ort, path, so, providers)
+
+
+_CUDA_LIBS_LOADED = False
+#: CUDA provider options: float32 matrix products stay float32. onnxruntime's CUDA provider
+#: otherwise uses TF32 tensor cores on Ampere and newer GPUs; measured on an H200 (LM proxy
+#: graph, ``benchmarks/demos_gpu.py``), TF32 moved answer log-probabilities by up to 1.9 nats
+#: from the CPU's, 0.0004 nats without it, and a fingerprint names float32 numbers.
+_CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def inference_session(ort: Any, path: Path, options: Any, providers: Sequence[str]) -> Any:
+    """``ort.InferenceSession(path, options, providers=providers)``, opened through
+    :func:`promptsieve._threads.open_session`.
+
+    With CUDA among ``providers``, the CUDA and cuDNN libraries are loaded first, once per
+    process, by onnxruntime's own ``preload_dlls()`` (onnxruntime-gpu >= 1.21: from the
+    ``nvidia-*`` pip packages, or PyTorch's), so an environment that has them only as pip
+    packages runs on the GPU without ``LD_LIBRARY_PATH``. onnxruntime falls back to the next
+    provider when CUDA cannot start; that is logged as a warning naming the provider the
+    session runs on, never raised (the request path stays up, on the CPU). CUDA runs
+    without TF32 (``use_tf32=0``), so a GPU gives the CPU's float32 scores.
+    """
+    global _CUDA_LIBS_LOADED
+    if CUDA in providers and not _CUDA_LIBS_LOADED:
+        _CUDA_LIBS_LOADED = True
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            try:
+                preload()
+            except Exception as exc:
+                log.debug("onnxruntime.preload_dlls() failed: %r", exc)
+    chosen: list[Any] = [(CUDA, _CUDA_OPTIONS) if p == CUDA else p for p in providers]
+    session = open_session(lambda: ort.InferenceSession(str(path), options, providers=chosen))
+    running = session.get_providers()
+    if CUDA in providers and (not running or running[0] != CUDA):
+        log.warning(
+            "onnxruntime could not start %s (CUDA or cuDNN libraries missing?); %s runs on %s. "
+            "pip install 'onnxruntime-gpu[cuda,cudnn]' brings the libraries",
+            CUDA,
+            path.name,
+            running[0] if running else "nothing",
+        )
+    return session
 
 
 def _run_bound(

@@ -37,10 +37,10 @@ import numpy as np
 
 from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError, missing_extra
-from promptsieve._threads import RUNTIME_DOOR, open_session
+from promptsieve._threads import RUNTIME_DOOR
 from promptsieve.proxy._export import check_opset
 from promptsieve.proxy._lm_export import LMExportSettings, ensure_lm_export
-from promptsieve.proxy._runtime import CPU, check_cache_dir, check_providers
+from promptsieve.proxy._runtime import CPU, check_cache_dir, check_providers, inference_session
 
 __all__ = ["KVState", "LMProxy", "LMProxyConfig", "chatml", "chatml_turn"]
 
@@ -204,9 +204,7 @@ class LMProxy:
                 [p for p in providers if p != CPU],
             )
             providers = [CPU]
-        session = open_session(
-            lambda: ort.InferenceSession(str(folder / "model.onnx"), so, providers=providers)
-        )
+        session = inference_session(ort, folder / "model.onnx", so, providers)
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
