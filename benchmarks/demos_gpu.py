@@ -59,8 +59,6 @@ _KEEP_BYTES = 64 * 1024
 
 def pack(out: Path, task: str, layout: str, val: int, draws: list[int]) -> None:
     """Write the weightless graph, its manifest, the tokenizer and the draws into ``out``."""
-    import onnx
-
     from promptsieve.proxy._lm_export import ensure_lm_export
     from promptsieve.proxy.lm import LMProxyConfig
 
@@ -68,22 +66,7 @@ def pack(out: Path, task: str, layout: str, val: int, draws: list[int]) -> None:
 
     cfg = LMProxyConfig()
     folder, fp, _ = ensure_lm_export(None, cfg.resolved_cache_dir(), cfg.export_settings())
-    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-    tensors = []
-    for t in _external_tensors(onnx, model.graph):
-        ext = {e.key: e.value for e in t.external_data}
-        if t.data_type not in _DTYPES:
-            raise SystemExit(f"external tensor {t.name} has element type {t.data_type}")
-        entry = {
-            "name": t.name, "type": t.data_type, "dims": list(t.dims),
-            "file": ext["location"], "offset": int(ext.get("offset", 0)),
-            "length": int(ext["length"]),
-        }  # fmt: skip
-        if entry["length"] <= _KEEP_BYTES:  # norms, rotary frequencies: their real values
-            with (folder / entry["file"]).open("rb") as f:
-                f.seek(entry["offset"])
-                entry["real"] = base64.b64encode(f.read(entry["length"])).decode()
-        tensors.append(entry)
+    tensors = manifest(folder / "model.onnx")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -110,6 +93,31 @@ def pack(out: Path, task: str, layout: str, val: int, draws: list[int]) -> None:
           f"and {len(packed)} draws of {task} into {out} ({size / 1e6:.1f} MB)")  # fmt: skip
 
 
+def manifest(graph_file: Path) -> list[dict[str, Any]]:
+    """One entry per tensor that ``graph_file`` keeps as external data (name, element type,
+    dims, file, offset, length); tensors of up to :data:`_KEEP_BYTES` carry their real
+    bytes (``real``, base64). Raises SystemExit for an element type ``run`` cannot fill."""
+    import onnx
+
+    model = onnx.load(str(graph_file), load_external_data=False)
+    tensors = []
+    for t in _external_tensors(onnx, model.graph):
+        ext = {e.key: e.value for e in t.external_data}
+        if t.data_type not in _DTYPES:
+            raise SystemExit(f"external tensor {t.name} has element type {t.data_type}")
+        entry = {
+            "name": t.name, "type": t.data_type, "dims": list(t.dims),
+            "file": ext["location"], "offset": int(ext.get("offset", 0)),
+            "length": int(ext["length"]),
+        }  # fmt: skip
+        if entry["length"] <= _KEEP_BYTES:  # norms, rotary frequencies: their real values
+            with (graph_file.parent / entry["file"]).open("rb") as f:
+                f.seek(entry["offset"])
+                entry["real"] = base64.b64encode(f.read(entry["length"])).decode()
+        tensors.append(entry)
+    return tensors
+
+
 def _external_tensors(onnx: Any, graph: Any) -> Iterator[Any]:
     """Every tensor of ``graph`` stored as external data: initializers and the values of
     Constant nodes (subgraphs included)."""
@@ -128,15 +136,18 @@ def _external_tensors(onnx: Any, graph: Any) -> Iterator[Any]:
 # ------------------------------------------------------------------------------------ run
 
 
-def _materialise(pack_dir: Path, meta: dict[str, Any], dest: Path) -> None:
-    """The export folder ``dest``: the packed graph plus seeded random weights."""
+def materialise(pack_dir: Path, tensors: list[dict[str, Any]], dest: Path) -> None:
+    """The export folder ``dest``: the packed graph (and tokenizer and config, where packed)
+    plus its external data, ``tensors`` (a :func:`manifest`) filled with seeded random
+    values or, where carried, their real bytes."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model.onnx", "tokenizer.json", "config.json"):
-        shutil.copyfile(pack_dir / name, dest / name)
+        if (pack_dir / name).is_file():
+            shutil.copyfile(pack_dir / name, dest / name)
     rng = np.random.default_rng(_SEED)
     handles: dict[str, Any] = {}
     try:
-        for t in sorted(meta["tensors"], key=lambda t: (t["file"], t["offset"])):
+        for t in sorted(tensors, key=lambda t: (t["file"], t["offset"])):
             if t["file"] not in handles:
                 handles[t["file"]] = (dest / t["file"]).open("wb")
             f = handles[t["file"]]
@@ -212,7 +223,7 @@ def run(
     fp = lm_fingerprint(digest, cfg.export_settings())
     folder = work / "cache" / f"lm-{fp}"
     t0 = time.perf_counter()
-    _materialise(pack_dir, meta, folder)
+    materialise(pack_dir, meta["tensors"], folder)
     (folder / "export.json").write_text(json.dumps({"fingerprint": fp, "random_weights": True}))
     record: dict[str, Any] = {
         "onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
