@@ -7,10 +7,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from benchmarks.demos_gpu import manifest, materialise
-from onnx import TensorProto, helper, numpy_helper
+
+from _ci import require_module
+
+onnx = require_module("onnx", "pip install 'promptsieve[export]'")
+
+from benchmarks.demos_gpu import manifest, materialise  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def _graph(folder: Path) -> tuple[np.ndarray, np.ndarray]:

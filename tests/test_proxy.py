@@ -210,15 +210,22 @@ def test_provider_reported(proxy: Proxy) -> None:
 
 
 def test_cuda_that_cannot_start_runs_on_the_cpu_and_says_so(
-    proxy: Proxy, caplog: pytest.LogCaptureFixture
+    proxy: Proxy,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Asked for CUDA where onnxruntime cannot start it (here the CPU build, which lacks the
     provider; on a GPU machine, missing CUDA libraries), the session runs on the CPU and a
     warning names where it runs; nothing is raised."""
     import onnxruntime as ort
 
+    from promptsieve.proxy import _runtime
     from promptsieve.proxy._runtime import inference_session
 
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime can start CUDA: the fallback is not what runs here")
+    monkeypatch.setattr(_runtime, "_CUDA_LIBS_LOADED", False)  # preload_dlls() runs here
     both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with caplog.at_level(logging.WARNING, logger="promptsieve.proxy._runtime"):
         graph = proxy.export_dir / "model.onnx"
@@ -226,6 +233,7 @@ def test_cuda_that_cannot_start_runs_on_the_cpu_and_says_so(
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert "could not start CUDAExecutionProvider" in caplog.text
     assert "model.onnx runs on CPUExecutionProvider" in caplog.text
+    assert capsys.readouterr().out == ""  # nothing on stdout, where the CLI writes its JSON
 
 
 # -- failure modes --------------------------------------------------------------------------

@@ -24,9 +24,12 @@ Query-aware windows: with a ``question`` every window is ``[CLS] context [SEP] q
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -601,11 +604,33 @@ def _session(ort: Any, path: Path, config: ProxyConfig) -> Any:
 
 
 _CUDA_LIBS_LOADED = False
+_CUDA_LIBS_LOCK = threading.Lock()
 #: CUDA provider options: float32 matrix products stay float32. onnxruntime's CUDA provider
 #: otherwise uses TF32 tensor cores on Ampere and newer GPUs; measured on an H200 (LM proxy
 #: graph, ``benchmarks/demos_gpu.py``), TF32 moved answer log-probabilities by up to 1.9 nats
 #: from the CPU's, 0.0004 nats without it, and a fingerprint names float32 numbers.
 _CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def _load_cuda_libraries(ort: Any) -> None:
+    """onnxruntime's ``preload_dlls()``, once per process; sessions opened meanwhile by other
+    threads wait for it. What it prints (it reports missing libraries on stdout, where a CLI
+    writes its JSON) goes to the debug log instead."""
+    global _CUDA_LIBS_LOADED
+    with _CUDA_LIBS_LOCK:
+        if _CUDA_LIBS_LOADED:
+            return
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            printed = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(printed):
+                    preload()
+            except Exception as exc:
+                log.debug("onnxruntime.preload_dlls() failed: %r", exc)
+            if printed.getvalue().strip():
+                log.debug("onnxruntime.preload_dlls(): %s", printed.getvalue().strip())
+        _CUDA_LIBS_LOADED = True
 
 
 def inference_session(ort: Any, path: Path, options: Any, providers: Sequence[str]) -> Any:
@@ -620,19 +645,12 @@ def inference_session(ort: Any, path: Path, options: Any, providers: Sequence[st
     session runs on, never raised (the request path stays up, on the CPU). CUDA runs
     without TF32 (``use_tf32=0``), so a GPU gives the CPU's float32 scores.
     """
-    global _CUDA_LIBS_LOADED
-    if CUDA in providers and not _CUDA_LIBS_LOADED:
-        _CUDA_LIBS_LOADED = True
-        preload = getattr(ort, "preload_dlls", None)
-        if preload is not None:
-            try:
-                preload()
-            except Exception as exc:
-                log.debug("onnxruntime.preload_dlls() failed: %r", exc)
+    if CUDA in providers:
+        _load_cuda_libraries(ort)
     chosen: list[Any] = [(CUDA, _CUDA_OPTIONS) if p == CUDA else p for p in providers]
     session = open_session(lambda: ort.InferenceSession(str(path), options, providers=chosen))
     running = session.get_providers()
-    if CUDA in providers and (not running or running[0] != CUDA):
+    if CUDA in providers and CUDA not in running:
         log.warning(
             "onnxruntime could not start %s (CUDA or cuDNN libraries missing?); %s runs on %s. "
             "pip install 'onnxruntime-gpu[cuda,cudnn]' brings the libraries",
