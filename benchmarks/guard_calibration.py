@@ -181,7 +181,8 @@ def collect(
                     c = comps[m].compress([msg], ratio=ratio, question=query(item))
                     prompt = c.prompt[0].content
                     rec["pooled"], rec["passage"] = c.similarity, c.passage_similarity
-                    rec["passage_units_dropped"] = int(c.decisions.get("passage", 0))
+                    # passages dropped whole (records before 2026-12-04: "passage_units_dropped")
+                    rec["passages_dropped"] = int(c.decisions.get("passage", 0))
                     if m == "default":  # the sentence scorer's states of this context
                         ts = memo.last
                         assert ts is not None and ts.text == item.context
@@ -200,7 +201,7 @@ def collect(
                     kept = prompt[: len(prompt) - len(item.question)]
                     spans = _aligned(item.context, kept)
                     rec["pooled"], rec["passage"] = _pooled_from_cut(ts, item.context, spans)
-                    rec["passage_units_dropped"] = None
+                    rec["passages_dropped"] = None
                 texts.append(prompt)
                 pending.append(rec)
                 rec["context_kept"] = context_ratio(item, prompt)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from promptsieve._errors import ConfigError
 from promptsieve._passages import split_sentences
 from promptsieve.compressor import Compressor, CompressorConfig
 from promptsieve.proxy import Proxy
@@ -208,3 +209,50 @@ def test_clean_demos_margin_must_be_finite_and_not_negative(margin: float) -> No
     val = [ValidationExample("q?", "a")]
     with pytest.raises(ConfigError, match="margin must be a finite number >= 0"):
         clean_demos(demos, val, margin=margin, scorer=Untouched())  # type: ignore[arg-type]
+
+
+# -- wrong arguments to the API: ConfigError naming what is expected ------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"ratio": "0.5"}, "ratio must be in (0, 1] (a number)"),
+        ({"ratio": True}, "ratio must be in (0, 1] (a number)"),
+        ({"ratio": float("nan")}, "ratio must be in (0, 1]"),
+        ({"target_tokens": "10"}, "target_tokens must be a whole number"),
+        ({"target_tokens": float("nan")}, "target_tokens must be a whole number"),
+        ({"target_tokens": True}, "target_tokens must be a whole number"),
+        ({"target_tokens": 2.5}, "target_tokens must be a whole number"),
+    ],
+)
+def test_budget_arguments_of_the_wrong_type_are_config_errors(
+    default: Compressor, kwargs: dict[str, object], says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        default.compress("Some words to keep or drop.", **kwargs)  # type: ignore[arg-type]
+    assert says in str(info.value)
+
+
+@pytest.mark.parametrize("ratio", [Fraction(1, 2), Decimal("0.5"), np.float32(0.5), 1])
+def test_any_real_ratio_is_taken_as_a_float(default: Compressor, ratio: object) -> None:
+    text = "Bananas grow in tropical regions and are yellow when they are ripe. " * 4
+    want = default.compress(text, ratio=0.5 if ratio != 1 else 1.0)
+    assert default.compress(text, ratio=ratio).text == want.text  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prompt", [None, b"bytes are not text", 5, ["a str, not a Message"]])
+def test_a_prompt_that_is_not_text_or_messages_is_a_config_error(
+    default: Compressor, prompt: object
+) -> None:
+    with pytest.raises(ConfigError, match="a prompt must be a str or a sequence"):
+        default.compress(prompt)  # type: ignore[call-overload]
+    if not isinstance(prompt, list):
+        with pytest.raises(ConfigError, match="must be a str"):
+            default.explain(prompt)  # type: ignore[arg-type]
+
+
+def test_explain_with_an_unknown_scorer_is_a_config_error(default: Compressor) -> None:
+    for call in (default.explain, default.explain_decisions):
+        with pytest.raises(ConfigError, match="scorer must be one of"):
+            call("Some words.", scorer="bogus")  # type: ignore[arg-type,operator]

@@ -267,7 +267,7 @@ def test_screen_temperature_must_be_finite_and_not_negative(
     samples.write_text(SAMPLE * 6)
     args = [*_screen_args(samples, "http://127.0.0.1:9/v1"), f"--temperature={temperature}"]
     res = CliRunner().invoke(app, args)
-    _one_line_error(res, "error: --temperature must be a finite number >= 0")
+    _one_line_error(res, "Error: --temperature must be a finite number >= 0")
 
 
 @pytest.mark.parametrize(
@@ -290,7 +290,7 @@ def test_screen_names_the_line_of_an_integer_over_the_digit_limit(tmp_path: Path
     samples = tmp_path / "s.jsonl"
     samples.write_text(SAMPLE + '{"prompt": "x", "n": ' + "9" * 5000 + "}\n")
     res = CliRunner().invoke(app, _screen_args(samples, "http://127.0.0.1:9/v1"))
-    _one_line_error(res, f"error: {samples}:2: not valid JSON", "4300 digits")
+    _one_line_error(res, f"Error: {samples}:2: not valid JSON", "4300 digits")
 
 
 def test_screen_says_when_the_target_cannot_be_reached(runner: CliRunner, tmp_path: Path) -> None:
@@ -354,3 +354,38 @@ def test_report_refuses_a_negative_or_nan_price_in_the_table(tmp_path: Path, pri
     )
     _one_line_error(res, f"Error: bad price table {prices}", "'gpt-4o'", "finite number >= 0")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["compress", "{tmp}/missing.txt"], "cannot read {tmp}/missing.txt: No such file"),
+        (["compress", "{tmp}"], "Is a directory"),
+        (["compress", "{tmp}/nul.bin"], "is binary, not text (NUL byte at byte 3)"),
+        (["compress", "{tmp}/latin1.txt"], "is not UTF-8 text"),
+        (["compress", "{tmp}/p.txt", "--ratio", "abc"], "Invalid value for '--ratio'"),
+        (["compress", "{tmp}/p.txt", "--ratio", "0"], "ratio must be in (0, 1]"),
+        (["compress", "{tmp}/p.txt", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["explain", "{tmp}/p.txt", "--scorer", "bogus"], "scorer must be 'head'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_error_line(
+    runner: CliRunner, tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Errors click finds (missing file, bad value, unknown option or command) read like every
+    other bad input: one ``Error:`` line naming the subcommand's --help, exit status 2."""
+    (tmp_path / "nul.bin").write_bytes(b"abc\0def plain words after the NUL")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (tmp_path / "p.txt").write_text(PROMPT, encoding="utf-8")
+    tmp = str(tmp_path)
+    res = runner.invoke(app, [a.replace("{tmp}", tmp) for a in args])
+    output = _one_line_error(res, "Error: ", says.replace("{tmp}", tmp), "--help')")
+    assert output.count("\n") == 1 and output.startswith("Error: "), output
+
+
+def test_compress_prints_the_text_ending_as_it_came(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "short.txt"
+    f.write_text("line one here\n", encoding="utf-8")
+    res = runner.invoke(app, ["compress", str(f)])
+    assert res.exit_code == 0 and res.stdout == "line one here\n", repr(res.stdout)

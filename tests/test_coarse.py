@@ -264,8 +264,27 @@ def test_demonstrations_keep_the_demo_level_path(relevance: Compressor) -> None:
         for a, b in ((2, 3), (4, 5), (6, 7), (8, 9))
     )
     r = relevance.compress(demos + "\n\nQ: What is 10 plus 11?\nA:", ratio=0.5)
-    assert r.decisions.get("demo", 0) > 0
+    gone = [q for q in ("2 plus 3", "4 plus 5", "6 plus 7", "8 plus 9") if q not in r.text]
+    assert gone and r.decisions.get("demo") == len(gone)  # demonstrations, not their words
     assert r.text.rstrip().endswith("Q: What is 10 plus 11?\nA:")
+
+
+@pytest.mark.parametrize("ratio", [0.8, 0.5, 0.25])
+def test_decisions_count_passages_and_sentences_not_their_words(
+    relevance: Compressor, ratio: float
+) -> None:
+    docs = [DOCS[0], DOCS[2], DOCS[1], DOCS[3]]
+    prompt = multidoc(docs) + f"Question: {QUESTION}"
+    r = relevance.compress(prompt, ratio=ratio, question=QUESTION)
+    headers_gone = sum(f"Document [{i + 1}]" not in r.text for i in range(len(docs)))
+    assert r.decisions.get("passage", 0) == headers_gone  # a passage goes with its header
+    kept = [d for i, d in enumerate(docs) if f"Document [{i + 1}]" in r.text]
+    whole = [t for d in kept for t in sentences_of(d) if not any(w in r.text for w in t.split())]
+    assert r.decisions.get("sentence", 0) == len(whole)
+    if ratio == 0.8:
+        assert whole  # sentences dropped whole, counted once each
+    if ratio == 0.25:
+        assert headers_gone >= 2
 
 
 def test_explain_heat_map_shows_passage_sentence_and_token_decisions(

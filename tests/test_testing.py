@@ -103,3 +103,46 @@ def test_plain_httpx_clients_get_the_same_answers() -> None:
         assert r.json()["choices"][0]["message"]["content"] == "hello"
         assert http.post("http://t.test/v1/nothing", json={}).status_code == 404
         assert http.post("http://t.test/v1/completions", content=b"{").status_code == 400
+
+
+def test_streamed_requests_get_the_reply_as_server_sent_events() -> None:
+    """``stream=True`` through a real openai client: every route streams the scripted reply,
+    deltas joining back to it exactly, with usage where ``stream_options`` asks."""
+    answer = "The capital is  Paris.\n"
+    target = ScriptedTarget(answer)
+    client = OpenAI(
+        base_url="http://t.test/v1",
+        api_key="x",
+        http_client=httpx2.Client(transport=target.transport(httpx2)),
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "one two"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
+    pieces = list(client.completions.create(model="m", prompt="a b c", stream=True))
+    assert "".join(p.choices[0].text for p in pieces) == answer
+    events = list(client.responses.create(model="m", input="hello", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["The ", "capital ", "is  ", "Paris.\n"]
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == answer
+    assert [b.get("stream") for b in target.bodies] == [True, True, True]
+
+
+def test_a_wrapped_streamed_call_goes_through(compressor: Compressor) -> None:
+    target = ScriptedTarget("Paris")
+    gate = Gate(FixedVerdictStore.passed(0.5), GateConfig(monitor_rate=0.0))
+    sieve = Sieve(SLOW_CI, compressor=compressor, gate=gate)
+    http = httpx2.Client(transport=target.transport(httpx2))
+    client = wrap_openai(OpenAI(base_url="http://t.test/v1", api_key="x", http_client=http), sieve)
+    stream = client.chat.completions.create(model="m", messages=_messages(), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Paris"
+    assert target.bodies[0]["stream"] is True
+    sieve.close()

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from promptsieve._allocate import WORD, PartScores, plan, prune_in_order
+from promptsieve._allocate import PASSAGE, SENTENCE, WORD, PartScores, plan, prune_in_order
 from promptsieve._passages import Structure, structure
 from promptsieve.proxy import Scorer, TokenScores
 from promptsieve.prune import Budget, PruneResult
 from promptsieve.segment import Segmentation
 
-__all__ = ["CoarseResult", "coarse_prune", "score_part"]
+__all__ = ["CoarseResult", "coarse_prune", "level_counts", "score_part", "whole_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,42 @@ class CoarseResult:
     token_scores: TokenScores
     #: per unit: "" (kept), "passage", "sentence" or "word" — what it was dropped as
     dropped_as: tuple[str, ...]
+
+    @property
+    def decisions(self) -> dict[str, int]:
+        """Passages, sentences and words dropped (:func:`level_counts`)."""
+        return level_counts(self.scores.struct, self.dropped_as)
+
+
+def whole_groups(dropped: Iterable[int], members: Counter[int]) -> tuple[int, int]:
+    """``(groups gone whole, units gone from groups partly kept)`` for the group index of
+    each dropped unit (``-1``: in no group, counted as a unit); ``members``: units per group.
+    """
+    gone = Counter(dropped)
+    whole = sum(1 for g, n in gone.items() if g >= 0 and n == members[g])
+    return whole, sum(n for g, n in gone.items() if g < 0 or n != members[g])
+
+
+def level_counts(struct: Structure, dropped_as: Sequence[str]) -> dict[str, int]:
+    """What a coarse-to-fine cut dropped, counted at each level (``Compression.decisions``).
+
+    ``{"passage": passages dropped whole, "sentence": sentences of kept passages dropped
+    whole (by the sentence stage, or by word thinning that reached the sentence's last
+    word; protected text left in place does not count), "word": words dropped from sentences
+    partly kept}``; levels with nothing dropped are left out.
+    """
+    sentence_of = struct.sentence_of
+    passages = {
+        int(struct.passage_of[sentence_of[i]])
+        for i, kind in enumerate(dropped_as)
+        if kind == PASSAGE and sentence_of[i] >= 0
+    }
+    rest = [int(sentence_of[i]) for i, kind in enumerate(dropped_as) if kind and kind != PASSAGE]
+    rest += [-1 for i, kind in enumerate(dropped_as) if kind == PASSAGE and sentence_of[i] < 0]
+    members = Counter(int(s) for s in sentence_of if s >= 0)
+    sentences, words = whole_groups(rest, members)
+    counts = {PASSAGE: len(passages), SENTENCE: sentences, WORD: words}
+    return {k: n for k, n in counts.items() if n}
 
 
 def score_part(

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, overload
@@ -17,7 +18,7 @@ from typing import Literal, overload
 import numpy as np
 
 from promptsieve._allocate import PartScores
-from promptsieve._coarse import coarse_prune, score_part
+from promptsieve._coarse import coarse_prune, score_part, whole_groups
 from promptsieve._config_types import (
     check_field_types,
     check_instance,
@@ -252,8 +253,11 @@ class Compression:
     #: ``similarity`` when no passage was dropped whole (the word and demonstration paths).
     #: The sieve's instance guard reads it first (``python -m benchmarks.guard_calibration``).
     passage_similarity: float | None = None
-    #: Units dropped per decision of the coarse-to-fine budget: ``{"passage": n,
-    #: "sentence": n, "word": n, "demo": n}`` (units, not tokens); empty on the word path.
+    #: What the coarse-to-fine budget dropped, counted at its own level: ``{"passage":
+    #: passages dropped whole, "sentence": sentences of kept passages dropped whole, "word":
+    #: words thinned from sentences partly kept, "demo": demonstrations dropped whole}``
+    #: (counts of those units, not tokens; a level with nothing dropped is left out); empty
+    #: on the word path.
     decisions: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -404,7 +408,9 @@ class Compressor:
         (an explicit coarse-to-fine config with ``keep_protected`` off drops it with a whole
         passage).
 
-        Raises ``ConfigError`` when a message holds text that is not valid Unicode (a lone
+        Raises ``ConfigError`` when ``prompt`` is neither a ``str`` nor a sequence of
+        :class:`Message`, when ``ratio`` is not a number in (0, 1] or ``target_tokens`` not a
+        whole number > 0, when a message holds text that is not valid Unicode (a lone
         surrogate), and when ``question`` does; the sieve catches it and sends the original
         request.
         """
@@ -442,7 +448,7 @@ class Compressor:
             for (p, scores, token_scores), result in zip(scored, results, strict=True)
         ]
         return self._compression(
-            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions=False
+            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions={}
         )
 
     def _compress_coarse(
@@ -470,6 +476,7 @@ class Compressor:
             plain_budget = Budget(target_tokens=max(1, budget.target_tokens - other))
         t_score = 0.0
         entries: list[tuple[_Part, np.ndarray, TokenScores, PruneResult, tuple[str, ...]]] = []
+        counts: Counter[str] = Counter()
         if plain:
             scored = []
             for p in plain:
@@ -495,14 +502,16 @@ class Compressor:
             )
             for p, r in zip(plain, results, strict=True):
                 entries.append((p, r.scores.unit_scores, r.token_scores, r.result, r.dropped_as))
+                counts.update(r.decisions)
         for p in demo_parts:  # the demonstration-level path
             ts = time.perf_counter()
             scores, token_scores = self._unit_scores(p.seg, p.question, self.demo_scorer)
             t_score += time.perf_counter() - ts
             res = prune(p.seg, scores, Budget(ratio=ratio_eff), self._count)
             entries.append((p, scores, token_scores, res, _drop_kinds(p, res)))
+            counts.update(_demo_counts(p, res))
         return self._compression(
-            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions=True
+            messages, was_str, entries, tokens_before, (t0, t_seg, t_score), decisions=counts
         )
 
     def _compression(
@@ -513,19 +522,18 @@ class Compressor:
         tokens_before: int,
         clock: tuple[float, float, float],
         *,
-        decisions: bool,
+        decisions: Mapping[str, int],
     ) -> Compression:
         """The result of both paths: each entry is a pruned part (its unit scores, token scores,
         prune result, and per unit the level that dropped it, ``""`` when kept); ``clock``:
-        start, end of segmentation, seconds spent scoring; ``decisions``: count the dropped
-        units per level (the coarse-to-fine path; the word path leaves them empty)."""
+        start, end of segmentation, seconds spent scoring; ``decisions``: what was dropped per
+        level (the coarse-to-fine path; the word path passes none)."""
         t0, t_seg, t_score = clock
         new_texts: dict[tuple[int, int], str] = {}
         kept: list[Span] = []
         dropped: list[Span] = []
         pooled: list[tuple[np.ndarray, np.ndarray] | None] = []
         scoped: list[tuple[np.ndarray, np.ndarray] | None] = []  # over kept passages only
-        counts: dict[str, int] = {}
         for p, scores, token_scores, res, kinds in entries:
             units = p.seg.units
             new_texts[(p.message, p.part)] = res.text
@@ -538,8 +546,6 @@ class Compressor:
             for i, u in enumerate(units):
                 was_dropped = bool(kinds[i])
                 kind = kinds[i] if was_dropped else ("demo" if u.demo is not None else "word")
-                if was_dropped:
-                    counts[kind] = counts.get(kind, 0) + 1
                 (dropped if was_dropped else kept).append(
                     Span(
                         message=p.message,
@@ -571,7 +577,7 @@ class Compressor:
             or self.scorer.name,
             similarity=_pooled_cosine(pooled) if dropped else None,
             passage_similarity=_pooled_cosine(scoped) if dropped else None,
-            decisions=counts if decisions else {},
+            decisions={k: n for k, n in sorted(decisions.items()) if n},
         )
 
     def explain(
@@ -580,7 +586,9 @@ class Compressor:
         """Per-token importance of ``text`` (the heat map behind ``promptsieve explain``).
 
         ``scorer`` None: the scorer that compressing ``text`` would use (the demonstrations'
-        scorer when the text holds demonstrations)."""
+        scorer when the text holds demonstrations). Raises ``ConfigError`` for a scorer name
+        not in ``("head", "attribution", "sentence", "relevance")`` and for a ``text`` or
+        ``question`` that is not a ``str`` of valid Unicode."""
         _check_question(question)
         seg = segment(text, replace(self.config.segment, protect_question=False))
         sc = self._explain_scorer(scorer, seg)
@@ -603,8 +611,9 @@ class Compressor:
         is used when ``CompressorConfig.coarse_to_fine`` is on (or ``scorer="relevance"``) and
         the text holds no demonstrations; otherwise the word path's decisions are shown.
         """
-        ratio = self.config.ratio if ratio is None else ratio
-        Budget(ratio=ratio)  # validates
+        checked = Budget(ratio=self.config.ratio if ratio is None else ratio).ratio  # validates
+        assert checked is not None
+        ratio = checked
         _check_question(question)
         seg = segment(text, self.config.segment)
         sc = self._explain_scorer(scorer, seg)
@@ -650,6 +659,8 @@ class Compressor:
 
     # -- helpers ---------------------------------------------------------------------------
     def _explain_scorer(self, scorer: ScorerName | None, seg: Segmentation) -> Scorer:
+        if scorer is not None and scorer not in _SCORERS:
+            raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {scorer!r}")
         if scorer is None:
             return self.demo_scorer if seg.demos else self.scorer
         if scorer == self.config.scorer_name:
@@ -796,6 +807,18 @@ def _pooled_cosine(pooled: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> fl
     kept = sum(p[1] for p in pooled if p is not None)
     norm = float(np.linalg.norm(whole) * np.linalg.norm(kept))
     return float(np.dot(whole, kept) / norm) if norm > 0 else 0.0
+
+
+def _demo_counts(p: _Part, res: PruneResult) -> dict[str, int]:
+    """``{"demo": demonstrations dropped whole, "word": other words dropped}`` (the
+    demonstration-level path's ``Compression.decisions``; levels at 0 left out)."""
+    units = p.seg.units
+    members = Counter(u.demo for u in units if u.demo is not None and not u.protected)
+    demo_of = [  # protected text goes with its demonstration, and is not counted
+        -1 if (d := units[i].demo) is None else d for i in res.dropped if not units[i].protected
+    ]
+    demos, words = whole_groups(demo_of, members)
+    return {k: n for k, n in (("demo", demos), ("word", words)) if n}
 
 
 def _drop_kinds(p: _Part, res: PruneResult) -> tuple[str, ...]:

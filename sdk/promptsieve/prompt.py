@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from promptsieve._errors import ConfigError
+
 __all__ = [
     "COMPRESSIBLE_ROLES",
     "Message",
@@ -97,14 +99,21 @@ class Span:
 
 
 def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[Message, ...], bool]:
-    """Normalise a prompt to messages; the flag says whether it was a bare string."""
+    """Normalise a prompt to messages; the flag says whether it was a bare string.
+
+    Raises ``ConfigError`` for anything but a ``str`` or a sequence of :class:`Message`
+    (bytes, None, a number, a sequence holding something else)."""
     if isinstance(prompt, str):
         return (Message.text("user", prompt),), True
-    messages = tuple(prompt)
-    for m in messages:
+    expected = "a prompt must be a str or a sequence of promptsieve.Message"
+    if not isinstance(prompt, Sequence) or isinstance(prompt, (bytes, bytearray)):
+        raise ConfigError(f"{expected}, got {type(prompt).__name__}")
+    messages: list[Message] = []
+    for m in prompt:
         if not isinstance(m, Message):
-            raise TypeError(f"expected promptsieve.Message, got {type(m).__name__}")
-    return messages, False
+            raise ConfigError(f"{expected}, got a {type(m).__name__} in the sequence")
+        messages.append(m)
+    return tuple(messages), False
 
 
 def rewrite_problem(before: Message, after: Message) -> str | None:

@@ -107,7 +107,10 @@ class Segmentation:
 def check_text(text: str, what: str = "prompt text") -> None:
     """Raise :class:`~promptsieve.ConfigError` unless ``text`` is valid Unicode (encodes as
     UTF-8): lone surrogates come from decoding bytes with ``surrogateescape``/``surrogatepass``
-    and cannot be sent to any model API either. ``what`` names the text in the message."""
+    and cannot be sent to any model API either (nor can anything that is not a ``str``).
+    ``what`` names the text in the message."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be a str, got {type(text).__name__}")
     if text.isascii():
         return
     try:

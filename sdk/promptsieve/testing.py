@@ -27,6 +27,7 @@ Nothing here is used by promptsieve itself.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -55,7 +56,10 @@ class ScriptedTarget:
 
     Records each request body in :attr:`bodies` (thread-safe). Responses are well-formed
     ``chat.completion``, ``text_completion`` and ``response`` objects whose
-    ``usage`` counts the prompt's whitespace-separated words as its tokens.
+    ``usage`` counts the prompt's whitespace-separated words as its tokens. A body with
+    ``"stream": true`` gets the same reply as server-sent events, as the OpenAI API streams
+    it (one delta per whitespace-separated word, then ``data: [DONE]`` for chat and
+    completions; ``response.created`` ... ``response.completed`` for responses).
     """
 
     def __init__(self, answer: str | Answer = "ok", *, model: str = "scripted") -> None:
@@ -82,23 +86,32 @@ class ScriptedTarget:
 
         def handle(request: Any) -> Any:
             status, payload = self._handle(request.url.path, request.content)
+            if isinstance(payload, bytes):
+                headers = {"content-type": "text/event-stream"}
+                return mod.Response(status, headers=headers, content=payload)
             return mod.Response(status, json=payload)
 
         return mod.MockTransport(handle)
 
-    def _handle(self, path: str, content: bytes) -> tuple[int, dict[str, Any]]:
+    def _handle(self, path: str, content: bytes) -> tuple[int, dict[str, Any] | bytes]:
+        """(status, JSON payload), or (200, the server-sent events) for a streamed body."""
         try:
             body = json.loads(content or b"{}")
         except ValueError:
             return 400, {"error": {"message": "body is not JSON"}}
+        if not isinstance(body, dict):
+            return 400, {"error": {"message": "body is not a JSON object"}}
         path = path.rstrip("/")
-        for suffix, build in (
-            ("/chat/completions", _chat),
-            ("/completions", _completion),
-            ("/responses", _response),
+        for suffix, build, stream in (
+            ("/chat/completions", _chat, _chat_events),
+            ("/completions", _completion, _completion_events),
+            ("/responses", _response, _response_events),
         ):
             if path.endswith(suffix):
-                return 200, build(self._reply(body), body, self.model)
+                done = build(self._reply(body), body, self.model)
+                if body.get("stream") is True:
+                    return 200, _sse(stream(done, body))
+                return 200, done
         return 404, {"error": {"message": f"no route {path}"}}
 
     def _reply(self, body: dict[str, Any]) -> str:
@@ -214,6 +227,70 @@ def _response(text: str, body: Mapping[str, Any], model: str) -> dict[str, Any]:
             "output_tokens_details": {"reasoning_tokens": 0},
         },
     }
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut after each run of whitespace, so the pieces join back to it exactly."""
+    return re.findall(r"\S*\s*", text)[:-1] or [""]
+
+
+def _sse(events: list[tuple[str | None, Any]]) -> bytes:
+    """Server-sent events: ``event:`` lines where named, ``data:`` as JSON (or as given)."""
+    lines = []
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        payload = data if isinstance(data, str) else json.dumps(data)
+        lines.append(f"{head}data: {payload}\n\n")
+    return "".join(lines).encode()
+
+
+def _chat_events(done: dict[str, Any], body: Mapping[str, Any]) -> list[tuple[str | None, Any]]:
+    """A ``chat.completion`` as the ``chat.completion.chunk`` stream the API sends."""
+    head = {k: done[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    text = done["choices"][0]["message"]["content"]
+    chunks: list[dict[str, Any]] = [
+        head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}}]}
+        for piece in _pieces(text)
+    ]
+    chunks.append(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage"):
+        chunks.append(head | {"choices": [], "usage": done["usage"]})
+    return [(None, c) for c in chunks] + [(None, "[DONE]")]
+
+
+def _completion_events(
+    done: dict[str, Any], body: Mapping[str, Any]
+) -> list[tuple[str | None, Any]]:
+    """A ``text_completion`` as the stream of ``text_completion`` pieces the API sends."""
+    head = {k: done[k] for k in ("id", "object", "created", "model")}
+    text = done["choices"][0]["text"]
+    chunks: list[dict[str, Any]] = [
+        head | {"choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]}
+        for p in _pieces(text)
+    ]
+    chunks[-1]["choices"][0]["finish_reason"] = "stop"
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage"):
+        chunks.append(head | {"choices": [], "usage": done["usage"]})
+    return [(None, c) for c in chunks] + [(None, "[DONE]")]
+
+
+def _response_events(done: dict[str, Any], body: Mapping[str, Any]) -> list[tuple[str | None, Any]]:
+    """A ``response`` as the Responses API's typed event stream (created, one text delta per
+    piece, text done, completed)."""
+    text = done["output"][0]["content"][0]["text"]
+    item = done["output"][0]["id"]
+    started = done | {"status": "in_progress", "output": [], "usage": None}
+    at = {"item_id": item, "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": started}]
+    events += [
+        {"type": "response.output_text.delta", **at, "delta": p, "logprobs": []}
+        for p in _pieces(text)
+    ]
+    events.append({"type": "response.output_text.done", **at, "text": text, "logprobs": []})
+    events.append({"type": "response.completed", "response": done})
+    return [(e["type"], e | {"sequence_number": i}) for i, e in enumerate(events)]
 
 
 class FixedVerdictStore:

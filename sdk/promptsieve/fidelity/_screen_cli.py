@@ -102,15 +102,15 @@ def run_cli(
     ):
         if value.replace("-", "_") not in allowed:
             shown = " or ".join(a.replace("_", "-") for a in allowed)
-            echo(f"error: {flag} must be {shown}, got {value!r}", err=True)
+            echo(f"Error: {flag} must be {shown}, got {value!r}", err=True)
             return 2
     try:
         ladder = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
-        echo(f"error: --ratios must be comma-separated numbers, got {ratios!r}", err=True)
+        echo(f"Error: --ratios must be comma-separated numbers, got {ratios!r}", err=True)
         return 2
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
-        echo(f"error: --temperature must be a finite number >= 0, got {temperature}", err=True)
+        echo(f"Error: --temperature must be a finite number >= 0, got {temperature}", err=True)
         return 2
     overrides = {} if temperature is None else {"temperature": temperature}
     with contextlib.ExitStack() as closing:  # the target and the verdict store, on every way out
@@ -158,7 +158,7 @@ def run_cli(
                     opened = closing.enter_context(contextlib.closing(_open_store(store)))
                 saved = (opened, key)
         except (ConfigError, StoreError) as exc:
-            echo(f"error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             return 2
         watched = _Watched(target)
         judge_metric: TargetJudge | None = None
@@ -182,7 +182,7 @@ def run_cli(
                     key=saved[1],
                 )
         except (ConfigError, StoreError) as exc:
-            echo(f"error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             return 2
         if as_json:
             echo(json.dumps(report(result), indent=2))
@@ -196,7 +196,7 @@ def run_cli(
             echo(f"warning: {warning}", err=True)
         hint = watched.hint(base_url)
         if hint:  # last, where it is seen: the report above only says "N failed"
-            echo(f"error: {hint}", err=True)
+            echo(f"Error: {hint}", err=True)
         return 0 if result.passed else 1
 
 
