@@ -361,13 +361,17 @@ def test_report_refuses_a_negative_or_nan_price_in_the_table(tmp_path: Path, pri
     [
         (["compress", "{tmp}/missing.txt"], "cannot read {tmp}/missing.txt: No such file"),
         (["compress", "{tmp}"], "Is a directory"),
-        (["compress", "{tmp}/nul.bin"], "is binary, not text (NUL byte at byte 3)"),
+        (["compress", "{tmp}/nul.bin"], "is binary or UTF-16, not UTF-8 text (NUL at character 3)"),
+        (["compress", "{tmp}/utf16.txt"], "iconv -f UTF-16 -t UTF-8"),
         (["compress", "{tmp}/latin1.txt"], "is not UTF-8 text"),
         (["compress", "{tmp}/p.txt", "--ratio", "abc"], "Invalid value for '--ratio'"),
         (["compress", "{tmp}/p.txt", "--ratio", "0"], "ratio must be in (0, 1]"),
         (["compress", "{tmp}/p.txt", "--no-such-flag"], "No such option: --no-such-flag"),
         (["explain", "{tmp}/p.txt", "--scorer", "bogus"], "scorer must be 'head'"),
         (["no-such-command"], "No such command 'no-such-command'"),
+        (["clean", "{tmp}/p.txt", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["clean"], "Missing argument"),
+        (["demo", "--ratio", "abc"], "Invalid value for '--ratio'"),
     ],
 )
 def test_usage_errors_are_one_error_line(
@@ -377,6 +381,7 @@ def test_usage_errors_are_one_error_line(
     other bad input: one ``Error:`` line naming the subcommand's --help, exit status 2."""
     (tmp_path / "nul.bin").write_bytes(b"abc\0def plain words after the NUL")
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (tmp_path / "utf16.txt").write_bytes("plain words".encode("utf-16-le"))  # no BOM
     (tmp_path / "p.txt").write_text(PROMPT, encoding="utf-8")
     tmp = str(tmp_path)
     res = runner.invoke(app, [a.replace("{tmp}", tmp) for a in args])

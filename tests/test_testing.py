@@ -134,6 +134,15 @@ def test_streamed_requests_get_the_reply_as_server_sent_events() -> None:
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == answer
     assert [b.get("stream") for b in target.bodies] == [True, True, True]
+    # the SDK's stream helpers check the event order and accumulate the deltas
+    with client.chat.completions.stream(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    ) as s:
+        final = s.get_final_completion()
+    assert final.choices[0].message.content == answer
+    assert final.choices[0].message.role == "assistant"
+    with client.responses.stream(model="m", input="hello") as rs:
+        assert rs.get_final_response().output_text == answer
 
 
 def test_a_wrapped_streamed_call_goes_through(compressor: Compressor) -> None:

@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
             raise typer.BadParameter(str(exc)) from None
         run_demo(cfg, echo=typer.echo)
 
+    from promptsieve._cli_errors import OneLineCommand
+
     app = typer.Typer(add_completion=False)
-    app.command()(demo)
+    app.command(cls=OneLineCommand)(demo)
     app(args=argv, prog_name="promptsieve demo")

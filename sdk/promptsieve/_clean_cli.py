@@ -134,6 +134,8 @@ def _write(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``promptsieve clean`` as the CLI's lazy subcommand table calls it: ``main(argv)``."""
+    from promptsieve._cli_errors import OneLineCommand
+
     app = typer.Typer(add_completion=False)
-    app.command()(clean_command)
+    app.command(cls=OneLineCommand)(clean_command)
     app(argv, prog_name="promptsieve clean")

@@ -44,7 +44,7 @@ class CoarseResult:
     @property
     def decisions(self) -> dict[str, int]:
         """Passages, sentences and words dropped (:func:`level_counts`)."""
-        return level_counts(self.scores.struct, self.dropped_as)
+        return level_counts(self.scores.seg, self.scores.struct, self.dropped_as)
 
 
 def whole_groups(dropped: Iterable[int], members: Counter[int]) -> tuple[int, int]:
@@ -56,13 +56,14 @@ def whole_groups(dropped: Iterable[int], members: Counter[int]) -> tuple[int, in
     return whole, sum(n for g, n in gone.items() if g < 0 or n != members[g])
 
 
-def level_counts(struct: Structure, dropped_as: Sequence[str]) -> dict[str, int]:
+def level_counts(seg: Segmentation, struct: Structure, dropped_as: Sequence[str]) -> dict[str, int]:
     """What a coarse-to-fine cut dropped, counted at each level (``Compression.decisions``).
 
     ``{"passage": passages dropped whole, "sentence": sentences of kept passages dropped
     whole (by the sentence stage, or by word thinning that reached the sentence's last
-    word; protected text left in place does not count), "word": words dropped from sentences
-    partly kept}``; levels with nothing dropped are left out.
+    word), "word": words dropped from sentences partly kept}``; protected text is not
+    counted (it goes with a passage, or stays where a sentence went); levels with nothing
+    dropped are left out.
     """
     sentence_of = struct.sentence_of
     passages = {
@@ -70,9 +71,13 @@ def level_counts(struct: Structure, dropped_as: Sequence[str]) -> dict[str, int]
         for i, kind in enumerate(dropped_as)
         if kind == PASSAGE and sentence_of[i] >= 0
     }
-    rest = [int(sentence_of[i]) for i, kind in enumerate(dropped_as) if kind and kind != PASSAGE]
-    rest += [-1 for i, kind in enumerate(dropped_as) if kind == PASSAGE and sentence_of[i] < 0]
-    members = Counter(int(s) for s in sentence_of if s >= 0)
+    free = [not u.protected for u in seg.units]
+    rest = [
+        int(sentence_of[i])
+        for i, kind in enumerate(dropped_as)
+        if kind and free[i] and (kind != PASSAGE or sentence_of[i] < 0)
+    ]
+    members = Counter(int(s) for s, f in zip(sentence_of, free, strict=True) if f and s >= 0)
     sentences, words = whole_groups(rest, members)
     counts = {PASSAGE: len(passages), SENTENCE: sentences, WORD: words}
     return {k: n for k, n in counts.items() if n}

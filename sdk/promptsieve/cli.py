@@ -5,63 +5,26 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperGroup
 
+from promptsieve._cli_errors import OneLineGroup
 from promptsieve._export_cli import export_command
 from promptsieve._report_cli import report_command
 
 if TYPE_CHECKING:
     from promptsieve.compressor import Compressor
 
-#: click's ``ClickException``, wherever this Typer takes click from (Typer >= 0.24 vendors it).
-_CLICK_ERROR: type[Exception] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-)
-
-
-class _OneLineErrors(TyperGroup):
-    """Usage errors (a missing file, a bad option value, an unknown option) as one ``Error:``
-    line on stderr with click's exit status (2), like every other bad input here, instead of
-    Typer's boxed panel; the hint names the subcommand's ``--help``."""
-
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
-        except typer.Abort:
-            typer.echo("Aborted.", err=True)
-            sys.exit(1)
-        except _CLICK_ERROR as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # nothing asked: the help, as before
-                return super().main(args, prog_name, complete_var, True, **extra)
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-            typer.echo(f"Error: {message}{hint}", err=True)
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
 app = typer.Typer(
     name="promptsieve",
     help="Compress LLM prompts where a fidelity test against the target has passed.",
     no_args_is_help=True,
     add_completion=False,
-    cls=_OneLineErrors,
+    cls=OneLineGroup,
 )
 
 
@@ -73,16 +36,20 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
     name = "stdin" if stdin else str(path)
-    if (nul := data.find(b"\0")) >= 0:  # valid UTF-8, but no prompt: a binary file
-        raise typer.BadParameter(f"{name} is binary, not text (NUL byte at byte {nul})")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise typer.BadParameter(
             f"{name} is not UTF-8 text "
             f"(byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "convert it first, e.g. iconv -t UTF-8"
         ) from exc
+    if (nul := text.find("\0")) >= 0:  # valid UTF-8, but no prompt: binary, or UTF-16
+        raise typer.BadParameter(
+            f"{name} is binary or UTF-16, not UTF-8 text (NUL at character {nul}); "
+            "UTF-16 converts with iconv -f UTF-16 -t UTF-8"
+        )
+    return text
 
 
 @contextmanager

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-import numbers
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 import numpy as np
 
+from promptsieve._config_types import check_field_types
 from promptsieve._errors import ConfigError
 from promptsieve._regions import NOSPACE
 from promptsieve.segment import Segmentation
@@ -65,19 +64,16 @@ class Budget:
     target_tokens: int | None = None  # total tokens wanted for the text (protected included)
 
     def __post_init__(self) -> None:
-        """Raises ``ConfigError`` naming the type or range expected (a bool is not a number
-        here, a ``"0.5"`` string is not a ratio)."""
+        """Raises ``ConfigError`` naming the type or range expected; a ratio is stored as a
+        ``float`` and a token count as an ``int`` (numpy and ``fractions`` numbers fit, a bool
+        does not: :func:`~promptsieve._config_types.check_field_types`, as for configs)."""
         if (self.ratio is None) == (self.target_tokens is None):
             raise ConfigError("Budget needs exactly one of ratio and target_tokens")
-        r, t = self.ratio, self.target_tokens
-        if r is not None:
-            if isinstance(r, bool) or not isinstance(r, (numbers.Real, Decimal)) or not 0 < r <= 1:
-                raise ConfigError(f"ratio must be in (0, 1] (a number), got {r!r}")
-            object.__setattr__(self, "ratio", float(r))  # numpy, Fraction, Decimal: a float
-        if t is not None:
-            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t <= 0:
-                raise ConfigError(f"target_tokens must be a whole number > 0, got {t!r}")
-            object.__setattr__(self, "target_tokens", int(t))
+        check_field_types(self)
+        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if self.target_tokens is not None and self.target_tokens <= 0:
+            raise ConfigError(f"target_tokens must be > 0, got {self.target_tokens!r}")
 
 
 @dataclass(frozen=True)

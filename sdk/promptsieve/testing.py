@@ -249,9 +249,9 @@ def _chat_events(done: dict[str, Any], body: Mapping[str, Any]) -> list[tuple[st
     head = {k: done[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
     text = done["choices"][0]["message"]["content"]
     chunks: list[dict[str, Any]] = [
-        head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}}]}
-        for piece in _pieces(text)
+        head | {"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in _pieces(text)
     ]
+    chunks[0]["choices"][0]["delta"]["role"] = "assistant"  # the first chunk names the role
     chunks.append(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     options = body.get("stream_options")
     if isinstance(options, Mapping) and options.get("include_usage"):
@@ -277,19 +277,45 @@ def _completion_events(
 
 
 def _response_events(done: dict[str, Any], body: Mapping[str, Any]) -> list[tuple[str | None, Any]]:
-    """A ``response`` as the Responses API's typed event stream (created, one text delta per
-    piece, text done, completed)."""
-    text = done["output"][0]["content"][0]["text"]
-    item = done["output"][0]["id"]
+    """A ``response`` as the Responses API's typed event stream: created, in progress, the
+    message item and its text part added, one text delta per piece, then each of them done,
+    and completed (the order ``client.responses.stream()`` checks)."""
+    item = done["output"][0]
+    part = item["content"][0]
+    text = part["text"]
     started = done | {"status": "in_progress", "output": [], "usage": None}
-    at = {"item_id": item, "output_index": 0, "content_index": 0}
-    events: list[dict[str, Any]] = [{"type": "response.created", "response": started}]
+    at = {"item_id": item["id"], "output_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": item | {"status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            **at,
+            "content_index": 0,
+            "part": part | {"text": ""},
+        },
+    ]
     events += [
-        {"type": "response.output_text.delta", **at, "delta": p, "logprobs": []}
+        {"type": "response.output_text.delta", **at, "content_index": 0, "delta": p, "logprobs": []}
         for p in _pieces(text)
     ]
-    events.append({"type": "response.output_text.done", **at, "text": text, "logprobs": []})
-    events.append({"type": "response.completed", "response": done})
+    events += [
+        {
+            "type": "response.output_text.done",
+            **at,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        },
+        {"type": "response.content_part.done", **at, "content_index": 0, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": done},
+    ]
     return [(e["type"], e | {"sequence_number": i}) for i, e in enumerate(events)]
 
 
