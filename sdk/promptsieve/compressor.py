@@ -162,8 +162,7 @@ class CompressorConfig:
         Budget(ratio=self.ratio)  # raises ValueError with the allowed range
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ConfigError(f"sentence_weight must be in [0, 1], got {self.sentence_weight!r}")
-        if self.scorer is not None and self.scorer not in _SCORERS:
-            raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {self.scorer!r}")
+        _check_scorer(self.scorer)
         if not 0.0 <= self.passage_weight <= 10.0:
             raise ConfigError(f"passage_weight must be in [0, 10], got {self.passage_weight!r}")
         if not self.roles or not all(isinstance(r, str) and r.strip() for r in self.roles):
@@ -659,8 +658,7 @@ class Compressor:
 
     # -- helpers ---------------------------------------------------------------------------
     def _explain_scorer(self, scorer: ScorerName | None, seg: Segmentation) -> Scorer:
-        if scorer is not None and scorer not in _SCORERS:
-            raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {scorer!r}")
+        _check_scorer(scorer)
         if scorer is None:
             return self.demo_scorer if seg.demos else self.scorer
         if scorer == self.config.scorer_name:
@@ -754,6 +752,12 @@ class Compressor:
         spans = [(u.start, u.end) for u in seg.units]
         ts = scorer.score(seg.text, question=question, units=spans)
         return _blend_sentences(ts.unit_scores(spans), seg, self.config.sentence_weight), ts
+
+
+def _check_scorer(scorer: object) -> None:
+    """ConfigError unless ``scorer`` is None or one of the scorer names (``_SCORERS``)."""
+    if scorer is not None and scorer not in _SCORERS:
+        raise ConfigError(f"scorer must be one of {_SCORERS} or None, not {scorer!r}")
 
 
 def _check_question(question: object) -> None:
