@@ -22,10 +22,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from promptsieve import _threads
+from promptsieve import _threads, tokens
 from promptsieve._threads import SieveClosed
 
 CHILD = Path(__file__).with_name("_exit_child.py")
@@ -167,3 +168,55 @@ def test_runtime_door_at_exit_parks_only_the_users_daemon_threads(
     users.join(5)
     assert took["main"] < 0.5 and took["background"] < 0.5 and took["pool"] < 0.5, took
     assert 1.4 < took["user"] < 5, took
+
+
+def test_tokenizers_pass_the_runtime_door(monkeypatch: pytest.MonkeyPatch, proxy: Any) -> None:
+    """The Rust tokenizers (``tokenizers``' batch encoder, tiktoken) release the GIL; a daemon
+    thread that takes it back while the interpreter finalises aborts the process (``FATAL:
+    exception not rethrown``, 1 run in 3 of the "compressor" exit test in CI). So once the
+    exit hook has shut the door, a user's daemon thread waits at it before tokenizing too,
+    while the main thread still tokenizes (it is never stopped by finalisation)."""
+    from promptsieve import count_tokens
+    from promptsieve.proxy import _runtime
+
+    monkeypatch.setattr(_threads, "EXIT_PARK_S", 0.5)
+    door = _threads._RuntimeDoor()
+    assert door.shut(1.0)
+    for module in (_runtime, tokens):
+        monkeypatch.setattr(module, "RUNTIME_DOOR", door)
+    assert count_tokens("The report covers revenue.", "gpt-4o") == 5
+    assert len(proxy.tokenize("The report covers revenue.")[0]) == 5
+    with pytest.raises(SieveClosed):  # the main thread's proxy run (onnxruntime) is refused
+        proxy.embed(["The report covers revenue."])
+    calls = {
+        "count_tokens": lambda: count_tokens("The report covers revenue.", "gpt-4o"),
+        "embed": lambda: proxy.embed(["The report covers revenue."]),
+        "tokenize": lambda: proxy.tokenize("The report covers revenue."),
+    }
+    seen: dict[str, str] = {}
+    entered: list[str] = []  # the Rust tokenizer's methods that were entered
+
+    class Spy:
+        def __init__(self, tok: Any) -> None:
+            self._tok = tok
+
+        def __getattr__(self, name: str) -> Any:
+            entered.append(name)
+            return getattr(self._tok, name)
+
+    monkeypatch.setattr(proxy, "_tok", Spy(proxy._tok))
+
+    def call(name: str) -> None:
+        try:
+            calls[name]()
+            seen[name] = "ran"
+        except SieveClosed:
+            seen[name] = "parked"
+
+    threads = [threading.Thread(target=call, args=(n,), daemon=True) for n in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"count_tokens": "parked", "embed": "parked", "tokenize": "parked"}, seen
+    assert entered == [], entered  # parked before the tokenizer, not only before onnxruntime

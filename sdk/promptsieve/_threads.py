@@ -11,7 +11,12 @@ Three process-level facts shape this module:
   the interpreter tears down. Then :data:`RUNTIME_DOOR` shuts for everyone else. A daemon
   thread of the user's (a ``Compressor`` used from the user's own threads) that reaches the
   proxy after that gets no exception (a traceback on stderr): its call does not return, as
-  the interpreter stops daemon threads wherever they are (:data:`EXIT_PARK_S`).
+  the interpreter stops daemon threads wherever they are (:data:`EXIT_PARK_S`). The door
+  covers every call into an extension that releases the GIL, tokenizers included: a daemon
+  thread that takes the GIL back while the interpreter finalises is unwound by
+  ``pthread_exit``, and the Rust of ``tokenizers`` and ``tiktoken`` (pyo3's ``catch_unwind``)
+  catches that unwind and aborts (``FATAL: exception not rethrown``, exit status 134; seen in
+  1 of 20 runs of a script whose own daemon threads compressed, on a loaded machine).
 * **Fork.** A forked child inherits the pools' bookkeeping but none of their threads, and
   locks that may have been held mid-fork. :func:`os.register_at_fork` re-creates them in
   the child (``after_in_child``), so the child compresses and screens as the parent did.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import logging
 import os
@@ -40,6 +46,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from promptsieve._errors import PromptSieveError
@@ -131,13 +138,24 @@ class _RuntimeDoor(ComputeDoor):
                 threading.Event().wait(EXIT_PARK_S)  # the interpreter stops the thread here
             raise SieveClosed("the process is exiting") from None
 
+    def native(self) -> AbstractContextManager[None]:
+        """The door for a tokenizer call (``tokenizers``, ``tiktoken``: Rust that releases the
+        GIL and holds nothing the exit hook closes). A daemon thread goes through the door as
+        for onnxruntime; a non-daemon one passes straight, at exit too (the interpreter has
+        joined every non-daemon thread but the main one before the exit hooks run, and
+        never stops the main thread), so counting tokens in a later atexit hook still works.
+        """
+        if threading.current_thread().daemon:
+            return self
+        return contextlib.nullcontext()
+
 
 #: Every onnxruntime session, run and proxy export in the process passes this door, whoever
 #: runs it: a sieve's scoring, and work no sieve owns (a DemoCompressor's attribution thread).
 #: The exit hook shuts it after closing the sieves, so no thread is inside onnxruntime (or
 #: torch, exporting) when the interpreter finalises; a daemon thread caught there aborted
 #: the process (exit status 134). Entering it after that raises :class:`SieveClosed`.
-RUNTIME_DOOR: ComputeDoor = _RuntimeDoor()
+RUNTIME_DOOR = _RuntimeDoor()
 #: Seconds the exit hook waits, once :data:`RUNTIME_DOOR` is shut, for the threads started by
 #: :func:`start_background` to end. Their next proxy call raises, so one working with the
 #: proxy ends at once; one waiting on something else (a download) is left behind.

@@ -17,6 +17,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
+
+from promptsieve._threads import RUNTIME_DOOR
 
 __all__ = ["TokenCounter", "count_tokens"]
 
@@ -57,8 +60,13 @@ def _counter_for(model: str) -> TokenCounter:
     if name is not None:
         enc = _load_encoding(name)
         if enc is not None:
-            return TokenCounter(model, True, lambda t: len(enc.encode(t, disallowed_special=())))
+            return TokenCounter(model, True, functools.partial(_count_exact, enc))
     return TokenCounter(model, False, _estimate)
+
+
+def _count_exact(enc: Any, text: str) -> int:
+    with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+        return len(enc.encode(text, disallowed_special=()))
 
 
 def _encoding_name(model: str) -> str | None:

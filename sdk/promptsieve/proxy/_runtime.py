@@ -390,7 +390,8 @@ class Proxy:
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,), offsets (n, 2))`` of ``text`` without special tokens."""
-        enc = self._tok.encode(text, add_special_tokens=False)
+        with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+            enc = self._tok.encode(text, add_special_tokens=False)
         return _ids_offsets(enc)
 
     def _question_ids(self, question: str | None) -> np.ndarray | None:
@@ -558,7 +559,8 @@ class Proxy:
         return out
 
     def _embed_chunk(self, texts: list[str]) -> np.ndarray:
-        encs = self._tok.encode_batch(texts, add_special_tokens=False)
+        with RUNTIME_DOOR.native():
+            encs = self._tok.encode_batch(texts, add_special_tokens=False)
         cap = self._capacity(None)
         jobs: list[tuple[int, np.ndarray, int]] = []  # (text index, window ids, weight)
         for t, enc in enumerate(encs):

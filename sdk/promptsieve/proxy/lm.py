@@ -221,10 +221,13 @@ class LMProxy:
     def encode(self, text: str) -> np.ndarray:
         """Token ids ``(n,)`` int64 of ``text`` (no special tokens added; ChatML markers in
         the text are recognised as the special tokens they are)."""
-        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+            enc = self._tok.encode(text, add_special_tokens=False)
+        return np.asarray(enc.ids, dtype=np.int64)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=False))
+        with RUNTIME_DOOR.native():
+            return str(self._tok.decode(list(ids), skip_special_tokens=False))
 
     # -- running ------------------------------------------------------------------------------
 
