@@ -16,7 +16,7 @@ Three process-level facts shape this module:
   thread that takes the GIL back while the interpreter finalises is unwound by
   ``pthread_exit``, and the Rust of ``tokenizers`` and ``tiktoken`` (pyo3's ``catch_unwind``)
   catches that unwind and aborts (``FATAL: exception not rethrown``, exit status 134; seen in
-  1 of 20 runs of a script whose own daemon threads compressed, on a loaded machine).
+  4 of 65 runs of a script whose own daemon threads compressed, on a loaded machine).
 * **Fork.** A forked child inherits the pools' bookkeeping but none of their threads, and
   locks that may have been held mid-fork. :func:`os.register_at_fork` re-creates them in
   the child (``after_in_child``), so the child compresses and screens as the parent did.
@@ -153,8 +153,9 @@ class _RuntimeDoor(ComputeDoor):
 #: Every onnxruntime session, run and proxy export in the process passes this door, whoever
 #: runs it: a sieve's scoring, and work no sieve owns (a DemoCompressor's attribution thread).
 #: The exit hook shuts it after closing the sieves, so no thread is inside onnxruntime (or
-#: torch, exporting) when the interpreter finalises; a daemon thread caught there aborted
-#: the process (exit status 134). Entering it after that raises :class:`SieveClosed`.
+#: torch, exporting, or a Rust tokenizer: :meth:`_RuntimeDoor.native`) when the interpreter
+#: finalises; a daemon thread caught there aborted the process (exit status 134). Entering
+#: it after that raises :class:`SieveClosed`.
 RUNTIME_DOOR = _RuntimeDoor()
 #: Seconds the exit hook waits, once :data:`RUNTIME_DOOR` is shut, for the threads started by
 #: :func:`start_background` to end. Their next proxy call raises, so one working with the

@@ -65,7 +65,7 @@ def _counter_for(model: str) -> TokenCounter:
 
 
 def _count_exact(enc: Any, text: str) -> int:
-    with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+    with RUNTIME_DOOR.native():  # Rust that releases the GIL: see promptsieve._threads
         return len(enc.encode(text, disallowed_special=()))
 
 

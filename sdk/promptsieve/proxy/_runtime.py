@@ -390,7 +390,7 @@ class Proxy:
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,), offsets (n, 2))`` of ``text`` without special tokens."""
-        with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+        with RUNTIME_DOOR.native():  # Rust; a tokenizers build may release the GIL here
             enc = self._tok.encode(text, add_special_tokens=False)
         return _ids_offsets(enc)
 

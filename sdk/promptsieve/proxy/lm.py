@@ -221,7 +221,7 @@ class LMProxy:
     def encode(self, text: str) -> np.ndarray:
         """Token ids ``(n,)`` int64 of ``text`` (no special tokens added; ChatML markers in
         the text are recognised as the special tokens they are)."""
-        with RUNTIME_DOOR.native():  # see promptsieve._threads: Rust that releases the GIL
+        with RUNTIME_DOOR.native():  # Rust; a tokenizers build may release the GIL here
             enc = self._tok.encode(text, add_special_tokens=False)
         return np.asarray(enc.ids, dtype=np.int64)
 
