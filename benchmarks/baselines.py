@@ -239,12 +239,17 @@ class ProjectMethod(Method):
     """
 
     def __init__(
-        self, scorer: ProjectScorer | None, *, coarse: bool = False, name: str = ""
+        self,
+        scorer: ProjectScorer | None,
+        *,
+        coarse: bool = False,
+        reorder: bool = False,
+        name: str = "",
     ) -> None:
         self.name = name or scorer or "default"
         self._compressor: object | None = None
         try:
-            self._compressor = _make_compressor(scorer, coarse=coarse)
+            self._compressor = _make_compressor(scorer, coarse=coarse, reorder=reorder)
             self.fingerprint = str(self._compressor.fingerprint)  # type: ignore[attr-defined]
         except Exception as exc:  # the module or the scorer has not landed yet
             self.available = False
@@ -300,11 +305,15 @@ def query(item: BenchItem) -> str:
     return m.group(1).strip() if m else q
 
 
-def _make_compressor(scorer: ProjectScorer | None, *, coarse: bool = False) -> object:
+def _make_compressor(
+    scorer: ProjectScorer | None, *, coarse: bool = False, reorder: bool = False
+) -> object:
     from promptsieve.compressor import Compressor, CompressorConfig
     from promptsieve.segment import SegmentConfig
 
-    extra = {"coarse_to_fine": True} if coarse else {}
+    extra: dict[str, bool] = {"coarse_to_fine": True} if coarse else {}
+    if reorder:
+        extra["reorder"] = True
     cfg = CompressorConfig(
         scorer=scorer,
         model=COUNT_MODEL,
@@ -322,7 +331,7 @@ def _make_compressor(scorer: ProjectScorer | None, *, coarse: bool = False) -> o
 #: Every method :func:`build_methods` knows, in the order the reports list them.
 METHOD_NAMES = (
     "none", "random", "truncate", "selfinfo", "attribution", "head", "sentence", "relevance",
-    "coarse", "default",
+    "coarse", "coarse-reorder", "default",
 )  # fmt: skip
 
 
@@ -350,6 +359,11 @@ def build_methods(
         "relevance": lambda: ProjectMethod("relevance"),
         # the coarse-to-fine budget on the sentence scorer (passages, sentences, words)
         "coarse": lambda: ProjectMethod("sentence", coarse=True, name="coarse"),
+        # the same, with the kept passages put most relevant first (LongLLMLingua's document
+        # reordering; CompressorConfig(reorder=True), off in the SDK by default)
+        "coarse-reorder": lambda: ProjectMethod(
+            "sentence", coarse=True, reorder=True, name="coarse-reorder"
+        ),
         # the SDK's default Compressor (scorer=None: chosen per part, see CompressorConfig)
         "default": lambda: ProjectMethod(None),
     }

@@ -32,8 +32,8 @@ __all__ = ["BASELINES", "cells", "pairwise", "write_suite_report"]
 Row = Mapping[str, Any]
 BASELINES = ("random", "truncate", "selfinfo")
 _ORDER = (
-    "none", "random", "truncate", "selfinfo", "sentence", "head", "coarse", "default",
-    "attribution",
+    "none", "random", "truncate", "selfinfo", "sentence", "head", "coarse", "coarse-reorder",
+    "default", "attribution",
 )  # fmt: skip
 
 
