@@ -629,3 +629,26 @@ def test_label_suites_on_chat_targets_ask_for_the_answer_format(tmp_path: Path) 
     assert bbh._calls is chat._calls  # one call counter: the run's total counts every suite
     plain = CompletionTarget("http://127.0.0.1:1/v1", "m")
     assert _for_suite(plain, Suite("bbh", n=1, task="navigate")) is plain
+
+
+def test_coarse_reorder_keeps_what_coarse_keeps_most_relevant_passage_first() -> None:
+    from benchmarks.baselines import build_methods
+
+    docs = [
+        "The Nile flows north through eleven countries. Its delta lies in Egypt.",
+        "Acme Valves was founded in 1990 by Jane Roe in Ohio. It makes industrial valves.",
+        "Basalt is a fine-grained volcanic rock. It forms from rapidly cooled lava.",
+        "The violin has four strings tuned in fifths. Stradivari made famous violins.",
+    ]
+    context = "".join(f"Document [{i}]\n{d}\n\n" for i, d in enumerate(docs, 1))
+    question = "Question: Who founded Acme Valves?\nAnswer:"
+    item = BenchItem("multidoc", "t#1", context + question, question, "Jane Roe", "qa")
+    coarse, reordered = build_methods(["coarse", "coarse-reorder"], None)  # type: ignore[arg-type]
+    assert coarse.available and reordered.available, (coarse.reason, reordered.reason)
+    a, b = coarse.compress(item, 0.6), reordered.compress(item, 0.6)
+    blocks_a = a[: -len(question)].strip().split("\n\n")
+    blocks_b = b[: -len(question)].strip().split("\n\n")
+    assert sorted(blocks_a) == sorted(blocks_b)  # the same passages and words kept
+    assert len(blocks_b) >= 2 and blocks_b != blocks_a  # in another order
+    assert blocks_b[0].startswith("Document [2]")  # the founder's passage first
+    assert b.endswith(question)
