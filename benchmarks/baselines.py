@@ -86,6 +86,11 @@ class Method:
     def timed(self, item: BenchItem, ratio: float) -> Compressed:
         raise NotImplementedError
 
+    def peek(self, item: BenchItem, ratio: float) -> str | None:
+        """The compressed prompt if it is known without compressing (a cache hit), else
+        ``None``; the bench's ETA uses it to tell cached target calls from new ones."""
+        return None
+
 
 # -- word-level helpers ---------------------------------------------------------------------
 
@@ -284,14 +289,21 @@ class CachedMethod(Method):
         self.fingerprint = inner.fingerprint
 
     def timed(self, item: BenchItem, ratio: float) -> Compressed:
-        body = {"prompt": item.prompt, "question": item.question, "ratio": ratio}
-        key = CallCache.key(f"compress:{self.name}:{self.fingerprint}", "", body)
+        key = self._key(item, ratio)
         hit = self.cache.get(key)
         if hit is not None:
             return Compressed(**hit[0])
         out = self.inner.timed(item, ratio)
         self.cache.put(key, asdict(out), out.total_s)
         return out
+
+    def peek(self, item: BenchItem, ratio: float) -> str | None:
+        hit = self.cache.get(self._key(item, ratio))
+        return None if hit is None else str(hit[0]["prompt"])
+
+    def _key(self, item: BenchItem, ratio: float) -> str:
+        body = {"prompt": item.prompt, "question": item.question, "ratio": ratio}
+        return CallCache.key(f"compress:{self.name}:{self.fingerprint}", "", body)
 
 
 def query(item: BenchItem) -> str:

@@ -248,31 +248,36 @@ def _call_row(
 
 def estimate_seconds(
     suites: Sequence[tuple[Suite, list[BenchItem]]],
-    n_methods: int,
+    methods: Sequence[Method],
     ratios: Sequence[float],
     tok_s: float,
     target: CompletionTarget,
 ) -> float:
     """Seconds of prompt processing left (uncached calls only), at ``tok_s`` tokens/s.
 
-    Counts an uncompressed call per item, ``n_methods`` × ratios compressed calls of
-    ratio × context + question tokens, and the noise-floor calls; an item whose
-    uncompressed call is cached is taken as cached but for its noise-floor call, which is
-    looked up itself (a run that adds the noise floor to cached items).
+    Counts every call the run would make that the target's cache does not hold: the
+    uncompressed call and the noise-floor call of each item, and one call per compressing
+    method and ratio, of ratio × context + question tokens. A compressed call counts as
+    cached only when the method knows its prompt without compressing
+    (:meth:`Method.peek`, a cached compression) and the target holds that prompt; each
+    uncached call adds its decoding (about 20× slower per token than prompt processing).
     """
     total = 0.0
     for suite, items in suites:
+        asked = _for_suite(target, suite)
+        kw: dict[str, Any] = {"max_tokens": suite.max_tokens, "stop": suite.stop}
+        decode = 20 * suite.max_tokens
         for i, it in enumerate(items):
             ctx, q = count(it.context), count(it.question)
-            calls = 0.0
-            if not target.is_cached(it.prompt, max_tokens=suite.max_tokens, stop=suite.stop):
-                calls += ctx + q + sum(n_methods * (r * ctx + q) for r in ratios)
-            if i < suite.noisy and not target.is_cached(
-                suite.variant(it), max_tokens=suite.max_tokens, stop=suite.stop
-            ):
-                calls += ctx + q
-            if calls:
-                total += calls + 20 * suite.max_tokens  # decoding ~20x slower per token
+            if not asked.is_cached(it.prompt, **kw):
+                total += ctx + q + decode
+            if i < suite.noisy and not asked.is_cached(suite.variant(it), **kw):
+                total += ctx + q + decode
+            for m in methods:
+                for r in ratios:
+                    known = m.peek(it, r)
+                    if known is None or not asked.is_cached(known, **kw):
+                        total += r * ctx + q + decode
     return total / tok_s
 
 
@@ -369,7 +374,7 @@ def run_suites(
     t0 = time.perf_counter()
     suites = [(s, s.items()) for s in profile.suites]
     compressing = [m for m in methods if m.name != "none"]
-    eta = estimate_seconds(suites, len(compressing), profile.ratios, tok_s, target)
+    eta = estimate_seconds(suites, compressing, profile.ratios, tok_s, target)
     n_calls = sum(
         len(items) * (1 + len(compressing) * len(profile.ratios)) + min(s.noisy, len(items))
         for s, items in suites
@@ -394,7 +399,7 @@ def run_suites(
         "screen_plan": asdict(profile.screen),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    _calibrate(suites, target, len(compressing), profile.ratios, tok_s)
+    _calibrate(suites, target, compressing, profile.ratios, tok_s)
     for suite, items in suites:
         suite_target = _for_suite(target, suite)
         per = 1 + len(compressing) * len(profile.ratios)
@@ -443,7 +448,7 @@ def _for_suite(target: CompletionTarget, suite: Suite) -> CompletionTarget:
 def _calibrate(
     suites: Sequence[tuple[Suite, list[BenchItem]]],
     target: CompletionTarget,
-    n_methods: int,
+    methods: Sequence[Method],
     ratios: Sequence[float],
     tok_s: float,
 ) -> None:
@@ -460,7 +465,7 @@ def _calibrate(
             except RuntimeError:
                 return
             rate = count(it.prompt) / max(out.latency_s, 1e-3)
-            eta = estimate_seconds(suites, n_methods, ratios, rate, target)
+            eta = estimate_seconds(suites, methods, ratios, rate, target)
             print(
                 f"measured {rate:.0f} prompt tok/s on one uncached call "
                 f"({count(it.prompt)} tokens in {out.latency_s:.1f} s, registry figure "

@@ -279,10 +279,12 @@ def test_wrong_answers_locates_each_methods_answer(tmp_path: Path) -> None:
     assert main([str(tmp_path / "nowhere"), "--a", "x", "--b", "y", "--ratio", "0.5"]) == 2
 
 
-def test_eta_counts_the_noise_floor_calls_of_cached_items() -> None:
-    """A run that adds the noise floor to items whose other calls are cached (``--skip-items``
-    past a committed run) is not estimated at 0 minutes."""
-    from benchmarks.baselines import count
+def test_eta_counts_every_uncached_call() -> None:
+    """The ETA counts the noise-floor calls of cached items (``--skip-items`` past a
+    committed run) and the compressed calls of a method added to a cached run: neither is
+    estimated at 0 minutes, and a run whose every call is cached is."""
+    from benchmarks.baselines import Method, count
+    from benchmarks.data import BenchItem
     from benchmarks.suites import Suite, estimate_seconds
 
     suite = Suite("multidoc", n=3, noise=2, size=1000)
@@ -291,13 +293,29 @@ def test_eta_counts_the_noise_floor_calls_of_cached_items() -> None:
     assert len(variants) == 2 and not variants & {it.prompt for it in items}
 
     class Cache:  # a call cache holding the uncompressed prompts, and `extra`
+        chat = False
+
         def __init__(self, extra: set[str]) -> None:
             self.held = {it.prompt for it in items} | extra
 
         def is_cached(self, prompt: str, **_: Any) -> bool:
             return prompt in self.held
 
-    per_item = [count(it.context) + count(it.question) + 20 * suite.max_tokens for it in items]
-    eta = estimate_seconds([(suite, items)], 3, (0.5,), 1.0, Cache(set()))  # type: ignore[arg-type]
-    assert eta == sum(per_item[:2])  # the two noise-floor calls, nothing else
-    assert estimate_seconds([(suite, items)], 3, (0.5,), 1.0, Cache(variants)) == 0  # type: ignore[arg-type]
+    class Known(Method):  # a method whose compressions are cached: the context's head
+        def peek(self, item: BenchItem, ratio: float) -> str | None:
+            return item.context[: int(ratio * len(item.context))] + item.question
+
+    compressed = {item.context[: len(item.context) // 2] + item.question for item in items}
+    decode = 20 * suite.max_tokens
+    per_item = [count(it.context) + count(it.question) + decode for it in items]
+    per_call = [0.5 * count(it.context) + count(it.question) + decode for it in items]
+
+    def eta(methods: list[Method], extra: set[str]) -> float:
+        return estimate_seconds([(suite, items)], methods, (0.5,), 1.0, Cache(extra))  # type: ignore[arg-type]
+
+    assert eta([], set()) == sum(per_item[:2])  # the two noise-floor calls, nothing else
+    assert eta([], variants) == 0
+    # a new method (no cached compression) costs one call per item, whatever the target holds
+    assert eta([Method()], variants) == pytest.approx(sum(per_call))
+    assert eta([Known()], variants) == pytest.approx(sum(per_call))  # compressed, not called
+    assert eta([Known()], variants | compressed) == 0
