@@ -3,7 +3,7 @@
 A registration fixes, before any of its items is run: the suite and the item range of its
 seeded draw, the two arms (a method at one ratio against the uncompressed prompt), the
 non-inferiority margin and the tests. This module computes exactly the registered analysis
-from a (merged) bench results file, and nothing else, so that the readout cannot drift after
+from the chunks' bench results, and nothing else, so that the readout cannot drift after
 the data are in:
 
 - **primary**: the accuracy difference method − baseline with its 95 % paired percentile
@@ -12,12 +12,13 @@ the data are in:
 - **secondary**: the SDK's anytime-valid labelled test
   (:class:`promptsieve.fidelity.labelled.NonInferiorityTest`, Waudby-Smith & Ramdas-style
   betting e-process) on the pairs in item order, valid at any sample size; McNemar's exact
-  test; agreement with the baseline's answer (Wilson interval); tokens kept.
+  test; agreement with the baseline's answer (Wilson interval); tokens kept; and, as a
+  sensitivity check, the interval that resamples gold passages instead of items.
 
-A registered item that is missing from the results, or whose call errored, counts as wrong
-for that arm (no exclusions); missing items also make the study incomplete.
+Gaps count against the claim (no exclusions): see :func:`readout`.
 
-    python -m benchmarks.confirm 2k-coarse-reorder-2x benchmarks/results/confirm-2k-reorder-0.5
+    python -m benchmarks.confirm 2k-coarse-reorder-2x benchmarks/results/confirm-2k-reorder-0.5-* \\
+        --out benchmarks/results/confirm-2k-reorder-0.5
 """
 
 from __future__ import annotations
@@ -30,11 +31,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy.stats import bootstrap
+
 from benchmarks.stats import mcnemar, paired_difference, wilson
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import Outcome
 
-__all__ = ["REGISTERED", "Registration", "markdown", "readout"]
+__all__ = [
+    "REGISTERED",
+    "Registration",
+    "cluster_difference",
+    "gold_passages",
+    "markdown",
+    "pooled",
+    "readout",
+]
 
 
 @dataclass(frozen=True)
@@ -93,41 +105,111 @@ def _ok(row: dict[str, Any] | None, key: str) -> bool:
     return bool(row is not None and not row.get("error") and row.get(key))
 
 
-def readout(reg: Registration, results: dict[str, Any]) -> dict[str, Any]:
-    """The registered analysis of ``results`` (a bench ``results.json``) as a dict.
+def gold_passages(reg: Registration) -> list[str]:
+    """The gold passage id of each registered item, in draw order (the clusters of the
+    sensitivity bootstrap: questions on one passage are not independent)."""
+    from benchmarks.bigbench.multidoc import multidoc_raw
 
-    Keys: ``collected`` (items with both arms answered without error), ``complete``,
-    ``primary`` (difference, low, high as proportions; ``verdict``), ``sequential`` (the
-    labelled test's decision, pairs used, e-value), ``mcnemar``, ``accuracy`` and
-    ``agreement`` per arm (rate, Wilson low, high), ``tokens_kept`` (mean share of the
-    baseline's tokens). Rows of other suites, methods or items are ignored.
+    size = int(reg.suite.removeprefix("multidoc_").removesuffix("k")) * 1000
+    draw = multidoc_raw(reg.split, size, reg.first_item - 1 + reg.n, reg.seed)  # type: ignore[arg-type]
+    return [m.doc_ids[m.gold_index] for m in draw[reg.first_item - 1 :]]
+
+
+def cluster_difference(
+    d: Sequence[float], clusters: Sequence[str], *, resamples: int, seed: int
+) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of mean(``d``), resampling whole clusters with
+    replacement (``scipy.stats.bootstrap`` on the clusters' sums and sizes, paired, the
+    statistic their ratio): ``(low, high)`` as proportions."""
+    sums: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+    for x, c in zip(d, clusters, strict=True):
+        sums[c] = sums.get(c, 0.0) + x
+        sizes[c] = sizes.get(c, 0) + 1
+    s = np.array([sums[c] for c in sums])
+    k = np.array([sizes[c] for c in sums], dtype=np.float64)
+    if len(s) == 0:
+        return float("nan"), float("nan")
+    if np.all(s / k == s[0] / k[0]):
+        return float(s[0] / k[0]), float(s[0] / k[0])
+    res = bootstrap(
+        (s, k),
+        lambda a, b, axis=-1: a.sum(axis=axis) / b.sum(axis=axis),
+        paired=True,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _rate(k: int, n: int) -> tuple[float, float, float]:
+    return (k / n if n else float("nan"), *wilson(k, n))
+
+
+def readout(
+    reg: Registration, results: dict[str, Any], *, count_missing: bool = False
+) -> dict[str, Any]:
+    """The registered analysis of ``results`` (bench ``results.json`` rows, pooled) as a dict.
+
+    Gaps count against the claim: an errored or missing compressed answer is wrong, an
+    errored uncompressed answer (or an item the bench skipped because its uncompressed call
+    failed) is right, and either disagrees. An item with no row at all is *missing*: the
+    study is complete only without missing items, or with ``count_missing`` (the registered
+    rule once every chunk has been re-run), which counts them under the same rule.
+
+    Before the study is complete the figures cover the items run so far (an interim look:
+    only the sequential test's verdict is valid then).
+
+    Keys: ``collected`` (items with both arms answered without error), ``missing`` (ids),
+    ``errors`` per arm, ``complete``, ``primary`` (difference, low, high as proportions;
+    ``verdict``; ``borderline`` when the lower bound is within one step, 1/n, of the
+    margin), ``clustered`` (the interval resampling gold passages; ``agrees`` with the
+    verdict), ``sequential`` (the labelled test's decision, reason, pairs used, e-value,
+    bounds), ``mcnemar``, ``accuracy`` and ``agreement`` per arm (rate, Wilson low, high),
+    ``tokens_kept`` (mean over items of compressed / uncompressed prompt tokens).
     """
     ids = reg.item_ids()
     rows = results["rows"]
     base, meth = _cell(rows, reg, reg.baseline), _cell(rows, reg, reg.method)
-    both = [
-        i
-        for i in ids
-        if i in base and i in meth and not base[i].get("error") and not meth[i].get("error")
-    ]
-    complete = len(both) == reg.n
-    b = [_ok(base.get(i), "correct") for i in ids]
+    missing = [i for i in ids if i not in base and i not in meth]
+    # an item present in one arm only is not missing: the bench skips a compressed call
+    # only when the uncompressed one failed, and writes a row for a failed compressed call
+    errors = {
+        reg.baseline: sum(1 for i in ids if i in meth and (i not in base or base[i].get("error"))),
+        reg.method: sum(1 for i in ids if i in base and (i not in meth or meth[i].get("error"))),
+    }
+    both = [i for i in ids if _ok(base.get(i), "item") and _ok(meth.get(i), "item")]
+    complete = not missing or count_missing
+    # an interim readout covers the items run so far; the final one every registered item
+    ids = ids if count_missing else [i for i in ids if i not in missing]
+    n = len(ids)
+
+    def base_right(i: str) -> bool:
+        row = base.get(i)
+        return True if row is None or row.get("error") else bool(row.get("correct"))
+
+    b = [base_right(i) for i in ids]
     m = [_ok(meth.get(i), "correct") for i in ids]
-    agree = [_ok(meth.get(i), "agree") for i in ids]
+    agree = [_ok(base.get(i), "item") and _ok(meth.get(i), "agree") for i in ids]
     d, lo, hi = paired_difference(m, b, resamples=reg.resamples, seed=reg.bootstrap_seed)
     if not complete:
-        verdict = f"incomplete ({len(both)} of {reg.n} pairs): no claim"
+        verdict = f"incomplete ({n} of {reg.n} items): no claim"
     elif lo > -reg.epsilon:
         verdict = f"non-inferior at epsilon = {reg.epsilon:g}"
     elif hi < 0:
         verdict = "inferior"
     else:
         verdict = f"not shown non-inferior at epsilon = {reg.epsilon:g}"
-    # the anytime-valid test sees only collected pairs, in item order
+    diffs = [float(x) - float(y) for x, y in zip(m, b, strict=True)]
+    gold = dict(zip(reg.item_ids(), gold_passages(reg), strict=True))
+    clusters = [gold[i] for i in ids]
+    clo, chi = cluster_difference(diffs, clusters, resamples=reg.resamples, seed=reg.bootstrap_seed)
+    # the anytime-valid test sees the pairs in item order, under the same gap rule
     test = NonInferiorityTest(reg.delta, reg.n, epsilon=reg.epsilon)
     state = test.state
-    for i in (i for i in ids if i in both):
-        state = test.update(_ok(base[i], "correct"), _ok(meth[i], "correct"))
+    for x, y in zip(b, m, strict=True):
+        state = test.update(x, y)
         if state.decision is not Outcome.CONTINUE:
             break
     kept = [
@@ -138,10 +220,25 @@ def readout(reg: Registration, results: dict[str, Any]) -> dict[str, Any]:
     return {
         "registration": asdict(reg),
         "collected": len(both),
+        "missing": missing,
+        "errors": errors,
         "complete": complete,
-        "primary": {"difference": d, "low": lo, "high": hi, "verdict": verdict},
+        "primary": {
+            "difference": d,
+            "low": lo,
+            "high": hi,
+            "verdict": verdict,
+            "borderline": complete and abs(lo + reg.epsilon) <= 1.0 / max(n, 1) + 1e-12,
+        },
+        "clustered": {
+            "low": clo,
+            "high": chi,
+            "clusters": len(set(clusters)),
+            "agrees": (clo > -reg.epsilon) == (lo > -reg.epsilon),
+        },
         "sequential": {
             "decision": state.decision.value,
+            "reason": state.reason,
             "pairs": state.n,
             "e_value": state.e_value,
             "low": state.lower,
@@ -149,10 +246,10 @@ def readout(reg: Registration, results: dict[str, Any]) -> dict[str, Any]:
         },
         "mcnemar": mcnemar(m, b),
         "accuracy": {
-            reg.baseline: (sum(b) / reg.n, *wilson(sum(b), reg.n)),
-            reg.method: (sum(m) / reg.n, *wilson(sum(m), reg.n)),
+            reg.baseline: _rate(sum(b), n),
+            reg.method: _rate(sum(m), n),
         },
-        "agreement": (sum(agree) / reg.n, *wilson(sum(agree), reg.n)),
+        "agreement": _rate(sum(agree), n),
         "tokens_kept": sum(kept) / len(kept) if kept else float("nan"),
     }
 
@@ -164,8 +261,10 @@ def _pct(x: tuple[float, float, float]) -> str:
 def markdown(out: dict[str, Any]) -> str:
     """The readout as a short Markdown report."""
     reg = out["registration"]
-    p, s, mc = out["primary"], out["sequential"], out["mcnemar"]
-    acc = out["accuracy"]
+    p, c, s, mc = out["primary"], out["clustered"], out["sequential"], out["mcnemar"]
+    acc, err = out["accuracy"], out["errors"]
+    border = " (borderline: within one item of the margin)" if p["borderline"] else ""
+    robust = "agrees" if c["agrees"] else "**disagrees**"
     return "\n".join(
         [
             f"# Pre-registered readout: {reg['name']}",
@@ -173,37 +272,71 @@ def markdown(out: dict[str, Any]) -> str:
             f"Registration: `{reg['doc']}`. Items {reg['first_item']}–"
             f"{reg['first_item'] + reg['n'] - 1} of `{reg['suite']}` ({reg['split']}, seed "
             f"{reg['seed']}); `{reg['method']}` at ratio {reg['ratio']:g} vs `{reg['baseline']}`. "
-            f"Pairs collected: {out['collected']} of {reg['n']}.",
+            f"Pairs collected: {out['collected']} of {reg['n']} answered without error; missing: "
+            f"{len(out['missing'])}; errored or skipped: {reg['baseline']} {err[reg['baseline']]}, "
+            f"{reg['method']} {err[reg['method']]} (counted against the claim).",
             "",
             f"- **Primary**: accuracy difference {p['difference'] * 100:+.1f} points, 95 % paired "
             f"bootstrap [{p['low'] * 100:+.1f}, {p['high'] * 100:+.1f}] ({reg['resamples']:,} "
-            f"resamples, seed {reg['bootstrap_seed']}): **{p['verdict']}**.",
+            f"resamples, seed {reg['bootstrap_seed']}): **{p['verdict']}**{border}.",
+            f"- Sensitivity, resampling the {c['clusters']} gold passages: "
+            f"[{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}], which {robust} with the primary "
+            f"verdict.",
             f"- Sequential labelled test (delta {reg['delta']:g}, epsilon {reg['epsilon']:g}, "
-            f"budget {reg['n']}): **{s['decision']}** after {s['pairs']} pairs (e-value "
-            f"{s['e_value']:.3g}; anytime-valid bound [{s['low'] * 100:+.1f}, "
-            f"{s['high'] * 100:+.1f}] points).",
+            f"budget {reg['n']}): **{s['decision']}** after {s['pairs']} pairs"
+            f"{' (' + s['reason'] + ')' if s['reason'] else ''} (e-value {s['e_value']:.3g}; "
+            f"anytime-valid bound [{s['low'] * 100:+.1f}, {s['high'] * 100:+.1f}] points).",
             f"- McNemar: {reg['method']} only correct {mc['a_only']}, {reg['baseline']} only "
             f"correct {mc['b_only']} (exact p = {mc['p']:.3f}).",
             f"- Accuracy: {reg['baseline']} {_pct(acc[reg['baseline']])}, {reg['method']} "
             f"{_pct(acc[reg['method']])}; agreement {_pct(out['agreement'])}; tokens kept "
-            f"{out['tokens_kept']:.0%} of the uncompressed prompt's.",
+            f"{out['tokens_kept']:.0%} of the uncompressed prompt's (mean over items).",
             "",
         ]
     )
 
 
+def pooled(paths: Sequence[Path]) -> dict[str, Any]:
+    """The rows of several bench results (folders or ``results.json``), pooled. Raises
+    ``ValueError`` when one (item, method, ratio) has two different answers."""
+    seen: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for path in paths:
+        f = path / "results.json" if path.is_dir() else path
+        for r in json.loads(f.read_text())["rows"]:
+            key = (r["item"], r["method"], float(r["ratio"]))
+            if key in seen and seen[key].get("answer") != r.get("answer"):
+                raise ValueError(f"{key} has two different answers in {[str(p) for p in paths]}")
+            seen.setdefault(key, r)
+    return {"rows": list(seen.values())}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.confirm", description=__doc__)
     ap.add_argument("registration", choices=sorted(REGISTERED))
-    ap.add_argument("results", type=Path, help="a bench results folder or its results.json")
+    ap.add_argument(
+        "results", type=Path, nargs="+", help="bench results folders or results.json files"
+    )
+    ap.add_argument(
+        "--count-missing",
+        action="store_true",
+        help="count items with no row against the claim (once every chunk has been re-run)",
+    )
+    ap.add_argument("--out", type=Path, help="folder for the readout (default: the first's)")
     args = ap.parse_args(argv)
-    path = args.results / "results.json" if args.results.is_dir() else args.results
-    if not path.is_file():
-        ap.error(f"{path} is not a bench results file")
-    out = readout(REGISTERED[args.registration], json.loads(path.read_text()))
+    for path in args.results:
+        if not (path / "results.json" if path.is_dir() else path).is_file():
+            ap.error(f"{path} is not a bench results folder or file")
+    try:
+        results = pooled(args.results)
+    except (ValueError, KeyError) as exc:
+        ap.error(str(exc))
+    out = readout(REGISTERED[args.registration], results, count_missing=args.count_missing)
     sys.stdout.write(markdown(out))
-    (path.parent / f"confirm-{args.registration}.json").write_text(json.dumps(out, indent=2))
-    (path.parent / f"confirm-{args.registration}.md").write_text(markdown(out))
+    first = args.results[0]
+    folder = args.out or (first if first.is_dir() else first.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"confirm-{args.registration}.json").write_text(json.dumps(out, indent=2))
+    (folder / f"confirm-{args.registration}.md").write_text(markdown(out))
     return out
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 from benchmarks.bigbench.multidoc import multidoc_raw
-from benchmarks.confirm import REGISTERED, main, readout
+from benchmarks.confirm import REGISTERED, cluster_difference, gold_passages, main, readout
 from benchmarks.screening_power import rung_decision
+from benchmarks.stats import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 # session 34's 200 items (README: "Reordering the kept passages"): the registration's arms
@@ -75,33 +76,62 @@ def test_sequential_verdict_is_the_screening_replays(results: dict[str, Any]) ->
     assert out["sequential"]["pairs"] == used
 
 
-def test_missing_and_errored_items_count_wrong_and_make_it_incomplete(
-    results: dict[str, Any],
-) -> None:
+def test_gaps_count_against_the_claim(results: dict[str, Any]) -> None:
     full = readout(ON_1_200, results)
-    broken = copy.deepcopy(results)
     ids = ON_1_200.item_ids()
+    rows = [r for r in copy.deepcopy(results["rows"]) if r["item"] in ids]
     right = next(
+        r["item"] for r in rows if r["method"] == "coarse-reorder" and r["correct"] and r["agree"]
+    )
+    for r in rows:  # a failed compressed call: the bench writes a row with its error
+        if r["item"] == right and r["method"] == "coarse-reorder":
+            r["error"] = "RuntimeError: timeout"
+    # an item whose uncompressed call failed: the bench writes no row for it at all
+    wrong_none = next(
         i
         for i in ids
-        if any(
-            r["item"] == i and r["method"] == "coarse-reorder" and r["correct"]
-            for r in broken["rows"]
+        if any(r["item"] == i and r["method"] == "none" and not r["correct"] for r in rows)
+    )
+    rows = [r for r in rows if r["item"] != wrong_none]
+    out = readout(ON_1_200, {"rows": rows})
+    assert out["missing"] == [wrong_none] and not out["complete"]
+    assert out["primary"]["verdict"].startswith("incomplete (199 of 200 items)")
+    assert out["errors"] == {"none": 0, "coarse-reorder": 1} and out["collected"] == 198
+    counted = readout(ON_1_200, {"rows": rows}, count_missing=True)
+    assert counted["complete"] and not counted["primary"]["verdict"].startswith("incomplete")
+    # the missing item's uncompressed answer counts right, its compressed answer wrong
+    assert counted["accuracy"]["none"][0] == pytest.approx(full["accuracy"]["none"][0] + 1 / 200)
+    lost = 1 + int(
+        any(
+            r["item"] == wrong_none and r["method"] == "coarse-reorder" and r["correct"]
+            for r in results["rows"]
         )
     )
-    for r in broken["rows"]:
-        if r["item"] == right and r["method"] == "coarse-reorder":
-            r["error"] = "timeout"
-    broken["rows"] = [r for r in broken["rows"] if r["item"] != ids[-1]]
-    out = readout(ON_1_200, broken)
-    assert not out["complete"] and out["collected"] == 198
-    assert out["primary"]["verdict"].startswith("incomplete (198 of 200")
-    lost = next(r for r in results["rows"] if r["item"] == ids[-1] and r["method"] == "none")
-    lost_right = int(lost["correct"])
-    assert out["accuracy"]["none"][0] == pytest.approx(
-        full["accuracy"]["none"][0] - lost_right / 200
+    assert counted["accuracy"]["coarse-reorder"][0] == pytest.approx(
+        full["accuracy"]["coarse-reorder"][0] - lost / 200
     )
-    assert out["accuracy"]["coarse-reorder"][0] < full["accuracy"]["coarse-reorder"][0]
+    assert counted["agreement"][0] < full["agreement"][0]
+    assert counted["sequential"]["pairs"] >= out["sequential"]["pairs"]
+
+
+def test_cluster_bootstrap_counts_a_passage_once() -> None:
+    # 60 passages, two questions each with the same outcome: resampling passages gives the
+    # interval of the 60 distinct outcomes, while resampling items pretends there are 120
+    rng = np.random.default_rng(1)
+    d = rng.choice([-1.0, 0.0, 0.0, 1.0], size=60)
+    one = paired_difference([x > 0 for x in d], [x < 0 for x in d], seed=0)
+    twice = [x for x in d for _ in range(2)]
+    clusters = [f"p{j}" for j in range(60) for _ in range(2)]
+    low, high = cluster_difference(twice, clusters, resamples=10_000, seed=0)
+    assert low == pytest.approx(one[1], abs=0.02) and high == pytest.approx(one[2], abs=0.02)
+    naive = paired_difference([x > 0 for x in twice], [x < 0 for x in twice], seed=0)
+    assert naive[2] - naive[1] < 0.8 * (high - low)
+
+
+def test_gold_passages_are_the_draws(results: dict[str, Any]) -> None:
+    reg = replace(REG, first_item=3, n=4)
+    draw = multidoc_raw("test", 2000, 6, 0)
+    assert gold_passages(reg) == [m.doc_ids[m.gold_index] for m in draw[2:6]]
 
 
 def test_cli_writes_the_readout_next_to_the_results(tmp_path: Path, capsys: Any) -> None:
@@ -109,6 +139,7 @@ def test_cli_writes_the_readout_next_to_the_results(tmp_path: Path, capsys: Any)
     out = main(["2k-coarse-reorder-2x", str(tmp_path)])
     # the registered range (items 201-600) is not in session 34's results: nothing collected
     assert out["collected"] == 0 and out["primary"]["verdict"].startswith("incomplete (0 of 400")
+    assert len(out["missing"]) == 400
     assert "Pairs collected: 0 of 400" in capsys.readouterr().out
     assert (
         json.loads((tmp_path / "confirm-2k-coarse-reorder-2x.json").read_text())["collected"] == 0
