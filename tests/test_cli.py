@@ -394,3 +394,38 @@ def test_compress_prints_the_text_ending_as_it_came(runner: CliRunner, tmp_path:
     f.write_text("line one here\n", encoding="utf-8")
     res = runner.invoke(app, ["compress", str(f)])
     assert res.exit_code == 0 and res.stdout == "line one here\n", repr(res.stdout)
+
+
+REORDER_DOCS = [
+    "Bananas grow in tropical regions. They are yellow when ripe. Farmers harvest them green.",
+    "Coffee beans are roasted seeds. Roasting changes their taste. Espresso is strong coffee.",
+    "The Eiffel Tower is in Paris. It is 330 metres tall. It opened to visitors in 1889.",
+]
+
+
+def test_compress_reorder_puts_the_relevant_passage_first(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    f = tmp_path / "docs.txt"
+    f.write_text("\n\n".join([*REORDER_DOCS, "Question: How tall is the Eiffel Tower?"]))
+    args = ["compress", str(f), "--ratio", "0.8", "--question", "How tall is the Eiffel Tower?"]
+    plain, moved = runner.invoke(app, args), runner.invoke(app, [*args, "--reorder"])
+    assert plain.exit_code == 0 and moved.exit_code == 0, plain.output + moved.output
+    # without --reorder the kept passages keep their order; with it the answer's comes first
+    assert plain.stdout.index("Eiffel") > plain.stdout.find("Roasting")
+    assert moved.stdout.startswith("The Eiffel Tower")
+    assert moved.stdout.rstrip().endswith("Question: How tall is the Eiffel Tower?")
+    assert sorted(plain.stdout.split()) == sorted(moved.stdout.split())  # same text kept
+
+
+def test_compress_reorder_with_an_explicit_word_scorer_is_one_error_line(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    f = tmp_path / "p.txt"
+    f.write_text(PROMPT)
+    res = runner.invoke(app, ["compress", str(f), "--scorer", "head", "--reorder"])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "Error: CompressorConfig(reorder=True) works on the coarse-to-fine budget, which is off "
+        "for scorer='head': set coarse_to_fine=True, or leave the scorer at the default"
+    ]

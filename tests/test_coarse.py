@@ -244,6 +244,20 @@ def test_reorder_puts_the_relevant_passage_first(proxy: Proxy) -> None:
     assert r.prompt.rstrip().endswith(QUESTION)
 
 
+@pytest.mark.parametrize("keep_protected", [True, False])
+def test_reorder_with_protected_text_kept(proxy: Proxy, keep_protected: bool) -> None:
+    # the default keeps protected text (the question, numbers) out of its sentence; reorder
+    # must still see those units in their passage, or it finds a block too many and skips
+    comp = Compressor(CompressorConfig(reorder=True, keep_protected=keep_protected), proxy=proxy)
+    assert comp.config.coarse and comp.config.protected_kept == keep_protected
+    text = "\n\n".join([DOCS[0], DOCS[2], DOCS[1], f"Question: {QUESTION}"])
+    r = comp.compress(text, ratio=0.8)
+    assert isinstance(r.prompt, str) and r.prompt.startswith("The Eiffel Tower")
+    assert r.prompt.rstrip().endswith(f"Question: {QUESTION}")
+    plain = Compressor(CompressorConfig(keep_protected=keep_protected), proxy=proxy)
+    assert sorted(plain.compress(text, ratio=0.8).text.split()) == sorted(r.text.split())
+
+
 def test_many_passages_and_a_long_passage_stay_bounded(relevance: Compressor) -> None:
     many = "\n\n".join(f"Passage {i}: " + DOCS[i % 4] for i in range(200))
     long_one = " ".join(DOCS * 110)  # one passage of about 10k tokens

@@ -183,6 +183,21 @@ def test_roles_that_name_no_role_are_config_errors(roles: list[object]) -> None:
         CompressorConfig(roles=roles)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["reorder", "part_passages"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"scorer": "head"}, {"scorer": "sentence"}, {"coarse_to_fine": False}],
+)
+def test_coarse_only_settings_without_the_coarse_budget_are_config_errors(
+    field: str, kwargs: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigError, match=rf"CompressorConfig\({field}=True\) works on the coarse"):
+        CompressorConfig(**{field: True}, **kwargs)  # type: ignore[arg-type]
+    # on the coarse path they are fine: the default, relevance, or the budget turned on
+    assert CompressorConfig(**{field: True}, **{**kwargs, "coarse_to_fine": True}).coarse  # type: ignore[arg-type]
+    assert CompressorConfig(**{field: True}).coarse  # type: ignore[arg-type]
+
+
 def test_a_custom_role_is_compressed_by_the_compressor(proxy: Proxy, proxy_cache_dir: Path) -> None:
     """A role the adapters never produce ("context") is still a role a direct caller uses."""
     messages = [Message.text("context", WORDS * 12), Message.text("user", "What is it?")]

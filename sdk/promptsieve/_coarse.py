@@ -10,6 +10,7 @@ instead of dropped whole).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections import Counter
@@ -165,6 +166,21 @@ def coarse_prune(
     return out
 
 
+def passage_of_units(st: Structure, seg: Segmentation) -> np.ndarray:
+    """The passage index of each unit: (n_units,) int64, ``-1`` for a unit in no sentence.
+    A protected unit that ``keep_protected`` took out of its sentence still belongs to the
+    passage it sits in (the block it is printed in), found by its offset."""
+    has = st.sentence_of >= 0
+    out = np.full(len(seg.units), -1, dtype=np.int64)
+    out[has] = st.passage_of[st.sentence_of[has]]
+    starts = [a for a, _ in st.passages]
+    for i in np.nonzero(~has)[0]:
+        u = seg.units[int(i)]
+        if u.protected:
+            out[i] = bisect.bisect_right(starts, u.start) - 1
+    return out
+
+
 def _reorder(ps: PartScores, res: PruneResult, gone: set[int]) -> PruneResult:
     """Kept passages most relevant first (LongLLMLingua's document reordering).
 
@@ -173,9 +189,7 @@ def _reorder(ps: PartScores, res: PruneResult, gone: set[int]) -> PruneResult:
     kept passages one to one.
     """
     st, seg = ps.struct, ps.seg
-    has = st.sentence_of >= 0
-    unit_passage = np.full(len(seg.units), -1, dtype=np.int64)
-    unit_passage[has] = st.passage_of[st.sentence_of[has]]
+    unit_passage = passage_of_units(st, seg)
     kept_idx = np.array([i for i in range(len(seg.units)) if i not in gone], dtype=np.int64)
     kept_set = {int(j) for j in unit_passage[kept_idx] if j >= 0} if len(kept_idx) else set()
     kept_passages = sorted(kept_set)

@@ -66,13 +66,13 @@ def _bad_input() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _compressor(scorer: str | None) -> Compressor:
+def _compressor(scorer: str | None, *, reorder: bool = False) -> Compressor:
     """A Compressor for ``scorer`` with its proxy loaded; bad configuration (construction or
     while the proxy loads) is one ``Error:`` line and exit 2."""
     from promptsieve.compressor import Compressor, CompressorConfig
 
     with _bad_input():
-        comp = Compressor(CompressorConfig(scorer=scorer))  # type: ignore[arg-type]
+        comp = Compressor(CompressorConfig(scorer=scorer, reorder=reorder))  # type: ignore[arg-type]
         comp.proxy  # noqa: B018 - loads now, so a missing or broken proxy is reported here
         return comp
 
@@ -125,12 +125,19 @@ def compress(
             "(sentence + coarse-to-fine, head on few-shot demonstrations)"
         ),
     ] = None,
+    reorder: Annotated[
+        bool,
+        typer.Option(
+            help="put the kept passages most relevant first (LongLLMLingua's reordering; "
+            "the default and relevance scorers only)"
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""
     text = _read_text(file)  # empty text compresses to itself (exit 0), as in the library
     question = _question(question)
-    comp = _compressor(scorer)
+    comp = _compressor(scorer, reorder=reorder)
     with _bad_input():
         result = comp.compress(text, ratio=ratio, question=question)
     if as_json:

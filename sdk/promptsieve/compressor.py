@@ -146,11 +146,13 @@ class CompressorConfig:
     #: whole sentences only (the budget is then met to a sentence, not within 5 %).
     word_thinning: bool = True
     #: Put kept passages most relevant first, as LongLLMLingua does (off: order can matter).
+    #: Coarse path only: ``True`` with the coarse-to-fine budget off raises ConfigError.
     reorder: bool = False
     #: Language code for sentence boundaries (sentencex; CJK full stops work under any code).
     language: str = "en"
     #: Coarse path: each text part is one passage (a caller that sends one retrieved
-    #: document per part), not one passage per blank-line block of the part.
+    #: document per part), not one passage per blank-line block of the part. ``True`` with
+    #: the coarse-to-fine budget off raises ConfigError.
     part_passages: bool = False
     #: Coarse path: protected text (numbers, URLs, code, quotes, ...) stays even when its
     #: passage or sentence is dropped, as on the word path. ``None``: on for the default,
@@ -171,6 +173,14 @@ class CompressorConfig:
                 f"strings; default: {', '.join(sorted(COMPRESSIBLE_ROLES))}), got {self.roles!r}"
             )
         object.__setattr__(self, "language", _checked_language(self.language))
+        off = [f"{f}=True" for f in ("reorder", "part_passages") if getattr(self, f)]
+        if off and not self.coarse:
+            raise ConfigError(
+                f"CompressorConfig({', '.join(off)}) works on the coarse-to-fine budget, which is "
+                f"off for scorer={self.scorer!r}"
+                + (" (coarse_to_fine=False)" if self.coarse_to_fine is False else "")
+                + ": set coarse_to_fine=True, or leave the scorer at the default"
+            )
 
     @property
     def scorer_name(self) -> ScorerName:
