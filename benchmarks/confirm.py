@@ -234,7 +234,7 @@ def readout(
             "low": clo,
             "high": chi,
             "clusters": len(set(clusters)),
-            "agrees": (clo > -reg.epsilon) == (lo > -reg.epsilon),
+            "agrees": None if clo != clo else (clo > -reg.epsilon) == (lo > -reg.epsilon),
         },
         "sequential": {
             "decision": state.decision.value,
@@ -255,7 +255,11 @@ def readout(
 
 
 def _pct(x: tuple[float, float, float]) -> str:
-    return f"{x[0]:.0%} [{x[1]:.0%}, {x[2]:.0%}]"
+    return "n/a" if x[0] != x[0] else f"{x[0]:.0%} [{x[1]:.0%}, {x[2]:.0%}]"
+
+
+def _pts(x: float) -> str:
+    return "n/a" if x != x else f"{x * 100:+.1f}"
 
 
 def markdown(out: dict[str, Any]) -> str:
@@ -264,7 +268,7 @@ def markdown(out: dict[str, Any]) -> str:
     p, c, s, mc = out["primary"], out["clustered"], out["sequential"], out["mcnemar"]
     acc, err = out["accuracy"], out["errors"]
     border = " (borderline: within one item of the margin)" if p["borderline"] else ""
-    robust = "agrees" if c["agrees"] else "**disagrees**"
+    robust = {True: "agrees", False: "**disagrees**", None: "cannot be compared"}[c["agrees"]]
     return "\n".join(
         [
             f"# Pre-registered readout: {reg['name']}",
@@ -276,21 +280,22 @@ def markdown(out: dict[str, Any]) -> str:
             f"{len(out['missing'])}; errored or skipped: {reg['baseline']} {err[reg['baseline']]}, "
             f"{reg['method']} {err[reg['method']]} (counted against the claim).",
             "",
-            f"- **Primary**: accuracy difference {p['difference'] * 100:+.1f} points, 95 % paired "
-            f"bootstrap [{p['low'] * 100:+.1f}, {p['high'] * 100:+.1f}] ({reg['resamples']:,} "
+            f"- **Primary**: accuracy difference {_pts(p['difference'])} points, 95 % paired "
+            f"bootstrap [{_pts(p['low'])}, {_pts(p['high'])}] ({reg['resamples']:,} "
             f"resamples, seed {reg['bootstrap_seed']}): **{p['verdict']}**{border}.",
             f"- Sensitivity, resampling the {c['clusters']} gold passages: "
-            f"[{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}], which {robust} with the primary "
+            f"[{_pts(c['low'])}, {_pts(c['high'])}], which {robust} with the primary "
             f"verdict.",
             f"- Sequential labelled test (delta {reg['delta']:g}, epsilon {reg['epsilon']:g}, "
             f"budget {reg['n']}): **{s['decision']}** after {s['pairs']} pairs"
             f"{' (' + s['reason'] + ')' if s['reason'] else ''} (e-value {s['e_value']:.3g}; "
-            f"anytime-valid bound [{s['low'] * 100:+.1f}, {s['high'] * 100:+.1f}] points).",
+            f"anytime-valid bound [{_pts(s['low'])}, {_pts(s['high'])}] points).",
             f"- McNemar: {reg['method']} only correct {mc['a_only']}, {reg['baseline']} only "
             f"correct {mc['b_only']} (exact p = {mc['p']:.3f}).",
             f"- Accuracy: {reg['baseline']} {_pct(acc[reg['baseline']])}, {reg['method']} "
             f"{_pct(acc[reg['method']])}; agreement {_pct(out['agreement'])}; tokens kept "
-            f"{out['tokens_kept']:.0%} of the uncompressed prompt's (mean over items).",
+            f"{_pct((out['tokens_kept'], 0.0, 0.0)).split(' ')[0]} of the uncompressed prompt's "
+            "(mean over items).",
             "",
         ]
     )
@@ -298,16 +303,36 @@ def markdown(out: dict[str, Any]) -> str:
 
 def pooled(paths: Sequence[Path]) -> dict[str, Any]:
     """The rows of several bench results (folders or ``results.json``), pooled. Raises
-    ``ValueError`` when one (item, method, ratio) has two different answers."""
+    ``ValueError`` naming the file when one is not a bench results file, or when one
+    (item, method, ratio) has two different answers."""
     seen: dict[tuple[str, str, float], dict[str, Any]] = {}
     for path in paths:
         f = path / "results.json" if path.is_dir() else path
-        for r in json.loads(f.read_text())["rows"]:
-            key = (r["item"], r["method"], float(r["ratio"]))
+        try:
+            rows = json.loads(f.read_text(encoding="utf-8"))["rows"]
+            keyed = [((r["item"], r["method"], float(r["ratio"])), r) for r in rows]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{f}: cannot read it as JSON ({exc})") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{f} is not a bench results file (rows of item, method, ratio)"
+            ) from exc
+        for key, r in keyed:
             if key in seen and seen[key].get("answer") != r.get("answer"):
                 raise ValueError(f"{key} has two different answers in {[str(p) for p in paths]}")
             seen.setdefault(key, r)
     return {"rows": list(seen.values())}
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with every NaN as None (JSON has no NaN)."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -328,15 +353,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ap.error(f"{path} is not a bench results folder or file")
     try:
         results = pooled(args.results)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         ap.error(str(exc))
     out = readout(REGISTERED[args.registration], results, count_missing=args.count_missing)
     sys.stdout.write(markdown(out))
     first = args.results[0]
     folder = args.out or (first if first.is_dir() else first.parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"confirm-{args.registration}.json").write_text(json.dumps(out, indent=2))
-    (folder / f"confirm-{args.registration}.md").write_text(markdown(out))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"confirm-{args.registration}.json").write_text(
+            json.dumps(_finite(out), indent=2, allow_nan=False)
+        )
+        (folder / f"confirm-{args.registration}.md").write_text(markdown(out))
+    except OSError as exc:
+        ap.error(f"cannot write the readout into {folder}: {exc.strerror or exc}")
     return out
 
 

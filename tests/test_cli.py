@@ -426,6 +426,26 @@ def test_compress_reorder_with_an_explicit_word_scorer_is_one_error_line(
     res = runner.invoke(app, ["compress", str(f), "--scorer", "head", "--reorder"])
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
-        "Error: CompressorConfig(reorder=True) works on the coarse-to-fine budget, which is off "
-        "for scorer='head': set coarse_to_fine=True, or leave the scorer at the default"
+        "Error: Invalid value: --reorder works with the default scorer or --scorer relevance, "
+        "not head (see 'promptsieve compress --help')"
     ]
+
+
+def test_compress_reorder_keeps_the_question_and_what_follows_in_place(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # an instruction after the question: the segmenter finds no question, so the block
+    # holding --question's text stays, with everything after it; no question: no reordering
+    question = "How tall is the Eiffel Tower?"
+    f = tmp_path / "docs.txt"
+    blocks = [*REORDER_DOCS, f"Question: {question}", "Answer in one short sentence."]
+    f.write_text("\n\n".join(blocks))
+    args = ["compress", str(f), "--ratio", "0.8", "--reorder"]
+    asked = runner.invoke(app, [*args, "--question", question])
+    assert asked.exit_code == 0, asked.output
+    assert asked.stdout.startswith("The Eiffel Tower")
+    tail = asked.stdout[asked.stdout.index("Question:") :]
+    assert "Bananas" not in tail and "Coffee" not in tail and "Eiffel Tower is" not in tail
+    unasked = runner.invoke(app, args)
+    plain = runner.invoke(app, ["compress", str(f), "--ratio", "0.8"])
+    assert unasked.exit_code == 0 and unasked.stdout == plain.stdout

@@ -146,3 +146,31 @@ def test_cli_writes_the_readout_next_to_the_results(tmp_path: Path, capsys: Any)
     )
     with pytest.raises(SystemExit):
         main(["2k-coarse-reorder-2x", str(tmp_path / "nowhere")])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "is not a bench results file"),
+        ('{"rows": [{"item": "x"}]}', "is not a bench results file"),
+        ("not json", "cannot read it as JSON"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line(
+    tmp_path: Path, capsys: Any, content: str, message: str
+) -> None:
+    f = tmp_path / "results.json"
+    f.write_text(content)
+    with pytest.raises(SystemExit) as info:
+        main(["2k-coarse-reorder-2x", str(f)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m benchmarks.confirm: error: ") and message in err
+
+
+def test_cli_unwritable_out_is_one_error_line(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "results.json").write_text(SESSION34.read_text())
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(SystemExit) as info:
+        main(["2k-coarse-reorder-2x", str(tmp_path), "--out", str(tmp_path / "taken")])
+    assert info.value.code == 2 and "cannot write the readout" in capsys.readouterr().err

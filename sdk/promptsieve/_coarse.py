@@ -139,8 +139,12 @@ def coarse_prune(
     passage_weight: float,
     word_thinning: bool,
     reorder: bool,
+    questions: Sequence[str | None] | None = None,
 ) -> list[CoarseResult]:
-    """Allocate ``budget`` over the scored parts and cut each (see :mod:`_allocate`)."""
+    """Allocate ``budget`` over the scored parts and cut each (see :mod:`_allocate`).
+
+    ``questions``: each part's question (what its passages were ranked against), for
+    ``reorder`` (see :func:`_reorder`); ``None``: the segmenter's question only."""
     parts = [ps for ps, _ in scored]
     pl = plan(parts, budget, count, passage_weight=passage_weight, word_thinning=word_thinning)
     out: list[CoarseResult] = []
@@ -161,7 +165,7 @@ def coarse_prune(
             stage_of.get(i, WORD) if i in gone else "" for i in range(len(ps.seg.units))
         )
         if reorder and res.dropped:
-            res = _reorder(ps, res, gone)
+            res = _reorder(ps, res, gone, questions[k] if questions is not None else "")
         out.append(CoarseResult(res, ps, ts, dropped_as))
     return out
 
@@ -181,14 +185,21 @@ def passage_of_units(st: Structure, seg: Segmentation) -> np.ndarray:
     return out
 
 
-def _reorder(ps: PartScores, res: PruneResult, gone: set[int]) -> PruneResult:
+def _reorder(ps: PartScores, res: PruneResult, gone: set[int], question: str | None) -> PruneResult:
     """Kept passages most relevant first (LongLLMLingua's document reordering).
 
-    Only passages before the one holding the final question move; that one and any after it
-    keep their place. Skipped (logged) if the output's blank-line blocks do not match the
-    kept passages one to one.
+    Only passages before the one holding the part's question move; that one and any after it
+    (an instruction after the question) keep their place. The question's passage is the
+    segmenter's question, else the last verbatim occurrence of ``question`` in the part; a
+    part whose question is elsewhere (a separate message or part) has all its passages
+    ranked. Skipped (logged): without any question (``None``: the passages were ranked by
+    query-free importance, and one of them may be the question), or when the output's
+    blank-line blocks do not match the kept passages one to one.
     """
     st, seg = ps.struct, ps.seg
+    if question is None and seg.question is None:
+        log.debug("reorder skipped: no question to rank the passages against")
+        return res
     unit_passage = passage_of_units(st, seg)
     kept_idx = np.array([i for i in range(len(seg.units)) if i not in gone], dtype=np.int64)
     kept_set = {int(j) for j in unit_passage[kept_idx] if j >= 0} if len(kept_idx) else set()
@@ -202,13 +213,19 @@ def _reorder(ps: PartScores, res: PruneResult, gone: set[int]) -> PruneResult:
             "reorder skipped: %d blocks for %d kept passages", len(blocks), len(kept_passages)
         )
         return res
+    span = seg.question
+    if span is None and question and (at := seg.text.rfind(question.strip())) >= 0:
+        span = (at, at + len(question.strip()))
     fixed = len(blocks)
-    if seg.question is not None:
-        for pos, j in enumerate(kept_passages):
-            a, b = st.passages[j]
-            if seg.question[0] < b and seg.question[1] > a:
-                fixed = pos
-                break
+    if span is not None:
+        fixed = next(
+            (
+                pos
+                for pos, j in enumerate(kept_passages)
+                if span[0] < st.passages[j][1] and span[1] > st.passages[j][0]
+            ),
+            len(blocks),
+        )
     movable = sorted(
         range(fixed), key=lambda pos: (-float(ps.passage_scores[kept_passages[pos]]), pos)
     )

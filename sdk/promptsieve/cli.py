@@ -128,13 +128,18 @@ def compress(
     reorder: Annotated[
         bool,
         typer.Option(
-            help="put the kept passages most relevant first (LongLLMLingua's reordering; "
-            "the default and relevance scorers only)"
+            help="put the kept passages most relevant first, the question's passage and "
+            "what follows it in place (LongLLMLingua's reordering; default and relevance "
+            "scorers; needs a question)"
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report")] = False,
 ) -> None:
     """Compress a prompt file and print the shorter prompt."""
+    if reorder and scorer in ("head", "attribution", "sentence"):
+        raise typer.BadParameter(
+            f"--reorder works with the default scorer or --scorer relevance, not {scorer}"
+        )
     text = _read_text(file)  # empty text compresses to itself (exit 0), as in the library
     question = _question(question)
     comp = _compressor(scorer, reorder=reorder)

@@ -146,7 +146,11 @@ class CompressorConfig:
     #: whole sentences only (the budget is then met to a sentence, not within 5 %).
     word_thinning: bool = True
     #: Put kept passages most relevant first, as LongLLMLingua does (off: order can matter).
-    #: Coarse path only: ``True`` with the coarse-to-fine budget off raises ConfigError.
+    #: The passage holding the question, and any after it, stay in place. Applied only when
+    #: the compression drops something (a prompt that compresses to itself goes out as it
+    #: was) and there is a question to rank against (an explicit ``question=`` or one the
+    #: segmenter finds). Coarse path only: ``True`` with the coarse-to-fine budget off
+    #: raises ConfigError.
     reorder: bool = False
     #: Language code for sentence boundaries (sentencex; CJK full stops work under any code).
     language: str = "en"
@@ -176,10 +180,13 @@ class CompressorConfig:
         off = [f"{f}=True" for f in ("reorder", "part_passages") if getattr(self, f)]
         if off and not self.coarse:
             raise ConfigError(
-                f"CompressorConfig({', '.join(off)}) works on the coarse-to-fine budget, which is "
-                f"off for scorer={self.scorer!r}"
-                + (" (coarse_to_fine=False)" if self.coarse_to_fine is False else "")
-                + ": set coarse_to_fine=True, or leave the scorer at the default"
+                f"CompressorConfig({', '.join(off)}) works on the coarse-to-fine budget, which "
+                + (
+                    "coarse_to_fine=False turns off: set coarse_to_fine=True or leave it unset"
+                    if self.coarse_to_fine is False
+                    else f"is off for scorer={self.scorer!r}: set coarse_to_fine=True, or use "
+                    "the default or the 'relevance' scorer"
+                )
             )
 
     @property
@@ -508,6 +515,7 @@ class Compressor:
                 passage_weight=cfg.passage_weight,
                 word_thinning=cfg.word_thinning,
                 reorder=cfg.reorder,
+                questions=[p.question for p in plain],
             )
             for p, r in zip(plain, results, strict=True):
                 entries.append((p, r.scores.unit_scores, r.token_scores, r.result, r.dropped_as))
