@@ -69,7 +69,8 @@ if [ ! -f "$BIGBENCH/bigbench-1.0.0.tar.gz" ]; then
     ln -f "$CI_COPY" "$BIGBENCH/" 2>/dev/null || cp "$CI_COPY" "$BIGBENCH/"
   else
     python -m benchmarks.bigbench.fetch \
-      || echo "install.sh: could not fetch bigbench==1.0.0; the BIG-bench tests will try again" >&2
+      || echo "install.sh: could not fetch bigbench==1.0.0 (the package index stopped listing it" \
+        "on 2026-12-05); the BIG-bench tests run on synthetic task files instead" >&2
   fi
 fi
 

@@ -62,3 +62,36 @@ def lm8() -> Any:
 def lm32() -> Any:
     """The cached float32 Qwen LM proxy (skips where absent)."""
     return _cached_lm_proxy(False)
+
+
+@pytest.fixture(scope="session")
+def bigbench(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the BIG-bench task files come from: ``"sdist"`` (the verified 1.0.0 sdist, in a
+    cache or fetched), ``"folder"`` (the user's ``$PROMPTSIEVE_BIGBENCH_DIR``) or, where
+    neither is to be had, ``"fixture"``: a synthetic folder in the real schema
+    (``tests/_bigbench_fixture.py``), so the loaders and the bench still run for real. The
+    index stopped listing the 1.0.0 sdist on 2026-12-05."""
+    from benchmarks.bigbench import _sdist
+
+    from _bigbench_fixture import write_fixture
+    from promptsieve._errors import ConfigError
+
+    if os.environ.get(_sdist.DIR_ENV):
+        return "folder"
+    try:
+        _sdist.sdist_path()
+        return "sdist"
+    except ConfigError:
+        write_fixture(tmp_path_factory.mktemp("bigbench"))
+        return "fixture"
+
+
+@pytest.fixture(scope="session")
+def bigbench_sdist(bigbench: str) -> None:
+    """For tests of facts about the real BIG-bench 1.0.0 data (its sizes, the committed split,
+    committed figures): they skip where only a synthetic or unverified copy is at hand."""
+    if bigbench != "sdist":
+        pytest.skip(
+            "needs the bigbench==1.0.0 sdist, which the package index no longer lists; put "
+            "bigbench-1.0.0.tar.gz in $PROMPTSIEVE_REGISTRY_DIR to run it"
+        )

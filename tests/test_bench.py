@@ -298,8 +298,10 @@ def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("bigbench")
 def test_quick_profile_end_to_end(tmp_path: Path) -> None:
-    """The CI profile through ``promptsieve bench``: BIG-bench suites on the local Gemma."""
+    """The CI profile through ``promptsieve bench``: BIG-bench suites on the local Gemma (on
+    the synthetic task files of ``tests/_bigbench_fixture.py`` where the sdist is not here)."""
     require_module("llama_cpp")
     from benchmarks.suites import PROFILES
 

@@ -22,9 +22,11 @@ SESSION34 = ROOT / "benchmarks/results/headline-2k-reorder-0.5/results.json"
 REG = REGISTERED["2k-coarse-reorder-2x"]
 ON_1_200 = replace(REG, first_item=1, n=200)
 
+pytestmark = pytest.mark.usefixtures("bigbench")  # BIG-bench task files
+
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, Any]:
+def results(bigbench_sdist: None) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(SESSION34.read_text())
     return out
 

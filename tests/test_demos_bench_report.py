@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from benchmarks.demos_report import part_a_half
 from benchmarks.demos_tasks import TASKS, fmt_for, parse_answer
 from benchmarks.suites import CHAT_ANSWER_FORMAT
+
+pytestmark = pytest.mark.usefixtures("bigbench")  # BIG-bench task files
 
 
 def test_chat_layout_carries_the_answer_format_system_message() -> None:
@@ -89,12 +92,16 @@ def test_poison_flips_the_share_asked_and_never_keeps_a_label() -> None:
     assert poison(d, 0.375, 1)[1] != flipped
 
 
-def test_sentiment_keeps_only_positive_and_negative_reviews() -> None:
+def test_sentiment_keeps_only_positive_and_negative_reviews(bigbench: str) -> None:
     # multiemo has four classes; the SST-like task keeps the two polar ones (BIG-bench sdist)
-    from benchmarks.demos_tasks import items
+    from benchmarks.demos_tasks import _examples, _scores, items
 
     rows = items(TASKS["sentiment"])
-    assert len(rows) > 30_000
+    examples = [_scores(e) for e in _examples(TASKS["sentiment"].folder)]
+    polar = [s for s in examples if max(s, key=lambda k: s[k]) in ("positive", "negative")]
+    assert len(rows) == len(polar) < len(examples)
+    if bigbench == "sdist":
+        assert len(rows) > 30_000
     assert {gold for _, gold, _ in rows} == {"positive", "negative"}
     assert {choices for _, _, choices in rows} == {("positive", "negative")}
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from benchmarks.relevance_fidelity import coarse_keep, keep_best_first
 
+pytestmark = pytest.mark.usefixtures("bigbench")  # BIG-bench task files
+
 
 def test_coarse_keep_drops_whole_passages_first_then_sentences() -> None:
     # passage 0: two weak sentences; passage 1: the answer; passage 2: one weak sentence
@@ -95,7 +97,7 @@ def test_teacher_spearmans_pair_items_and_mark_unrankable_ones() -> None:
 
 
 def test_heldout_reproduces_the_committed_teacher_figures(
-    proxy: Any, tmp_path: Any, monkeypatch: Any
+    proxy: Any, tmp_path: Any, monkeypatch: Any, bigbench_sdist: None
 ) -> None:
     """``train_relevance heldout`` on the committed leave-one-out labels and heads (real
     proxy, real BIG-bench dev items) gives the figures in ``results/relevance_teacher.md``."""

@@ -12,6 +12,15 @@ hashes so that a damaged extracted file is noticed and extracted again.
 Not ``pip download``: from pip 26.3 on it refuses this sdist while preparing its metadata
 ("Distributions from PyPI cannot declare direct URL dependencies", its ``bleurt`` requirement),
 even with ``--no-deps``.
+
+**Without the sdist.** Since 2026-12-05 the package index no longer lists
+``bigbench-1.0.0.tar.gz`` (the simple page lists only 0.0.1; the JSON page of 1.0.0 answers
+403), so only a cache or ``$PROMPTSIEVE_REGISTRY_DIR`` that already holds it has it.
+``$PROMPTSIEVE_BIGBENCH_DIR`` names a folder of task folders instead, in the layout of the
+BIG-bench repository's ``bigbench/benchmark_tasks`` (``<dir>/<task>/task.json``); those files
+are read as they are, not checked against the 1.0.0 release (a warning says so), and the
+multi-document suites then need a split of their passages
+(``benchmarks.bigbench.multidoc``'s ``$PROMPTSIEVE_BIGBENCH_SPLIT``).
 """
 
 from __future__ import annotations
@@ -31,7 +40,14 @@ from typing import Any
 from promptsieve import ConfigError
 from promptsieve._paths import cache_dir
 
-__all__ = ["SDIST_SHA256", "TASK_FILES", "sdist_path", "task_examples", "task_json"]
+__all__ = [
+    "DIR_ENV",
+    "SDIST_SHA256",
+    "TASK_FILES",
+    "sdist_path",
+    "task_examples",
+    "task_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +56,8 @@ SDIST_FILE = "bigbench-1.0.0.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 SDIST_SIZE = 358_249_635
 _PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+#: Names a folder of task folders read instead of the sdist (see the module docstring).
+DIR_ENV = "PROMPTSIEVE_BIGBENCH_DIR"
 
 #: Task name (as used here) → its folder under ``benchmark_tasks``.
 TASK_FILES: dict[str, str] = {
@@ -201,10 +219,29 @@ def _extract_all() -> dict[str, str]:
     return manifest
 
 
+@functools.cache
+def _unverified(folder: str) -> None:
+    log.warning(
+        "BIG-bench task files from $%s=%s: not checked against bigbench 1.0.0", DIR_ENV, folder
+    )
+
+
 def task_json(task: str) -> Path:
-    """Path of ``task``'s extracted ``task.json`` (extracted on first use, hash-checked)."""
+    """Path of ``task``'s ``task.json``: from ``$PROMPTSIEVE_BIGBENCH_DIR`` when set, else
+    extracted from the sdist on first use and hash-checked.
+
+    Raises:
+        ConfigError: an unknown task; the folder lacks the task's file; the sdist is missing
+            or corrupt.
+    """
     if task not in TASK_FILES:
         raise ConfigError(f"unknown BIG-bench task {task!r}; known: {sorted(TASK_FILES)}")
+    if folder := os.environ.get(DIR_ENV):
+        path = Path(folder).expanduser() / TASK_FILES[task] / "task.json"
+        if not path.is_file():
+            raise ConfigError(f"${DIR_ENV}={folder} has no {TASK_FILES[task]}/task.json")
+        _unverified(folder)
+        return path
     path = _extract_dir() / task / "task.json"
     manifest = _manifest()
     if task not in manifest or not path.is_file() or _sha256(path) != manifest[task]:
