@@ -191,8 +191,9 @@ def test_missing_or_corrupt_sdist_names_what_to_fetch(
 ) -> None:
     monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
-    with pytest.raises(ConfigError, match=r"python -m benchmarks\.bigbench\.fetch"):
+    with pytest.raises(ConfigError, match=r"python -m benchmarks\.bigbench\.fetch") as err:
         _sdist.sdist_path(download=False)
+    assert "$PROMPTSIEVE_BIGBENCH_DIR" in str(err.value)  # the way without the sdist
     bad = tmp_path / "bad"
     bad.mkdir()
     real = _sdist.SDIST_SIZE
@@ -324,3 +325,21 @@ def test_eta_counts_every_uncached_call() -> None:
     assert eta([Method()], variants) == pytest.approx(sum(per_call))
     assert eta([Known()], variants) == pytest.approx(sum(per_call))  # compressed, not called
     assert eta([Known()], variants | compressed) == 0
+
+
+def test_a_task_folder_needs_every_file_and_its_own_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``$PROMPTSIEVE_BIGBENCH_DIR`` names the missing file, and ``--write-split`` refuses to
+    overwrite the committed split (the 1.0.0 sdist's) with one for other task files."""
+    from benchmarks.bigbench import multidoc
+
+    monkeypatch.setenv(_sdist.DIR_ENV, str(tmp_path))
+    with pytest.raises(ConfigError, match=r"has no logical_deduction/three_objects/task\.json"):
+        _sdist.task_json("logical_deduction_three_objects")
+    monkeypatch.delenv(multidoc.SPLIT_ENV, raising=False)
+    committed = multidoc.SPLIT_FILE.read_bytes()
+    with pytest.raises(SystemExit):
+        multidoc.main(["--write-split"])
+    assert "$PROMPTSIEVE_BIGBENCH_SPLIT" in capsys.readouterr().err
+    assert multidoc.SPLIT_FILE.read_bytes() == committed

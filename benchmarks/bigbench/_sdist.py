@@ -165,7 +165,10 @@ def sdist_path(*, download: bool = True) -> Path:
     """
     hint = (
         f"fetch it with: python -m benchmarks.bigbench.fetch (or download {SDIST_FILE} from "
-        f"{_index_url()}/bigbench/ into {_download_dir()})"
+        f"{_index_url()}/bigbench/ into {_download_dir()}); without it, set ${DIR_ENV} to a "
+        "folder of BIG-bench task folders (the BIG-bench repository's "
+        "bigbench/benchmark_tasks) and $PROMPTSIEVE_BIGBENCH_SPLIT to a file that "
+        "`python -m benchmarks.bigbench.multidoc --write-split` writes for them"
     )
     path = _find_sdist()
     if path is None:

@@ -40,7 +40,7 @@ from promptsieve import ConfigError
 
 from ..data import BenchItem
 from ..stats import squad_normalize
-from ._sdist import task_examples
+from ._sdist import DIR_ENV, task_examples
 
 __all__ = [
     "QA",
@@ -432,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--write-split", action="store_true", help=f"rewrite {SPLIT_FILE} (or ${SPLIT_ENV})"
     )
     args = ap.parse_args(argv)
+    if args.write_split and os.environ.get(DIR_ENV) and not os.environ.get(SPLIT_ENV):
+        ap.error(
+            f"${DIR_ENV} is set: name the split to write with ${SPLIT_ENV} (the committed "
+            "split belongs to the bigbench 1.0.0 sdist's passages)"
+        )
     data = build_split()
     if args.write_split:
         path = split_path()
