@@ -343,3 +343,28 @@ def test_a_task_folder_needs_every_file_and_its_own_split(
         multidoc.main(["--write-split"])
     assert "$PROMPTSIEVE_BIGBENCH_SPLIT" in capsys.readouterr().err
     assert multidoc.SPLIT_FILE.read_bytes() == committed
+
+
+def test_a_split_of_other_passages_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The split and the task files must hold the same passages, both ways: a passage the
+    split lacks, or a split passage the files lack, stops the run (the draw would change)."""
+    from benchmarks.bigbench import multidoc
+
+    good = json.loads(multidoc.split_path().read_text(encoding="utf-8"))
+    lacking = {**good, "passages": dict(list(good["passages"].items())[1:])}
+    extra = {**good, "passages": {**good["passages"], "0" * 16: "Normans"}}
+    try:
+        for split, says in ((lacking, r"is not in .*split\.json;"), (extra, "not in the task")):
+            (tmp_path / "split.json").write_text(json.dumps(split), encoding="utf-8")
+            monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path / "split.json"))
+            multidoc._split_file.cache_clear()
+            multidoc._all_passages.cache_clear()
+            with pytest.raises(ConfigError, match=f"{says}.*the split is stale"):
+                multidoc.passages("test")
+    finally:
+        monkeypatch.undo()
+        multidoc._split_file.cache_clear()
+        multidoc._all_passages.cache_clear()
+    assert multidoc.passages("test")  # the good split again

@@ -18,9 +18,9 @@ even with ``--no-deps``.
 403), so only a cache or ``$PROMPTSIEVE_REGISTRY_DIR`` that already holds it has it.
 ``$PROMPTSIEVE_BIGBENCH_DIR`` names a folder of task folders instead, in the layout of the
 BIG-bench repository's ``bigbench/benchmark_tasks`` (``<dir>/<task>/task.json``); those files
-are read as they are, not checked against the 1.0.0 release (a warning says so), and the
-multi-document suites then need a split of their passages
-(``benchmarks.bigbench.multidoc``'s ``$PROMPTSIEVE_BIGBENCH_SPLIT``).
+are read as they are, not checked against the 1.0.0 release (a warning says so); the
+multi-document suites check that the committed split lists exactly their passages, or read
+a split written for them (``benchmarks.bigbench.multidoc``'s ``$PROMPTSIEVE_BIGBENCH_SPLIT``).
 """
 
 from __future__ import annotations

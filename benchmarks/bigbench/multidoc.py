@@ -253,13 +253,19 @@ def _all_passages() -> tuple[Passage, ...]:
     split = _split_file()
     articles = dict(split["articles"])  # type: ignore[call-overload]
     of = dict(split["passages"])  # type: ignore[call-overload]
+    raw = _raw_passages()
+    # the same passages both ways: other task files never pass as the split's (item draws
+    # would change silently)
+    extra, missing = sorted(set(raw) - set(of)), sorted(set(of) - set(raw))
+    if extra or missing:
+        which = f"passage {extra[0]} is not in" if extra else f"passage {missing[0]} of"
+        raise ConfigError(
+            f"{which} {split_path()}{'' if extra else ' is not in the task files'}; the split "
+            f"is stale (other task files? write a split for them with --write-split and "
+            f"${SPLIT_ENV})"
+        )
     out = []
-    for pid, (text, qas) in sorted(_raw_passages().items()):
-        if pid not in of:
-            raise ConfigError(
-                f"passage {pid} is not in {split_path()}; the split is stale (other task "
-                f"files? write a split for them with --write-split and ${SPLIT_ENV})"
-            )
+    for pid, (text, qas) in sorted(raw.items()):
         article = str(of[pid])
         out.append(
             Passage(
