@@ -34,9 +34,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import bootstrap
 
-from benchmarks.stats import mcnemar, paired_difference, wilson
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import Outcome
+
+from .merge_runs import bigbench_data
+from .stats import mcnemar, paired_difference, wilson
 
 __all__ = [
     "REGISTERED",
@@ -108,7 +110,7 @@ def _ok(row: dict[str, Any] | None, key: str) -> bool:
 def gold_passages(reg: Registration) -> list[str]:
     """The gold passage id of each registered item, in draw order (the clusters of the
     sensitivity bootstrap: questions on one passage are not independent)."""
-    from benchmarks.bigbench.multidoc import multidoc_raw
+    from .bigbench.multidoc import multidoc_raw
 
     size = int(reg.suite.removeprefix("multidoc_").removesuffix("k")) * 1000
     draw = multidoc_raw(reg.split, size, reg.first_item - 1 + reg.n, reg.seed)  # type: ignore[arg-type]
@@ -303,20 +305,28 @@ def markdown(out: dict[str, Any]) -> str:
 
 def pooled(paths: Sequence[Path]) -> dict[str, Any]:
     """The rows of several bench results (folders or ``results.json``), pooled. Raises
-    ``ValueError`` naming the file when one is not a bench results file, or when one
+    ``ValueError`` naming the file when one is not a bench results file or was run on other
+    BIG-bench data than the verified 1.0.0 sdist (``meta["bigbench_data"]``), or when one
     (item, method, ratio) has two different answers."""
     seen: dict[tuple[str, str, float], dict[str, Any]] = {}
     for path in paths:
         f = path / "results.json" if path.is_dir() else path
         try:
-            rows = json.loads(f.read_text(encoding="utf-8"))["rows"]
+            run = json.loads(f.read_text(encoding="utf-8"))
+            rows = run["rows"]
             keyed = [((r["item"], r["method"], float(r["ratio"])), r) for r in rows]
+            data = bigbench_data(run) if "meta" in run else "sdist"
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{f}: cannot read it as JSON ({exc})") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"{f} is not a bench results file (rows of item, method, ratio)"
             ) from exc
+        if data != "sdist":
+            raise ValueError(
+                f"{f} was run on {data}: a registered readout takes runs on the verified "
+                "bigbench==1.0.0 sdist only"
+            )
         for key, r in keyed:
             if key in seen and seen[key].get("answer") != r.get("answer"):
                 raise ValueError(f"{key} has two different answers in {[str(p) for p in paths]}")

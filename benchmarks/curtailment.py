@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.screening_power import load_outcomes, replay
+from .screening_power import load_outcomes, replay
 
 __all__ = ["savings"]
 

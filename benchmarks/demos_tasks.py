@@ -1,11 +1,11 @@
 """Tasks for the demonstration benchmarks: BBH-style questions from BIG-bench's full sets.
 
-Each task gives hundreds of (question, gold answer) pairs from its BIG-bench ``task.json``
-(the ``bigbench==1.0.0`` sdist, fetched and verified by :mod:`benchmarks.bigbench._sdist`),
-laid out the way BBH lays them out: multiple-choice options appended as ``Options:`` with
-letters, answers ``(A)``..; binary tasks answered with their label. A *draw* (seeded by task
-and repeat) takes disjoint demonstrations, validation requests and test questions, so every
-repeat has a different demonstration set and different test questions.
+Each task gives hundreds of (question, gold answer) pairs from its BIG-bench ``task.json`` (the
+``bigbench==1.0.0`` sdist, verified by :mod:`benchmarks.bigbench._sdist`, or the task folder it
+names), laid out the way BBH lays them out: multiple-choice options appended as ``Options:``
+with letters, answers ``(A)``..; binary tasks answered with their label. A *draw* (seeded by
+task and repeat) takes disjoint demonstrations, validation requests and test questions, so
+every repeat has a different demonstration set and different test questions.
 """
 
 from __future__ import annotations

@@ -32,12 +32,13 @@ def main() -> None:
 
     from langchain_core.documents import Document
 
-    from benchmarks.bigbench.multidoc import multidoc_raw
-    from benchmarks.stats import mcnemar, squad_normalize, wilson
     from promptsieve import Sieve, SieveConfig
     from promptsieve.compressor import Compressor, CompressorConfig
     from promptsieve.tokens import count_tokens
     from promptsieve_langchain import SieveDocumentCompressor
+
+    from .bigbench.multidoc import multidoc_raw
+    from .stats import mcnemar, squad_normalize, wilson
 
     def count(t: str) -> int:
         return count_tokens(t, "gpt-4o")

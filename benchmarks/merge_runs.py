@@ -39,6 +39,16 @@ class MergeError(ValueError):
     """The runs cannot be merged (different targets, or different answers to one call)."""
 
 
+def bigbench_data(run: Mapping[str, Any]) -> str:
+    """A run's BIG-bench data: ``"sdist"`` (the verified 1.0.0 sdist and the committed split;
+    runs from before ``meta["bigbench_data"]`` existed all read that) or what it read instead."""
+    meta = run["meta"]
+    data = str(meta.get("bigbench_data", "sdist"))
+    split = meta.get("bigbench_split")
+    verified = data == "sdist" or data.startswith("bigbench==1.0.0 sdist")
+    return ("sdist" if verified else data) + (f" with split {split}" if split else "")
+
+
 def merge(
     runs: Sequence[Mapping[str, Any]],
     *,
@@ -59,6 +69,9 @@ def merge(
     models = {run["meta"].get("model") for run in runs}
     if len(models) != 1:
         raise MergeError(f"runs of different targets: {sorted(map(str, models))}")
+    sources = {bigbench_data(run) for run in runs}
+    if len(sources) != 1:
+        raise MergeError(f"runs on different BIG-bench data: {sorted(sources)}")
     keep = [_rows(run, suite, ratios, methods) for run in runs]
     cells: dict[tuple[str, float], set[str]] = {}
     for rows in keep:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import METHOD_NAMES, Method, build_methods, context_ratio, count
+from .bigbench import data_source
 from .data import (
     BenchItem,
     Kind,
@@ -585,7 +586,7 @@ def run_suite_profile(profile: SuiteProfile, args: argparse.Namespace) -> dict[s
             target,
             active,
             out=args.out,
-            meta=meta,
+            meta={**meta, **data_source()},
             tok_s=tok_s,
             screen=not args.no_screen,
         )

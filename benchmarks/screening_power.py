@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.screening_sim import wilson
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import SequentialTest
+
+from .screening_sim import wilson
 
 __all__ = ["Outcomes", "load_outcomes", "procedure_runs", "replay", "rung_decision"]
 

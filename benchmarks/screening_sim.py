@@ -40,10 +40,11 @@ from numpy.typing import NDArray
 from scipy.stats import binomtest
 from scipy.stats import t as student_t
 
-from benchmarks.screening_calls import exact_pass_cdf
 from promptsieve.fidelity.ebh import e_bh
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import SequentialTest
+
+from .screening_calls import exact_pass_cdf
 
 __all__ = [
     "agreement_times",

@@ -61,6 +61,7 @@ fi
 
 # BIG-bench task data for the benchmark suites: the bigbench==1.0.0 sdist (about 360 MB), fetched
 # once into promptsieve's cache, keyed by version (never pip-installed: its dependencies are heavy).
+# The index stopped listing it on 2026-12-05: only a machine that already holds it has it.
 BIGBENCH="${PROMPTSIEVE_CACHE_DIR:-$HOME/.cache/promptsieve}/registry/bigbench-1.0.0"
 if [ ! -f "$BIGBENCH/bigbench-1.0.0.tar.gz" ]; then
   mkdir -p "$BIGBENCH"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,14 @@ def _tasks(rng: random.Random) -> dict[str, dict[str, Any]]:
                 "target_scores": {k: int(k == gold) for k in ("True", "False", "Neither")},
             }
         )
+    # lm-eval's exemplars are in BIG-bench's own sets: the questions must leave them out
+    from benchmarks.bigbench.bbh import demonstrations
+
+    for q, a in demonstrations("sports_understanding"):
+        said = re.search(r'"(.*)"', q)
+        assert said is not None
+        gold = {"plausible": int(a == "yes"), "implausible": int(a != "yes")}
+        tasks["sports_understanding"].append({"input": said.group(1), "target_scores": gold})
     out = {name: {"name": name, "examples": ex} for name, ex in tasks.items()}
     out["vitaminc_fact_verification"] = {
         "name": "vitaminc_fact_verification",

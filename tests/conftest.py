@@ -65,7 +65,7 @@ def lm32() -> Any:
 
 
 @pytest.fixture(scope="session")
-def bigbench(tmp_path_factory: pytest.TempPathFactory) -> str:
+def bigbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Where the BIG-bench task files come from: ``"sdist"`` (the verified 1.0.0 sdist, in a
     cache or fetched), ``"folder"`` (the user's ``$PROMPTSIEVE_BIGBENCH_DIR``) or, where
     neither is to be had, ``"fixture"``: a synthetic folder in the real schema
@@ -77,19 +77,27 @@ def bigbench(tmp_path_factory: pytest.TempPathFactory) -> str:
     from promptsieve._errors import ConfigError
 
     if os.environ.get(_sdist.DIR_ENV):
-        return "folder"
-    try:
-        _sdist.sdist_path()
-        return "sdist"
-    except ConfigError:
-        write_fixture(tmp_path_factory.mktemp("bigbench"))
-        return "fixture"
+        yield "folder"
+        return
+    if _sdist._find_sdist() is None:
+        try:
+            _sdist.sdist_path()  # fetched, where the index still lists it
+        except ConfigError:
+            write_fixture(tmp_path_factory.mktemp("bigbench"))  # sets the two variables
+            yield "fixture"
+            for var in (_sdist.DIR_ENV, "PROMPTSIEVE_BIGBENCH_SPLIT"):
+                os.environ.pop(var, None)
+            return
+    _sdist.sdist_path()  # a corrupt copy is an error here, not a reason to fall back
+    yield "sdist"
 
 
 @pytest.fixture(scope="session")
 def bigbench_sdist(bigbench: str) -> None:
     """For tests of facts about the real BIG-bench 1.0.0 data (its sizes, the committed split,
     committed figures): they skip where only a synthetic or unverified copy is at hand."""
+    if bigbench == "folder":
+        pytest.skip("needs the bigbench==1.0.0 sdist: unset $PROMPTSIEVE_BIGBENCH_DIR")
     if bigbench != "sdist":
         pytest.skip(
             "needs the bigbench==1.0.0 sdist, which the package index no longer lists; put "

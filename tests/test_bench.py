@@ -298,8 +298,7 @@ def test_local_logprobs_match_the_server_echo(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("bigbench")
-def test_quick_profile_end_to_end(tmp_path: Path) -> None:
+def test_quick_profile_end_to_end(tmp_path: Path, bigbench: str) -> None:
     """The CI profile through ``promptsieve bench``: BIG-bench suites on the local Gemma (on
     the synthetic task files of ``tests/_bigbench_fixture.py`` where the sdist is not here)."""
     require_module("llama_cpp")
@@ -317,6 +316,8 @@ def test_quick_profile_end_to_end(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 200, name
     results = json.loads((out / "results.json").read_text())
     profile = PROFILES["quick"]
+    data = "bigbench==1.0.0 sdist" if bigbench == "sdist" else "unverified folder "
+    assert results["meta"]["bigbench_data"].startswith(data)  # where the items came from
     assert set(results["suites"]) == {s.name for s in profile.suites}
     rows = [r for r in results["rows"] if not r.get("error")]
     assert {r["method"] for r in rows} == set(profile.methods)
@@ -576,6 +577,16 @@ def test_runs_of_one_target_merge_into_one_ladder(tmp_path: Path) -> None:
     assert all(r["item"] != "s#0" for r in dropped["rows"]) and len(dropped["rows"]) == 57
     with pytest.raises(MergeError, match="different targets"):
         merge([run(0.5, 30), run(0.8, 20, model="n")])
+    # BIG-bench data: runs before meta["bigbench_data"] read the sdist, as new sdist runs do;
+    # a run on an unverified folder (or another split) never joins them
+    sdist = run(0.8, 20)
+    sdist["meta"]["bigbench_data"] = "bigbench==1.0.0 sdist, sha256 1bb398"  # type: ignore[index]
+    assert merge([run(0.5, 30), sdist])["meta"]["items"] == 20
+    for extra in ({"bigbench_data": "unverified folder /x"}, {"bigbench_split": "/s.json"}):
+        odd = run(0.8, 20)
+        odd["meta"].update(extra)  # type: ignore[attr-defined]
+        with pytest.raises(MergeError, match="different BIG-bench data"):
+            merge([run(0.5, 30), odd])
     # stacked: items 0-19 and 20-29 of one column set, joined with a 0.5 run of items 0-29;
     # a third run that stopped inside item 25 (no truncate row) leaves that item out
     stopped = run(0.25, 27, first=20)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from benchmarks.bigbench import (
     train_passages,
     vitaminc_items,
 )
-from benchmarks.bigbench.multidoc import SPLIT_FILE, build_split
+from benchmarks.bigbench.multidoc import SPLIT_FILE, build_split, split_path
 
 from promptsieve import ConfigError
 
@@ -48,18 +50,20 @@ def test_detokenize_squad_spacing() -> None:
     assert detokenize(plain) == plain
 
 
-def test_split_is_by_article_and_matches_its_file(bigbench_sdist: None) -> None:
-    committed = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
+def test_split_is_by_article_and_matches_its_file(bigbench: str) -> None:
+    committed = json.loads(split_path().read_text(encoding="utf-8"))
     assert committed == json.loads(json.dumps(build_split()))  # reproducible from the code
     by_split = {s: passages(s) for s in ("train", "dev", "test")}  # type: ignore[arg-type]
     ids = [p.id for ps in by_split.values() for p in ps]
-    assert len(ids) == len(set(ids)) == 1204
+    assert len(ids) == len(set(ids))
     articles = {s: {p.article for p in ps} for s, ps in by_split.items()}
     assert not (articles["train"] & articles["test"]) and not (articles["dev"] & articles["test"])
     assert not (articles["train"] & articles["dev"])
     assert [len(articles[s]) for s in ("train", "dev", "test")] == [21, 5, 9]
     questions = sum(len(p.qas) for ps in by_split.values() for p in ps)
-    assert questions == 5893  # every answerable disfl_qa question
+    if bigbench == "sdist":  # the real data, and the committed file
+        assert split_path() == SPLIT_FILE
+        assert len(ids) == 1204 and questions == 5893  # every answerable disfl_qa question
 
 
 def test_training_data_never_includes_test_articles() -> None:
@@ -130,13 +134,17 @@ def test_items_extend_the_same_draw_beyond_the_profile() -> None:
         limit(PROFILES["headline"], None, ["multidoc_1k"], items=10**6)
 
 
-def test_bbh_tasks_have_enough_non_exemplar_questions(bigbench_sdist: None) -> None:
+def test_bbh_tasks_have_enough_non_exemplar_questions(bigbench: str) -> None:
+    # (the synthetic task files hold 72 questions a task, and lm-eval's 3 sports exemplars)
     assert len(bbh_tasks()) >= 13
     for task in bbh_tasks():
         qs = bbh_questions(task)
         assert len(qs) >= 60, task
         shown = {q for q, _ in demonstrations(task)}
         assert not any(f"Q: {q.input}\nA:" in shown for q in qs), task
+    if bigbench == "fixture":
+        assert len(_sdist.task_examples("sports_understanding")) - 3 == 72
+        assert len(bbh_questions("sports_understanding")) == 72
 
 
 def test_every_profile_suite_names_a_task_that_exists() -> None:
@@ -172,9 +180,18 @@ def test_vitaminc_items() -> None:
 
 
 def test_damaged_task_file_is_extracted_again(
-    bigbench_sdist: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bigbench: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sdist = _sdist.sdist_path()
+    if bigbench == "sdist":
+        sdist = _sdist.sdist_path()
+    else:  # the task folder packed as the sdist lays it out, the pin replaced by its own
+        sdist = tmp_path / "packed" / _sdist.SDIST_FILE
+        sdist.parent.mkdir()
+        with tarfile.open(sdist, "w:gz") as tar:
+            tar.add(os.environ[_sdist.DIR_ENV], arcname=_sdist._PREFIX.rstrip("/"))
+        monkeypatch.setattr(_sdist, "SDIST_SHA256", hashlib.sha256(sdist.read_bytes()).hexdigest())
+        monkeypatch.setattr(_sdist, "SDIST_SIZE", sdist.stat().st_size)
+        monkeypatch.delenv(_sdist.DIR_ENV)
     registry = tmp_path / "registry"
     registry.mkdir()
     (registry / sdist.name).symlink_to(sdist)
@@ -191,9 +208,12 @@ def test_missing_or_corrupt_sdist_names_what_to_fetch(
 ) -> None:
     monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
-    with pytest.raises(ConfigError, match=r"python -m benchmarks\.bigbench\.fetch") as err:
+    with pytest.raises(ConfigError, match=r"python -m promptsieve_bench\.bigbench\.fetch") as err:
         _sdist.sdist_path(download=False)
     assert "$PROMPTSIEVE_BIGBENCH_DIR" in str(err.value)  # the way without the sdist
+    assert "put bigbench-1.0.0.tar.gz (SHA-256 1bb398…c5c2) in $PROMPTSIEVE_REGISTRY_DIR" in str(
+        err.value
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     real = _sdist.SDIST_SIZE
@@ -330,19 +350,45 @@ def test_eta_counts_every_uncached_call() -> None:
 def test_a_task_folder_needs_every_file_and_its_own_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``$PROMPTSIEVE_BIGBENCH_DIR`` names the missing file, and ``--write-split`` refuses to
-    overwrite the committed split (the 1.0.0 sdist's) with one for other task files."""
+    """``$PROMPTSIEVE_BIGBENCH_DIR``: a missing or malformed task file is one ``ConfigError``
+    naming it, another folder is read afresh (the cache is keyed by the source), and
+    ``--write-split`` refuses to overwrite the committed split with one for other files."""
     from benchmarks.bigbench import multidoc
 
-    monkeypatch.setenv(_sdist.DIR_ENV, str(tmp_path))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, n in ((a, 2), (b, 3)):
+        (folder / "snarks").mkdir(parents=True)
+        examples = [{"input": f"(a) x{i} (b) y", "target_scores": {"(a)": 1}} for i in range(n)]
+        (folder / "snarks" / "task.json").write_text(json.dumps({"examples": examples}))
+    monkeypatch.setenv(_sdist.DIR_ENV, str(a))
     with pytest.raises(ConfigError, match=r"has no logical_deduction/three_objects/task\.json"):
         _sdist.task_json("logical_deduction_three_objects")
-    monkeypatch.delenv(multidoc.SPLIT_ENV, raising=False)
-    committed = multidoc.SPLIT_FILE.read_bytes()
-    with pytest.raises(SystemExit):
-        multidoc.main(["--write-split"])
-    assert "$PROMPTSIEVE_BIGBENCH_SPLIT" in capsys.readouterr().err
-    assert multidoc.SPLIT_FILE.read_bytes() == committed
+    assert len(_sdist.task_examples("snarks")) == 2
+    assert _sdist.source() == f"unverified folder {a}"
+    monkeypatch.setenv(_sdist.DIR_ENV, str(b))
+    assert len(_sdist.task_examples("snarks")) == 3
+    for bad, says in (("{", "not valid JSON"), ("[1]", "not a BIG-bench task")):
+        (b / "snarks" / "task.json").write_text(bad)
+        with pytest.raises(ConfigError, match=f"{says}.*fix or replace it"):
+            _sdist.task_meta("snarks")
+    # the committed split is never overwritten for other task files (a copy stands in for it)
+    committed = tmp_path / "committed.json"
+    committed.write_bytes(multidoc.SPLIT_FILE.read_bytes())
+    monkeypatch.setattr(multidoc, "SPLIT_FILE", committed)
+    for env in (None, str(committed)):
+        if env:
+            monkeypatch.setenv(multidoc.SPLIT_ENV, env)
+        else:
+            monkeypatch.delenv(multidoc.SPLIT_ENV, raising=False)
+        with pytest.raises(SystemExit):
+            multidoc.main(["--write-split"])
+        assert "$PROMPTSIEVE_BIGBENCH_SPLIT" in capsys.readouterr().err
+    assert committed.read_bytes() == (multidoc.SPLIT_FILE.read_bytes())
+    # no task files at all: one error line, exit 2
+    monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path / "new.json"))
+    assert multidoc.main(["--write-split"]) == 2
+    assert capsys.readouterr().err.startswith("Error: $PROMPTSIEVE_BIGBENCH_DIR=")
+    assert not (tmp_path / "new.json").exists()
 
 
 def test_a_split_of_other_passages_is_stale(
@@ -355,16 +401,13 @@ def test_a_split_of_other_passages_is_stale(
     good = json.loads(multidoc.split_path().read_text(encoding="utf-8"))
     lacking = {**good, "passages": dict(list(good["passages"].items())[1:])}
     extra = {**good, "passages": {**good["passages"], "0" * 16: "Normans"}}
-    try:
-        for split, says in ((lacking, r"is not in .*split\.json;"), (extra, "not in the task")):
-            (tmp_path / "split.json").write_text(json.dumps(split), encoding="utf-8")
-            monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path / "split.json"))
-            multidoc._split_file.cache_clear()
-            multidoc._all_passages.cache_clear()
-            with pytest.raises(ConfigError, match=f"{says}.*the split is stale"):
-                multidoc.passages("test")
-    finally:
-        monkeypatch.undo()
-        multidoc._split_file.cache_clear()
-        multidoc._all_passages.cache_clear()
+    for name, split, says in (
+        ("lacking", lacking, r"is not in .*lacking\.json:"),
+        ("extra", extra, r"of .*extra\.json is not in the task files:"),
+    ):
+        (tmp_path / f"{name}.json").write_text(json.dumps(split), encoding="utf-8")
+        monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path / f"{name}.json"))
+        with pytest.raises(ConfigError, match=f"{says} that split belongs to other task files"):
+            multidoc.passages("test")
+    monkeypatch.undo()
     assert multidoc.passages("test")  # the good split again

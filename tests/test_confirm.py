@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("bigbench")  # BIG-bench task files
 
 
 @pytest.fixture(scope="module")
-def results(bigbench_sdist: None) -> dict[str, Any]:
+def results() -> dict[str, Any]:
     out: dict[str, Any] = json.loads(SESSION34.read_text())
     return out
 
@@ -156,6 +156,10 @@ def test_cli_writes_the_readout_next_to_the_results(tmp_path: Path, capsys: Any)
         ("[1, 2]", "is not a bench results file"),
         ('{"rows": [{"item": "x"}]}', "is not a bench results file"),
         ("not json", "cannot read it as JSON"),
+        (
+            '{"meta": {"bigbench_data": "unverified folder /x"}, "rows": []}',
+            "was run on unverified folder /x: a registered readout takes runs on the verified",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_error_line(

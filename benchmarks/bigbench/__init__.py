@@ -6,13 +6,16 @@
   exemplars as demonstrations (:func:`bbh_tasks`, :func:`bbh_questions`, :func:`demonstrations`);
 * :func:`vitaminc_items` — evidence → claim (True / False / Neither).
 
-Nothing is fetched at import time; the sdist is fetched and verified on first data access.
+Nothing is fetched at import time; the sdist is verified (and fetched, where the index still
+lists it) on first data access, or ``$PROMPTSIEVE_BIGBENCH_DIR`` names task files to read instead
+(see :mod:`._sdist`).
 """
 
 from ._sdist import sdist_path, task_examples
 from .bbh import bbh_questions, bbh_task_items, bbh_tasks, demonstrations, split_questions
 from .multidoc import (
     MultiDocItem,
+    data_source,
     detokenize,
     multidoc_items,
     multidoc_raw,
@@ -26,6 +29,7 @@ __all__ = [
     "bbh_questions",
     "bbh_task_items",
     "bbh_tasks",
+    "data_source",
     "demonstrations",
     "detokenize",
     "multidoc_items",

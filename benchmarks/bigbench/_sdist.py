@@ -45,6 +45,7 @@ __all__ = [
     "SDIST_SHA256",
     "TASK_FILES",
     "sdist_path",
+    "source",
     "task_examples",
     "task_json",
 ]
@@ -164,11 +165,11 @@ def sdist_path(*, download: bool = True) -> Path:
             (the message names the file to delete and where to fetch it from).
     """
     hint = (
-        f"fetch it with: python -m benchmarks.bigbench.fetch (or download {SDIST_FILE} from "
-        f"{_index_url()}/bigbench/ into {_download_dir()}); without it, set ${DIR_ENV} to a "
-        "folder of BIG-bench task folders (the BIG-bench repository's "
-        "bigbench/benchmark_tasks) and $PROMPTSIEVE_BIGBENCH_SPLIT to a file that "
-        "`python -m benchmarks.bigbench.multidoc --write-split` writes for them"
+        f"put {SDIST_FILE} (SHA-256 {SDIST_SHA256[:6]}…{SDIST_SHA256[-4:]}) in "
+        f"$PROMPTSIEVE_REGISTRY_DIR or {_download_dir()}, or fetch it with: python -m "
+        f"promptsieve_bench.bigbench.fetch (the index at {_index_url()} stopped listing it "
+        f"on 2026-12-05); or set ${DIR_ENV} to a folder of BIG-bench task folders (the "
+        "BIG-bench repository's bigbench/benchmark_tasks): see promptsieve_bench.bigbench._sdist"
     )
     path = _find_sdist()
     if path is None:
@@ -229,6 +230,19 @@ def _unverified(folder: str) -> None:
     )
 
 
+def _folder() -> str | None:
+    return os.environ.get(DIR_ENV) or None
+
+
+def source() -> str:
+    """Where the task files come from, for a results file's metadata: the verified sdist
+    (``"bigbench==1.0.0 sdist, sha256 <hex>"``) or ``"unverified folder <path>"``."""
+    folder = _folder()
+    return (
+        f"unverified folder {folder}" if folder else f"{REQUIREMENT} sdist, sha256 {SDIST_SHA256}"
+    )
+
+
 def task_json(task: str) -> Path:
     """Path of ``task``'s ``task.json``: from ``$PROMPTSIEVE_BIGBENCH_DIR`` when set, else
     extracted from the sdist on first use and hash-checked.
@@ -239,7 +253,7 @@ def task_json(task: str) -> Path:
     """
     if task not in TASK_FILES:
         raise ConfigError(f"unknown BIG-bench task {task!r}; known: {sorted(TASK_FILES)}")
-    if folder := os.environ.get(DIR_ENV):
+    if folder := _folder():
         path = Path(folder).expanduser() / TASK_FILES[task] / "task.json"
         if not path.is_file():
             raise ConfigError(f"${DIR_ENV}={folder} has no {TASK_FILES[task]}/task.json")
@@ -252,26 +266,36 @@ def task_json(task: str) -> Path:
     return path
 
 
-@functools.cache
-def _load(task: str) -> tuple[dict[str, Any], ...]:
+def _read(task: str) -> dict[str, Any]:
+    path = task_json(task)
+    fix = "fix or replace it" if _folder() else f"delete {_extract_dir()} to re-extract"
     try:
-        data = json.loads(task_json(task).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ConfigError(
-            f"{task_json(task)} is not valid JSON ({exc}); delete {_extract_dir()} to re-extract"
-        ) from exc
-    examples = data.get("examples")
-    if not isinstance(examples, list) or not examples:
-        raise ConfigError(f"{task_json(task)} has no examples")
-    return tuple(examples)
+        raise ConfigError(f"{path} is not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise ConfigError(f"{path} is not a BIG-bench task (no examples list); {fix}")
+    if not data["examples"]:
+        raise ConfigError(f"{path} has no examples; {fix}")
+    return data
+
+
+@functools.cache
+def _load(task: str, folder: str | None) -> tuple[dict[str, Any], ...]:
+    # keyed by the source as well: a process that changes $PROMPTSIEVE_BIGBENCH_DIR never
+    # gets the other source's examples
+    return tuple(_read(task)["examples"])
 
 
 def task_meta(task: str) -> dict[str, Any]:
     """The task.json's top-level fields other than ``examples`` (prefixes, metrics)."""
-    data = json.loads(task_json(task).read_text(encoding="utf-8"))
-    return {k: v for k, v in data.items() if k != "examples"}
+    return {k: v for k, v in _read(task).items() if k != "examples"}
 
 
 def task_examples(task: str) -> tuple[dict[str, Any], ...]:
-    """All of ``task``'s BIG-bench examples, in file order (dicts as in task.json)."""
-    return _load(task)
+    """All of ``task``'s BIG-bench examples, in file order (dicts as in task.json).
+
+    Raises:
+        ConfigError: see :func:`task_json`; or the file is not a BIG-bench task's JSON.
+    """
+    return _load(task, _folder())

@@ -40,7 +40,7 @@ from promptsieve import ConfigError
 
 from ..data import BenchItem
 from ..stats import squad_normalize
-from ._sdist import DIR_ENV, task_examples
+from ._sdist import DIR_ENV, source, task_examples
 
 __all__ = [
     "QA",
@@ -49,6 +49,7 @@ __all__ = [
     "Passage",
     "TrainPassage",
     "build_split",
+    "data_source",
     "detokenize",
     "multidoc_items",
     "passages",
@@ -222,7 +223,11 @@ def build_split() -> dict[str, object]:
             split_of[name] = split
         start += n
     return {
-        "source": "bigbench==1.0.0 benchmark_tasks/disfl_qa/task.json",
+        "source": (
+            "bigbench==1.0.0 benchmark_tasks/disfl_qa/task.json"
+            if not os.environ.get(DIR_ENV)
+            else f"disfl_qa/task.json of {source()}"
+        ),
         "method": "articles: SQuAD 2.0 dev titles, keyword-seeded TF-IDF nearest-centroid "
         f"clustering; split: articles shuffled with seed {SPLIT_SEED}, {SPLIT_SIZES}",
         "articles": {name: split_of[name] for name in names},
@@ -235,34 +240,52 @@ def split_path() -> Path:
     return Path(os.environ[SPLIT_ENV]) if os.environ.get(SPLIT_ENV) else SPLIT_FILE
 
 
-@functools.lru_cache(maxsize=1)
-def _split_file() -> dict[str, object]:
+def data_source() -> dict[str, str]:
+    """For a results file's ``meta``: ``bigbench_data`` (:func:`._sdist.source`, the verified
+    sdist or an unverified folder) and, when it is not the committed one, ``bigbench_split``."""
     path = split_path()
+    return {
+        "bigbench_data": source(),
+        **({} if path == SPLIT_FILE else {"bigbench_split": str(path)}),
+    }
+
+
+_WRITE = (
+    f"write one for them with: {DIR_ENV}=<their folder> {SPLIT_ENV}=<new file> "
+    "python -m promptsieve_bench.bigbench.multidoc --write-split"
+)
+
+
+@functools.lru_cache(maxsize=2)
+def _split_file(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{path} is missing or damaged ({exc}); the committed one comes with the benchmarks "
-            "(regenerate with: python -m benchmarks.bigbench.multidoc --write-split)"
-        ) from exc
+        fix = "it is committed with the benchmarks" if path == SPLIT_FILE else _WRITE
+        raise ConfigError(f"{path} is missing or damaged ({exc}); {fix}") from exc
     return dict(data)
 
 
-@functools.lru_cache(maxsize=1)
 def _all_passages() -> tuple[Passage, ...]:
-    split = _split_file()
+    return _passages_of(split_path(), os.environ.get(DIR_ENV) or None)
+
+
+@functools.lru_cache(maxsize=2)
+def _passages_of(path: Path, folder: str | None) -> tuple[Passage, ...]:
+    # keyed by the split file and the task files' source: changing either never serves
+    # the other's passages
+    split = _split_file(path)
     articles = dict(split["articles"])  # type: ignore[call-overload]
     of = dict(split["passages"])  # type: ignore[call-overload]
     raw = _raw_passages()
-    # the same passages both ways: other task files never pass as the split's (item draws
-    # would change silently)
+    # the same passages both ways: task files with other passages never pass as the
+    # split's (item draws would change silently); their questions are not checked
     extra, missing = sorted(set(raw) - set(of)), sorted(set(of) - set(raw))
     if extra or missing:
         which = f"passage {extra[0]} is not in" if extra else f"passage {missing[0]} of"
         raise ConfigError(
-            f"{which} {split_path()}{'' if extra else ' is not in the task files'}; the split "
-            f"is stale (other task files? write a split for them with --write-split and "
-            f"${SPLIT_ENV})"
+            f"{which} {path}{'' if extra else ' is not in the task files'}: that split belongs "
+            f"to other task files; {_WRITE}"
         )
     out = []
     for pid, (text, qas) in sorted(raw.items()):
@@ -430,27 +453,36 @@ def multidoc_items(
     return [m.render() for m in multidoc_raw(split, size, n, seed)]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m promptsieve_bench.bigbench.multidoc [--write-split]``: the article split of
+    the task files in use (printed; written to :func:`split_path` with ``--write-split``).
+    Returns the exit status (2 with one error line on bad input)."""
     import argparse
+    import sys
 
     ap = argparse.ArgumentParser(description="disfl_qa article split")
     ap.add_argument(
         "--write-split", action="store_true", help=f"rewrite {SPLIT_FILE} (or ${SPLIT_ENV})"
     )
     args = ap.parse_args(argv)
-    if args.write_split and os.environ.get(DIR_ENV) and not os.environ.get(SPLIT_ENV):
+    path = split_path()
+    if args.write_split and os.environ.get(DIR_ENV) and path.resolve() == SPLIT_FILE.resolve():
         ap.error(
-            f"${DIR_ENV} is set: name the split to write with ${SPLIT_ENV} (the committed "
-            "split belongs to the bigbench 1.0.0 sdist's passages)"
+            f"${DIR_ENV} is set: name a new split file with ${SPLIT_ENV} (the committed split "
+            "belongs to the bigbench 1.0.0 sdist's passages)"
         )
-    data = build_split()
+    try:
+        data = build_split()
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     if args.write_split:
-        path = split_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     counts = collections.Counter(dict(data["articles"])[a] for a in dict(data["passages"]).values())  # type: ignore[call-overload]
     print(f"passages per split: {dict(counts)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
