@@ -40,7 +40,7 @@ from promptsieve import ConfigError
 
 from ..data import BenchItem
 from ..stats import squad_normalize
-from ._sdist import DIR_ENV, source, task_examples
+from ._sdist import DIR_ENV, _folder, source, task_examples
 
 __all__ = [
     "QA",
@@ -224,9 +224,9 @@ def build_split() -> dict[str, object]:
         start += n
     return {
         "source": (
-            "bigbench==1.0.0 benchmark_tasks/disfl_qa/task.json"
-            if not os.environ.get(DIR_ENV)
-            else f"disfl_qa/task.json of {source()}"
+            f"disfl_qa/task.json of {source()}"
+            if _folder()
+            else "bigbench==1.0.0 benchmark_tasks/disfl_qa/task.json"
         ),
         "method": "articles: SQuAD 2.0 dev titles, keyword-seeded TF-IDF nearest-centroid "
         f"clustering; split: articles shuffled with seed {SPLIT_SEED}, {SPLIT_SIZES}",
@@ -267,7 +267,7 @@ def _split_file(path: Path) -> dict[str, object]:
 
 
 def _all_passages() -> tuple[Passage, ...]:
-    return _passages_of(split_path(), os.environ.get(DIR_ENV) or None)
+    return _passages_of(split_path(), _folder())
 
 
 @functools.lru_cache(maxsize=2)
