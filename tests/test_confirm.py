@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -180,3 +182,25 @@ def test_cli_unwritable_out_is_one_error_line(tmp_path: Path, capsys: Any) -> No
     with pytest.raises(SystemExit) as info:
         main(["2k-coarse-reorder-2x", str(tmp_path), "--out", str(tmp_path / "taken")])
     assert info.value.code == 2 and "cannot write the readout" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        ((), {}, "usage:"),
+        (("210",), {}, "210 is not a registered chunk start"),
+        (("200",), {"PROMPTSIEVE_BIGBENCH_DIR": "/x"}, "the verified bigbench==1.0.0 sdist only"),
+    ],
+)
+def test_chunk_runner_runs_only_what_was_registered(
+    args: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    """``run-2k-coarse-reorder-2x.sh`` refuses a chunk start outside the registration and a
+    data source other than the sdist, before it runs anything (exit 2, one line)."""
+    script = ROOT / "benchmarks/preregistered/run-2k-coarse-reorder-2x.sh"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTSIEVE_BIGBENCH")}
+    run = subprocess.run(
+        ["bash", str(script), *args], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and says in run.stderr and run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1
