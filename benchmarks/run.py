@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from promptsieve import ConfigError
+
 from .baselines import METHOD_NAMES, Method, build_methods, context_ratio, count
 from .bigbench import data_source
 from .data import (
@@ -511,9 +513,11 @@ def _main_suites(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
             profile,
             screen=replace(profile.screen, ladder=tuple(sorted(profile.ratios, reverse=True))),
         )
+    except ConfigError as exc:  # missing data (a ValueError too): one line, not the usage
+        print(f"promptsieve bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ValueError as exc:
         ap.error(str(exc))
-    from promptsieve import ConfigError
     from promptsieve.local import EMBEDDED_MODELS
 
     if not args.base_url and profile.model not in EMBEDDED_MODELS:

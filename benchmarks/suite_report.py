@@ -231,6 +231,21 @@ def modal_answers(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _data_lines(meta: Mapping[str, Any]) -> list[str]:
+    """The BIG-bench data a run read, said in the report where it is not the verified sdist
+    with the committed split (then its figures are not comparable with the committed ones)."""
+    data = str(meta.get("bigbench_data", ""))
+    split = meta.get("bigbench_split")
+    if not data.startswith("unverified") and not split:
+        return []
+    also = f", split `{split}`" if split else ""
+    return [
+        f"**Data: {data}{also}** — not the verified bigbench==1.0.0 sdist: these figures are "
+        "not comparable with the committed results.",
+        "",
+    ]
+
+
 def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     """Write ``report.md`` (and plots) into ``out_dir``; returns the report's path."""
     meta = results["meta"]
@@ -246,6 +261,7 @@ def write_suite_report(results: Mapping[str, Any], out_dir: Path) -> Path:
         "",
         f"Command: `{meta.get('command', '')}`",
         "",
+        *_data_lines(meta),
         "Accuracy: choice/label tasks — the extracted answer equals the gold label; "
         "multi-document QA — SQuAD normalisation, then equal, or the gold (≤ 5 tokens) "
         "contained in an answer of ≤ 30 tokens, or token-F1 ≥ 0.5. Agreement: the same metric "

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptsieve import ConfigError
+
 from .baselines import Method, context_ratio, count
 from .data import BenchItem, Kind
 from .screening import ScreenPlan, screen_task
@@ -332,6 +334,8 @@ def limit(
             if items > s.n:  # beyond the profile's size: the task's data must hold them
                 try:
                     held = len(t.items())
+                except ConfigError:  # no data at all: said as it is, not as a bad --items
+                    raise
                 except ValueError as exc:  # the multi-document draw: too few questions
                     raise ValueError(f"--items {items}: {s.name}: {exc}") from None
                 if held < items:

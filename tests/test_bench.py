@@ -335,6 +335,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, bigbench: str) -> None:
     assert labelled and all(x["original_correct"] is not None for x in labelled[0]["rungs"])
     report = (out / "report.md").read_text()
     assert "## Every method × ratio × suite" in report and "noise floor" in report
+    assert ("not comparable with the committed results" in report) == (bigbench != "sdist")
     assert "Screening economics" in report
     # a second run is served from the cache: no new target calls
     again = subprocess.run([cli, "bench", *args], capture_output=True, text=True, timeout=600)

@@ -208,12 +208,12 @@ def test_missing_or_corrupt_sdist_names_what_to_fetch(
 ) -> None:
     monkeypatch.setenv("PROMPTSIEVE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PROMPTSIEVE_REGISTRY_DIR", str(tmp_path / "none"))
-    with pytest.raises(ConfigError, match=r"python -m promptsieve_bench\.bigbench\.fetch") as err:
+    with pytest.raises(ConfigError, match=r"bigbench-1\.0\.0\.tar\.gz not found; put it") as err:
         _sdist.sdist_path(download=False)
-    assert "$PROMPTSIEVE_BIGBENCH_DIR" in str(err.value)  # the way without the sdist
-    assert "put bigbench-1.0.0.tar.gz (SHA-256 1bb398…c5c2) in $PROMPTSIEVE_REGISTRY_DIR" in str(
-        err.value
-    )
+    said = str(err.value)
+    assert f"SHA-256 {_sdist.SDIST_SHA256}" in said  # the whole pin, to check a copy against
+    assert f"{tmp_path / 'none'} (missing)" in said  # where it looked
+    assert "$PROMPTSIEVE_BIGBENCH_DIR" in said  # the way without the sdist
     bad = tmp_path / "bad"
     bad.mkdir()
     real = _sdist.SDIST_SIZE
@@ -411,3 +411,19 @@ def test_a_split_of_other_passages_is_stale(
             multidoc.passages("test")
     monkeypatch.undo()
     assert multidoc.passages("test")  # the good split again
+
+
+def test_the_split_command_checks_the_split_in_use_and_says_write_errors_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.bigbench import multidoc
+
+    assert multidoc.main([]) == 0  # no --write-split: checks the split in use, writes nothing
+    assert f"split in use: {multidoc.split_path()} (it lists exactly" in capsys.readouterr().out
+    monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path / "nowhere.json"))
+    assert multidoc.main([]) == 2  # a split that is not there
+    assert capsys.readouterr().err.startswith(f"Error: {tmp_path / 'nowhere.json'} is missing")
+    monkeypatch.setenv(multidoc.SPLIT_ENV, str(tmp_path))  # a folder cannot be written
+    assert multidoc.main(["--write-split"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"Error: cannot write {tmp_path} (Is a directory)"

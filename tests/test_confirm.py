@@ -189,16 +189,25 @@ def test_cli_unwritable_out_is_one_error_line(tmp_path: Path, capsys: Any) -> No
     [
         ((), {}, "usage:"),
         (("210",), {}, "210 is not a registered chunk start"),
+        (("250", "999"), {}, "999 is not a registered chunk start"),  # before chunk 250 runs
         (("200",), {"PROMPTSIEVE_BIGBENCH_DIR": "/x"}, "the verified bigbench==1.0.0 sdist only"),
+        (("200",), "no sdist", "needs the verified bigbench==1.0.0 sdist"),
     ],
 )
 def test_chunk_runner_runs_only_what_was_registered(
-    args: tuple[str, ...], env: dict[str, str], says: str
+    args: tuple[str, ...], env: dict[str, str] | str, says: str, tmp_path: Path
 ) -> None:
     """``run-2k-coarse-reorder-2x.sh`` refuses a chunk start outside the registration and a
     data source other than the sdist, before it runs anything (exit 2, one line)."""
     script = ROOT / "benchmarks/preregistered/run-2k-coarse-reorder-2x.sh"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTSIEVE_BIGBENCH")}
+    if env == "no sdist":  # an empty cache and registry dir, and an index that refuses at once
+        env = {
+            "PROMPTSIEVE_CACHE_DIR": str(tmp_path / "cache"),
+            "PROMPTSIEVE_REGISTRY_DIR": str(tmp_path / "registry"),
+            "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        }
+    assert isinstance(env, dict)
     run = subprocess.run(
         ["bash", str(script), *args], env={**clean, **env}, capture_output=True, text=True
     )

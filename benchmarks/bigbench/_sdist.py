@@ -164,19 +164,19 @@ def sdist_path(*, download: bool = True) -> Path:
         ConfigError: it is missing and cannot be fetched, or its SHA-256 does not match
             (the message names the file to delete and where to fetch it from).
     """
+    searched = ", ".join(f"{d}{'' if d.is_dir() else ' (missing)'}" for d in _registry_dirs())
     hint = (
-        f"put {SDIST_FILE} (SHA-256 {SDIST_SHA256[:6]}…{SDIST_SHA256[-4:]}) in "
-        f"$PROMPTSIEVE_REGISTRY_DIR or {_download_dir()}, or fetch it with: python -m "
-        f"promptsieve_bench.bigbench.fetch (the index at {_index_url()} stopped listing it "
-        f"on 2026-12-05); or set ${DIR_ENV} to a folder of BIG-bench task folders (the "
-        "BIG-bench repository's bigbench/benchmark_tasks): see promptsieve_bench.bigbench._sdist"
+        f"put {SDIST_FILE} ({SDIST_SIZE:,} bytes, SHA-256 {SDIST_SHA256}) in one of: "
+        f"{searched} (the package index stopped listing it on 2026-12-05); or set ${DIR_ENV} "
+        'to a folder of BIG-bench task folders, unverified (README: "The sdist is gone from '
+        'the index")'
     )
     path = _find_sdist()
     if path is None:
         if not download:
-            raise ConfigError(f"{SDIST_FILE} not found; {hint}")
+            raise ConfigError(f"{SDIST_FILE} not found; {hint.replace(SDIST_FILE, 'it', 1)}")
         _download_dir().mkdir(parents=True, exist_ok=True)
-        log.warning("fetching %s (≈ 360 MB) into %s", REQUIREMENT, _download_dir())
+        log.warning("%s is not here: fetching it (≈ 360 MB) into %s", REQUIREMENT, _download_dir())
         try:
             path = _fetch()
         except (OSError, ValueError) as exc:

@@ -10,7 +10,14 @@ from promptsieve import ConfigError
 from ._sdist import sdist_path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m promptsieve_bench.bigbench.fetch",
+        description="Find or fetch the bigbench==1.0.0 sdist into the cache and verify it; "
+        "print its path (exit 2 with one line when it cannot be had).",
+    ).parse_args(argv)
     try:
         print(sdist_path())
     except ConfigError as exc:

@@ -473,14 +473,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         data = build_split()
+        if args.write_split:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        else:
+            passages("test")  # the split in use against the task files in use
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    if args.write_split:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"Error: cannot write {path} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     counts = collections.Counter(dict(data["articles"])[a] for a in dict(data["passages"]).values())  # type: ignore[call-overload]
     print(f"passages per split: {dict(counts)}")
+    print(f"split in use: {path} (it lists exactly these task files' passages)")
     return 0
 
 

@@ -14,10 +14,17 @@ if [ -n "${PROMPTSIEVE_BIGBENCH_DIR:-}${PROMPTSIEVE_BIGBENCH_SPLIT:-}" ]; then
   exit 2
 fi
 [ $# -gt 0 ] || { echo "usage: $0 S [S ...]  (S = 200, 250, ..., 550)" >&2; exit 2; }
-for S in "$@"; do
+for S in "$@"; do  # every argument before the first chunk runs
   case "$S" in 200|250|300|350|400|450|500|550) ;;
     *) echo "run-2k-coarse-reorder-2x.sh: $S is not a registered chunk start (200, 250, ..., 550)" >&2; exit 2 ;;
   esac
+done
+if ! python -m promptsieve_bench.bigbench.fetch >/dev/null 2>&1; then
+  echo "run-2k-coarse-reorder-2x.sh: needs the verified bigbench==1.0.0 sdist in" \
+    "\$PROMPTSIEVE_REGISTRY_DIR or the cache (python -m promptsieve_bench.bigbench.fetch says where)" >&2
+  exit 2
+fi
+for S in "$@"; do
   E=$((S + 50))
   OUT="benchmarks/results/confirm-2k-reorder-0.5-$((S + 1))-$E"
   COMMIT=$(git rev-parse HEAD)
