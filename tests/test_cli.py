@@ -449,3 +449,19 @@ def test_compress_reorder_keeps_the_question_and_what_follows_in_place(
     unasked = runner.invoke(app, args)
     plain = runner.invoke(app, ["compress", str(f), "--ratio", "0.8"])
     assert unasked.exit_code == 0 and unasked.stdout == plain.stdout
+
+
+def test_explain_lists_whole_words_not_subword_pieces(runner: CliRunner, tmp_path: Path) -> None:
+    """Without --html, explain prints the 20 most important words as the compressor scores a
+    unit (the mean of its proxy tokens): "refund", never the pieces "ref" / "und"."""
+    text = "Unbelievably, the refund for the tinned goods arrived late.\n\nRefunds take ten days."
+    f = tmp_path / "p.txt"
+    f.write_text(text)
+    res = runner.invoke(app, ["explain", str(f)])
+    assert res.exit_code == 0, res.output
+    shown = [re.fullmatch(r"[+-]\d+\.\d{4}  '(.*)'", line) for line in res.output.splitlines()]
+    assert all(shown) and len(shown) == min(20, len(text.split()))
+    words = [m.group(1) for m in shown if m]
+    assert set(words) == set(text.split())  # whole words, each once
+    scores = [float(line.split()[0]) for line in res.output.splitlines()]
+    assert scores == sorted(scores, reverse=True)

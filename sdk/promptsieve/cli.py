@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,10 +205,13 @@ def explain(
         return
     with _bad_input():
         scores = comp.explain(text, question=question)
-    order = scores.scores.argsort()[::-1][:20]
-    for i in order:
-        s, e = scores.offsets[i]
-        typer.echo(f"{scores.scores[i]:+.4f}  {scores.text[s:e]!r}")
+    # the 20 most important words (whitespace-separated), each scored as the compressor scores
+    # a unit: the mean of its proxy tokens (TokenScores.unit_scores), not subword pieces
+    spans = [m.span() for m in re.finditer(r"\S+", scores.text)]
+    per_word = scores.unit_scores(spans)
+    for i in per_word.argsort(kind="stable")[::-1][:20]:
+        s, e = spans[i]
+        typer.echo(f"{per_word[i]:+.4f}  {scores.text[s:e]!r}")
 
 
 # `promptsieve screen`: its options and glue live beside offline screening.
