@@ -389,8 +389,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from promptsieve.fidelity.ladder import LADDER_TESTS
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="promptsieve bench", description="promptsieve bench")
-    ap.add_argument("--profile", choices=sorted({*PROFILES, *SUITE_PROFILES}), default="quick")
+    ap = argparse.ArgumentParser(
+        prog="promptsieve bench",
+        description="Tokens saved at what fidelity: every method x ratio x suite on a target, "
+        "with Wilson intervals, McNemar tests, the noise floor and screening economics. "
+        "Profiles quick (CI, Gemma 3 270M), standard (Qwen2.5-Coder-0.5B) and headline "
+        "(Qwen2.5-Coder-1.5B) run BIG-bench suites and need the bigbench==1.0.0 sdist in "
+        "$PROMPTSIEVE_REGISTRY_DIR or the cache (or $PROMPTSIEVE_BIGBENCH_DIR, unverified); "
+        "legacy-quick, full and exhaustive are the earlier lm-eval prompt sets. Every call is "
+        "cached, so a stopped run resumes (README: 'Benchmark').",
+    )
+    ap.add_argument(
+        "--profile",
+        choices=sorted({*PROFILES, *SUITE_PROFILES}),
+        default="quick",
+        help="default quick",
+    )
     ap.add_argument(
         "--target-model",
         default=None,
@@ -425,12 +439,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible /v1 URL (default: local)")
     ap.add_argument("--model", default=None, help="model name at --base-url")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
-    ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/<profile>")
-    ap.add_argument("--methods", default=None, help=f"comma list from {','.join(METHOD_NAMES)}")
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    ap.add_argument("--no-cache", action="store_true")
-    ap.add_argument("--no-screen", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default benchmarks/results/<profile>, relative to the current "
+        "folder: in a checkout, the committed results)",
+    )
+    ap.add_argument("--methods", default=None, help=f"comma list from {', '.join(METHOD_NAMES)}")
+    ap.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="the call cache (SQLite; resumes runs)"
+    )
+    ap.add_argument(
+        "--no-cache", action="store_true", help="no call cache: every call goes to the target"
+    )
+    ap.add_argument(
+        "--no-screen", action="store_true", help="skip the screening runs (no screening economics)"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="the target's sampling seed and the random baseline's"
+    )
     ap.add_argument("--screen-tau", type=float, default=None, help="override the profile's τ")
     ap.add_argument("--screen-delta", type=float, default=None, help="override the profile's δ")
     ap.add_argument("--screen-methods", default=None, help="comma list (default: the profile's)")

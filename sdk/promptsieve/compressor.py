@@ -256,7 +256,7 @@ class Compression:
     tokens_after: int
     kept: tuple[Span, ...]
     dropped: tuple[Span, ...]
-    timings: dict[str, float]
+    timings: dict[str, float]  # seconds per stage (the CLI's --json gives timings_ms)
     scorer: str
     #: The proxy's cosine between the original and the compressed text, read off the scoring
     #: pass (pooled token states, see ``TokenScores.pooled_states``); the instance guard
