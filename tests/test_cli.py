@@ -460,8 +460,14 @@ def test_explain_lists_whole_words_not_subword_pieces(runner: CliRunner, tmp_pat
     res = runner.invoke(app, ["explain", str(f)])
     assert res.exit_code == 0, res.output
     shown = [re.fullmatch(r"[+-]\d+\.\d{4}  '(.*)'", line) for line in res.output.splitlines()]
-    assert all(shown) and len(shown) == min(20, len(text.split()))
     words = [m.group(1) for m in shown if m]
-    assert set(words) == set(text.split())  # whole words, each once
+    assert all(shown) and len(words) == min(20, len(re.findall(r"\w+", text)))
+    assert set(words) == set(re.findall(r"\w+", text))  # whole words, not pieces
     scores = [float(line.split()[0]) for line in res.output.splitlines()]
     assert scores == sorted(scores, reverse=True)
+    f.write_text("退款需要十天。商店说退款很慢。")  # no spaces: the segmenter's CJK words
+    res = runner.invoke(app, ["explain", str(f)])
+    assert res.exit_code == 0, res.output
+    assert {line.split("  ", 1)[1] for line in res.output.splitlines()} == {
+        repr(w) for w in ("退款", "需要", "十天", "商店", "说", "很慢")
+    }

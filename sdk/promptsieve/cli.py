@@ -205,9 +205,15 @@ def explain(
         return
     with _bad_input():
         scores = comp.explain(text, question=question)
-    # the 20 most important words (whitespace-separated), each scored as the compressor scores
-    # a unit: the mean of its proxy tokens (TokenScores.unit_scores), not subword pieces
-    spans = [m.span() for m in re.finditer(r"\S+", scores.text)]
+    # the 20 most important words: the segmenter's units (CJK words too), each scored as the
+    # compressor scores a unit, the mean of its proxy tokens (TokenScores.unit_scores)
+    from promptsieve.segment import segment
+
+    seg = segment(scores.text)
+    if seg.text == scores.text:
+        spans = [(u.start, u.end) for u in seg.units]
+    else:  # pragma: no cover - the segmenter keeps text it has segmented once
+        spans = [m.span() for m in re.finditer(r"\S+", scores.text)]
     per_word = scores.unit_scores(spans)
     for i in per_word.argsort(kind="stable")[::-1][:20]:
         s, e = spans[i]
