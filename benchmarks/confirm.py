@@ -37,7 +37,7 @@ from scipy.stats import bootstrap
 from promptsieve.fidelity.labelled import NonInferiorityTest
 from promptsieve.fidelity.stats import Outcome
 
-from .merge_runs import bigbench_data
+from .bigbench.multidoc import data_read
 from .stats import mcnemar, paired_difference, wilson
 
 __all__ = [
@@ -315,7 +315,7 @@ def pooled(paths: Sequence[Path]) -> dict[str, Any]:
             run = json.loads(f.read_text(encoding="utf-8"))
             rows = run["rows"]
             keyed = [((r["item"], r["method"], float(r["ratio"])), r) for r in rows]
-            data = bigbench_data(run) if "meta" in run else "sdist"
+            data = data_read(run.get("meta", {}))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{f}: cannot read it as JSON ({exc})") from exc
         except (KeyError, TypeError, ValueError) as exc:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .bigbench.multidoc import data_read
 from .suite_report import write_suite_report
 
 __all__ = ["merge"]
@@ -37,16 +38,6 @@ Row = dict[str, Any]
 
 class MergeError(ValueError):
     """The runs cannot be merged (different targets, or different answers to one call)."""
-
-
-def bigbench_data(run: Mapping[str, Any]) -> str:
-    """A run's BIG-bench data: ``"sdist"`` (the verified 1.0.0 sdist and the committed split;
-    runs from before ``meta["bigbench_data"]`` existed all read that) or what it read instead."""
-    meta = run["meta"]
-    data = str(meta.get("bigbench_data", "sdist"))
-    split = meta.get("bigbench_split")
-    verified = data == "sdist" or data.startswith("bigbench==1.0.0 sdist")
-    return ("sdist" if verified else data) + (f" with split {split}" if split else "")
 
 
 def merge(
@@ -69,7 +60,7 @@ def merge(
     models = {run["meta"].get("model") for run in runs}
     if len(models) != 1:
         raise MergeError(f"runs of different targets: {sorted(map(str, models))}")
-    sources = {bigbench_data(run) for run in runs}
+    sources = {data_read(run["meta"]) for run in runs}
     if len(sources) != 1:
         raise MergeError(f"runs on different BIG-bench data: {sorted(sources)}")
     keep = [_rows(run, suite, ratios, methods) for run in runs]

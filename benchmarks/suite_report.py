@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .bigbench.multidoc import data_read
 from .stats import mcnemar, paired_difference, wilson
 
 __all__ = ["BASELINES", "cells", "pairwise", "write_suite_report"]
@@ -234,14 +235,12 @@ def modal_answers(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def _data_lines(meta: Mapping[str, Any]) -> list[str]:
     """The BIG-bench data a run read, said in the report where it is not the verified sdist
     with the committed split (then its figures are not comparable with the committed ones)."""
-    data = str(meta.get("bigbench_data", ""))
-    split = meta.get("bigbench_split")
-    if not data.startswith("unverified") and not split:
+    data = data_read(meta)
+    if data == "sdist":
         return []
-    also = f", split `{split}`" if split else ""
     return [
-        f"**Data: {data}{also}** — not the verified bigbench==1.0.0 sdist: these figures are "
-        "not comparable with the committed results.",
+        f"**Data: {data}** — not the verified bigbench==1.0.0 sdist: these figures are not "
+        "comparable with the committed results.",
         "",
     ]
 

@@ -29,7 +29,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,7 +40,7 @@ from promptsieve import ConfigError
 
 from ..data import BenchItem
 from ..stats import squad_normalize
-from ._sdist import DIR_ENV, _folder, source, task_examples
+from ._sdist import DIR_ENV, REQUIREMENT, _folder, source, task_examples
 
 __all__ = [
     "QA",
@@ -49,6 +49,7 @@ __all__ = [
     "Passage",
     "TrainPassage",
     "build_split",
+    "data_read",
     "data_source",
     "detokenize",
     "multidoc_items",
@@ -248,6 +249,16 @@ def data_source() -> dict[str, str]:
         "bigbench_data": source(),
         **({} if path == SPLIT_FILE else {"bigbench_split": str(path)}),
     }
+
+
+def data_read(meta: Mapping[str, object]) -> str:
+    """What a run's ``meta`` (written with :func:`data_source`) says it read: ``"sdist"`` (the
+    verified 1.0.0 sdist and the committed split; runs from before ``bigbench_data`` existed
+    all read that) or the unverified source, with any other split."""
+    data = str(meta.get("bigbench_data", "sdist"))
+    split = meta.get("bigbench_split")
+    verified = data == "sdist" or data.startswith(f"{REQUIREMENT} sdist")
+    return ("sdist" if verified else data) + (f" with split {split}" if split else "")
 
 
 _WRITE = (
