@@ -229,8 +229,15 @@ PROCS, THREADS, CALLS = 8, 8, 40
 
 
 def _hammer(kind: str, target: str, proc: int, results: Any) -> None:
-    """One process: 4 sync threads and 4 asyncio tasks (to_thread), CALLS records each."""
-    store: Any = SQLiteStore(target) if kind == "sqlite" else RedisStore(target, prefix="hammer:")
+    """One process: 4 sync threads and 4 asyncio tasks (to_thread), CALLS records each.
+
+    The timeouts are wide: this counts lost writes, not latency, and 64 writers on a 2-core
+    machine (Redis fsyncing every write) can wait past the stores' defaults."""
+    store: Any = (
+        SQLiteStore(target, busy_timeout_s=60)
+        if kind == "sqlite"
+        else RedisStore(target, prefix="hammer:", socket_timeout_s=30)
+    )
     errors = 0
 
     def one(i: int) -> None:

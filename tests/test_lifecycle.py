@@ -30,6 +30,7 @@ from promptsieve import (
     SieveConfig,
     TargetOutput,
     UnsupportedRequest,
+    count_tokens,
 )
 from promptsieve.fidelity import Action, Decision
 
@@ -214,11 +215,12 @@ def test_rebuild_failure_reverts_and_never_compares_original_with_itself(driver:
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_scoring_timeout_sends_the_original(driver: str) -> None:
-    slow = WordDropCompressor(delay=0.5)
+    slow = WordDropCompressor(delay=2.0)
     sieve, _gate = _sieve(apply(0.5), scoring_budget_ms=30, compressor=slow)
+    count_tokens("warm", MODEL)  # the tokenizer's first load is not what this times
     t0 = time.perf_counter()
     call = run(driver, sieve, Target())
-    assert time.perf_counter() - t0 < 0.4
+    assert time.perf_counter() - t0 < 1.0  # about the budget, not the 2 s of scoring
     assert call.plan.reason == "timeout" and call.payload == _req().prompt
     assert sieve.stats.timeouts == 1
 

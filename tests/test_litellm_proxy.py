@@ -161,7 +161,8 @@ def test_gateway_screens_then_compresses(gateway: Gateway) -> None:
     original = f"{LONG}\n\n{QUESTION}"
     full = len(SYSTEM.split()) + len(original.split())  # the upstream counts words as tokens
     sent: list[int] = []
-    for _ in range(25):
+    deadline = time.monotonic() + 120  # the gateway loads its proxy, then screens
+    while time.monotonic() < deadline:
         r = client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": original}],
@@ -238,13 +239,13 @@ def test_a_stream_the_client_leaves_is_finished_at_once(gateway: Gateway) -> Non
         time.sleep(3.0)
     upstream.clear()
 
-    upstream.push(Reply(sse=chat_chunks(["word "] * 60), event_delay=0.1))  # a 6 s stream
+    upstream.push(Reply(sse=chat_chunks(["word "] * 60), event_delay=0.25))  # a 15 s stream
     with httpx.stream("POST", url, json={**body, "stream": True}, headers=headers,
                       timeout=60) as r:  # fmt: skip
         assert r.status_code == 200
         next(r.iter_lines())  # the first event, then the client leaves
     left = time.monotonic()
-    while time.monotonic() < left + 5 and len(_chat_bodies(upstream, streamed=False)) < 2:
+    while time.monotonic() < left + 12 and len(_chat_bodies(upstream, streamed=False)) < 2:
         time.sleep(0.1)
     compared = _chat_bodies(upstream, streamed=False)
     text = gateway.log.read_text()

@@ -70,7 +70,7 @@ class _Model(BaseHTTPRequestHandler):
         if "DEAD" in text or ("FLAKY" in text and attempt == 1):
             return self._send(500, {"error": {"message": "overloaded"}})
         if "SLOW" in text:
-            time.sleep(1.0)
+            time.sleep(3.0)  # well past the client timeout of the test that sends it
         if "GARBLED" in text:
             return self._send(200, {"choices": []})
         answer = majority_color(text)
@@ -320,7 +320,7 @@ def test_errors_and_timeouts_count_as_neither(server: _Server) -> None:
     for i, mark in ((1, "FLAKY"), (2, "DEAD"), (3, "SLOW"), (4, "GARBLED")):
         samples[i]["messages"][1]["content"] += f" {mark}"
     cfg = ScreenConfig(budget=34, ratios=(0.8,), retries=1)
-    with HTTPTarget(url(server), "scripted", timeout=0.3) as target:
+    with HTTPTarget(url(server), "scripted", timeout=1.0) as target:
         result = screen("errs", samples, target, cfg, compress=drop_words)
     rung = result.ratios[0]
     assert rung.skipped == 3  # DEAD, SLOW, GARBLED: retried once, then skipped
